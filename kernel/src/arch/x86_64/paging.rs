@@ -1,0 +1,123 @@
+//! The kernel's own page tables.
+//!
+//! After entry the kernel leaves the loader's tables for its own:
+//! - a direct map of all RAM at [`PHYS_MAP_BASE`] (2 MiB pages, no-execute),
+//! - the image at its link address, each section with its rights: text
+//!   read+execute, rodata read-only, data and bss read+write; no-execute
+//!   everywhere but text.
+//! Nothing else is mapped, so stray pointers fault instead of corrupting.
+
+use spin::Mutex;
+use x86_64::registers::control::{Cr3, Cr3Flags};
+use x86_64::structures::paging::mapper::MapToError;
+use x86_64::structures::paging::{
+    FrameAllocator, Mapper, OffsetPageTable, Page, PageTable, PageTableFlags as Flags, PhysFrame, Size2MiB, Size4KiB,
+};
+use x86_64::{PhysAddr, VirtAddr};
+
+use super::cpu::Features;
+use crate::boot::{BootInfo, MemoryRegion};
+
+/// Where the direct map of physical memory starts.
+pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
+
+const SIZE_2M: u64 = 2 * 1024 * 1024;
+/// Upper-level entries allow everything; the leaf entries set the rights.
+const PARENT_FLAGS: Flags = Flags::PRESENT.union(Flags::WRITABLE);
+
+/// The virtual address of physical address `phys` in the direct map.
+pub fn phys_to_virt(phys: u64) -> *mut u8 {
+    (PHYS_MAP_BASE + phys) as *mut u8
+}
+
+/// The physical address of a direct-map or image virtual address.
+pub fn virt_to_phys(virt: u64) -> u64 {
+    if virt >= crate::boot::KERNEL_VMA {
+        let image = crate::runtime::boot_info().image;
+        virt - image.virt_base + image.phys_base
+    } else {
+        virt - PHYS_MAP_BASE
+    }
+}
+
+extern "C" {
+    static __text_end: u8;
+    static __rodata_end: u8;
+}
+
+/// Physical address of the kernel's PML4, once installed.
+static KERNEL_PML4: Mutex<Option<PhysFrame>> = Mutex::new(None);
+
+/// Builds the kernel's page tables with frames from `frames` (reached
+/// through the loader's mapping) and switches to them.
+pub fn install(boot: &BootInfo, features: &Features, frames: &mut impl FrameAllocator<Size4KiB>) {
+    let nx = if features.nx { Flags::NO_EXECUTE } else { Flags::empty() };
+    let global = if features.global_pages { Flags::GLOBAL } else { Flags::empty() };
+    let loader_offset = VirtAddr::new(boot.loader_phys_offset);
+
+    let pml4_frame = frames.allocate_frame().expect("no memory for the kernel's page tables");
+    let pml4_ptr = (loader_offset + pml4_frame.start_address().as_u64()).as_mut_ptr::<PageTable>();
+    // SAFETY: the frame was just handed out by the boot frame allocator, so
+    // nothing else uses it, and the loader's tables map it at this address.
+    let pml4 = unsafe {
+        pml4_ptr.write(PageTable::new());
+        &mut *pml4_ptr
+    };
+    // SAFETY: the loader maps all physical memory the allocator hands out at
+    // `loader_offset`, which is what OffsetPageTable needs while building.
+    let mut table = unsafe { OffsetPageTable::new(pml4, loader_offset) };
+
+    for region in boot.memory_map().iter().filter(|r| r.is_ram()) {
+        map_direct(&mut table, region, Flags::PRESENT | Flags::WRITABLE | nx | global, frames);
+    }
+    map_image(&mut table, boot, nx | global, frames);
+
+    // SAFETY: the new tables map the image (code, stack, statics) at the
+    // same virtual addresses as the loader's, so execution continues; the
+    // loader's mappings are not used after this point (BootInfo was copied).
+    unsafe { Cr3::write(pml4_frame, Cr3Flags::empty()) };
+    *KERNEL_PML4.lock() = Some(pml4_frame);
+}
+
+fn map_direct(
+    table: &mut OffsetPageTable,
+    region: &MemoryRegion,
+    flags: Flags,
+    frames: &mut impl FrameAllocator<Size4KiB>,
+) {
+    let start = region.start & !(SIZE_2M - 1);
+    let end = region.end().div_ceil(SIZE_2M) * SIZE_2M;
+    for phys in (start..end).step_by(SIZE_2M as usize) {
+        let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(phys));
+        let page = Page::<Size2MiB>::containing_address(VirtAddr::new(PHYS_MAP_BASE + phys));
+        // SAFETY: the direct map aliases RAM only through this dedicated
+        // window; the tables are not active yet, so no flush is needed.
+        match unsafe { table.map_to_with_table_flags(page, frame, flags | Flags::HUGE_PAGE, PARENT_FLAGS, frames) } {
+            Ok(flush) => flush.ignore(),
+            // Two regions may share a 2 MiB page: mapped once is enough.
+            Err(MapToError::PageAlreadyMapped(_)) => {}
+            Err(e) => panic!("cannot build the direct map at {phys:#x}: {e:?}"),
+        }
+    }
+}
+
+fn map_image(table: &mut OffsetPageTable, boot: &BootInfo, extra: Flags, frames: &mut impl FrameAllocator<Size4KiB>) {
+    let image = boot.image;
+    let (text_end, rodata_end) = (&raw const __text_end as u64, &raw const __rodata_end as u64);
+    let nx = extra & Flags::NO_EXECUTE;
+    let global = extra & Flags::GLOBAL;
+    for virt in (image.virt_base..image.virt_base + image.size).step_by(4096) {
+        let flags = if virt < text_end {
+            Flags::PRESENT | global
+        } else if virt < rodata_end {
+            Flags::PRESENT | nx | global
+        } else {
+            Flags::PRESENT | Flags::WRITABLE | nx | global
+        };
+        let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(virt - image.virt_base + image.phys_base));
+        let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
+        // SAFETY: maps the image onto the physical pages the loader put it
+        // in, at its link address; the tables are not active yet.
+        unsafe { table.map_to_with_table_flags(page, frame, flags, PARENT_FLAGS, frames) }.expect("cannot map the kernel image").ignore();
+    }
+}

@@ -1,0 +1,204 @@
+//! Interrupt and exception entry.
+//!
+//! Every vector gets a 16-byte stub (generated below) that pushes a uniform
+//! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal in a
+//! unikernel: they are reported (vector, name, error code, RIP, CR2 for page
+//! faults) and the VM ends with failure.
+
+use spin::Once;
+use x86_64::structures::idt::InterruptDescriptorTable;
+use x86_64::VirtAddr;
+
+use super::gdt::DOUBLE_FAULT_IST;
+
+/// Bytes between two consecutive vector stubs.
+const STUB_SIZE: u64 = 16;
+
+/// Registers saved on entry, in the order the stubs push them (last pushed
+/// first), followed by what the cpu pushed.
+#[repr(C)]
+#[derive(Debug)]
+pub struct TrapFrame {
+    pub r15: u64,
+    pub r14: u64,
+    pub r13: u64,
+    pub r12: u64,
+    pub r11: u64,
+    pub r10: u64,
+    pub r9: u64,
+    pub r8: u64,
+    pub rbp: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub rcx: u64,
+    pub rbx: u64,
+    pub rax: u64,
+    pub vector: u64,
+    /// The cpu's error code, or 0 for vectors without one.
+    pub error_code: u64,
+    pub rip: u64,
+    pub cs: u64,
+    pub rflags: u64,
+    pub rsp: u64,
+    pub ss: u64,
+}
+
+// Vectors for which the cpu pushes an error code: 8, 10-14, 17, 21, 29, 30.
+core::arch::global_asm!(
+    ".pushsection .text.trap_stubs, \"ax\"",
+    ".balign 16",
+    ".global bravo_trap_stubs",
+    "bravo_trap_stubs:",
+    ".set vector, 0",
+    ".rept 256",
+    ".balign 16",
+    ".if !(vector == 8 || (vector >= 10 && vector <= 14) || vector == 17 || vector == 21 || vector == 29 || vector == 30)",
+    "push 0",
+    ".endif",
+    "push vector",
+    "jmp {common}",
+    ".set vector, vector + 1",
+    ".endr",
+    ".popsection",
+    common = sym trap_common,
+);
+
+extern "C" {
+    static bravo_trap_stubs: u8;
+}
+
+#[unsafe(naked)]
+extern "C" fn trap_common() {
+    core::arch::naked_asm!(
+        "push rax", "push rbx", "push rcx", "push rdx", "push rsi", "push rdi", "push rbp",
+        "push r8", "push r9", "push r10", "push r11", "push r12", "push r13", "push r14", "push r15",
+        "mov rdi, rsp",
+        "cld",
+        "call {dispatch}",
+        "pop r15", "pop r14", "pop r13", "pop r12", "pop r11", "pop r10", "pop r9", "pop r8",
+        "pop rbp", "pop rdi", "pop rsi", "pop rdx", "pop rcx", "pop rbx", "pop rax",
+        "add rsp, 16", // vector and error code
+        "iretq",
+        dispatch = sym trap_dispatch,
+    )
+}
+
+static IDT: Once<InterruptDescriptorTable> = Once::new();
+
+fn stub_address(vector: u8) -> VirtAddr {
+    let base = &raw const bravo_trap_stubs as u64;
+    VirtAddr::new(base + vector as u64 * STUB_SIZE)
+}
+
+/// Builds the IDT (once) and loads it on this cpu.
+pub fn init() {
+    let idt = IDT.call_once(|| {
+        let mut idt = InterruptDescriptorTable::new();
+        // SAFETY (all set_handler_addr calls): each address is the entry of
+        // the stub for that very vector, which saves state in the layout
+        // trap_common expects and returns with iretq.
+        unsafe {
+            idt.divide_error.set_handler_addr(stub_address(0));
+            idt.debug.set_handler_addr(stub_address(1));
+            idt.non_maskable_interrupt.set_handler_addr(stub_address(2));
+            idt.breakpoint.set_handler_addr(stub_address(3));
+            idt.overflow.set_handler_addr(stub_address(4));
+            idt.bound_range_exceeded.set_handler_addr(stub_address(5));
+            idt.invalid_opcode.set_handler_addr(stub_address(6));
+            idt.device_not_available.set_handler_addr(stub_address(7));
+            idt.double_fault.set_handler_addr(stub_address(8)).set_stack_index(DOUBLE_FAULT_IST);
+            idt.invalid_tss.set_handler_addr(stub_address(10));
+            idt.segment_not_present.set_handler_addr(stub_address(11));
+            idt.stack_segment_fault.set_handler_addr(stub_address(12));
+            idt.general_protection_fault.set_handler_addr(stub_address(13));
+            idt.page_fault.set_handler_addr(stub_address(14));
+            idt.x87_floating_point.set_handler_addr(stub_address(16));
+            idt.alignment_check.set_handler_addr(stub_address(17));
+            idt.machine_check.set_handler_addr(stub_address(18));
+            idt.simd_floating_point.set_handler_addr(stub_address(19));
+            idt.virtualization.set_handler_addr(stub_address(20));
+            idt.cp_protection_exception.set_handler_addr(stub_address(21));
+            for vector in 32..=255u8 {
+                idt[vector].set_handler_addr(stub_address(vector));
+            }
+        }
+        idt
+    });
+    idt.load();
+}
+
+fn exception_name(vector: u64) -> &'static str {
+    match vector {
+        0 => "divide error (#DE)",
+        1 => "debug (#DB)",
+        2 => "non-maskable interrupt",
+        3 => "breakpoint (#BP)",
+        4 => "overflow (#OF)",
+        5 => "bound range exceeded (#BR)",
+        6 => "invalid opcode (#UD)",
+        7 => "device not available (#NM)",
+        8 => "double fault (#DF)",
+        10 => "invalid TSS (#TS)",
+        11 => "segment not present (#NP)",
+        12 => "stack-segment fault (#SS)",
+        13 => "general protection fault (#GP)",
+        14 => "page fault (#PF)",
+        16 => "x87 floating-point error (#MF)",
+        17 => "alignment check (#AC)",
+        18 => "machine check (#MC)",
+        19 => "SIMD floating-point error (#XM)",
+        20 => "virtualization exception (#VE)",
+        21 => "control protection (#CP)",
+        _ => "reserved exception",
+    }
+}
+
+/// Describes a page fault's error code, e.g. "write to a present page".
+fn page_fault_cause(code: u64) -> &'static str {
+    let write = code & 0b10 != 0;
+    let present = code & 0b1 != 0;
+    let fetch = code & 0b1_0000 != 0;
+    match (fetch, write, present) {
+        (true, _, true) => "instruction fetch from a no-execute page",
+        (true, _, false) => "instruction fetch from an unmapped page",
+        (false, true, true) => "write to a read-only page",
+        (false, true, false) => "write to an unmapped page",
+        (false, false, true) => "read violating page protection",
+        (false, false, false) => "read from an unmapped page",
+    }
+}
+
+extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.vector < 32 {
+        fatal_exception(frame);
+    }
+    // No device interrupt is routed yet; an unexpected one is reported and
+    // ignored.
+    log::warn!("unexpected interrupt on vector {}", frame.vector);
+}
+
+fn fatal_exception(frame: &TrapFrame) -> ! {
+    let name = exception_name(frame.vector);
+    if frame.vector == 14 {
+        let cr2 = x86_64::registers::control::Cr2::read_raw();
+        crate::console::emergency_println(format_args!(
+            "EXCEPTION: {name}, vector {} error={:#x} rip={:#x} cr2={:#x}: {}",
+            frame.vector,
+            frame.error_code,
+            frame.rip,
+            cr2,
+            page_fault_cause(frame.error_code),
+        ));
+    } else {
+        crate::console::emergency_println(format_args!(
+            "EXCEPTION: {name}, vector {} error={:#x} rip={:#x}",
+            frame.vector, frame.error_code, frame.rip,
+        ));
+    }
+    crate::console::emergency_println(format_args!(
+        "  rsp={:#x} rbp={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
+        frame.rsp, frame.rbp, frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi,
+    ));
+    super::power::exit(super::power::ExitCode::Failure)
+}

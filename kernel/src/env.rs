@@ -1,0 +1,24 @@
+//! The application's view of how it was started.
+
+use spin::Once;
+
+static APP_ARGS: Once<&'static str> = Once::new();
+
+pub(crate) fn init(app_args: &'static str) {
+    APP_ARGS.call_once(|| app_args);
+}
+
+/// The whole kernel command line, as the loader passed it.
+pub fn cmdline() -> &'static str {
+    crate::runtime::boot_info().cmdline()
+}
+
+/// The application's arguments: the words after `--` on the command line.
+pub fn args() -> impl Iterator<Item = &'static str> {
+    APP_ARGS.get().copied().unwrap_or("").split_whitespace()
+}
+
+/// Which loader booted the kernel: "Limine" or "PVH".
+pub fn loader() -> &'static str {
+    crate::runtime::boot_info().loader.name()
+}

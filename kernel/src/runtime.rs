@@ -1,0 +1,114 @@
+//! Start-up and shut-down: the one `kmain` both boot paths reach, and how the
+//! application's `main` is called and its result turned into the VM's exit.
+
+use spin::Once;
+
+use crate::arch::{self, power};
+use crate::boot::BootInfo;
+use crate::cmdline::{CommandLine, Problem};
+
+static BOOT_INFO: Once<BootInfo> = Once::new();
+
+/// What the loader told the kernel (valid after the first lines of `kmain`).
+pub fn boot_info() -> &'static BootInfo {
+    BOOT_INFO.get().expect("boot info read before kmain stored it")
+}
+
+extern "Rust" {
+    /// The application's entry, defined by [`crate::main!`].
+    fn __bravo_app_main() -> power::ExitCode;
+}
+
+/// The kernel's entry, reached from either loader's entry code on the boot
+/// stack with interrupts off.
+pub fn kmain(boot: BootInfo) -> ! {
+    crate::console::init();
+    let boot = BOOT_INFO.call_once(|| boot);
+
+    // Problems are reported once the log level is known.
+    let mut problems: [Option<Problem>; 8] = [None; 8];
+    let mut dropped = 0;
+    let cmdline = CommandLine::parse(boot.cmdline(), |p| match problems.iter_mut().find(|s| s.is_none()) {
+        Some(slot) => *slot = Some(p),
+        None => dropped += 1,
+    });
+    crate::console::init_log(cmdline.options.log_level);
+    log::info!("Bravo {} booted by {}", env!("CARGO_PKG_VERSION"), boot.loader.name());
+    for problem in problems.iter().flatten() {
+        log::warn!("cmdline: {problem}");
+    }
+    if dropped > 0 {
+        log::warn!("cmdline: {dropped} more problems not shown");
+    }
+
+    arch::gdt::init_boot_cpu();
+    arch::traps::init();
+
+    let features = arch::cpu::features();
+    arch::cpu::enable_protection(&features);
+    let Some(mut frames) = crate::memory::BootFrames::new(boot.memory_map()) else {
+        panic!("no usable memory between 1 MiB and 4 GiB for page tables");
+    };
+    arch::paging::install(boot, &features, &mut frames);
+    crate::memory::init_heap(boot.memory_map(), frames.used());
+    log_memory_summary(boot);
+
+    crate::env::init(cmdline.app_args);
+    log::debug!("entering main");
+    // SAFETY: `__bravo_app_main` is defined by the application's `main!`
+    // invocation with exactly this signature.
+    let code = unsafe { __bravo_app_main() };
+    log::debug!("main returned {code:?}");
+    power::exit(code)
+}
+
+fn log_memory_summary(boot: &BootInfo) {
+    for region in boot.memory_map() {
+        log::debug!("memory {:#012x}-{:#012x} {:?}", region.start, region.end(), region.kind);
+    }
+    let heap = crate::memory::heap_stats();
+    log::info!("memory: {} MiB heap, image {} KiB at {:#x}", heap.total >> 20, boot.image.size >> 10, boot.image.phys_base);
+}
+
+/// What an application's `main` may return: `()`, or a `Result` whose error
+/// is printed before the VM ends with failure.
+pub trait Termination {
+    fn report(self) -> power::ExitCode;
+}
+
+impl Termination for () {
+    fn report(self) -> power::ExitCode {
+        power::ExitCode::Success
+    }
+}
+
+impl<E: core::fmt::Debug> Termination for Result<(), E> {
+    fn report(self) -> power::ExitCode {
+        match self {
+            Ok(()) => power::ExitCode::Success,
+            Err(e) => {
+                crate::println!("Error: {e:?}");
+                power::ExitCode::Failure
+            }
+        }
+    }
+}
+
+/// Declares the application's `main`; the kernel boots, calls it, and shuts
+/// the VM down with success when it returns (or failure for an `Err`).
+///
+/// ```ignore
+/// #![no_std]
+/// #![no_main]
+/// bravo::main!(main);
+/// fn main() { bravo::println!("hello"); }
+/// ```
+#[macro_export]
+macro_rules! main {
+    ($main:path) => {
+        #[unsafe(export_name = "__bravo_app_main")]
+        fn __bravo_app_main() -> $crate::ExitCode {
+            $crate::Termination::report($main())
+        }
+    };
+}
