@@ -1,1 +1,498 @@
+//! Bravo's host-side harness: boots kernel images in QEMU and checks them
+//! from the outside (serial output and exit status).
+//!
+//! ```no_run
+//! use bravo_tests::{Machine, Boot};
+//! let run = Machine::new("hello").boot(Boot::Pvh).cmdline("-- hi").run();
+//! run.assert_success();
+//! run.assert_line("Hello from Bravo!");
+//! ```
+//!
+//! The kernel ends the VM through QEMU's `isa-debug-exit` device: status 33
+//! means success, 35 failure (see `kernel/src/arch/x86_64/power.rs`). A
+//! harness-started QEMU is always killed when its handle is dropped.
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+/// QEMU exit status for a kernel that ended with success.
+pub const QEMU_SUCCESS: i32 = 33;
+/// QEMU exit status for a kernel that ended with failure.
+pub const QEMU_FAILURE: i32 = 35;
+
+/// The workspace root (where `Cargo.toml`, `target/` and `scripts/` are).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// The path of a built kernel image (an example or a test image).
+pub fn image_path(name: &str) -> PathBuf {
+    let as_path = Path::new(name);
+    if as_path.components().count() > 1 || as_path.is_file() {
+        return as_path.to_path_buf();
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    target.join("x86_64-unknown-none/release").join(name)
+}
+
+/// How the VM boots the image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Boot {
+    /// `qemu -kernel`: QEMU loads the ELF and enters its PVH note.
+    Pvh,
+    /// A Limine ISO (BIOS boot through SeaBIOS).
+    Limine,
+    /// A Limine ISO booted by UEFI firmware (OVMF).
+    LimineUefi,
+}
+
+impl Boot {
+    /// `BOOT=limine|pvh` from the environment, else Limine when installed,
+    /// else PVH.
+    pub fn from_env_or_default() -> Result<Self, String> {
+        match std::env::var("BOOT").as_deref() {
+            Ok("pvh") => Ok(Boot::Pvh),
+            Ok("limine") => Ok(Boot::Limine),
+            Ok("limine-uefi") => Ok(Boot::LimineUefi),
+            Ok("") | Err(_) => Ok(if limine_dir().is_ok() { Boot::Limine } else { Boot::Pvh }),
+            Ok(other) => Err(format!("BOOT={other}: expected limine, limine-uefi or pvh")),
+        }
+    }
+}
+
+/// Which accelerator QEMU uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    /// `ACCEL=kvm|tcg` from the environment, else KVM only where the cpu
+    /// runs guests natively (`vmx`/`svm` in /proc/cpuinfo and /dev/kvm
+    /// usable), else TCG. A nested software KVM is ~1000x slower than TCG.
+    pub fn from_env_or_default() -> Result<Self, String> {
+        match std::env::var("ACCEL").as_deref() {
+            Ok("kvm") => Ok(Accel::Kvm),
+            Ok("tcg") => Ok(Accel::Tcg),
+            Ok("") | Err(_) => Ok(if native_kvm() { Accel::Kvm } else { Accel::Tcg }),
+            Ok(other) => Err(format!("ACCEL={other}: expected kvm or tcg")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// Whether /dev/kvm can be opened by this user.
+pub fn kvm_usable() -> bool {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+}
+
+fn native_kvm() -> bool {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| {
+        l.split_whitespace().any(|f| f == "vmx" || f == "svm")
+    });
+    hw && kvm_usable()
+}
+
+/// Where Limine's files are: `$LIMINE_DIR` or `/usr/share/limine`.
+pub fn limine_dir() -> Result<PathBuf, String> {
+    let candidates = std::env::var_os("LIMINE_DIR").map(PathBuf::from).into_iter().chain([PathBuf::from("/usr/share/limine")]);
+    for dir in candidates {
+        if dir.join("limine-bios-cd.bin").is_file() && dir.join("limine-uefi-cd.bin").is_file() {
+            return Ok(dir);
+        }
+    }
+    Err(format!(
+        "Limine is not installed: no limine-bios-cd.bin in $LIMINE_DIR ({}) or /usr/share/limine",
+        std::env::var("LIMINE_DIR").unwrap_or_else(|_| "unset".into())
+    ))
+}
+
+/// UEFI firmware for QEMU, if the `ovmf` package is installed.
+pub fn ovmf_firmware() -> Option<PathBuf> {
+    ["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd", "/usr/share/OVMF/OVMF.fd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// One NUMA node of the guest: its cpus and memory.
+#[derive(Clone, Debug)]
+pub struct NumaNode {
+    pub cpus: std::ops::RangeInclusive<usize>,
+    pub memory_mib: usize,
+}
+
+/// A virtual machine to boot: image, boot path and hardware.
+#[derive(Clone, Debug)]
+pub struct Machine {
+    image: PathBuf,
+    boot: Boot,
+    accel: Accel,
+    cpu_model: Option<String>,
+    cpus: usize,
+    memory_mib: usize,
+    numa: Vec<NumaNode>,
+    cmdline: String,
+    extra: Vec<String>,
+    timeout: Duration,
+    gdb: bool,
+}
+
+impl Machine {
+    /// A machine booting image `name` (a package name under
+    /// `target/x86_64-unknown-none/release/`, or a path) by PVH under TCG,
+    /// 1 cpu, 256 MiB.
+    pub fn new(name: &str) -> Self {
+        Self {
+            image: image_path(name),
+            boot: Boot::Pvh,
+            accel: Accel::Tcg,
+            cpu_model: None,
+            cpus: 1,
+            memory_mib: 256,
+            numa: Vec::new(),
+            cmdline: String::new(),
+            extra: Vec::new(),
+            timeout: Duration::from_secs(60),
+            gdb: false,
+        }
+    }
+
+    pub fn boot(mut self, boot: Boot) -> Self {
+        self.boot = boot;
+        self
+    }
+    pub fn accel(mut self, accel: Accel) -> Self {
+        self.accel = accel;
+        self
+    }
+    /// QEMU's `-cpu` model (default: `max` under TCG, `host` under KVM).
+    pub fn cpu_model(mut self, model: &str) -> Self {
+        self.cpu_model = Some(model.into());
+        self
+    }
+    pub fn cpus(mut self, cpus: usize) -> Self {
+        self.cpus = cpus;
+        self
+    }
+    pub fn memory_mib(mut self, mib: usize) -> Self {
+        self.memory_mib = mib;
+        self
+    }
+    /// Splits cpus and memory into NUMA nodes (total memory becomes the sum).
+    pub fn numa(mut self, nodes: &[NumaNode]) -> Self {
+        self.numa = nodes.to_vec();
+        self.memory_mib = nodes.iter().map(|n| n.memory_mib).sum();
+        self
+    }
+    pub fn cmdline(mut self, cmdline: &str) -> Self {
+        self.cmdline = cmdline.into();
+        self
+    }
+    /// Extra QEMU arguments (devices, netdevs...).
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
+        self.extra.extend(args.into_iter().map(Into::into));
+        self
+    }
+    /// How long [`Machine::run`] waits before killing QEMU.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+    /// Starts halted with a gdb stub on :1234.
+    pub fn gdb(mut self, on: bool) -> Self {
+        self.gdb = on;
+        self
+    }
+
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+    pub fn boot_path(&self) -> Boot {
+        self.boot
+    }
+
+    /// The QEMU command for this machine (builds the ISO for Limine boots).
+    pub fn command(&self) -> Result<Command, String> {
+        if !self.image.is_file() {
+            return Err(format!("kernel image {} not found: build it first (`just build`)", self.image.display()));
+        }
+        let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
+        let mut cmd = Command::new(qemu);
+        let cpu_model = self.cpu_model.clone().unwrap_or_else(|| match self.accel {
+            Accel::Tcg => "max".into(),
+            Accel::Kvm => "host".into(),
+        });
+        cmd.args(["-machine", "q35", "-accel", self.accel.name(), "-cpu", &cpu_model]);
+        cmd.args(["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
+        for (id, node) in self.numa.iter().enumerate() {
+            cmd.args(["-object", &format!("memory-backend-ram,id=m{id},size={}M", node.memory_mib)]);
+            cmd.args(["-numa", &format!("node,nodeid={id},cpus={}-{},memdev=m{id}", node.cpus.start(), node.cpus.end())]);
+        }
+        cmd.args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
+        match self.boot {
+            Boot::Pvh => {
+                cmd.arg("-kernel").arg(&self.image);
+                if !self.cmdline.is_empty() {
+                    cmd.args(["-append", &self.cmdline]);
+                }
+            }
+            Boot::Limine | Boot::LimineUefi => {
+                if self.boot == Boot::LimineUefi {
+                    let firmware = ovmf_firmware().ok_or("UEFI boot needs OVMF (Debian package `ovmf`)")?;
+                    cmd.arg("-bios").arg(firmware);
+                }
+                cmd.arg("-cdrom").arg(self.build_iso()?);
+            }
+        }
+        if self.gdb {
+            cmd.args(["-s", "-S"]);
+        }
+        cmd.args(&self.extra);
+        Ok(cmd)
+    }
+
+    /// Builds a Limine ISO for this image and command line, named after
+    /// both (so reruns overwrite it), written to a temporary file first so
+    /// that concurrent runs never boot a half-written ISO.
+    fn build_iso(&self) -> Result<PathBuf, String> {
+        use std::hash::{Hash, Hasher};
+        limine_dir()?;
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let name = self.image.file_name().and_then(|n| n.to_str()).unwrap_or("kernel");
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.cmdline.hash(&mut hasher);
+        let dir = workspace_root().join("target/iso");
+        let iso = dir.join(format!("{name}-{:016x}.iso", hasher.finish()));
+        let tmp = dir.join(format!(".{name}-{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
+        let out = Command::new(workspace_root().join("scripts/make-iso"))
+            .arg(&self.image)
+            .arg(&tmp)
+            .arg(&self.cmdline)
+            .output()
+            .map_err(|e| format!("cannot run scripts/make-iso: {e}"))?;
+        if !out.status.success() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(format!("make-iso failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+        }
+        std::fs::rename(&tmp, &iso).map_err(|e| format!("cannot move the ISO into place: {e}"))?;
+        Ok(iso)
+    }
+
+    /// Starts the VM with its serial output captured.
+    pub fn start(&self) -> Running {
+        let mut cmd = self.command().unwrap_or_else(|e| panic!("{e}"));
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let started = Instant::now();
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start QEMU ({cmd:?}): {e}"));
+        let (tx, rx) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().expect("piped stdout")) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().expect("piped stderr")),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).split(b'\n') {
+                    let Ok(line) = line else { break };
+                    let text = String::from_utf8_lossy(&line).trim_end_matches('\r').to_string();
+                    if tx.send(Line { at: started.elapsed(), text }).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running { child, lines: rx, seen: Vec::new(), started, timeout: self.timeout }
+    }
+
+    /// Boots, waits for the VM to end (or the timeout), returns what it did.
+    pub fn run(&self) -> Run {
+        self.start().wait()
+    }
+}
+
+/// One line of serial output (or QEMU's stderr), with when it arrived.
+#[derive(Clone, Debug)]
+pub struct Line {
+    /// Time since QEMU was started.
+    pub at: Duration,
+    pub text: String,
+}
+
+/// How the VM ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// The kernel reported success.
+    Success,
+    /// The kernel reported failure.
+    Failure,
+    /// QEMU ended with another status (its own error, or a reset with
+    /// `-no-reboot`, e.g. after a triple fault).
+    Qemu(Option<i32>),
+    /// The harness killed QEMU at the timeout.
+    TimedOut,
+}
+
+impl Exit {
+    fn from_status(status: ExitStatus) -> Self {
+        match status.code() {
+            Some(QEMU_SUCCESS) => Exit::Success,
+            Some(QEMU_FAILURE) => Exit::Failure,
+            code => Exit::Qemu(code),
+        }
+    }
+}
+
+/// A running VM. Dropping it kills QEMU.
+pub struct Running {
+    child: Child,
+    lines: Receiver<Line>,
+    seen: Vec<Line>,
+    started: Instant,
+    timeout: Duration,
+}
+
+impl Running {
+    /// Waits until a line containing `needle` arrives; returns it.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> Result<Line, String> {
+        if let Some(line) = self.seen.iter().find(|l| l.text.contains(needle)) {
+            return Ok(line.clone());
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.text.contains(needle);
+                    self.seen.push(line.clone());
+                    if found {
+                        return Ok(line);
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(format!("no line containing {needle:?} within {timeout:?}; serial so far:\n{}", self.serial()))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(format!("QEMU ended before printing {needle:?}; serial:\n{}", self.serial()))
+                }
+            }
+        }
+    }
+
+    /// Everything printed so far.
+    pub fn serial(&self) -> String {
+        self.seen.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// QEMU's process id (to measure its CPU time, for instance).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the VM to end, killing it at the machine's timeout.
+    pub fn wait(mut self) -> Run {
+        let deadline = self.started + self.timeout;
+        let exit = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break Exit::from_status(status),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    break Exit::TimedOut;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("cannot wait for QEMU: {e}"),
+            }
+        };
+        let elapsed = self.started.elapsed();
+        // The readers end when QEMU's pipes close.
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(line);
+        }
+        Run { lines: std::mem::take(&mut self.seen), exit, elapsed }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a finished VM did.
+#[derive(Debug)]
+pub struct Run {
+    pub lines: Vec<Line>,
+    pub exit: Exit,
+    /// From QEMU start to its exit.
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn serial(&self) -> String {
+        self.lines.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The first line containing `needle`.
+    pub fn line(&self, needle: &str) -> Option<&Line> {
+        self.lines.iter().find(|l| l.text.contains(needle))
+    }
+
+    #[track_caller]
+    pub fn assert_line(&self, needle: &str) -> &Line {
+        self.line(needle)
+            .unwrap_or_else(|| panic!("no serial line contains {needle:?} (exit {:?}); serial:\n{}", self.exit, self.serial()))
+    }
+
+    #[track_caller]
+    pub fn assert_no_line(&self, needle: &str) {
+        if let Some(line) = self.line(needle) {
+            panic!("unexpected serial line {:?}; serial:\n{}", line.text, self.serial());
+        }
+    }
+
+    #[track_caller]
+    pub fn assert_exit(&self, expected: Exit) -> &Self {
+        assert_eq!(self.exit, expected, "unexpected exit; serial:\n{}", self.serial());
+        self
+    }
+
+    #[track_caller]
+    pub fn assert_success(&self) -> &Self {
+        self.assert_exit(Exit::Success)
+    }
+
+    #[track_caller]
+    pub fn assert_failure(&self) -> &Self {
+        self.assert_exit(Exit::Failure)
+    }
+
+    /// Checks an in-kernel suite's final line: `NAME: N passed, 0 failed`
+    /// with N > 0. Returns N.
+    #[track_caller]
+    pub fn assert_suite_passed(&self, suite: &str) -> usize {
+        let prefix = format!("{suite}: ");
+        let line = self.assert_line(&prefix);
+        let counts = line.text[line.text.find(&prefix).unwrap() + prefix.len()..].to_string();
+        let mut numbers = counts.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap());
+        let (passed, failed) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(usize::MAX));
+        assert!(failed == 0 && passed > 0, "suite {suite}: {counts}; serial:\n{}", self.serial());
+        self.assert_success();
+        passed
+    }
+}

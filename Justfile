@@ -1,0 +1,38 @@
+# Bravo's commands. `just` lists them.
+#
+# Environment: BOOT=limine|limine-uefi|pvh, ACCEL=kvm|tcg, CPUS, MEM (MiB),
+# LIMINE_DIR (where Limine's files are, else /usr/share/limine).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+kernel_target := "x86_64-unknown-none"
+images := "target/" + kernel_target + "/release"
+
+# List the commands
+default:
+    @just --list
+
+# Build the kernel, every example and every test image
+build:
+    cargo build --release --target {{kernel_target}} --workspace --exclude bravo-tests
+
+# Boot an example in QEMU; arguments after NAME go to the application
+run-example NAME *ARGS: build
+    cargo run -q -p bravo-tests --bin bravo-run -- --append "${CMDLINE:-}{{ if ARGS != "" { " -- " + ARGS } else { "" } }}" {{images}}/{{NAME}}
+
+# Build a hybrid BIOS/UEFI Limine ISO of an example: target/iso/NAME.iso
+iso NAME: build
+    scripts/make-iso {{images}}/{{NAME}} target/iso/{{NAME}}.iso "${CMDLINE:-}"
+
+# Boot an example halted, with a gdb stub on :1234 (prints the gdb command)
+debug NAME: build
+    cargo run -q -p bravo-tests --bin bravo-run -- --gdb --append "${CMDLINE:-}" {{images}}/{{NAME}}
+
+# Run every test: host unit tests, then kernel images booted in QEMU
+test: build
+    cargo test -p bravo --lib
+    cargo test -p bravo-tests
+
+# Run a benchmark: boot
+bench WHAT *ARGS: build
+    cargo run -q --release -p bravo-tests --bin bravo-bench -- {{WHAT}} {{ARGS}}

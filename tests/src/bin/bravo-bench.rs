@@ -1,0 +1,91 @@
+//! `bravo-bench`: Bravo's benchmarks (what `just bench WHAT` runs).
+//!
+//! ```text
+//! bravo-bench boot [--runs N] [--image NAME]
+//! ```
+//!
+//! `boot` boots an image by PVH N times (default 11) and reports, as seen
+//! from the host: QEMU start to the kernel's first line (printed first thing
+//! in `kmain`), and QEMU start to the VM's exit; median, min and max. It
+//! writes the samples to `target/bench/boot.csv`.
+
+use std::time::Duration;
+
+use bravo_tests::{image_path, workspace_root, Accel, Exit, Machine};
+
+fn fail(message: &str) -> ! {
+    eprintln!("bravo-bench: {message}");
+    std::process::exit(2)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("boot") => boot(&args[1..]),
+        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME]"),
+    }
+}
+
+struct Summary {
+    median: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+fn summarize(samples: &[Duration]) -> Summary {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    Summary { median: sorted[sorted.len() / 2], min: sorted[0], max: sorted[sorted.len() - 1] }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1000.0)
+}
+
+fn boot(args: &[String]) {
+    let mut runs = 11usize;
+    let mut image = "hello".to_string();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--runs" => runs = value().parse().unwrap_or_else(|_| fail("--runs: expected a number")),
+            "--image" => image = value(),
+            other => fail(&format!("unexpected argument `{other}`")),
+        }
+    }
+    let runs = runs.max(1);
+    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let machine = Machine::new(&image).accel(accel).cmdline("log=info").timeout(Duration::from_secs(120));
+    let (mut to_kmain, mut to_exit) = (Vec::new(), Vec::new());
+    for i in 0..runs {
+        eprint!("\rboot: run {}/{runs}", i + 1);
+        let run = machine.run();
+        if run.exit != Exit::Success {
+            fail(&format!("run {} ended with {:?}:\n{}", i + 1, run.exit, run.serial()));
+        }
+        let kmain = run.line("booted by").unwrap_or_else(|| fail("no boot banner on the serial line"));
+        to_kmain.push(kmain.at);
+        to_exit.push(run.elapsed);
+    }
+    eprintln!();
+
+    let size = std::fs::metadata(image_path(&image)).map(|m| m.len()).unwrap_or(0);
+    let (k, e) = (summarize(&to_kmain), summarize(&to_exit));
+    println!("boot of `{image}` by PVH under {}, {runs} runs, host-side times (QEMU start = 0)", accel.name().to_uppercase());
+    println!("| measure            | median ms | min ms | max ms |");
+    println!("|--------------------|-----------|--------|--------|");
+    println!("| start to kmain     | {:>9} | {:>6} | {:>6} |", ms(k.median), ms(k.min), ms(k.max));
+    println!("| start to VM exit   | {:>9} | {:>6} | {:>6} |", ms(e.median), ms(e.min), ms(e.max));
+    println!("image size: {} KiB (ELF with debug info)", size / 1024);
+
+    let dir = workspace_root().join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    let csv: String = std::iter::once("run,start_to_kmain_ms,start_to_exit_ms\n".to_string())
+        .chain(to_kmain.iter().zip(&to_exit).enumerate().map(|(i, (k, e))| format!("{},{},{}\n", i + 1, ms(*k), ms(*e))))
+        .collect();
+    match std::fs::write(dir.join("boot.csv"), csv) {
+        Ok(()) => println!("samples: {}", dir.join("boot.csv").display()),
+        Err(e) => eprintln!("bravo-bench: cannot write target/bench/boot.csv: {e}"),
+    }
+}

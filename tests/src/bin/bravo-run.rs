@@ -1,0 +1,90 @@
+//! `bravo-run`: boots a Bravo image in QEMU with the terminal as its serial
+//! console (what `just run-example` and `just debug` use).
+//!
+//! ```text
+//! bravo-run [--gdb] [--append CMDLINE] IMAGE
+//! ```
+//!
+//! The environment chooses the machine: `BOOT=limine|limine-uefi|pvh`
+//! (default: Limine when installed, else PVH), `ACCEL=kvm|tcg` (default: KVM
+//! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB), and
+//! `QEMU_ARGS` (extra QEMU arguments, split on spaces). The exit status is 0
+//! when the kernel ends with success, 1 when it ends with failure.
+
+use std::process::{exit, Stdio};
+
+use bravo_tests::{limine_dir, Accel, Boot, Machine, QEMU_FAILURE, QEMU_SUCCESS};
+
+fn fail(message: &str) -> ! {
+    eprintln!("bravo-run: {message}");
+    exit(2)
+}
+
+fn env_number(name: &str, default: usize) -> usize {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v.parse().unwrap_or_else(|_| fail(&format!("{name}={v}: expected a number"))),
+        _ => default,
+    }
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let (mut gdb, mut append, mut image) = (false, String::new(), None);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--gdb" => gdb = true,
+            "--append" => append = args.next().unwrap_or_else(|| fail("--append needs a value")),
+            "-h" | "--help" => {
+                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, QEMU_ARGS)");
+                return;
+            }
+            _ if image.is_none() && !arg.starts_with('-') => image = Some(arg),
+            _ => fail(&format!("unexpected argument `{arg}` (see --help)")),
+        }
+    }
+    let image = image.unwrap_or_else(|| fail("which image? (see --help)"));
+    let boot = Boot::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
+
+    let machine = Machine::new(&image)
+        .boot(boot)
+        .accel(accel)
+        .cpus(env_number("CPUS", 1))
+        .memory_mib(env_number("MEM", 256))
+        .cmdline(&append)
+        .args(std::env::var("QEMU_ARGS").unwrap_or_default().split_whitespace())
+        .gdb(gdb);
+    let why = match (boot, std::env::var("BOOT").is_ok_and(|b| !b.is_empty())) {
+        (_, true) => "chosen by BOOT".to_string(),
+        (Boot::Pvh, false) => format!("{}; BOOT=limine to change", limine_dir().unwrap_err()),
+        _ => "Limine found; BOOT=pvh to change".to_string(),
+    };
+    eprintln!(
+        "bravo-run: booting {} by {boot:?} under {} ({why})",
+        machine.image().display(),
+        accel.name().to_uppercase()
+    );
+    if gdb {
+        eprintln!("bravo-run: QEMU is halted with a gdb stub on :1234; in another terminal run:");
+        eprintln!(
+            "    gdb {} -ex 'set architecture i386:x86-64' -ex 'target remote :1234' -ex 'hbreak bravo::runtime::kmain' -ex continue",
+            machine.image().display()
+        );
+    }
+
+    let mut cmd = machine.command().unwrap_or_else(|e| fail(&e));
+    // QEMU gets the terminal: serial on stdio, Ctrl-C ends it.
+    cmd.stdin(Stdio::inherit()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot start QEMU: {e}")));
+    match status.code() {
+        Some(QEMU_SUCCESS) => exit(0),
+        Some(QEMU_FAILURE) => exit(1),
+        None => {
+            eprintln!("bravo-run: QEMU stopped by a signal");
+            exit(130)
+        }
+        Some(code) => {
+            fail(&format!("QEMU exited with status {code} without the kernel reporting an exit (QEMU error, or a reset such as a triple fault)"))
+        }
+    }
+}
