@@ -8,7 +8,8 @@
 //! Module map: `boot` (what the loader handed over), `arch` (all direct
 //! hardware access), `memory` (frames and heap), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
-//! (typed kernel options), `env` (arguments for the application),
+//! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
+//! nodes from ACPI), `env` (arguments for the application),
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
@@ -16,10 +17,13 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod topology;
 
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
 pub mod arch;
+#[cfg(not(test))]
+mod acpi_tables;
 #[cfg(not(test))]
 pub mod boot;
 #[cfg(not(test))]

@@ -50,8 +50,12 @@ pub fn kmain(boot: BootInfo) -> ! {
         panic!("no usable memory between 1 MiB and 4 GiB for page tables");
     };
     arch::paging::install(boot, &features, &mut frames);
-    crate::memory::init_heap(boot.memory_map(), frames.used());
-    log_memory_summary(boot);
+    crate::memory::set_boot_frames(frames);
+    arch::tsc::calibrate();
+
+    let topology = crate::topology::set(crate::acpi_tables::discover(boot.rsdp, arch::cpu::apic_id()));
+    crate::memory::init(boot.memory_map(), topology);
+    log_summary(topology);
 
     crate::env::init(cmdline.app_args);
     log::debug!("entering main");
@@ -62,12 +66,26 @@ pub fn kmain(boot: BootInfo) -> ! {
     power::exit(code)
 }
 
-fn log_memory_summary(boot: &BootInfo) {
-    for region in boot.memory_map() {
+/// The boot summary: cpus, nodes, memory per node (once).
+fn log_summary(topology: &crate::topology::Topology) {
+    log::info!(
+        "{} cpus, {} NUMA nodes, TSC {} MHz",
+        topology.cpu_count(),
+        topology.node_count(),
+        arch::tsc::hz() / 1_000_000
+    );
+    for node in 0..topology.node_count() {
+        let stats = crate::memory::stats(node);
+        let cpus = topology.cpus().iter().enumerate().filter(|(_, c)| c.node == node).count();
+        log::info!("node {node}: {cpus} cpus, {} MiB RAM, {} MiB free", stats.total >> 20, stats.free >> 20);
+    }
+    for region in runtime_boot_regions() {
         log::debug!("memory {:#012x}-{:#012x} {:?}", region.start, region.end(), region.kind);
     }
-    let heap = crate::memory::heap_stats();
-    log::info!("memory: {} MiB heap, image {} KiB at {:#x}", heap.total >> 20, boot.image.size >> 10, boot.image.phys_base);
+}
+
+fn runtime_boot_regions() -> &'static [crate::boot::MemoryRegion] {
+    boot_info().memory_map()
 }
 
 /// What an application's `main` may return: `()`, or a `Result` whose error

@@ -1,50 +1,140 @@
-//! The kernel heap behind Rust's global allocator.
+//! The global allocator, NUMA-local.
 //!
-//! A buddy allocator (`buddy_system_allocator`) over all usable RAM reached
-//! through the direct map. Allocation failure returns null, which Rust turns
-//! into `try_reserve` errors or `handle_alloc_error`.
+//! Small blocks come from a per-node buddy heap, grown in 1 MiB chunks from
+//! that node's frames; blocks of 64 KiB and more are frames directly. An
+//! allocation is served by the current cpu's node (another node only when
+//! that one is exhausted, counted as a fallback); a free goes back to the
+//! node that owns the address, whichever cpu frees it. Failure returns null,
+//! which Rust turns into `try_reserve` errors or `handle_alloc_error`.
 
-use buddy_system_allocator::LockedHeap;
+use core::alloc::{GlobalAlloc, Layout};
+use core::ptr::{null_mut, NonNull};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arch::paging::phys_to_virt;
-use crate::boot::{MemoryRegion, RegionKind};
+use buddy_system_allocator::Heap;
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
 
-#[global_allocator]
-static HEAP: LockedHeap<33> = LockedHeap::empty();
+use super::frames::{self, FRAME_SIZE};
+use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
+use crate::topology::MAX_NODES;
 
-/// Smallest range worth adding to the heap.
-const MIN_RANGE: u64 = 64 * 1024;
-const LOW_MEMORY_END: u64 = 1 << 20;
+/// Allocations at least this large (or this aligned) are whole frames.
+const LARGE: usize = 64 * 1024;
+/// Heaps grow by this many frames (1 MiB) at a time.
+const GROW_ORDER: usize = 8;
 
-/// Heap totals, in bytes.
-#[derive(Clone, Copy, Debug)]
+struct NodeHeap {
+    heap: Mutex<Heap<33>>,
+    fallbacks: AtomicUsize,
+}
+
+static HEAPS: [NodeHeap; MAX_NODES] =
+    [const { NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0) } }; MAX_NODES];
+
+/// The order of the frame block that holds `layout`.
+fn frame_order(layout: &Layout) -> usize {
+    let frames = layout.size().max(layout.align()).div_ceil(FRAME_SIZE).next_power_of_two();
+    frames.trailing_zeros() as usize
+}
+
+fn is_large(layout: &Layout) -> bool {
+    layout.size() >= LARGE || layout.align() > FRAME_SIZE
+}
+
+/// Allocates from `node`'s heap, growing it from `node`'s own frames.
+fn alloc_small(node: usize, layout: Layout) -> Option<NonNull<u8>> {
+    let mut heap = HEAPS[node].heap.lock();
+    if let Ok(block) = heap.alloc(layout) {
+        return Some(block);
+    }
+    let chunk_order = GROW_ORDER.max(frame_order(&layout));
+    let phys = frames::alloc_frames_exact(node, chunk_order)?;
+    let start = phys_to_virt(phys) as usize;
+    // SAFETY: the chunk was just allocated from this node's frames for this
+    // heap alone; it stays in the heap for good.
+    unsafe { heap.add_to_heap(start, start + (FRAME_SIZE << chunk_order)) };
+    heap.alloc(layout).ok()
+}
+
+fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
+    if is_large(&layout) {
+        return frames::alloc_frames(node, frame_order(&layout)).map_or(null_mut(), phys_to_virt);
+    }
+    if let Some(block) = alloc_small(node, layout) {
+        return block.as_ptr();
+    }
+    let Some(topology) = crate::topology::get() else { return null_mut() };
+    for other in topology.fallback_order(node) {
+        if let Some(block) = alloc_small(other, layout) {
+            HEAPS[node].fallbacks.fetch_add(1, Ordering::Relaxed);
+            return block.as_ptr();
+        }
+    }
+    null_mut()
+}
+
+/// Allocates `layout` from `node` (falling back like the global allocator).
+/// Free with [`dealloc`] or let a `Box`/`Vec` built from it drop normally.
+pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
+    if node >= MAX_NODES || layout.size() == 0 {
+        return null_mut();
+    }
+    without_interrupts(|| alloc_on(node, layout))
+}
+
+/// Frees a block from this allocator to the node owning its address.
+///
+/// # Safety
+/// `ptr` must come from this allocator with this `layout`, and be live.
+pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
+    let phys = ptr as u64 - PHYS_MAP_BASE;
+    if is_large(&layout) {
+        // SAFETY: large blocks are whole frames of this order (caller's
+        // guarantee that ptr/layout match a live allocation).
+        return unsafe { frames::free_frames(phys, frame_order(&layout)) };
+    }
+    let owner = crate::topology::get().map_or(0, |t| t.node_of_addr(phys));
+    let block = NonNull::new(ptr).expect("allocations are never null");
+    without_interrupts(|| {
+        // SAFETY: a small block lives in the heap of the node owning its
+        // memory, since heaps grow only from their own node's frames.
+        unsafe { HEAPS[owner].heap.lock().dealloc(block, layout) }
+    });
+}
+
+/// Bytes a node's heap holds from its frames, and how much of it is in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
     pub total: usize,
     pub allocated: usize,
+    pub fallbacks: usize,
 }
 
-/// Gives the heap every usable or loader-reclaimable range above 1 MiB,
-/// except `[reserved.0, reserved.1)` (the page tables' frames).
-pub fn init_heap(map: &[MemoryRegion], reserved: (u64, u64)) {
-    let mut heap = HEAP.lock();
-    for region in map {
-        if !matches!(region.kind, RegionKind::Usable | RegionKind::BootloaderReclaimable) {
-            continue;
-        }
-        let (start, end) = (region.start.max(LOW_MEMORY_END), region.end());
-        // Split around the reserved range.
-        for (s, e) in [(start, end.min(reserved.0)), (start.max(reserved.1), end)] {
-            if e > s && e - s >= MIN_RANGE {
-                // SAFETY: [s, e) is RAM the memory map reports free (or the
-                // loader's, which the kernel no longer uses), outside the
-                // page-table frames; each range is added once.
-                unsafe { heap.add_to_heap(phys_to_virt(s) as usize, phys_to_virt(e) as usize) };
-            }
-        }
+pub fn stats(node: usize) -> HeapStats {
+    let Some(h) = HEAPS.get(node) else { return HeapStats::default() };
+    let (total, allocated) = without_interrupts(|| {
+        let heap = h.heap.lock();
+        (heap.stats_total_bytes(), heap.stats_alloc_actual())
+    });
+    HeapStats { total, allocated, fallbacks: h.fallbacks.load(Ordering::Relaxed) }
+}
+
+struct NumaAllocator;
+
+// SAFETY: alloc returns blocks of at least the layout's size and alignment
+// (buddy blocks are naturally aligned to their power-of-two size), each
+// handed out once; dealloc returns them to the allocator they came from.
+unsafe impl GlobalAlloc for NumaAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        alloc_in(super::current_node(), layout)
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller passes a live allocation of this allocator.
+        unsafe { dealloc(ptr, layout) }
     }
 }
 
-pub fn heap_stats() -> HeapStats {
-    let heap = HEAP.lock();
-    HeapStats { total: heap.stats_total_bytes(), allocated: heap.stats_alloc_actual() }
-}
+#[global_allocator]
+static ALLOCATOR: NumaAllocator = NumaAllocator;

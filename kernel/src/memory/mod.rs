@@ -1,12 +1,125 @@
-//! Physical memory and the kernel heap.
+//! Physical memory and the kernel heap, per NUMA node.
 //!
-//! At boot, [`BootFrames`] hands out page-table frames from the largest
-//! usable region below 4 GiB (reachable through either loader's mapping).
-//! Once the kernel runs on its own page tables, every remaining usable and
-//! loader-reclaimable range becomes heap.
+//! - [`BootFrames`] hands out the first page-table frames, before the
+//!   topology is known.
+//! - [`frames`]: one buddy frame allocator per node, fed with that node's
+//!   usable RAM; falls back to the nearest other node only when exhausted.
+//! - [`heap`]: the global allocator; each allocation comes from the heap of
+//!   the current cpu's node, each free returns to the node owning the
+//!   address.
 
 mod boot_frames;
-mod heap;
+pub mod frames;
+pub mod heap;
+
+use spin::Mutex;
+use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
+use x86_64::PhysAddr;
 
 pub use boot_frames::BootFrames;
-pub use heap::{init_heap, HeapStats, heap_stats};
+pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
+pub use heap::alloc_in;
+
+use crate::boot::{MemoryRegion, RegionKind};
+use crate::topology::Topology;
+
+/// Low memory stays free for real-mode trampolines.
+pub const LOW_MEMORY_END: u64 = 1 << 20;
+
+/// Boot frames, until the node allocators take over.
+static BOOT_FRAMES: Mutex<Option<BootFrames>> = Mutex::new(None);
+
+/// Keeps the boot frame allocator for page tables made before [`init`].
+pub fn set_boot_frames(frames: BootFrames) {
+    *BOOT_FRAMES.lock() = Some(frames);
+}
+
+/// Frames for page tables: boot frames before [`init`], the current node's
+/// frames after.
+pub struct PageTableFrames;
+
+// SAFETY: both sources hand out each frame once, from free RAM.
+unsafe impl FrameAllocator<Size4KiB> for PageTableFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        if let Some(boot) = BOOT_FRAMES.lock().as_mut() {
+            return boot.allocate_frame();
+        }
+        let phys = alloc_frames(current_node(), 0)?;
+        Some(PhysFrame::containing_address(PhysAddr::new(phys)))
+    }
+}
+
+/// Builds the node allocators from the memory map and topology: every
+/// usable or loader-reclaimable range above 1 MiB, except the frames the
+/// boot allocator handed out. From here on, page tables and the heap draw
+/// from the nodes.
+pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
+    let used = BOOT_FRAMES.lock().take().map_or((0, 0), |b| b.used());
+    let mut regions = [(0u64, 0u64, 0usize); 256];
+    let mut n = 0;
+    for region in map {
+        if !matches!(region.kind, RegionKind::Usable | RegionKind::BootloaderReclaimable) {
+            continue;
+        }
+        let (start, end) = (region.start.max(LOW_MEMORY_END), region.end());
+        for (s, e) in [(start, end.min(used.0)), (start.max(used.1), end)] {
+            split_by_node(topology, s, e, |s, e, node| {
+                if n < regions.len() {
+                    regions[n] = (s, e, node);
+                    n += 1;
+                }
+            });
+        }
+    }
+    frames::init(topology, &regions[..n]);
+}
+
+/// Calls `f(start, end, node)` for the parts of `[start, end)` that belong
+/// to each node (memory outside every SRAT range belongs to node 0).
+fn split_by_node(topology: &Topology, start: u64, end: u64, mut f: impl FnMut(u64, u64, usize)) {
+    let mut at = start;
+    while at < end {
+        let node = topology.node_of_addr(at);
+        // The next boundary: the end of the range containing `at`, or the
+        // start of the next range.
+        let boundary = topology
+            .ranges()
+            .iter()
+            .flat_map(|r| [r.start, r.end])
+            .filter(|&b| b > at)
+            .min()
+            .unwrap_or(end)
+            .min(end);
+        f(at, boundary, node);
+        at = boundary;
+    }
+}
+
+/// A NUMA node's memory, in bytes: RAM given to the node, what is free
+/// (free frames plus free space inside the node's heap), what is used, and
+/// how many allocations for this node another node had to serve.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub total: usize,
+    pub free: usize,
+    pub used: usize,
+    pub fallbacks: usize,
+}
+
+/// Memory statistics of `node` (all zero for a node that does not exist).
+pub fn stats(node: usize) -> MemoryStats {
+    let f = frames::stats(node);
+    let h = heap::stats(node);
+    let free = f.free + (h.total - h.allocated);
+    MemoryStats { total: f.total, free, used: f.total - free, fallbacks: f.fallbacks + h.fallbacks }
+}
+
+/// The number of NUMA nodes.
+pub fn node_count() -> usize {
+    crate::topology::get().map_or(1, |t| t.node_count())
+}
+
+/// The node of the cpu running this code.
+pub fn current_node() -> usize {
+    crate::topology::get().map_or(0, |t| t.node_of_cpu(crate::arch::cpu_id()))
+}

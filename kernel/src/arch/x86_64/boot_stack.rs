@@ -1,4 +1,5 @@
-//! The stack both boot paths run `kmain` on, in the image's `.bss`.
+//! The stack both boot paths run `kmain` on, in the image's `.bss`, above
+//! an unmapped guard page (see `linker.ld`).
 //!
 //! Entry code points `rsp` at `BOOT_STACK + BOOT_STACK_SIZE` (stacks grow
 //! down).
@@ -9,5 +10,5 @@ pub const BOOT_STACK_SIZE: usize = 256 * 1024;
 #[repr(C, align(4096))]
 pub struct Stack(pub [u8; BOOT_STACK_SIZE]);
 
-#[unsafe(link_section = ".bss.boot_stack")]
+#[unsafe(link_section = ".bss.stack.boot")]
 pub static mut BOOT_STACK: Stack = Stack([0; BOOT_STACK_SIZE]);

@@ -44,3 +44,15 @@ pub fn enable_protection(features: &Features) {
         Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT));
     }
 }
+
+/// This cpu's local APIC id: the x2APIC id (CPUID leaf 0xb) where the cpu
+/// has that leaf, else the 8-bit xAPIC id (CPUID leaf 1).
+pub fn apic_id() -> u32 {
+    if __cpuid(0).eax >= 0xb {
+        let leaf = __cpuid_count(0xb, 0);
+        if leaf.ebx != 0 {
+            return leaf.edx;
+        }
+    }
+    __cpuid(1).ebx >> 24
+}

@@ -11,13 +11,19 @@ use x86_64::VirtAddr;
 
 /// IST slot used for double faults (index into the TSS's table).
 pub const DOUBLE_FAULT_IST: u16 = 0;
+/// IST slot used for page faults, so that a stack overflow into a guard
+/// page can still be reported.
+pub const PAGE_FAULT_IST: u16 = 1;
 const IST_STACK_SIZE: usize = 16 * 1024;
 
 #[repr(C, align(4096))]
 struct IstStack([u8; IST_STACK_SIZE]);
 
-#[unsafe(link_section = ".bss.ist_stack")]
+// Each above a guard page (see `linker.ld`).
+#[unsafe(link_section = ".bss.stack.double_fault")]
 static mut BOOT_CPU_DOUBLE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
+#[unsafe(link_section = ".bss.stack.page_fault")]
+static mut BOOT_CPU_PAGE_FAULT_STACK: IstStack = IstStack([0; IST_STACK_SIZE]);
 
 struct Tables {
     gdt: GlobalDescriptorTable,
@@ -33,8 +39,9 @@ static BOOT_CPU_TABLES: Once<Tables> = Once::new();
 pub fn init_boot_cpu() {
     let tss = BOOT_CPU_TSS.call_once(|| {
         let mut tss = TaskStateSegment::new();
-        let stack = &raw const BOOT_CPU_DOUBLE_FAULT_STACK;
-        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = VirtAddr::from_ptr(stack) + IST_STACK_SIZE as u64;
+        let top = |stack: *const IstStack| VirtAddr::from_ptr(stack) + IST_STACK_SIZE as u64;
+        tss.interrupt_stack_table[DOUBLE_FAULT_IST as usize] = top(&raw const BOOT_CPU_DOUBLE_FAULT_STACK);
+        tss.interrupt_stack_table[PAGE_FAULT_IST as usize] = top(&raw const BOOT_CPU_PAGE_FAULT_STACK);
         tss
     });
     let tables = BOOT_CPU_TABLES.call_once(|| {

@@ -1,6 +1,7 @@
 //! Everything that touches x86_64 hardware directly: boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features and VM exit.
 
+pub mod acpi_handler;
 pub mod boot_stack;
 pub mod cpu;
 pub mod gdt;
@@ -8,6 +9,7 @@ pub mod paging;
 pub mod power;
 pub mod serial;
 pub mod traps;
+pub mod tsc;
 
 /// Reports a failure that happens before the console is set up, and ends
 /// the VM with failure.

@@ -5,6 +5,9 @@
 //! - the image at its link address, each section with its rights: text
 //!   read+execute, rodata read-only, data and bss read+write; no-execute
 //!   everywhere but text.
+//! - an unmapped guard page below each kernel stack in the image,
+//! - device memory, uncached, at [`MMIO_BASE`] + its physical address, on
+//!   request ([`map_mmio`]).
 //! Nothing else is mapped, so stray pointers fault instead of corrupting.
 
 use spin::Mutex;
@@ -20,6 +23,8 @@ use crate::boot::{BootInfo, MemoryRegion};
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
+/// Where device memory is mapped (uncached), at this base + physical address.
+pub const MMIO_BASE: u64 = 0xffff_c000_0000_0000;
 
 const SIZE_2M: u64 = 2 * 1024 * 1024;
 /// Upper-level entries allow everything; the leaf entries set the rights.
@@ -43,6 +48,23 @@ pub fn virt_to_phys(virt: u64) -> u64 {
 extern "C" {
     static __text_end: u8;
     static __rodata_end: u8;
+    static __guard_boot_stack: u8;
+    static __guard_double_fault_stack: u8;
+    static __guard_page_fault_stack: u8;
+}
+
+/// The guard pages the image keeps unmapped, with the stack each protects.
+fn image_guard_pages() -> [(u64, &'static str); 3] {
+    [
+        (&raw const __guard_boot_stack as u64, "boot stack"),
+        (&raw const __guard_double_fault_stack as u64, "double-fault stack"),
+        (&raw const __guard_page_fault_stack as u64, "page-fault stack"),
+    ]
+}
+
+/// If `addr` lies in a stack's guard page, names that stack.
+pub fn guarded_stack_at(addr: u64) -> Option<&'static str> {
+    image_guard_pages().into_iter().find(|&(page, _)| page <= addr && addr < page + 4096).map(|(_, name)| name)
 }
 
 /// Physical address of the kernel's PML4, once installed.
@@ -106,7 +128,11 @@ fn map_image(table: &mut OffsetPageTable, boot: &BootInfo, extra: Flags, frames:
     let (text_end, rodata_end) = (&raw const __text_end as u64, &raw const __rodata_end as u64);
     let nx = extra & Flags::NO_EXECUTE;
     let global = extra & Flags::GLOBAL;
+    let guards = image_guard_pages();
     for virt in (image.virt_base..image.virt_base + image.size).step_by(4096) {
+        if guards.iter().any(|&(page, _)| page == virt) {
+            continue;
+        }
         let flags = if virt < text_end {
             Flags::PRESENT | global
         } else if virt < rodata_end {
@@ -120,4 +146,73 @@ fn map_image(table: &mut OffsetPageTable, boot: &BootInfo, extra: Flags, frames:
         // in, at its link address; the tables are not active yet.
         unsafe { table.map_to_with_table_flags(page, frame, flags, PARENT_FLAGS, frames) }.expect("cannot map the kernel image").ignore();
     }
+}
+
+/// Runs `f` on the kernel's page tables (after [`install`]).
+fn with_kernel_tables<R>(f: impl FnOnce(&mut OffsetPageTable) -> R) -> R {
+    let guard = KERNEL_PML4.lock();
+    let pml4 = guard.expect("kernel page tables used before they were installed");
+    // SAFETY: the PML4 is the active one, reached through the direct map;
+    // holding KERNEL_PML4's lock makes this the only mutable view of it.
+    let table = unsafe { &mut *(phys_to_virt(pml4.start_address().as_u64()) as *mut PageTable) };
+    // SAFETY: all RAM (so every page-table frame) is in the direct map.
+    let mut mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(PHYS_MAP_BASE)) };
+    f(&mut mapper)
+}
+
+/// Makes sure the direct map covers `[phys, phys + len)` with write-back
+/// caching: for firmware tables outside the RAM ranges of the memory map.
+pub fn ensure_direct_map(phys: u64, len: u64) {
+    let region = MemoryRegion { start: phys, len: len.max(1), kind: crate::boot::RegionKind::Reserved };
+    let flags = Flags::PRESENT | Flags::WRITABLE | nx_flag();
+    with_kernel_tables(|table| {
+        let mut frames = crate::memory::PageTableFrames;
+        let start = region.start & !(SIZE_2M - 1);
+        let end = region.end().div_ceil(SIZE_2M) * SIZE_2M;
+        for phys in (start..end).step_by(SIZE_2M as usize) {
+            let page = Page::<Size2MiB>::containing_address(VirtAddr::new(PHYS_MAP_BASE + phys));
+            if table.translate_page(page).is_ok() {
+                continue;
+            }
+            let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(phys));
+            // SAFETY: maps firmware memory into the direct-map window, where
+            // nothing else is mapped at this address.
+            match unsafe { table.map_to_with_table_flags(page, frame, flags | Flags::HUGE_PAGE, PARENT_FLAGS, &mut frames) } {
+                Ok(flush) => flush.flush(),
+                Err(MapToError::PageAlreadyMapped(_)) => {}
+                Err(e) => panic!("cannot map firmware memory at {phys:#x}: {e:?}"),
+            }
+        }
+    });
+}
+
+/// Maps device memory `[phys, phys + len)` uncached and returns its virtual
+/// address. Mapping the same range again returns the same address.
+pub fn map_mmio(phys: u64, len: u64) -> Result<*mut u8, &'static str> {
+    if len == 0 || phys.checked_add(len).is_none_or(|end| end > (1 << 46)) {
+        return Err("MMIO range outside the 64 TiB the MMIO window covers");
+    }
+    let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx_flag();
+    with_kernel_tables(|table| {
+        let mut frames = crate::memory::PageTableFrames;
+        let start = phys & !0xfff;
+        for page_phys in (start..phys + len).step_by(4096) {
+            let page = Page::<Size4KiB>::containing_address(VirtAddr::new(MMIO_BASE + page_phys));
+            let frame = PhysFrame::<Size4KiB>::containing_address(PhysAddr::new(page_phys));
+            // SAFETY: the MMIO window maps each physical page at one fixed
+            // address, uncached; nothing else is mapped there.
+            match unsafe { table.map_to_with_table_flags(page, frame, flags, PARENT_FLAGS, &mut frames) } {
+                Ok(flush) => flush.flush(),
+                Err(MapToError::PageAlreadyMapped(_)) => {}
+                Err(MapToError::FrameAllocationFailed) => return Err("no memory for page tables"),
+                Err(MapToError::ParentEntryHugePage) => return Err("MMIO window overlaps a huge page"),
+            }
+        }
+        Ok((MMIO_BASE + phys) as *mut u8)
+    })
+}
+
+/// NO_EXECUTE where the cpu supports it, else nothing.
+fn nx_flag() -> Flags {
+    if super::cpu::features().nx { Flags::NO_EXECUTE } else { Flags::empty() }
 }

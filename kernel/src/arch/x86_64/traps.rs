@@ -9,7 +9,7 @@ use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
-use super::gdt::DOUBLE_FAULT_IST;
+use super::gdt::{DOUBLE_FAULT_IST, PAGE_FAULT_IST};
 
 /// Bytes between two consecutive vector stubs.
 const STUB_SIZE: u64 = 16;
@@ -112,7 +112,7 @@ pub fn init() {
             idt.segment_not_present.set_handler_addr(stub_address(11));
             idt.stack_segment_fault.set_handler_addr(stub_address(12));
             idt.general_protection_fault.set_handler_addr(stub_address(13));
-            idt.page_fault.set_handler_addr(stub_address(14));
+            idt.page_fault.set_handler_addr(stub_address(14)).set_stack_index(PAGE_FAULT_IST);
             idt.x87_floating_point.set_handler_addr(stub_address(16));
             idt.alignment_check.set_handler_addr(stub_address(17));
             idt.machine_check.set_handler_addr(stub_address(18));
@@ -190,6 +190,9 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
             cr2,
             page_fault_cause(frame.error_code),
         ));
+        if let Some(stack) = super::paging::guarded_stack_at(cr2) {
+            crate::console::emergency_println(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
+        }
     } else {
         crate::console::emergency_println(format_args!(
             "EXCEPTION: {name}, vector {} error={:#x} rip={:#x}",

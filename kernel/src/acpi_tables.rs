@@ -1,0 +1,117 @@
+//! Reads the ACPI tables into a [`Topology`]: the `acpi` crate finds the
+//! tables and reads the MADT (cpus, I/O APIC); the SRAT (NUMA affinity) and
+//! SLIT (distances) bodies are read by [`crate::topology`]'s bounds-checked
+//! parsers, because acpi 7.0.0-pre1 misreads both for more than one node.
+
+use acpi::sdt::madt::{Madt, MadtEntry};
+use acpi::sdt::{SdtHeader, Signature};
+use acpi::{AcpiTable, AcpiTables, PhysicalMapping};
+
+use crate::arch::acpi_handler::KernelAcpiHandler;
+use crate::topology::{self, Entry, Topology};
+
+const ENABLED: u32 = 1;
+const ONLINE_CAPABLE: u32 = 2;
+
+/// A table known only by its header, for reading its body as bytes.
+#[repr(C, packed)]
+struct RawTable<const SIG: u32> {
+    header: SdtHeader,
+}
+
+const SRAT: u32 = u32::from_le_bytes(*b"SRAT");
+const SLIT: u32 = u32::from_le_bytes(*b"SLIT");
+
+// SAFETY: RawTable is exactly an SDT header, valid for any table whose
+// signature matches (the crate checks it).
+unsafe impl<const SIG: u32> AcpiTable for RawTable<SIG> {
+    const SIGNATURE: Signature = match SIG {
+        SRAT => Signature::SRAT,
+        _ => Signature::SLIT,
+    };
+    fn header(&self) -> &SdtHeader {
+        &self.header
+    }
+}
+
+/// The whole table (header included) as bytes.
+fn table_bytes<const SIG: u32>(mapping: &PhysicalMapping<KernelAcpiHandler, RawTable<SIG>>) -> &[u8] {
+    let len = { mapping.get().header.length } as usize;
+    // SAFETY: the crate mapped the table's whole `length` (through the
+    // handler, into the direct map) after validating its checksum.
+    unsafe { core::slice::from_raw_parts(mapping.as_ptr() as *const u8, len) }
+}
+
+/// Reads the tables behind `rsdp`; any problem is logged and answered with
+/// a safe fallback (the boot cpu alone, one node).
+pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
+    let Some(rsdp) = rsdp else {
+        log::warn!("acpi: the loader gave no RSDP; assuming one cpu and one node");
+        return Topology::single(boot_apic_id);
+    };
+    // SAFETY: the loader reports this as the RSDP's physical address; the
+    // crate validates its signature and checksum before trusting it.
+    let tables = match unsafe { AcpiTables::from_rsdp(KernelAcpiHandler, rsdp as usize) } {
+        Ok(tables) => tables,
+        Err(e) => {
+            log::warn!("acpi: cannot read tables at RSDP {rsdp:#x} ({e:?}); assuming one cpu and one node");
+            return Topology::single(boot_apic_id);
+        }
+    };
+
+    let madt = tables.find_table::<Madt>();
+    let srat = tables.find_table::<RawTable<SRAT>>();
+    if madt.is_none() {
+        log::warn!("acpi: no MADT; only the boot cpu will run");
+    }
+    let madt_entries = madt.iter().flat_map(|m| m.get().entries()).filter_map(|e| match e {
+        MadtEntry::LocalApic(c) if c.flags & (ENABLED | ONLINE_CAPABLE) != 0 => {
+            Some(Entry::Cpu { apic_id: c.apic_id as u32 })
+        }
+        MadtEntry::LocalX2Apic(c) if { c.flags } & (ENABLED | ONLINE_CAPABLE) != 0 => {
+            Some(Entry::Cpu { apic_id: { c.x2apic_id } })
+        }
+        _ => None,
+    });
+    // Collected into fixed arrays: the heap does not exist yet.
+    let mut entries = [Entry::Cpu { apic_id: 0 }; topology::MAX_CPUS * 2 + topology::MAX_RANGES];
+    let mut n = 0;
+    let mut overflow = 0;
+    let mut push = |entry| {
+        if n < entries.len() {
+            entries[n] = entry;
+            n += 1;
+        } else {
+            overflow += 1;
+        }
+    };
+    madt_entries.for_each(&mut push);
+    let srat_problems = srat.as_ref().map_or(0, |srat| topology::parse_srat(table_bytes(srat), &mut push));
+    if srat_problems > 0 {
+        log::warn!("acpi: the SRAT is truncated or malformed; read what came before the problem");
+    }
+    let found = topology::build(boot_apic_id, entries[..n].iter().copied());
+    let mut topology = found.topology;
+    if found.ignored + overflow > 0 {
+        log::warn!("acpi: ignored {} MADT/SRAT entries (unknown cpus, too many nodes or ranges)", found.ignored + overflow);
+    }
+    if srat.is_none() {
+        log::debug!("acpi: no SRAT; one NUMA node");
+    }
+
+    if let Some(madt) = &madt {
+        topology.local_apic = madt.get().local_apic_address as u64;
+        topology.io_apic = madt.get().entries().find_map(|e| match e {
+            MadtEntry::IoApic(io) => Some(io.io_apic_address as u64),
+            _ => None,
+        });
+    }
+    if let Some(slit) = tables.find_table::<RawTable<SLIT>>() {
+        match topology::parse_slit(table_bytes(&slit)) {
+            Some((n, matrix)) if topology::set_distances(&mut topology, n, matrix) => {}
+            Some((n, _)) => log::warn!("acpi: SLIT for {n} domains does not match {} nodes; ignored", topology.node_count()),
+            None => log::warn!("acpi: SLIT is truncated; distances ignored"),
+        }
+    }
+    topology
+}

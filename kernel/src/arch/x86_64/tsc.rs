@@ -1,0 +1,91 @@
+//! The time-stamp counter as the kernel's clock: its frequency, found once
+//! (CPUID leaf 0x15 when it names the crystal, otherwise measured against
+//! the PIT), and nanoseconds since calibration.
+
+use core::arch::x86_64::{__cpuid, _rdtsc};
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use x86_64::instructions::port::Port;
+
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+static TSC_AT_CALIBRATION: AtomicU64 = AtomicU64::new(0);
+
+const PIT_HZ: u64 = 1_193_182;
+/// How long the PIT measurement lasts (in PIT ticks): 10 ms.
+const PIT_TICKS: u64 = PIT_HZ / 100;
+
+/// Reads the TSC.
+pub fn now() -> u64 {
+    // SAFETY: rdtsc has no side effects and exists on every x86_64 cpu.
+    unsafe { _rdtsc() }
+}
+
+/// Where the frequency came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    Cpuid,
+    Pit,
+}
+
+/// Finds the TSC frequency (once; later calls return the first result).
+pub fn calibrate() -> (u64, Source) {
+    if TSC_HZ.load(Ordering::Relaxed) != 0 {
+        return (TSC_HZ.load(Ordering::Relaxed), Source::Cpuid);
+    }
+    let (hz, source) = match from_cpuid() {
+        Some(hz) => (hz, Source::Cpuid),
+        None => (measure_with_pit(), Source::Pit),
+    };
+    TSC_AT_CALIBRATION.store(now(), Ordering::Relaxed);
+    TSC_HZ.store(hz.max(1), Ordering::Relaxed);
+    (hz, source)
+}
+
+/// TSC ticks per second (0 before [`calibrate`]).
+pub fn hz() -> u64 {
+    TSC_HZ.load(Ordering::Relaxed)
+}
+
+/// Nanoseconds since calibration (0 before it).
+pub fn nanos_since_boot() -> u64 {
+    let hz = hz();
+    if hz == 0 {
+        return 0;
+    }
+    let ticks = now().saturating_sub(TSC_AT_CALIBRATION.load(Ordering::Relaxed));
+    (ticks as u128 * 1_000_000_000 / hz as u128) as u64
+}
+
+fn from_cpuid() -> Option<u64> {
+    if __cpuid(0).eax < 0x15 {
+        return None;
+    }
+    let leaf = __cpuid(0x15);
+    // eax/ebx: TSC/crystal ratio; ecx: crystal frequency (0 if not given).
+    (leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0).then(|| leaf.ecx as u64 * leaf.ebx as u64 / leaf.eax as u64)
+}
+
+/// Counts TSC ticks while PIT channel 2 counts down 10 ms.
+fn measure_with_pit() -> u64 {
+    let mut gate = Port::<u8>::new(0x61);
+    let mut command = Port::<u8>::new(0x43);
+    let mut channel2 = Port::<u8>::new(0x42);
+    // SAFETY: channel 2 of the PIT (the speaker timer) is used by nothing
+    // else; the speaker output stays off (bit 1 of port 0x61 cleared).
+    unsafe {
+        let saved = gate.read();
+        gate.write((saved & !0x02) | 0x01); // gate on, speaker off
+        command.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0
+        channel2.write((PIT_TICKS & 0xff) as u8);
+        channel2.write((PIT_TICKS >> 8) as u8);
+        let start = now();
+        let mut spins = 0u64;
+        // Output (bit 5) goes high when the count reaches zero.
+        while gate.read() & 0x20 == 0 && spins < 100_000_000 {
+            spins += 1;
+        }
+        let ticks = now() - start;
+        gate.write(saved);
+        ticks * PIT_HZ / PIT_TICKS
+    }
+}

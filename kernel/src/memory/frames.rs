@@ -1,0 +1,120 @@
+//! One buddy frame allocator per NUMA node.
+//!
+//! Each node's usable RAM goes into a buddy allocator
+//! (`buddy_system_allocator::Heap`, whose free lists live inside the free
+//! frames themselves, reached through the direct map) that serves
+//! naturally aligned blocks of `4 KiB << order` and coalesces buddies on
+//! free. [`alloc_frames`] prefers the asked node and falls back to the
+//! others in order of SLIT distance only when that node is exhausted,
+//! counting each fallback.
+
+use core::alloc::Layout;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use buddy_system_allocator::Heap;
+use spin::{Mutex, Once};
+
+use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
+use crate::topology::{Topology, MAX_NODES};
+
+pub const FRAME_SIZE: usize = 4096;
+
+struct NodeFrames {
+    buddy: Mutex<Heap<40>>,
+    /// Bytes of RAM given to this node.
+    total: AtomicUsize,
+    /// Allocations for this node that another node served.
+    fallbacks: AtomicUsize,
+}
+
+impl NodeFrames {
+    const fn new() -> Self {
+        Self { buddy: Mutex::new(Heap::new()), total: AtomicUsize::new(0), fallbacks: AtomicUsize::new(0) }
+    }
+}
+
+static NODES: [NodeFrames; MAX_NODES] = [const { NodeFrames::new() }; MAX_NODES];
+static TOPOLOGY: Once<&'static Topology> = Once::new();
+
+fn topology() -> Option<&'static Topology> {
+    TOPOLOGY.get().copied()
+}
+
+/// Hands each `(start, end, node)` range to its node's allocator.
+pub(super) fn init(topology: &'static Topology, ranges: &[(u64, u64, usize)]) {
+    for &(start, end, node) in ranges {
+        let start = start.next_multiple_of(FRAME_SIZE as u64);
+        let end = end & !(FRAME_SIZE as u64 - 1);
+        if end <= start || node >= MAX_NODES {
+            continue;
+        }
+        let n = &NODES[node];
+        // SAFETY: the range is free RAM (usable or reclaimed loader memory,
+        // outside the boot page-table frames), given to exactly one node,
+        // and reached through the direct map.
+        unsafe { n.buddy.lock().add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
+        n.total.fetch_add((end - start) as usize, Ordering::Relaxed);
+    }
+    TOPOLOGY.call_once(|| topology);
+}
+
+fn block_layout(order: usize) -> Option<Layout> {
+    let size = FRAME_SIZE.checked_shl(order as u32)?;
+    Layout::from_size_align(size, size).ok()
+}
+
+/// Allocates `4 KiB << order` bytes, aligned to their size, from `node`
+/// only. Returns the physical address, or `None` when the node has no
+/// block that large.
+pub fn alloc_frames_exact(node: usize, order: usize) -> Option<u64> {
+    let layout = block_layout(order)?;
+    let n = NODES.get(node)?;
+    let block = x86_64::instructions::interrupts::without_interrupts(|| n.buddy.lock().alloc(layout)).ok()?;
+    Some(block.as_ptr() as u64 - PHYS_MAP_BASE)
+}
+
+/// Allocates from `node`, or, when it is exhausted, from the nearest other
+/// node (counted in `node`'s [`NodeStats::fallbacks`]).
+pub fn alloc_frames(node: usize, order: usize) -> Option<u64> {
+    if let Some(phys) = alloc_frames_exact(node, order) {
+        return Some(phys);
+    }
+    let topology = topology()?;
+    let phys = topology.fallback_order(node).find_map(|other| alloc_frames_exact(other, order))?;
+    NODES[node.min(MAX_NODES - 1)].fallbacks.fetch_add(1, Ordering::Relaxed);
+    Some(phys)
+}
+
+/// Frees a block from [`alloc_frames`] to the node that owns it, whichever
+/// cpu calls.
+///
+/// # Safety
+/// `phys` and `order` must be those of a live allocation from this module.
+pub unsafe fn free_frames(phys: u64, order: usize) {
+    let owner = topology().map_or(0, |t| t.node_of_addr(phys));
+    let layout = block_layout(order).expect("order of a live allocation");
+    let ptr = NonNull::new(phys_to_virt(phys)).expect("direct map is never null");
+    x86_64::instructions::interrupts::without_interrupts(|| {
+        // SAFETY: the caller guarantees a live block of this order, which
+        // came from its owner node's allocator (nodes never hold memory of
+        // another node).
+        unsafe { NODES[owner].buddy.lock().dealloc(ptr, layout) }
+    });
+}
+
+/// A node's frame counts, in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeStats {
+    pub total: usize,
+    pub free: usize,
+    pub fallbacks: usize,
+}
+
+/// Frame statistics of `node`.
+pub fn stats(node: usize) -> NodeStats {
+    let Some(n) = NODES.get(node) else { return NodeStats::default() };
+    let allocated = x86_64::instructions::interrupts::without_interrupts(|| n.buddy.lock().stats_alloc_actual());
+    let total = n.total.load(Ordering::Relaxed);
+    NodeStats { total, free: total - allocated, fallbacks: n.fallbacks.load(Ordering::Relaxed) }
+}

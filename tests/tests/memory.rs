@@ -1,0 +1,78 @@
+//! Memory: ACPI topology, NUMA-local frames and heap, page protection.
+
+use bravo_tests::{Machine, NumaNode, Run};
+
+const MIB: u64 = 1 << 20;
+
+fn two_nodes(scenario: &str) -> Run {
+    Machine::new("ktest")
+        .numa(&[NumaNode { cpus: 0..=1, memory_mib: 512 }, NumaNode { cpus: 2..=3, memory_mib: 512 }])
+        .cpus(4)
+        .args(["-numa", "dist,src=0,dst=1,val=30"])
+        .cmdline(&format!("-- {scenario}"))
+        .run()
+}
+
+/// The number after `key=` on `line`.
+fn field(line: &str, key: &str) -> u64 {
+    let at = line.find(&format!("{key}=")).unwrap_or_else(|| panic!("no {key}= in {line:?}")) + key.len() + 1;
+    line[at..].split(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn memory_selftest_passes_with_two_numa_nodes() {
+    two_nodes("selftest").assert_suite_passed("selftest");
+}
+
+#[test]
+fn topology_matches_what_qemu_was_told() {
+    let run = two_nodes("topology");
+    run.assert_success();
+    run.assert_line("topology: cpus=4 nodes=2");
+    let node0 = run.assert_line("node 0: cpus=[0,1] ");
+    let node1 = run.assert_line("node 1: cpus=[2,3] ");
+    // QEMU's SRAT leaves the legacy hole (640 KiB to 1 MiB) out of node 0.
+    for (line, hole) in [(&node0.text, 384 * 1024), (&node1.text, 0)] {
+        let srat = field(line, "srat_bytes");
+        assert!((512 * MIB - hole..=512 * MIB).contains(&srat), "{line}");
+        // The allocators manage the node's RAM minus firmware, image and
+        // low memory: most of it.
+        let managed = field(line, "managed_bytes");
+        assert!(managed <= srat && managed > 500 * MIB, "{line}");
+    }
+    run.assert_line("distance 0->1 = 30");
+    run.assert_line("distance 1->0 = 30");
+    run.assert_line("distance 1->1 = 10");
+    // The boot summary, once.
+    assert_eq!(run.lines.iter().filter(|l| l.text.contains("4 cpus, 2 NUMA nodes")).count(), 1, "{}", run.serial());
+}
+
+#[test]
+fn without_srat_there_is_one_node() {
+    let run = Machine::new("ktest").cpus(2).cmdline("-- topology").run();
+    run.assert_success();
+    run.assert_line("topology: cpus=2 nodes=1");
+    run.assert_line("node 0: cpus=[0,1] ");
+}
+
+fn failing(scenario: &str) -> Run {
+    let run = Machine::new("ktest").cmdline(&format!("-- {scenario}")).run();
+    run.assert_failure();
+    run
+}
+
+#[test]
+fn a_write_to_kernel_text_faults() {
+    let run = failing("write-text");
+    let line = run.assert_line("EXCEPTION: page fault (#PF), vector 14");
+    assert!(line.text.contains("write to a read-only page"), "{}", line.text);
+    assert!(line.text.contains("cr2=0xffffffff8"), "{}", line.text);
+}
+
+#[test]
+fn a_runaway_recursion_hits_the_guard_page() {
+    let run = failing("stack-overflow");
+    run.assert_line("write to an unmapped page");
+    run.assert_line("stack overflow: ");
+    run.assert_line("is the guard page below the boot stack");
+}
