@@ -2,7 +2,12 @@
 //!
 //! ```text
 //! bravo-bench boot [--runs N] [--image NAME]
+//! bravo-bench alloc [--runs N]
 //! ```
+//!
+//! `alloc` boots the `bench-alloc` image N times (default 5) and reports,
+//! per block size, the median ns per allocation+free with Bravo's NUMA heap
+//! and with one global locked heap measured in the same run, and their ratio.
 //!
 //! `boot` boots an image by PVH N times (default 11) and reports, as seen
 //! from the host: QEMU start to the kernel's first line (printed first thing
@@ -22,7 +27,8 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("boot") => boot(&args[1..]),
-        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME]"),
+        Some("alloc") => alloc(&args[1..]),
+        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N]"),
     }
 }
 
@@ -87,5 +93,59 @@ fn boot(args: &[String]) {
     match std::fs::write(dir.join("boot.csv"), csv) {
         Ok(()) => println!("samples: {}", dir.join("boot.csv").display()),
         Err(e) => eprintln!("bravo-bench: cannot write target/bench/boot.csv: {e}"),
+    }
+}
+
+fn alloc(args: &[String]) {
+    let runs = match args {
+        [] => 5,
+        [flag, n] if flag == "--runs" => n.parse().unwrap_or_else(|_| fail("--runs: expected a number")),
+        _ => fail("usage: bravo-bench alloc [--runs N]"),
+    };
+    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let machine = Machine::new("bench-alloc").accel(accel).memory_mib(512).cmdline("log=warn").timeout(Duration::from_secs(300));
+    // size -> (bravo samples, locked samples)
+    let mut results: Vec<(u64, Vec<u64>, Vec<u64>)> = Vec::new();
+    for i in 0..runs.max(1) {
+        eprint!("\ralloc: run {}/{runs}", i + 1);
+        let run = machine.run();
+        if run.exit != Exit::Success {
+            fail(&format!("bench-alloc ended with {:?}:\n{}", run.exit, run.serial()));
+        }
+        for line in run.lines.iter().filter(|l| l.text.starts_with("alloc size=")) {
+            let field = |key: &str| -> u64 {
+                let at = line.text.find(&format!("{key}=")).map(|i| i + key.len() + 1).unwrap_or_else(|| fail(&line.text));
+                line.text[at..].split(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| fail(&line.text))
+            };
+            let size = field("size");
+            let entry = match results.iter_mut().position(|r| r.0 == size) {
+                Some(i) => &mut results[i],
+                None => {
+                    results.push((size, Vec::new(), Vec::new()));
+                    results.last_mut().unwrap()
+                }
+            };
+            entry.1.push(field("bravo_ns"));
+            entry.2.push(field("locked_ns"));
+        }
+    }
+    eprintln!();
+    let median = |v: &mut Vec<u64>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!("allocation+free on one cpu under {}, median of {runs} runs (ns per alloc+free)", accel.name().to_uppercase());
+    println!("| size B | Bravo NUMA heap | one locked heap | Bravo/locked |");
+    println!("|--------|-----------------|-----------------|--------------|");
+    let mut csv = String::from("size,bravo_ns,locked_ns\n");
+    for (size, bravo, locked) in &mut results {
+        let (b, l) = (median(bravo), median(locked));
+        println!("| {size:>6} | {b:>15} | {l:>15} | {:>12.2} |", b as f64 / l.max(1) as f64);
+        csv.push_str(&format!("{size},{b},{l}\n"));
+    }
+    let dir = workspace_root().join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    if std::fs::write(dir.join("alloc.csv"), csv).is_ok() {
+        println!("medians: {}", dir.join("alloc.csv").display());
     }
 }
