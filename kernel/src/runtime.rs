@@ -79,13 +79,9 @@ fn log_summary(topology: &crate::topology::Topology) {
         let cpus = topology.cpus().iter().enumerate().filter(|(_, c)| c.node == node).count();
         log::info!("node {node}: {cpus} cpus, {} MiB RAM, {} MiB free", stats.total >> 20, stats.free >> 20);
     }
-    for region in runtime_boot_regions() {
+    for region in boot_info().memory_map() {
         log::debug!("memory {:#012x}-{:#012x} {:?}", region.start, region.end(), region.kind);
     }
-}
-
-fn runtime_boot_regions() -> &'static [crate::boot::MemoryRegion] {
-    boot_info().memory_map()
 }
 
 /// What an application's `main` may return: `()`, or a `Result` whose error

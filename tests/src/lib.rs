@@ -323,6 +323,11 @@ impl Machine {
     }
 }
 
+/// The `ktest` test image running one scenario (`-- SCENARIO`), 1 cpu.
+pub fn ktest(scenario: &str) -> Machine {
+    Machine::new("ktest").cmdline(&format!("-- {scenario}"))
+}
+
 /// One line of serial output (or QEMU's stderr), with when it arrived.
 #[derive(Clone, Debug)]
 pub struct Line {

@@ -1,10 +1,10 @@
 //! Failure is loud: panics and cpu exceptions are reported with what a
 //! developer needs, and the VM ends with failure.
 
-use bravo_tests::{Machine, Run};
+use bravo_tests::{ktest, Run};
 
 fn scenario(name: &str) -> Run {
-    let run = Machine::new("ktest").cmdline(&format!("-- {name}")).run();
+    let run = ktest(name).run();
     run.assert_failure();
     run
 }

@@ -1,15 +1,14 @@
 //! Memory: ACPI topology, NUMA-local frames and heap, page protection.
 
-use bravo_tests::{Machine, NumaNode, Run};
+use bravo_tests::{ktest, NumaNode, Run};
 
 const MIB: u64 = 1 << 20;
 
 fn two_nodes(scenario: &str) -> Run {
-    Machine::new("ktest")
+    ktest(scenario)
         .numa(&[NumaNode { cpus: 0..=1, memory_mib: 512 }, NumaNode { cpus: 2..=3, memory_mib: 512 }])
         .cpus(4)
         .args(["-numa", "dist,src=0,dst=1,val=30"])
-        .cmdline(&format!("-- {scenario}"))
         .run()
 }
 
@@ -49,14 +48,14 @@ fn topology_matches_what_qemu_was_told() {
 
 #[test]
 fn without_srat_there_is_one_node() {
-    let run = Machine::new("ktest").cpus(2).cmdline("-- topology").run();
+    let run = ktest("topology").cpus(2).run();
     run.assert_success();
     run.assert_line("topology: cpus=2 nodes=1");
     run.assert_line("node 0: cpus=[0,1] ");
 }
 
 fn failing(scenario: &str) -> Run {
-    let run = Machine::new("ktest").cmdline(&format!("-- {scenario}")).run();
+    let run = ktest(scenario).run();
     run.assert_failure();
     run
 }
