@@ -328,6 +328,14 @@ pub fn ktest(scenario: &str) -> Machine {
     Machine::new("ktest").cmdline(&format!("-- {scenario}"))
 }
 
+/// Runs a `ktest` scenario that must end the VM with failure.
+#[track_caller]
+pub fn ktest_failing(scenario: &str) -> Run {
+    let run = ktest(scenario).run();
+    run.assert_failure();
+    run
+}
+
 /// One line of serial output (or QEMU's stderr), with when it arrived.
 #[derive(Clone, Debug)]
 pub struct Line {

@@ -54,38 +54,37 @@ fn in_kernel_selftest_passes() {
     run.assert_suite_passed("selftest");
 }
 
+/// Whether this machine can boot `boot` (says why not, as a skip).
 fn limine_available(boot: Boot) -> bool {
     if let Err(why) = limine_dir() {
         eprintln!("SKIPPED: {boot:?} boot: {why}");
         return false;
     }
+    if boot == Boot::LimineUefi && ovmf_firmware().is_none() {
+        eprintln!("SKIPPED: UEFI boot needs OVMF (Debian package `ovmf`)");
+        return false;
+    }
     true
+}
+
+fn hello_boots_by(boot: Boot, arg: &str) {
+    if !limine_available(boot) {
+        return;
+    }
+    let run = Machine::new("hello").boot(boot).cmdline(&format!("-- {arg}")).timeout(Duration::from_secs(120)).run();
+    run.assert_success();
+    run.assert_line("Bravo 0.1.0 booted by Limine");
+    run.assert_line(&format!("arg 0: {arg}"));
 }
 
 #[test]
 fn hello_boots_by_limine_bios() {
-    if !limine_available(Boot::Limine) {
-        return;
-    }
-    let run = Machine::new("hello").boot(Boot::Limine).cmdline("-- from-limine").run();
-    run.assert_success();
-    run.assert_line("Bravo 0.1.0 booted by Limine");
-    run.assert_line("arg 0: from-limine");
+    hello_boots_by(Boot::Limine, "from-limine");
 }
 
 #[test]
 fn hello_boots_by_limine_uefi() {
-    if !limine_available(Boot::LimineUefi) {
-        return;
-    }
-    if ovmf_firmware().is_none() {
-        eprintln!("SKIPPED: UEFI boot needs OVMF (Debian package `ovmf`)");
-        return;
-    }
-    let run = Machine::new("hello").boot(Boot::LimineUefi).cmdline("-- uefi").timeout(Duration::from_secs(120)).run();
-    run.assert_success();
-    run.assert_line("Bravo 0.1.0 booted by Limine");
-    run.assert_line("arg 0: uefi");
+    hello_boots_by(Boot::LimineUefi, "uefi");
 }
 
 #[test]

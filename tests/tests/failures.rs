@@ -1,13 +1,7 @@
 //! Failure is loud: panics and cpu exceptions are reported with what a
 //! developer needs, and the VM ends with failure.
 
-use bravo_tests::{ktest, Run};
-
-fn scenario(name: &str) -> Run {
-    let run = ktest(name).run();
-    run.assert_failure();
-    run
-}
+use bravo_tests::ktest_failing as scenario;
 
 #[test]
 fn panic_reports_message_location_and_cpu() {

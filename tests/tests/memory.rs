@@ -1,6 +1,6 @@
 //! Memory: ACPI topology, NUMA-local frames and heap, page protection.
 
-use bravo_tests::{ktest, NumaNode, Run};
+use bravo_tests::{ktest, ktest_failing, NumaNode, Run};
 
 const MIB: u64 = 1 << 20;
 
@@ -54,15 +54,9 @@ fn without_srat_there_is_one_node() {
     run.assert_line("node 0: cpus=[0,1] ");
 }
 
-fn failing(scenario: &str) -> Run {
-    let run = ktest(scenario).run();
-    run.assert_failure();
-    run
-}
-
 #[test]
 fn a_write_to_kernel_text_faults() {
-    let run = failing("write-text");
+    let run = ktest_failing("write-text");
     let line = run.assert_line("EXCEPTION: page fault (#PF), vector 14");
     assert!(line.text.contains("write to a read-only page"), "{}", line.text);
     assert!(line.text.contains("cr2=0xffffffff8"), "{}", line.text);
@@ -70,7 +64,7 @@ fn a_write_to_kernel_text_faults() {
 
 #[test]
 fn a_runaway_recursion_hits_the_guard_page() {
-    let run = failing("stack-overflow");
+    let run = ktest_failing("stack-overflow");
     run.assert_line("write to an unmapped page");
     run.assert_line("stack overflow: ");
     run.assert_line("is the guard page below the boot stack");

@@ -15,7 +15,14 @@ pub struct Features {
     pub global_pages: bool,
 }
 
+/// The cpu features, read once on the boot cpu (every core of a VM has the
+/// same; CPUID is a VM exit under KVM).
 pub fn features() -> Features {
+    static FEATURES: spin::Once<Features> = spin::Once::new();
+    *FEATURES.call_once(read_features)
+}
+
+fn read_features() -> Features {
     let max_ext = __cpuid(0x8000_0000).eax;
     let ext1 = if max_ext >= 0x8000_0001 { __cpuid_count(0x8000_0001, 0).edx } else { 0 };
     let leaf1 = __cpuid(1);
