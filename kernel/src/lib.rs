@@ -3,10 +3,13 @@
 //! A unikernel for one Rust microservice per virtual machine. An application
 //! is a `no_std`, `no_main` binary that depends on this crate and names its
 //! entry with [`main!`]; the kernel provides the boot path (Limine or PVH),
-//! console, memory and panic handling.
+//! console, memory, every cpu with its own scheduler ([`thread`]),
+//! blocking primitives ([`sync`]), time and panic handling.
 //!
 //! Module map: `boot` (what the loader handed over), `arch` (all direct
-//! hardware access), `memory` (frames and heap), `runtime` (kmain, the
+//! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
+//! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
+//! channel), `time` (monotonic clock), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
 //! nodes from ACPI), `env` (arguments for the application),
@@ -29,6 +32,8 @@ pub mod boot;
 #[cfg(not(test))]
 pub mod console;
 #[cfg(not(test))]
+mod cpus;
+#[cfg(not(test))]
 pub mod env;
 #[cfg(not(test))]
 pub mod memory;
@@ -37,12 +42,27 @@ mod panic;
 #[cfg(not(test))]
 pub mod runtime;
 #[cfg(not(test))]
+pub mod sched;
+#[cfg(not(test))]
+pub mod sync;
+#[cfg(not(test))]
 pub mod testing;
+#[cfg(not(test))]
+pub mod time;
 
 #[cfg(not(test))]
 pub use arch::power::ExitCode;
 #[cfg(not(test))]
 pub use runtime::Termination;
+
+/// The thread API for applications: `bravo::thread::spawn_on(cpu, f)`.
+#[cfg(not(test))]
+pub mod thread {
+    pub use crate::sched::{
+        cpu_count, cpus_online, current_cpu, current_id, ping, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
+        SpawnError, ThreadId,
+    };
+}
 
 #[doc(hidden)]
 pub use alloc::format as alloc_format;

@@ -22,6 +22,7 @@ extern "Rust" {
 /// The kernel's entry, reached from either loader's entry code on the boot
 /// stack with interrupts off.
 pub fn kmain(boot: BootInfo) -> ! {
+    arch::percpu::init_boot_cpu();
     crate::console::init();
     let boot = BOOT_INFO.call_once(|| boot);
 
@@ -55,9 +56,20 @@ pub fn kmain(boot: BootInfo) -> ! {
 
     let topology = crate::topology::set(crate::acpi_tables::discover(boot.rsdp, arch::cpu::apic_id()));
     crate::memory::init(boot.memory_map(), topology);
-    log_summary(topology);
+    crate::cpus::init_boot_cpu(topology);
+    let secondaries = crate::cpus::start_secondary_cpus(topology, boot.memory_map());
+    log_summary(topology, secondaries + 1);
 
     crate::env::init(cmdline.app_args);
+    if let Err(e) = crate::sched::spawn_main(run_app_main) {
+        panic!("cannot start the main thread: {e}");
+    }
+    crate::sched::scheduler::run()
+}
+
+/// The application's main thread: runs `main`, then ends the VM with its
+/// result (whatever other threads are doing).
+fn run_app_main() {
     log::debug!("entering main");
     // SAFETY: `__bravo_app_main` is defined by the application's `main!`
     // invocation with exactly this signature.
@@ -67,10 +79,12 @@ pub fn kmain(boot: BootInfo) -> ! {
 }
 
 /// The boot summary: cpus, nodes, memory per node (once).
-fn log_summary(topology: &crate::topology::Topology) {
+fn log_summary(topology: &crate::topology::Topology, online: usize) {
+    let timer = if arch::apic::has_tsc_deadline() { "TSC-deadline" } else { "APIC one-shot" };
     log::info!(
-        "{} cpus, {} NUMA nodes, TSC {} MHz",
+        "{} cpus, {online} online ({}), {} NUMA nodes, TSC {} MHz, {timer} timers",
         topology.cpu_count(),
+        arch::apic::mode().name(),
         topology.node_count(),
         arch::tsc::hz() / 1_000_000
     );

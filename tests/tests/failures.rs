@@ -13,7 +13,7 @@ fn panic_reports_message_location_and_cpu() {
 #[test]
 fn page_fault_reports_address_and_cause() {
     let run = scenario("page-fault");
-    let line = run.assert_line("EXCEPTION: page fault (#PF), vector 14");
+    let line = run.assert_line("EXCEPTION on cpu 0: page fault (#PF), vector 14");
     assert!(line.text.contains("cr2=0xdead0000"), "{}", line.text);
     assert!(line.text.contains("read from an unmapped page"), "{}", line.text);
     assert!(line.text.contains("rip=0xffffffff8"), "{}", line.text);
@@ -21,23 +21,23 @@ fn page_fault_reports_address_and_cause() {
 
 #[test]
 fn divide_error_is_reported() {
-    scenario("divide-error").assert_line("EXCEPTION: divide error (#DE), vector 0 error=0x0 rip=0xffffffff8");
+    scenario("divide-error").assert_line("EXCEPTION on cpu 0: divide error (#DE), vector 0 error=0x0 rip=0xffffffff8");
 }
 
 #[test]
 fn invalid_opcode_is_reported() {
-    scenario("invalid-opcode").assert_line("EXCEPTION: invalid opcode (#UD), vector 6 error=0x0 rip=0xffffffff8");
+    scenario("invalid-opcode").assert_line("EXCEPTION on cpu 0: invalid opcode (#UD), vector 6 error=0x0 rip=0xffffffff8");
 }
 
 #[test]
 fn general_protection_fault_is_reported() {
-    scenario("general-protection").assert_line("EXCEPTION: general protection fault (#GP), vector 13");
+    scenario("general-protection").assert_line("EXCEPTION on cpu 0: general protection fault (#GP), vector 13");
 }
 
 #[test]
 fn double_fault_runs_on_its_own_stack_and_is_reported() {
     let run = scenario("double-fault");
-    let line = run.assert_line("EXCEPTION: double fault (#DF), vector 8");
+    let line = run.assert_line("EXCEPTION on cpu 0: double fault (#DF), vector 8");
     assert!(line.text.contains("error=0x0"), "{}", line.text);
     // The faulting context's stack pointer is reported from the IST frame.
     run.assert_line("rsp=0x8000000000000000");

@@ -43,7 +43,7 @@ fn topology_matches_what_qemu_was_told() {
     run.assert_line("distance 1->0 = 30");
     run.assert_line("distance 1->1 = 10");
     // The boot summary, once.
-    assert_eq!(run.lines.iter().filter(|l| l.text.contains("4 cpus, 2 NUMA nodes")).count(), 1, "{}", run.serial());
+    assert_eq!(run.lines.iter().filter(|l| l.text.contains("4 cpus, 4 online (x2APIC), 2 NUMA nodes")).count(), 1, "{}", run.serial());
 }
 
 #[test]
@@ -57,7 +57,7 @@ fn without_srat_there_is_one_node() {
 #[test]
 fn a_write_to_kernel_text_faults() {
     let run = ktest_failing("write-text");
-    let line = run.assert_line("EXCEPTION: page fault (#PF), vector 14");
+    let line = run.assert_line("EXCEPTION on cpu 0: page fault (#PF), vector 14");
     assert!(line.text.contains("write to a read-only page"), "{}", line.text);
     assert!(line.text.contains("cr2=0xffffffff8"), "{}", line.text);
 }
@@ -67,5 +67,5 @@ fn a_runaway_recursion_hits_the_guard_page() {
     let run = ktest_failing("stack-overflow");
     run.assert_line("write to an unmapped page");
     run.assert_line("stack overflow: ");
-    run.assert_line("is the guard page below the boot stack");
+    run.assert_line("is the guard page below the running thread's stack");
 }

@@ -7,10 +7,12 @@
 //! - [`heap`]: the global allocator; each allocation comes from the heap of
 //!   the current cpu's node, each free returns to the node owning the
 //!   address.
+//! - [`stack`]: kernel stacks from a node's frames, above guard pages.
 
 mod boot_frames;
 pub mod frames;
 pub mod heap;
+pub mod stack;
 
 use spin::Mutex;
 use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};

@@ -13,6 +13,8 @@ pub struct Features {
     pub x2apic: bool,
     /// Global pages (CPUID 1 EDX[13]).
     pub global_pages: bool,
+    /// The local APIC timer's TSC-deadline mode (CPUID 1 ECX[24]).
+    pub tsc_deadline: bool,
 }
 
 /// The cpu features, read once on the boot cpu (every core of a VM has the
@@ -31,6 +33,7 @@ fn read_features() -> Features {
         huge_1g: ext1 & (1 << 26) != 0,
         x2apic: leaf1.ecx & (1 << 21) != 0,
         global_pages: leaf1.edx & (1 << 13) != 0,
+        tsc_deadline: leaf1.ecx & (1 << 24) != 0,
     }
 }
 

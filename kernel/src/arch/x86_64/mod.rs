@@ -1,13 +1,18 @@
 //! Everything that touches x86_64 hardware directly: boot stack, serial
-//! port, segments, interrupt entry, paging, cpu features and VM exit.
+//! port, segments, interrupt entry, paging, cpu features, per-cpu data,
+//! local APICs, starting cpus, context switches and VM exit.
 
 pub mod acpi_handler;
+pub mod apic;
 pub mod boot_stack;
+pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod paging;
+pub mod percpu;
 pub mod power;
 pub mod serial;
+pub mod smp;
 pub mod traps;
 pub mod tsc;
 
@@ -22,8 +27,4 @@ pub fn early_fail(message: &str) -> ! {
     power::exit(power::ExitCode::Failure)
 }
 
-/// The number of the cpu running this code. Only the boot cpu (0) runs
-/// until secondary cpus are brought up.
-pub fn cpu_id() -> usize {
-    0
-}
+pub use percpu::cpu_id;

@@ -148,6 +148,20 @@ fn map_image(table: &mut OffsetPageTable, boot: &BootInfo, extra: Flags, frames:
     }
 }
 
+/// The physical address of the kernel's PML4 (after [`install`]).
+pub fn kernel_pml4_phys() -> u64 {
+    KERNEL_PML4.lock().expect("kernel page tables not installed").start_address().as_u64()
+}
+
+/// Switches this cpu to the kernel's page tables (secondary cpus, which
+/// arrive on the trampoline's tables).
+pub fn activate_kernel_tables() {
+    let frame = KERNEL_PML4.lock().expect("kernel page tables not installed");
+    // SAFETY: the kernel's tables map everything the trampoline's higher
+    // half did (they share those entries), so execution continues.
+    unsafe { Cr3::write(frame, Cr3Flags::empty()) };
+}
+
 /// Runs `f` on the kernel's page tables (after [`install`]).
 fn with_kernel_tables<R>(f: impl FnOnce(&mut OffsetPageTable) -> R) -> R {
     let guard = KERNEL_PML4.lock();
@@ -209,6 +223,58 @@ pub fn map_mmio(phys: u64, len: u64) -> Result<*mut u8, &'static str> {
             }
         }
         Ok((MMIO_BASE + phys) as *mut u8)
+    })
+}
+
+/// Makes the 4 KiB page at physical `phys` present or absent in the direct
+/// map (for guard pages under stacks carved from RAM), splitting its 2 MiB
+/// mapping into 4 KiB pages the first time. Only this cpu's TLB is
+/// flushed: a guard page guards the stack of a thread that runs here, and
+/// a page made present again cannot be cached as absent elsewhere.
+pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static str> {
+    use x86_64::structures::paging::page_table::PageTableLevel;
+    let virt = VirtAddr::new(PHYS_MAP_BASE + (phys & !0xfff));
+    with_kernel_tables(|table| {
+        let mut entries = table.level_4_table_mut() as *mut PageTable;
+        for level in [PageTableLevel::Four, PageTableLevel::Three] {
+            // SAFETY: `entries` is a live page table reached through the
+            // direct map, and the KERNEL_PML4 lock (held by
+            // with_kernel_tables) makes this the only writer.
+            let entry = &unsafe { &*entries }[virt.page_table_index(level)];
+            if !entry.flags().contains(Flags::PRESENT) || entry.flags().contains(Flags::HUGE_PAGE) {
+                return Err("address outside the 2 MiB-paged direct map");
+            }
+            entries = phys_to_virt(entry.addr().as_u64()) as *mut PageTable;
+        }
+        // SAFETY: as above, for the page directory.
+        let pde = &mut unsafe { &mut *entries }[virt.page_table_index(PageTableLevel::Two)];
+        if !pde.flags().contains(Flags::PRESENT) {
+            return Err("address outside the direct map");
+        }
+        if pde.flags().contains(Flags::HUGE_PAGE) {
+            let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+            let table_ptr = phys_to_virt(frame.start_address().as_u64()) as *mut PageTable;
+            let leaf_flags = pde.flags() - Flags::HUGE_PAGE;
+            let base = pde.addr().as_u64();
+            // SAFETY: the frame was just allocated for this table alone.
+            let new_table = unsafe {
+                table_ptr.write(PageTable::new());
+                &mut *table_ptr
+            };
+            for (i, entry) in new_table.iter_mut().enumerate() {
+                entry.set_addr(PhysAddr::new(base + i as u64 * 4096), leaf_flags);
+            }
+            // The same translation with finer pages: stale 2 MiB TLB
+            // entries elsewhere stay correct.
+            pde.set_addr(frame.start_address(), PARENT_FLAGS);
+        }
+        // SAFETY: as above, for the page table the directory points to.
+        let table = unsafe { &mut *(phys_to_virt(pde.addr().as_u64()) as *mut PageTable) };
+        let pte = &mut table[virt.page_table_index(PageTableLevel::One)];
+        let flags = if present { pte.flags() | Flags::PRESENT } else { pte.flags() - Flags::PRESENT };
+        pte.set_flags(flags);
+        x86_64::instructions::tlb::flush(virt);
+        Ok(())
     })
 }
 

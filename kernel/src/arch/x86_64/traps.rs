@@ -3,7 +3,10 @@
 //! Every vector gets a 16-byte stub (generated below) that pushes a uniform
 //! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal in a
 //! unikernel: they are reported (vector, name, error code, RIP, CR2 for page
-//! faults) and the VM ends with failure.
+//! faults) and the VM ends with failure. Vectors from 32 on go to the
+//! handler registered with [`set_handler`], followed by end-of-interrupt.
+
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
@@ -169,33 +172,59 @@ fn page_fault_cause(code: u64) -> &'static str {
     }
 }
 
+/// A handler for a device or kernel interrupt vector. It runs with
+/// interrupts off on the interrupted cpu's stack; the dispatcher sends the
+/// end-of-interrupt after it returns.
+pub type Handler = fn(vector: u8);
+
+static HANDLERS: [AtomicUsize; 256] = [const { AtomicUsize::new(0) }; 256];
+
+/// Routes `vector` (32 and above) to `handler` on every cpu.
+pub fn set_handler(vector: u8, handler: Handler) {
+    assert!(vector >= 32, "vectors below 32 are cpu exceptions");
+    HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
+}
+
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.vector < 32 {
         fatal_exception(frame);
     }
-    // No device interrupt is routed yet; an unexpected one is reported and
-    // ignored.
-    log::warn!("unexpected interrupt on vector {}", frame.vector);
+    let vector = frame.vector as u8;
+    if vector == super::apic::SPURIOUS_VECTOR {
+        return; // no end-of-interrupt for spurious interrupts
+    }
+    match HANDLERS[vector as usize].load(Ordering::Acquire) {
+        0 => log::warn!("unexpected interrupt on vector {vector} (cpu {})", super::cpu_id()),
+        // SAFETY: only `Handler` function pointers are stored (set_handler).
+        handler => unsafe { core::mem::transmute::<usize, Handler>(handler)(vector) },
+    }
+    super::apic::end_of_interrupt();
 }
 
 fn fatal_exception(frame: &TrapFrame) -> ! {
     let name = exception_name(frame.vector);
+    let cpu = super::cpu_id();
     if frame.vector == 14 {
         let cr2 = x86_64::registers::control::Cr2::read_raw();
         crate::console::emergency_println(format_args!(
-            "EXCEPTION: {name}, vector {} error={:#x} rip={:#x} cr2={:#x}: {}",
+            "EXCEPTION on cpu {cpu}: {name}, vector {} error={:#x} rip={:#x} cr2={:#x}: {}",
             frame.vector,
             frame.error_code,
             frame.rip,
             cr2,
             page_fault_cause(frame.error_code),
         ));
+        let thread_guard = super::percpu::this().thread_stack_guard.load(Ordering::Relaxed);
         if let Some(stack) = super::paging::guarded_stack_at(cr2) {
             crate::console::emergency_println(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
+        } else if thread_guard != 0 && cr2 & !0xfff == thread_guard {
+            crate::console::emergency_println(format_args!(
+                "  stack overflow: {cr2:#x} is the guard page below the running thread's stack"
+            ));
         }
     } else {
         crate::console::emergency_println(format_args!(
-            "EXCEPTION: {name}, vector {} error={:#x} rip={:#x}",
+            "EXCEPTION on cpu {cpu}: {name}, vector {} error={:#x} rip={:#x}",
             frame.vector, frame.error_code, frame.rip,
         ));
     }

@@ -1,6 +1,6 @@
 //! The time-stamp counter as the kernel's clock: its frequency, found once
-//! (CPUID leaf 0x15 when it names the crystal, otherwise measured against
-//! the PIT), and nanoseconds since calibration.
+//! (CPUID leaf 0x15 when it names the crystal, else leaf 0x16's base
+//! frequency, otherwise measured against the PIT), and nanoseconds since calibration.
 
 use core::arch::x86_64::{__cpuid, _rdtsc};
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -56,13 +56,28 @@ pub fn nanos_since_boot() -> u64 {
     (ticks as u128 * 1_000_000_000 / hz as u128) as u64
 }
 
-fn from_cpuid() -> Option<u64> {
-    if __cpuid(0).eax < 0x15 {
-        return None;
+/// Busy-waits `micros` microseconds (for hardware delays before the
+/// scheduler runs).
+pub fn spin_for_micros(micros: u64) {
+    let ticks = hz() / 1_000_000 * micros;
+    let start = now();
+    while now().wrapping_sub(start) < ticks {
+        core::hint::spin_loop();
     }
-    let leaf = __cpuid(0x15);
-    // eax/ebx: TSC/crystal ratio; ecx: crystal frequency (0 if not given).
-    (leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0).then(|| leaf.ecx as u64 * leaf.ebx as u64 / leaf.eax as u64)
+}
+
+fn from_cpuid() -> Option<u64> {
+    let max_leaf = __cpuid(0).eax;
+    if max_leaf >= 0x15 {
+        // eax/ebx: TSC/crystal ratio; ecx: crystal frequency (0 if not given).
+        let leaf = __cpuid(0x15);
+        if leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0 {
+            return Some(leaf.ecx as u64 * leaf.ebx as u64 / leaf.eax as u64);
+        }
+    }
+    // Leaf 0x16 eax: the base frequency in MHz, which the TSC runs at on
+    // cpus that have the leaf but no crystal frequency.
+    (max_leaf >= 0x16).then(|| __cpuid(0x16).eax as u64 * 1_000_000).filter(|&hz| hz != 0)
 }
 
 /// Counts TSC ticks while PIT channel 2 counts down 10 ms.

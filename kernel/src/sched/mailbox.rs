@@ -1,0 +1,197 @@
+//! Messages between cpus.
+//!
+//! Each cpu has one [`Mailbox`]: a single-producer, single-consumer ring
+//! per sending cpu (made by the sender on first use, in memory of the
+//! receiver's node), and a bitmap of senders with something pending, so a
+//! receiver looks only at rings that have messages. No lock is shared by
+//! all cpus. When a ring is full the message goes to the receiver's
+//! overflow list (its own lock); messages are independent, so order
+//! across the two does not matter. A sender interrupts the receiver (an
+//! IPI) only when the receiver is halted.
+
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
+use core::cell::UnsafeCell;
+use core::mem::MaybeUninit;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use x86_64::instructions::interrupts::without_interrupts;
+
+use super::thread::ThreadRef;
+use crate::arch::{apic, percpu};
+use crate::topology::MAX_CPUS;
+
+/// What one cpu asks of another.
+pub(crate) enum Message {
+    /// Make a parked thread of the receiver runnable.
+    Wake(ThreadRef),
+    /// Create a thread running `entry` on the receiver and reply with its
+    /// id (0 when memory is exhausted).
+    Spawn { entry: Box<dyn FnOnce() + Send>, requester: ThreadRef },
+    /// Store `value` in the requester's reply slot and wake it.
+    Reply { requester: ThreadRef, value: u64 },
+    /// Reply at once (measures a round trip).
+    Ping { requester: ThreadRef },
+}
+
+const RING_SLOTS: usize = 64;
+
+#[repr(C, align(64))]
+struct Padded<T>(T);
+
+/// A ring with one producer (the sending cpu, interrupts off) and one
+/// consumer (the receiving cpu).
+struct Ring {
+    tail: Padded<AtomicUsize>,
+    head: Padded<AtomicUsize>,
+    slots: [UnsafeCell<MaybeUninit<Message>>; RING_SLOTS],
+}
+
+// SAFETY: a slot is written only by the producer before it publishes the
+// slot (tail, Release) and read only by the consumer after it sees it
+// (Acquire), then released back (head, Release).
+unsafe impl Sync for Ring {}
+
+impl Ring {
+    fn new() -> Self {
+        Self {
+            tail: Padded(AtomicUsize::new(0)),
+            head: Padded(AtomicUsize::new(0)),
+            slots: [const { UnsafeCell::new(MaybeUninit::uninit()) }; RING_SLOTS],
+        }
+    }
+
+    fn push(&self, message: Message) -> Result<(), Message> {
+        let tail = self.tail.0.load(Ordering::Relaxed);
+        if tail.wrapping_sub(self.head.0.load(Ordering::Acquire)) == RING_SLOTS {
+            return Err(message);
+        }
+        // SAFETY: the slot is free (the consumer released it) and only this
+        // producer writes slots.
+        unsafe { (*self.slots[tail % RING_SLOTS].get()).write(message) };
+        self.tail.0.store(tail.wrapping_add(1), Ordering::Release);
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<Message> {
+        let head = self.head.0.load(Ordering::Relaxed);
+        if head == self.tail.0.load(Ordering::Acquire) {
+            return None;
+        }
+        // SAFETY: the producer published this slot; only this consumer
+        // reads it, once.
+        let message = unsafe { (*self.slots[head % RING_SLOTS].get()).assume_init_read() };
+        self.head.0.store(head.wrapping_add(1), Ordering::Release);
+        Some(message)
+    }
+}
+
+const WORDS: usize = MAX_CPUS / 64;
+
+pub(crate) struct Mailbox {
+    node: usize,
+    rings: [AtomicPtr<Ring>; MAX_CPUS],
+    /// Bit `s` set: sender `s`'s ring may hold messages.
+    pending: [AtomicU64; WORDS],
+    overflow: spin::Mutex<VecDeque<Message>>,
+    overflowed: AtomicBool,
+    /// Messages received (for statistics).
+    pub received: AtomicU64,
+}
+
+impl Mailbox {
+    pub fn new(node: usize) -> Self {
+        Self {
+            node,
+            rings: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
+            pending: [const { AtomicU64::new(0) }; WORDS],
+            overflow: spin::Mutex::new(VecDeque::new()),
+            overflowed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+        }
+    }
+
+    /// The ring from cpu `src`, made on first use (only `src` makes it).
+    fn ring_from(&self, src: usize) -> Option<&Ring> {
+        let mut ring = self.rings[src].load(Ordering::Acquire);
+        if ring.is_null() {
+            let layout = core::alloc::Layout::new::<Ring>();
+            ring = crate::memory::alloc_in(self.node, layout) as *mut Ring;
+            if ring.is_null() {
+                return None;
+            }
+            // SAFETY: freshly allocated for a Ring, kept for good.
+            unsafe { ring.write(Ring::new()) };
+            self.rings[src].store(ring, Ordering::Release);
+        }
+        // SAFETY: rings are never freed.
+        Some(unsafe { &*ring })
+    }
+
+    /// Queues `message` from this cpu (interrupts must be off, so that this
+    /// cpu is the ring's only producer).
+    fn push(&self, message: Message) {
+        let src = percpu::cpu_id();
+        let message = match self.ring_from(src) {
+            Some(ring) => match ring.push(message) {
+                Ok(()) => {
+                    self.pending[src / 64].fetch_or(1 << (src % 64), Ordering::SeqCst);
+                    return;
+                }
+                Err(message) => message,
+            },
+            None => message,
+        };
+        self.overflow.lock().push_back(message);
+        self.overflowed.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether anything waits to be received.
+    pub fn has_pending(&self) -> bool {
+        self.overflowed.load(Ordering::SeqCst) || self.pending.iter().any(|w| w.load(Ordering::SeqCst) != 0)
+    }
+
+    /// Hands every waiting message to `handle` (on the receiving cpu, with
+    /// interrupts off). Returns how many there were.
+    pub fn drain(&self, mut handle: impl FnMut(Message)) -> usize {
+        let mut count = 0;
+        for (word, bits) in self.pending.iter().enumerate() {
+            let mut bits = bits.swap(0, Ordering::SeqCst);
+            while bits != 0 {
+                let src = word * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let ring = self.rings[src].load(Ordering::Acquire);
+                if ring.is_null() {
+                    continue;
+                }
+                // SAFETY: rings are never freed.
+                while let Some(message) = unsafe { &*ring }.pop() {
+                    handle(message);
+                    count += 1;
+                }
+            }
+        }
+        if self.overflowed.swap(false, Ordering::SeqCst) {
+            while let Some(message) = self.overflow.lock().pop_front() {
+                handle(message);
+                count += 1;
+            }
+        }
+        self.received.fetch_add(count as u64, Ordering::Relaxed);
+        count
+    }
+}
+
+/// Sends `message` to cpu `target`'s mailbox, interrupting it if it is
+/// halted. The caller has checked that `target` is online.
+pub(crate) fn send(target: usize, message: Message) {
+    let core = super::scheduler::core(target).expect("message to a cpu that is not online");
+    let cpu = percpu::get(target).expect("online cpus have per-cpu data");
+    without_interrupts(|| core.mailbox.push(message));
+    // Pairs with the receiver's store to `halted` before it checks
+    // `has_pending` (both SeqCst): either it sees the message or we see it
+    // halted.
+    if cpu.halted.load(Ordering::SeqCst) {
+        apic::send_ipi(cpu.apic_id, apic::WAKE_VECTOR);
+    }
+}

@@ -1,0 +1,317 @@
+//! One scheduler per cpu: its run queue, its timers, its mailbox, and the
+//! loop that runs on the cpu's own stack between threads.
+//!
+//! Threads are cooperative and never move: a thread runs until it yields,
+//! parks or finishes, and each of those switches to the cpu's scheduler
+//! loop, which then receives messages, wakes threads whose timers expired,
+//! frees the thread that finished, and switches to the next runnable one.
+//! With nothing to run it arms the local APIC timer for the earliest timer
+//! (or stops it), marks the cpu halted and sleeps in `hlt` until an
+//! interrupt: the timer, a message's IPI, or a device.
+//!
+//! A cpu's `Local` state is touched only by that cpu, with interrupts off
+//! (an interrupt handler may wake threads of its cpu).
+
+use alloc::boxed::Box;
+use alloc::collections::{BTreeMap, VecDeque};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+
+use x86_64::instructions::interrupts;
+
+use super::mailbox::{self, Mailbox, Message};
+use super::thread::{Thread, ThreadId, ThreadRef};
+use crate::arch::{apic, context, percpu, tsc};
+use crate::memory::stack::GuardedStack;
+use crate::topology::MAX_CPUS;
+
+/// A cpu's scheduler: the mailbox other cpus write to, and state only the
+/// cpu itself touches.
+pub(crate) struct Core {
+    pub mailbox: Mailbox,
+    local: UnsafeCell<Local>,
+    /// Threads alive on this cpu (readable from anywhere).
+    pub threads: AtomicUsize,
+    /// Switches into threads so far.
+    pub switches: AtomicU64,
+}
+
+// SAFETY: `local` is only touched by the owning cpu with interrupts off
+// (see `local`); everything else is atomics or the mailbox, built for
+// sharing.
+unsafe impl Sync for Core {}
+
+struct Local {
+    run_queue: VecDeque<ThreadRef>,
+    /// Sleeping threads by (deadline in TSC ticks, sequence number).
+    timers: BTreeMap<(u64, u64), ThreadRef>,
+    timer_seq: u64,
+    current: Option<ThreadRef>,
+    /// The scheduler loop's saved stack pointer while a thread runs.
+    loop_rsp: u64,
+    /// The thread that just finished, freed by the loop.
+    finished: Option<Box<Thread>>,
+    next_thread: u64,
+}
+
+static CORES: [AtomicPtr<Core>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
+/// The scheduler of `cpu`, once that cpu has set it up.
+pub(crate) fn core(cpu: usize) -> Option<&'static Core> {
+    let core = CORES.get(cpu)?.load(Ordering::Acquire);
+    // SAFETY: published cores live for good.
+    (!core.is_null()).then(|| unsafe { &*core })
+}
+
+fn this_core() -> &'static Core {
+    core(percpu::cpu_id()).expect("scheduler used on a cpu before its init")
+}
+
+/// This cpu's local state.
+///
+/// # Safety
+/// Interrupts must be off, and the pointer used only in short statements
+/// that do not overlap another use (no reference kept across a switch or
+/// a call back into the scheduler).
+unsafe fn local() -> *mut Local {
+    this_core().local.get()
+}
+
+/// Sets up this cpu's scheduler in memory of its node.
+pub(crate) fn init_this_cpu() {
+    let cpu = percpu::cpu_id();
+    let node = percpu::this().node;
+    let core = Box::leak(Box::new(Core {
+        mailbox: Mailbox::new(node),
+        local: UnsafeCell::new(Local {
+            run_queue: VecDeque::with_capacity(64),
+            timers: BTreeMap::new(),
+            timer_seq: 0,
+            current: None,
+            loop_rsp: 0,
+            finished: None,
+            next_thread: 1,
+        }),
+        threads: AtomicUsize::new(0),
+        switches: AtomicU64::new(0),
+    }));
+    CORES[cpu].store(core, Ordering::Release);
+    crate::arch::traps::set_handler(apic::TIMER_VECTOR, |_| {});
+    crate::arch::traps::set_handler(apic::WAKE_VECTOR, |_| {});
+}
+
+/// Why a thread could not be created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpawnError {
+    /// No cpu with this number exists.
+    NoSuchCpu(usize),
+    /// The cpu exists but did not come online.
+    CpuOffline(usize),
+    /// The cpu's node (and every fallback) had no memory for the stack.
+    OutOfMemory,
+    /// Called outside a thread (there is no one to wait for the reply).
+    NotInThread,
+}
+
+impl core::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        match self {
+            SpawnError::NoSuchCpu(cpu) => write!(f, "no cpu {cpu}"),
+            SpawnError::CpuOffline(cpu) => write!(f, "cpu {cpu} is offline"),
+            SpawnError::OutOfMemory => write!(f, "out of memory for a thread"),
+            SpawnError::NotInThread => write!(f, "not called from a thread"),
+        }
+    }
+}
+
+/// Creates a thread on this cpu (control block and stack from this cpu's
+/// node) and queues it.
+pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -> Result<ThreadId, SpawnError> {
+    let cpu = percpu::cpu_id();
+    let stack = GuardedStack::new(percpu::this().node, stack_size).ok_or(SpawnError::OutOfMemory)?;
+    let seq = interrupts::without_interrupts(|| {
+        // SAFETY: interrupts are off; one short use.
+        let l = unsafe { &mut *local() };
+        l.next_thread += 1;
+        l.next_thread - 1
+    });
+    let id = ThreadId::new(cpu, seq);
+    let thread = Box::leak(Box::new(Thread::new(id, cpu, stack, entry)));
+    // SAFETY: the stack is new and unused; its top is page aligned.
+    let rsp = unsafe { context::prepare_stack(thread.stack.top(), thread_main, thread as *mut Thread as usize) };
+    *thread.rsp.get_mut() = rsp;
+    this_core().threads.fetch_add(1, Ordering::Relaxed);
+    make_runnable(ThreadRef::new(thread));
+    Ok(id)
+}
+
+/// Queues a thread of this cpu that was woken.
+pub(crate) fn make_runnable(thread: ThreadRef) {
+    debug_assert_eq!(thread.cpu, percpu::cpu_id());
+    interrupts::without_interrupts(|| {
+        // SAFETY: interrupts are off; one short use.
+        unsafe { (*local()).run_queue.push_back(thread) };
+    });
+}
+
+/// Wakes `thread` (any cpu's): queues it here, or asks its cpu by message.
+pub(crate) fn wake(thread: ThreadRef) {
+    if thread.notify() {
+        if thread.cpu == percpu::cpu_id() {
+            make_runnable(thread);
+        } else {
+            mailbox::send(thread.cpu, Message::Wake(thread));
+        }
+    }
+}
+
+/// The thread running on this cpu (None in the scheduler loop).
+pub(crate) fn current() -> Option<ThreadRef> {
+    interrupts::without_interrupts(|| {
+        // SAFETY: interrupts are off; one short read.
+        unsafe { (*local()).current }
+    })
+}
+
+/// Switches from the running thread to the scheduler loop. Interrupts
+/// must be off; they are off again when the thread is resumed.
+fn switch_to_loop(thread: ThreadRef) {
+    // SAFETY: interrupts are off; the loop's stack pointer was saved when
+    // it switched to this thread, and the loop is not running.
+    unsafe {
+        let loop_rsp = (*local()).loop_rsp;
+        context::switch(thread.rsp.get(), loop_rsp);
+    }
+}
+
+/// Lets the other runnable threads of this cpu run first.
+pub fn yield_now() {
+    let Some(thread) = current() else { return };
+    interrupts::without_interrupts(|| {
+        // SAFETY: interrupts are off; one short use.
+        unsafe { (*local()).run_queue.push_back(thread) };
+        switch_to_loop(thread);
+    });
+}
+
+/// Parks the running thread until [`wake`] (or its timer) wakes it, or
+/// `deadline` (TSC ticks) passes. Spurious returns are possible; callers
+/// re-check what they wait for.
+pub(crate) fn park(deadline: Option<u64>) {
+    let thread = current().expect("only threads can block");
+    interrupts::without_interrupts(|| {
+        let timer = deadline.map(|d| {
+            // SAFETY: interrupts are off; one short use.
+            let l = unsafe { &mut *local() };
+            l.timer_seq += 1;
+            let key = (d, l.timer_seq);
+            l.timers.insert(key, thread);
+            key
+        });
+        if thread.prepare_park() {
+            switch_to_loop(thread);
+            thread.finish_park();
+        }
+        if let Some(key) = timer {
+            // SAFETY: interrupts are off; one short use. (An expired timer
+            // was removed when it fired.)
+            unsafe { (*local()).timers.remove(&key) };
+        }
+    });
+}
+
+/// The first code of every thread, on its own stack.
+extern "C" fn thread_main(arg: usize) -> ! {
+    // SAFETY: `arg` is the control block create_local made for this thread.
+    let thread = unsafe { &*(arg as *const Thread) };
+    // SAFETY: only this thread touches its entry, once.
+    let entry = unsafe { (*thread.entry.get()).take() }.expect("a thread's entry runs once");
+    interrupts::enable();
+    entry();
+    interrupts::disable();
+    this_core().threads.fetch_sub(1, Ordering::Relaxed);
+    // SAFETY: interrupts are off. The loop frees the control block (and
+    // this stack) after switching away from it, never before.
+    unsafe {
+        let l = local();
+        (*l).finished = Some(Box::from_raw(arg as *mut Thread));
+        let loop_rsp = (*l).loop_rsp;
+        context::switch(thread.rsp.get(), loop_rsp);
+    }
+    unreachable!("a finished thread is never resumed");
+}
+
+/// Handles one message addressed to this cpu.
+fn receive(message: Message) {
+    match message {
+        Message::Wake(thread) => make_runnable(thread),
+        Message::Spawn { entry, requester } => {
+            let value = create_local(entry, super::STACK_SIZE).map_or(0, ThreadId::as_raw);
+            mailbox::send(requester.cpu, Message::Reply { requester, value });
+        }
+        Message::Reply { requester, value } => {
+            requester.reply.store(value, Ordering::Release);
+            wake(requester);
+        }
+        Message::Ping { requester } => mailbox::send(requester.cpu, Message::Reply { requester, value: 1 }),
+    }
+}
+
+/// Wakes the threads whose timers expired; returns the next deadline.
+fn fire_timers() -> Option<u64> {
+    let now = tsc::now();
+    loop {
+        // SAFETY: called from the loop with interrupts off; short uses.
+        let first = unsafe { (*local()).timers.first_key_value().map(|(k, t)| (*k, *t)) };
+        match first {
+            Some((key, thread)) if key.0 <= now => {
+                // SAFETY: as above.
+                unsafe { (*local()).timers.remove(&key) };
+                wake(thread);
+            }
+            Some((key, _)) => return Some(key.0),
+            None => return None,
+        }
+    }
+}
+
+/// This cpu's scheduler loop; never returns. The calling context (the
+/// boot stack, or a secondary cpu's own stack) becomes the loop.
+pub(crate) fn run() -> ! {
+    interrupts::disable();
+    let core = this_core();
+    let cpu = percpu::this();
+    loop {
+        core.mailbox.drain(receive);
+        let next_timer = fire_timers();
+        // SAFETY: interrupts are off; the finished thread's stack is not
+        // the one we run on.
+        drop(unsafe { (*local()).finished.take() });
+        // SAFETY: interrupts are off; one short use.
+        let next = unsafe { (*local()).run_queue.pop_front() };
+        if let Some(thread) = next {
+            core.switches.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: interrupts are off; the thread is runnable, so it is
+            // switched out with a saved stack pointer, and belongs here.
+            unsafe {
+                let l = local();
+                (*l).current = Some(thread);
+                cpu.thread_stack_guard.store(thread.stack.guard(), Ordering::Relaxed);
+                context::switch(&raw mut (*l).loop_rsp, *thread.rsp.get());
+                cpu.thread_stack_guard.store(0, Ordering::Relaxed);
+                (*local()).current = None;
+            }
+            continue;
+        }
+        // Nothing to run: sleep until a timer, message or device interrupt.
+        apic::set_timer(next_timer);
+        cpu.halted.store(true, Ordering::SeqCst);
+        if !core.mailbox.has_pending() {
+            // `sti; hlt` admits interrupts only once the cpu is halted, so
+            // none is handled between the check and the halt.
+            interrupts::enable_and_hlt();
+            interrupts::disable();
+        }
+        cpu.halted.store(false, Ordering::SeqCst);
+    }
+}

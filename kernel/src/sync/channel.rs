@@ -1,0 +1,110 @@
+//! Channels: any number of senders on any cpus, one receiver that sleeps
+//! until a value arrives or every sender is gone.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use core::time::Duration;
+
+use x86_64::instructions::interrupts::without_interrupts;
+
+use super::WaitQueue;
+
+struct Shared<T> {
+    queue: spin::Mutex<VecDeque<T>>,
+    senders: AtomicUsize,
+    receiver_alive: AtomicBool,
+    receiver: WaitQueue,
+}
+
+/// Sends values to the channel's [`Receiver`]; clone it for more senders.
+pub struct Sender<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// Receives the values sent, in the order each sender sent them.
+pub struct Receiver<T> {
+    shared: Arc<Shared<T>>,
+}
+
+/// The receiver is gone; the value comes back.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SendError<T>(pub T);
+
+/// Why nothing was received.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// Every sender is gone and the channel is empty.
+    Disconnected,
+    /// Nothing arrived in time (or, for `try_recv`, nothing is there).
+    Empty,
+}
+
+/// A new channel (unbounded).
+pub fn channel<T: Send>() -> (Sender<T>, Receiver<T>) {
+    let shared = Arc::new(Shared {
+        queue: spin::Mutex::new(VecDeque::new()),
+        senders: AtomicUsize::new(1),
+        receiver_alive: AtomicBool::new(true),
+        receiver: WaitQueue::new(),
+    });
+    (Sender { shared: shared.clone() }, Receiver { shared })
+}
+
+impl<T> Sender<T> {
+    /// Queues `value` and wakes the receiver; fails only when the receiver
+    /// was dropped.
+    pub fn send(&self, value: T) -> Result<(), SendError<T>> {
+        if !self.shared.receiver_alive.load(Ordering::Acquire) {
+            return Err(SendError(value));
+        }
+        without_interrupts(|| self.shared.queue.lock().push_back(value));
+        self.shared.receiver.notify_one();
+        Ok(())
+    }
+}
+
+impl<T> Clone for Sender<T> {
+    fn clone(&self) -> Self {
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
+        Self { shared: self.shared.clone() }
+    }
+}
+
+impl<T> Drop for Sender<T> {
+    fn drop(&mut self) {
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.receiver.notify_all();
+        }
+    }
+}
+
+impl<T> Receiver<T> {
+    fn poll(&self) -> Option<Result<T, RecvError>> {
+        if let Some(value) = without_interrupts(|| self.shared.queue.lock().pop_front()) {
+            return Some(Ok(value));
+        }
+        (self.shared.senders.load(Ordering::Acquire) == 0).then_some(Err(RecvError::Disconnected))
+    }
+
+    /// Sleeps until a value arrives (or every sender is gone).
+    pub fn recv(&self) -> Result<T, RecvError> {
+        self.shared.receiver.wait_until(|| self.poll())
+    }
+
+    /// Like [`recv`](Self::recv), giving up after `timeout`.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<T, RecvError> {
+        self.shared.receiver.wait_timeout(|| self.poll(), timeout).unwrap_or(Err(RecvError::Empty))
+    }
+
+    /// Takes a value if one is there, without sleeping.
+    pub fn try_recv(&self) -> Result<T, RecvError> {
+        self.poll().unwrap_or(Err(RecvError::Empty))
+    }
+}
+
+impl<T> Drop for Receiver<T> {
+    fn drop(&mut self) {
+        self.shared.receiver_alive.store(false, Ordering::Release);
+    }
+}

@@ -1,0 +1,52 @@
+//! Time for applications: a monotonic [`Instant`] from the TSC (calibrated
+//! once at boot, the same on every cpu) and the time since boot.
+
+use core::ops::{Add, Sub};
+use core::time::Duration;
+
+use crate::arch::tsc;
+
+/// A point on the monotonic clock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Instant(u64);
+
+impl Instant {
+    pub fn now() -> Self {
+        Self(tsc::now())
+    }
+
+    /// Time from `earlier` to `self` (zero if `earlier` is later).
+    pub fn duration_since(&self, earlier: Instant) -> Duration {
+        ticks_to_duration(self.0.saturating_sub(earlier.0))
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        Instant::now().duration_since(*self)
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    fn add(self, d: Duration) -> Instant {
+        Instant(self.0.saturating_add(crate::sched::duration_to_ticks(d)))
+    }
+}
+
+impl Sub for Instant {
+    type Output = Duration;
+
+    fn sub(self, earlier: Instant) -> Duration {
+        self.duration_since(earlier)
+    }
+}
+
+fn ticks_to_duration(ticks: u64) -> Duration {
+    let hz = tsc::hz().max(1) as u128;
+    Duration::from_nanos((ticks as u128 * 1_000_000_000 / hz).min(u64::MAX as u128) as u64)
+}
+
+/// Time since the clock was calibrated at boot.
+pub fn uptime() -> Duration {
+    Duration::from_nanos(tsc::nanos_since_boot())
+}
