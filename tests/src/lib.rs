@@ -197,6 +197,13 @@ impl Machine {
         self.memory_mib = nodes.iter().map(|n| n.memory_mib).sum();
         self
     }
+    /// The two-node layout the tests use: cpus 0-1 with 512 MiB on node 0,
+    /// cpus 2-3 with 512 MiB on node 1, SLIT distance 30 between them.
+    pub fn two_numa_nodes(self) -> Self {
+        self.numa(&[NumaNode { cpus: 0..=1, memory_mib: 512 }, NumaNode { cpus: 2..=3, memory_mib: 512 }])
+            .cpus(4)
+            .args(["-numa", "dist,src=0,dst=1,val=30"])
+    }
     pub fn cmdline(mut self, cmdline: &str) -> Self {
         self.cmdline = cmdline.into();
         self

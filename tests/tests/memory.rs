@@ -1,15 +1,11 @@
 //! Memory: ACPI topology, NUMA-local frames and heap, page protection.
 
-use bravo_tests::{ktest, ktest_failing, NumaNode, Run};
+use bravo_tests::{ktest, ktest_failing, Run};
 
 const MIB: u64 = 1 << 20;
 
 fn two_nodes(scenario: &str) -> Run {
-    ktest(scenario)
-        .numa(&[NumaNode { cpus: 0..=1, memory_mib: 512 }, NumaNode { cpus: 2..=3, memory_mib: 512 }])
-        .cpus(4)
-        .args(["-numa", "dist,src=0,dst=1,val=30"])
-        .run()
+    ktest(scenario).two_numa_nodes().run()
 }
 
 /// The number after `key=` on `line`.

@@ -6,12 +6,17 @@
 //!   `general-protection`, `double-fault`, `write-text`, `stack-overflow`:
 //!   each fails on purpose, to check the report;
 //! - `error`: `main` returns an `Err`;
-//! - `topology`: prints cpus, nodes, memory ranges and distances.
+//! - `topology`: prints cpus, nodes, memory ranges and distances;
+//! - `smp`: in-kernel checks of cpus, threads and blocking primitives;
+//! - `idle`: sleeps 3 s between two lines while the host measures the
+//!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics.
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
+
+mod smp;
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -28,6 +33,12 @@ fn main() -> Result<(), String> {
             ExitCode::Success => Ok(()),
             ExitCode::Failure => Err("in-kernel tests failed".into()),
         },
+        "smp" => match run_tests("smp", smp::SMP_TESTS) {
+            ExitCode::Success => Ok(()),
+            ExitCode::Failure => Err("in-kernel tests failed".into()),
+        },
+        "idle" => smp::idle(),
+        "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {
             // SAFETY: none; this read is meant to fault. 0xdead_0000 is not
