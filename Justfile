@@ -33,6 +33,6 @@ test: build
     cargo test -p bravo --lib
     cargo test -p bravo-tests
 
-# Run a benchmark: boot, alloc
+# Run a benchmark: boot, alloc, sched
 bench WHAT *ARGS: build
     cargo run -q --release -p bravo-tests --bin bravo-bench -- {{WHAT}} {{ARGS}}

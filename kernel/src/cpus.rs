@@ -16,9 +16,8 @@ use crate::boot::{MemoryRegion, RegionKind};
 use crate::memory::stack::GuardedStack;
 use crate::topology::Topology;
 
-/// Sets up the boot cpu's part: its identity, local APIC and scheduler.
-pub fn init_boot_cpu(topology: &Topology) {
-    percpu::set_boot_cpu_identity(topology.cpus()[0].apic_id, topology.node_of_cpu(0));
+/// Sets up the boot cpu's part: its local APIC and scheduler.
+pub fn init_boot_cpu() {
     crate::arch::apic::init_boot_cpu();
     crate::sched::scheduler::init_this_cpu();
     percpu::this().online.store(true, Ordering::Release);

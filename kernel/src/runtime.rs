@@ -55,8 +55,9 @@ pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::calibrate();
 
     let topology = crate::topology::set(crate::acpi_tables::discover(boot.rsdp, arch::cpu::apic_id()));
+    arch::percpu::set_boot_cpu_identity(topology.cpus()[0].apic_id, topology.node_of_cpu(0));
     crate::memory::init(boot.memory_map(), topology);
-    crate::cpus::init_boot_cpu(topology);
+    crate::cpus::init_boot_cpu();
     let secondaries = crate::cpus::start_secondary_cpus(topology, boot.memory_map());
     log_summary(topology, secondaries + 1);
 

@@ -1,11 +1,12 @@
 //! The global allocator, NUMA-local.
 //!
 //! Small blocks come from a per-node buddy heap, grown in 1 MiB chunks from
-//! that node's frames; blocks of 64 KiB and more are frames directly. An
-//! allocation is served by the current cpu's node (another node only when
-//! that one is exhausted, counted as a fallback); a free goes back to the
-//! node that owns the address, whichever cpu frees it. Failure returns null,
-//! which Rust turns into `try_reserve` errors or `handle_alloc_error`.
+//! that node's frames, with a per-cpu cache in front (`cpu_cache`); blocks
+//! of 64 KiB and more are frames directly. An allocation is served by the
+//! current cpu's node (another node only when that one is exhausted,
+//! counted as a fallback); a free goes back to the node that owns the
+//! address, whichever cpu frees it. Failure returns null, which Rust turns
+//! into `try_reserve` errors or `handle_alloc_error`.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};
@@ -77,10 +78,55 @@ fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
 /// Allocates `layout` from `node` (falling back like the global allocator).
 /// Free with [`dealloc`] or let a `Box`/`Vec` built from it drop normally.
 pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
+    alloc_uncached(node, layout)
+}
+
+/// Allocates from `node`'s heap itself, bypassing the cpu caches.
+pub(super) fn alloc_uncached(node: usize, layout: Layout) -> *mut u8 {
     if node >= MAX_NODES || layout.size() == 0 {
         return null_mut();
     }
     without_interrupts(|| alloc_on(node, layout))
+}
+
+/// Fills `out` with blocks of `layout` from `node`'s own heap under one
+/// lock acquisition; returns how many it got.
+pub(super) fn alloc_batch(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
+    without_interrupts(|| alloc_batch_locked(node, layout, out))
+}
+
+fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
+    let mut got = 0;
+    while got < out.len() {
+        {
+            let mut heap = HEAPS[node].heap.lock();
+            while got < out.len() {
+                let Ok(block) = heap.alloc(layout) else { break };
+                out[got] = block.as_ptr();
+                got += 1;
+            }
+        }
+        if got == out.len() {
+            break;
+        }
+        // The heap is empty: grow it (or find the node exhausted).
+        let Some(block) = alloc_small(node, layout) else { break };
+        out[got] = block.as_ptr();
+        got += 1;
+    }
+    got
+}
+
+/// Frees small blocks of `layout` to `node`'s heap, which owns them.
+pub(super) fn free_batch(node: usize, layout: Layout, blocks: &[*mut u8]) {
+    without_interrupts(|| {
+        let mut heap = HEAPS[node].heap.lock();
+        for &block in blocks {
+            // SAFETY: the caller passes live blocks of this layout owned by
+            // `node`'s heap (cached blocks never change node).
+            unsafe { heap.dealloc(NonNull::new(block).expect("cached blocks are never null"), layout) };
+        }
+    });
 }
 
 /// Frees a block from this allocator to the node owning its address.
@@ -94,8 +140,11 @@ pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
         // guarantee that ptr/layout match a live allocation).
         return unsafe { frames::free_frames(phys, frame_order(&layout)) };
     }
-    let owner = crate::topology::get().map_or(0, |t| t.node_of_addr(phys));
+    let owner = super::node_of_phys(phys);
     let block = NonNull::new(ptr).expect("allocations are never null");
+    if super::cpu_cache::free(block, layout, owner) {
+        return;
+    }
     without_interrupts(|| {
         // SAFETY: a small block lives in the heap of the node owning its
         // memory, since heaps grow only from their own node's frames.
@@ -117,6 +166,8 @@ pub fn stats(node: usize) -> HeapStats {
         let heap = h.heap.lock();
         (heap.stats_total_bytes(), heap.stats_alloc_actual())
     });
+    // Blocks in cpu caches are free for the node's purposes.
+    let allocated = allocated.saturating_sub(super::cpu_cache::cached_bytes(node));
     HeapStats { total, allocated, fallbacks: h.fallbacks.load(Ordering::Relaxed) }
 }
 
@@ -127,7 +178,17 @@ struct NumaAllocator;
 // handed out once; dealloc returns them to the allocator they came from.
 unsafe impl GlobalAlloc for NumaAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        alloc_in(super::current_node(), layout)
+        if let Some(block) = super::cpu_cache::alloc(layout) {
+            return block.as_ptr();
+        }
+        let node = super::current_node();
+        let block = alloc_uncached(node, layout);
+        if !block.is_null() {
+            return block;
+        }
+        // Exhausted: give this cpu's cached blocks back and try once more.
+        super::cpu_cache::flush_this_cpu();
+        alloc_uncached(node, layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -7,12 +7,16 @@
 //! - [`heap`]: the global allocator; each allocation comes from the heap of
 //!   the current cpu's node, each free returns to the node owning the
 //!   address.
+//! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
 //! - [`stack`]: kernel stacks from a node's frames, above guard pages.
 
 mod boot_frames;
+mod cpu_cache;
 pub mod frames;
 pub mod heap;
 pub mod stack;
+
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
 use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
@@ -74,6 +78,7 @@ pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
         }
     }
     frames::init(topology, &regions[..n]);
+    SEVERAL_NODES.store(topology.node_count() > 1, Ordering::Relaxed);
 }
 
 /// Calls `f(start, end, node)` for the parts of `[start, end)` that belong
@@ -123,5 +128,16 @@ pub fn node_count() -> usize {
 
 /// The node of the cpu running this code.
 pub fn current_node() -> usize {
-    crate::topology::get().map_or(0, |t| t.node_of_cpu(crate::arch::cpu_id()))
+    crate::arch::percpu::this().node
+}
+
+/// Whether memory is split over more than one node (set by [`init`]).
+static SEVERAL_NODES: AtomicBool = AtomicBool::new(false);
+
+/// The node owning physical address `phys` (no search on one node).
+pub fn node_of_phys(phys: u64) -> usize {
+    if !SEVERAL_NODES.load(Ordering::Relaxed) {
+        return 0;
+    }
+    crate::topology::get().map_or(0, |t| t.node_of_addr(phys))
 }

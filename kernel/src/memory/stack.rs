@@ -45,6 +45,11 @@ impl GuardedStack {
         self.guard() + FRAME_SIZE as u64
     }
 
+    /// Usable bytes (above the guard page).
+    pub fn usable_size(&self) -> usize {
+        (FRAME_SIZE << self.order) - FRAME_SIZE
+    }
+
     /// The stack's physical base (its node is the node of this address).
     pub fn phys(&self) -> u64 {
         self.phys

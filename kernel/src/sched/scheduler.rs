@@ -51,8 +51,14 @@ struct Local {
     loop_rsp: u64,
     /// The thread that just finished, freed by the loop.
     finished: Option<Box<Thread>>,
+    /// Stacks of finished threads kept for new ones (default size only):
+    /// reusing one skips the frame allocator and the guard-page mapping.
+    spare_stacks: alloc::vec::Vec<GuardedStack>,
     next_thread: u64,
 }
+
+/// Spare stacks a cpu keeps at most.
+const SPARE_STACKS: usize = 16;
 
 static CORES: [AtomicPtr<Core>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
@@ -90,6 +96,7 @@ pub(crate) fn init_this_cpu() {
             current: None,
             loop_rsp: 0,
             finished: None,
+            spare_stacks: alloc::vec::Vec::with_capacity(SPARE_STACKS),
             next_thread: 1,
         }),
         threads: AtomicUsize::new(0),
@@ -128,13 +135,17 @@ impl core::fmt::Display for SpawnError {
 /// node) and queues it.
 pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -> Result<ThreadId, SpawnError> {
     let cpu = percpu::cpu_id();
-    let stack = GuardedStack::new(percpu::this().node, stack_size).ok_or(SpawnError::OutOfMemory)?;
-    let seq = interrupts::without_interrupts(|| {
+    let (seq, spare) = interrupts::without_interrupts(|| {
         // SAFETY: interrupts are off; one short use.
         let l = unsafe { &mut *local() };
         l.next_thread += 1;
-        l.next_thread - 1
+        let spare = if stack_size == super::STACK_SIZE { l.spare_stacks.pop() } else { None };
+        (l.next_thread - 1, spare)
     });
+    let stack = match spare {
+        Some(stack) => stack,
+        None => GuardedStack::new(percpu::this().node, stack_size).ok_or(SpawnError::OutOfMemory)?,
+    };
     let id = ThreadId::new(cpu, seq);
     let thread = Box::leak(Box::new(Thread::new(id, cpu, stack, entry)));
     // SAFETY: the stack is new and unused; its top is page aligned.
@@ -275,6 +286,23 @@ fn fire_timers() -> Option<u64> {
     }
 }
 
+/// How long an idle cpu watches its mailbox before it halts, in µs.
+const IDLE_POLL_MICROS: u64 = 20;
+
+/// Spins up to [`IDLE_POLL_MICROS`] (or until `next_timer`) waiting for a
+/// message; returns whether one came.
+fn poll_mailbox(core: &Core, next_timer: Option<u64>) -> bool {
+    let start = tsc::now();
+    let end = (start + tsc::hz() / 1_000_000 * IDLE_POLL_MICROS).min(next_timer.unwrap_or(u64::MAX));
+    while tsc::now() < end {
+        if core.mailbox.has_pending() {
+            return true;
+        }
+        core::hint::spin_loop();
+    }
+    false
+}
+
 /// This cpu's scheduler loop; never returns. The calling context (the
 /// boot stack, or a secondary cpu's own stack) becomes the loop.
 pub(crate) fn run() -> ! {
@@ -286,7 +314,14 @@ pub(crate) fn run() -> ! {
         let next_timer = fire_timers();
         // SAFETY: interrupts are off; the finished thread's stack is not
         // the one we run on.
-        drop(unsafe { (*local()).finished.take() });
+        if let Some(thread) = unsafe { (*local()).finished.take() } {
+            let stack = thread.into_stack();
+            // SAFETY: as above; one short use.
+            let spares = unsafe { &mut (*local()).spare_stacks };
+            if stack.usable_size() == super::STACK_SIZE && spares.len() < SPARE_STACKS {
+                spares.push(stack);
+            }
+        }
         // SAFETY: interrupts are off; one short use.
         let next = unsafe { (*local()).run_queue.pop_front() };
         if let Some(thread) = next {
@@ -303,7 +338,14 @@ pub(crate) fn run() -> ! {
             }
             continue;
         }
-        // Nothing to run: sleep until a timer, message or device interrupt.
+        // Nothing to run. Watch the mailbox a little before halting: a
+        // reply often follows a request within microseconds, and waking a
+        // halted cpu costs far more (an IPI, and under a hypervisor a host
+        // thread wake-up).
+        if poll_mailbox(core, next_timer) {
+            continue;
+        }
+        // Sleep until a timer, message or device interrupt.
         apic::set_timer(next_timer);
         cpu.halted.store(true, Ordering::SeqCst);
         if !core.mailbox.has_pending() {

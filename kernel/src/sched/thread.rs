@@ -80,6 +80,12 @@ impl Thread {
         }
     }
 
+    /// Frees the control block, keeping the stack.
+    pub fn into_stack(self: Box<Self>) -> GuardedStack {
+        let Thread { stack, .. } = *self;
+        stack
+    }
+
     /// Marks the thread as about to park. Returns false when a wake-up is
     /// already pending (consumed here), so the thread must not sleep.
     pub fn prepare_park(&self) -> bool {

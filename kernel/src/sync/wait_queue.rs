@@ -6,8 +6,11 @@
 //! removed from the queue under the queue's lock before it is woken, and a
 //! waiter that gives up (timeout) removes itself under the same lock, so a
 //! wake-up never reaches a thread that has moved on.
+//!
+//! The queue is an intrusive list whose entries live on the waiting
+//! threads' own stacks, so waiting never allocates.
 
-use alloc::collections::VecDeque;
+use core::ptr::null_mut;
 use core::time::Duration;
 
 use x86_64::instructions::interrupts::without_interrupts;
@@ -17,7 +20,72 @@ use crate::sched::scheduler::{current, park, wake};
 use crate::sched::thread::ThreadRef;
 
 pub struct WaitQueue {
-    waiters: spin::Mutex<VecDeque<ThreadRef>>,
+    waiters: spin::Mutex<List>,
+}
+
+/// A waiting thread's entry, on its stack while it waits.
+struct Waiter {
+    thread: ThreadRef,
+    prev: *mut Waiter,
+    next: *mut Waiter,
+    linked: bool,
+}
+
+/// The waiters, oldest first. Only touched under the queue's lock.
+struct List {
+    head: *mut Waiter,
+    tail: *mut Waiter,
+}
+
+// SAFETY: the entries are reached only under the queue's lock, and each
+// entry stays valid while linked (its thread does not return from waiting
+// before it is unlinked, see `wait_until_deadline`).
+unsafe impl Send for List {}
+
+impl List {
+    fn push_back(&mut self, w: *mut Waiter) {
+        // SAFETY: `w` is a live, unlinked entry; the list's entries are
+        // live while linked (see above).
+        unsafe {
+            (*w).prev = self.tail;
+            (*w).next = null_mut();
+            (*w).linked = true;
+            match self.tail.is_null() {
+                true => self.head = w,
+                false => (*self.tail).next = w,
+            }
+        }
+        self.tail = w;
+    }
+
+    fn unlink(&mut self, w: *mut Waiter) {
+        // SAFETY: `w` is a live entry of this list.
+        unsafe {
+            let (prev, next) = ((*w).prev, (*w).next);
+            match prev.is_null() {
+                true => self.head = next,
+                false => (*prev).next = next,
+            }
+            match next.is_null() {
+                true => self.tail = prev,
+                false => (*next).prev = prev,
+            }
+            (*w).linked = false;
+        }
+    }
+
+    /// Unlinks the oldest waiter and returns its thread.
+    fn pop_front(&mut self) -> Option<ThreadRef> {
+        let w = self.head;
+        if w.is_null() {
+            return None;
+        }
+        // SAFETY: linked entries are live; the thread is read before the
+        // entry is unlinked (after which its owner may return).
+        let thread = unsafe { (*w).thread };
+        self.unlink(w);
+        Some(thread)
+    }
 }
 
 impl Default for WaitQueue {
@@ -28,7 +96,7 @@ impl Default for WaitQueue {
 
 impl WaitQueue {
     pub const fn new() -> Self {
-        Self { waiters: spin::Mutex::new(VecDeque::new()) }
+        Self { waiters: spin::Mutex::new(List { head: null_mut(), tail: null_mut() }) }
     }
 
     /// Sleeps until `condition` returns `Some`, and returns that.
@@ -48,7 +116,8 @@ impl WaitQueue {
     }
 
     fn wait_until_deadline<R>(&self, condition: &mut impl FnMut() -> Option<R>, deadline: Option<u64>) -> Option<R> {
-        let me = current().expect("only threads can wait");
+        let mut entry = Waiter { thread: current().expect("only threads can wait"), prev: null_mut(), next: null_mut(), linked: false };
+        let me: *mut Waiter = &mut entry;
         loop {
             if let Some(r) = condition() {
                 return Some(r);
@@ -73,10 +142,14 @@ impl WaitQueue {
                 return Some(r);
             }
             park(deadline);
+            // Unlinked by a notifier, or still linked (a timeout or a
+            // spurious wake-up): either way not linked once the lock is
+            // released, so the entry may go out of scope.
             without_interrupts(|| {
                 let mut waiters = self.waiters.lock();
-                if let Some(at) = waiters.iter().position(|w| *w == me) {
-                    waiters.remove(at);
+                // SAFETY: our own entry; `linked` changes only under the lock.
+                if unsafe { (*me).linked } {
+                    waiters.unlink(me);
                 }
             });
         }
@@ -87,8 +160,8 @@ impl WaitQueue {
         without_interrupts(|| {
             let mut waiters = self.waiters.lock();
             match waiters.pop_front() {
-                Some(w) => {
-                    wake(w);
+                Some(thread) => {
+                    wake(thread);
                     true
                 }
                 None => false,
@@ -100,9 +173,10 @@ impl WaitQueue {
     pub fn notify_all(&self) -> usize {
         without_interrupts(|| {
             let mut waiters = self.waiters.lock();
-            let n = waiters.len();
-            for w in waiters.drain(..) {
-                wake(w);
+            let mut n = 0;
+            while let Some(thread) = waiters.pop_front() {
+                wake(thread);
+                n += 1;
             }
             n
         })
@@ -110,6 +184,6 @@ impl WaitQueue {
 
     /// Whether no thread waits.
     pub fn is_empty(&self) -> bool {
-        without_interrupts(|| self.waiters.lock().is_empty())
+        without_interrupts(|| self.waiters.lock().head.is_null())
     }
 }

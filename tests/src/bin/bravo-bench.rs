@@ -3,7 +3,15 @@
 //! ```text
 //! bravo-bench boot [--runs N] [--image NAME]
 //! bravo-bench alloc [--runs N]
+//! bravo-bench sched [--runs N] [--cpus 1,2,4]
 //! ```
+//!
+//! `sched` boots the `bench-sched` image N times (default 5) for each cpu
+//! count and prints the median of each measure per cpu count: context
+//! switch, local and remote spawn (+join), mailbox round trip, one
+//! allocation freed at once, and heap throughput (batches of 64 blocks)
+//! with 1, 2 and all cpus at once for Bravo's per-node heaps with per-cpu
+//! caches beside one global locked heap.
 //!
 //! `alloc` boots the `bench-alloc` image N times (default 5) and reports,
 //! per block size, the median ns per allocation+free with Bravo's NUMA heap
@@ -28,7 +36,8 @@ fn main() {
     match args.first().map(String::as_str) {
         Some("boot") => boot(&args[1..]),
         Some("alloc") => alloc(&args[1..]),
-        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N]"),
+        Some("sched") => sched(&args[1..]),
+        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N] | sched [--runs N] [--cpus 1,2,4]"),
     }
 }
 
@@ -147,5 +156,93 @@ fn alloc(args: &[String]) {
     let _ = std::fs::create_dir_all(&dir);
     if std::fs::write(dir.join("alloc.csv"), csv).is_ok() {
         println!("medians: {}", dir.join("alloc.csv").display());
+    }
+}
+
+/// What `bench-sched` measures, in table order: (name, label, unit).
+const SCHED_MEASURES: &[(&str, &str, &str)] = &[
+    ("switch", "context switch (yield, one cpu)", "ns"),
+    ("spawn-join-local", "spawn + join, same cpu", "ns"),
+    ("spawn-remote", "remote spawn, request to reply", "ns"),
+    ("spawn-join-remote", "remote spawn + join", "ns"),
+    ("ping", "mailbox round trip, cpu 0 to 1", "ns"),
+    ("pair", "alloc then free 64 B, 1 cpu: Bravo heap", "ns"),
+    ("locked-pair", "alloc then free 64 B, 1 cpu: one locked heap", "ns"),
+    ("heap-1", "heap alloc+free, 1 cpu: per-node + cpu caches", "Mops/s"),
+    ("locked-1", "heap alloc+free, 1 cpu: one locked heap", "Mops/s"),
+    ("heap-2", "heap alloc+free, 2 cpus: per-node + cpu caches", "Mops/s"),
+    ("locked-2", "heap alloc+free, 2 cpus: one locked heap", "Mops/s"),
+    ("heap-4", "heap alloc+free, 4 cpus: per-node + cpu caches", "Mops/s"),
+    ("locked-4", "heap alloc+free, 4 cpus: one locked heap", "Mops/s"),
+];
+
+fn sched(args: &[String]) {
+    let mut runs = 5usize;
+    let mut cpu_counts = vec![1usize, 2, 4];
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--runs" => runs = value().parse().unwrap_or_else(|_| fail("--runs: expected a number")),
+            "--cpus" => {
+                cpu_counts = value()
+                    .split(',')
+                    .map(|c| c.trim().parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected e.g. 1,2,4")))
+                    .collect()
+            }
+            other => fail(&format!("unexpected argument `{other}`")),
+        }
+    }
+    let runs = runs.max(1);
+    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    // samples[measure][cpu count index]
+    let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cpu_counts.len()]; SCHED_MEASURES.len()];
+    for (c, &cpus) in cpu_counts.iter().enumerate() {
+        let machine = Machine::new("bench-sched").accel(accel).cpus(cpus).memory_mib(512).cmdline("log=warn").timeout(Duration::from_secs(300));
+        for i in 0..runs {
+            eprint!("\rsched: {cpus} cpus, run {}/{runs}   ", i + 1);
+            let run = machine.run();
+            if run.exit != Exit::Success {
+                fail(&format!("bench-sched on {cpus} cpus ended with {:?}:\n{}", run.exit, run.serial()));
+            }
+            for line in run.lines.iter().filter_map(|l| l.text.strip_prefix("bench ")) {
+                let mut words = line.split_whitespace();
+                let (Some(name), Some(value)) = (words.next(), words.next().and_then(|v| v.parse::<f64>().ok())) else {
+                    fail(&format!("unreadable result line: {line}"));
+                };
+                if let Some(m) = SCHED_MEASURES.iter().position(|(n, _, _)| *n == name) {
+                    samples[m][c].push(value);
+                }
+            }
+        }
+    }
+    eprintln!();
+    let median = |v: &[f64]| -> Option<f64> {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| v[v.len() / 2])
+    };
+    println!("scheduler and heap under {}, median of {runs} runs per cpu count", accel.name().to_uppercase());
+    let header: String = cpu_counts.iter().map(|c| format!(" {:>7} |", format!("{c} cpu{}", if *c == 1 { "" } else { "s" }))).collect();
+    println!("| measure                                          | unit   |{header}");
+    println!("|--------------------------------------------------|--------|{}", "---------|".repeat(cpu_counts.len()));
+    let mut csv = String::from("measure,unit,cpus,median\n");
+    for (m, (name, label, unit)) in SCHED_MEASURES.iter().enumerate() {
+        let cells: String = (0..cpu_counts.len())
+            .map(|c| match median(&samples[m][c]) {
+                Some(v) => {
+                    csv.push_str(&format!("{name},{unit},{},{v:.1}\n", cpu_counts[c]));
+                    format!(" {v:>7.1} |")
+                }
+                None => "       - |".to_string(),
+            })
+            .collect();
+        println!("| {label:<48} | {unit:<6} |{cells}");
+    }
+    println!("(- = needs more cpus; the host has {} cpus, so more vCPUs than that share them)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    let dir = workspace_root().join("target/bench");
+    let _ = std::fs::create_dir_all(&dir);
+    if std::fs::write(dir.join("sched.csv"), csv).is_ok() {
+        println!("medians: {}", dir.join("sched.csv").display());
     }
 }

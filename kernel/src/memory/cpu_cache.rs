@@ -1,0 +1,196 @@
+//! Per-cpu caches of small free blocks in front of the node heaps.
+//!
+//! Each cpu keeps, per size class (16 B to 2 KiB, the buddy heap's own
+//! power-of-two block sizes), a short stack of free blocks of *its own
+//! node*. Allocation pops from it with no lock at all; when it is empty
+//! the cpu takes a batch from its node's heap under one lock acquisition,
+//! and when it is full it gives a batch back. A block freed by a cpu of
+//! another node goes straight back to its owner's heap, so memory never
+//! changes node. Cached bytes count as free in the node's statistics.
+//!
+//! A cache is touched only by its own cpu. Instead of masking interrupts
+//! (slow under emulation), a cache is marked busy while in use: an
+//! interrupt handler that allocates meanwhile finds it busy and goes to
+//! the node heap (which is always taken with interrupts off).
+
+use core::alloc::Layout;
+use core::cell::UnsafeCell;
+use core::ptr::NonNull;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+
+use crate::arch::percpu;
+use crate::topology::MAX_CPUS;
+
+const MIN_CLASS_SHIFT: u32 = 4; // 16 B
+const CLASSES: usize = 8; // 16 B .. 2 KiB
+/// Blocks kept per class; a refill or flush moves half of it.
+const DEPTH: usize = 128;
+
+struct Stack {
+    len: usize,
+    blocks: [*mut u8; DEPTH],
+}
+
+struct CpuCache {
+    node: usize,
+    /// Set while the cache's own cpu is using it.
+    busy: AtomicBool,
+    /// Bytes in this cache (written by its cpu only, read by statistics).
+    cached: AtomicUsize,
+    classes: UnsafeCell<[Stack; CLASSES]>,
+}
+
+impl CpuCache {
+    /// Adjusts the cached byte count (only this cache's cpu calls this, so
+    /// a plain load and store suffice and no cache line is fought over).
+    fn account(&self, added: usize, removed: usize) {
+        self.cached.store(self.cached.load(Ordering::Relaxed) + added - removed, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: a cache's stacks are only touched by its own cpu, never twice at
+// once (see `with_cache`); other cpus only read `node` and `cached`.
+unsafe impl Sync for CpuCache {}
+
+static CACHES: [AtomicPtr<CpuCache>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+
+/// The block size the buddy heap uses for `layout`, and its class, when
+/// small enough to cache.
+fn class_of(layout: &Layout) -> Option<(usize, usize)> {
+    let size = layout.size().max(layout.align()).max(core::mem::size_of::<usize>()).next_power_of_two();
+    let class = (size.trailing_zeros().checked_sub(MIN_CLASS_SHIFT)?) as usize;
+    (class < CLASSES).then_some((class, size.max(1 << MIN_CLASS_SHIFT)))
+}
+
+/// The bytes of `node`'s heap that sit free in cpu caches.
+pub(super) fn cached_bytes(node: usize) -> usize {
+    CACHES
+        .iter()
+        .map(|c| c.load(Ordering::Acquire))
+        .filter(|c| !c.is_null())
+        // SAFETY: published caches live for good; only atomics and the
+        // never-changing node are read.
+        .map(|c| unsafe { &*c })
+        .filter(|c| c.node == node)
+        .map(|c| c.cached.load(Ordering::Relaxed))
+        .sum()
+}
+
+/// This cpu's cache, made on first use in its node's memory.
+#[inline]
+fn this_cpu_cache() -> Option<&'static CpuCache> {
+    let cache = CACHES[percpu::cpu_id()].load(Ordering::Acquire);
+    if cache.is_null() {
+        return make_cache();
+    }
+    // SAFETY: published caches live for good.
+    Some(unsafe { &*cache })
+}
+
+#[cold]
+#[inline(never)]
+fn make_cache() -> Option<&'static CpuCache> {
+    let cpu = percpu::cpu_id();
+    let node = super::current_node();
+    let cache = super::heap::alloc_uncached(node, Layout::new::<CpuCache>()) as *mut CpuCache;
+    if cache.is_null() {
+        return None;
+    }
+    // SAFETY: freshly allocated with CpuCache's layout and kept for good.
+    // All-zero bytes are a valid empty cache (not busy, nothing cached,
+    // empty stacks of null pointers); then the node is set. Written in
+    // place: a cache is too big to build on the stack of an allocation.
+    unsafe {
+        core::ptr::write_bytes(cache, 0, 1);
+        (&raw mut (*cache).node).write(node);
+    }
+    // An interrupt handler may have made one meanwhile: keep the first.
+    match CACHES[cpu].compare_exchange(core::ptr::null_mut(), cache, Ordering::AcqRel, Ordering::Acquire) {
+        // SAFETY: as above.
+        Ok(_) => Some(unsafe { &*cache }),
+        Err(first) => {
+            // SAFETY: ours was never published; the first one lives for good.
+            unsafe { super::heap::dealloc(cache as *mut u8, Layout::new::<CpuCache>()) };
+            Some(unsafe { &*first })
+        }
+    }
+}
+
+/// Runs `f` on this cpu's cache. `None` when there is no cache, or it is
+/// busy (an interrupt handler interrupted its own cpu's allocator).
+fn with_cache<R>(f: impl FnOnce(&CpuCache, &mut [Stack; CLASSES]) -> R) -> Option<R> {
+    let cache = this_cpu_cache()?;
+    if cache.busy.load(Ordering::Relaxed) {
+        return None;
+    }
+    cache.busy.store(true, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    // SAFETY: this cpu's cache, and `busy` keeps interrupt handlers on this
+    // cpu out of it, so this is the only reference to its stacks (threads
+    // never move between cpus and are not preempted).
+    let stacks = unsafe { &mut *cache.classes.get() };
+    let result = f(cache, stacks);
+    compiler_fence(Ordering::SeqCst);
+    cache.busy.store(false, Ordering::Relaxed);
+    Some(result)
+}
+
+/// Allocates a small block from this cpu's cache (refilling it from the
+/// node heap). `None` for blocks too large to cache or when the node heap
+/// is exhausted.
+pub(super) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
+    let (class, size) = class_of(&layout)?;
+    with_cache(|cache, stacks| {
+        let stack = &mut stacks[class];
+        if stack.len == 0 {
+            let block_layout = Layout::from_size_align(size, size).ok()?;
+            stack.len = super::heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
+            cache.account(stack.len * size, 0);
+            if stack.len == 0 {
+                return None;
+            }
+        }
+        stack.len -= 1;
+        cache.account(0, size);
+        NonNull::new(stack.blocks[stack.len])
+    })
+    .flatten()
+}
+
+/// Takes a freed small block of `node` into this cpu's cache when the cpu
+/// belongs to that node (giving a batch back to the heap when full).
+/// Returns false when the caller must free it to the node heap itself.
+pub(super) fn free(ptr: NonNull<u8>, layout: Layout, node: usize) -> bool {
+    let Some((class, size)) = class_of(&layout) else { return false };
+    with_cache(|cache, stacks| {
+        if cache.node != node {
+            return false;
+        }
+        let stack = &mut stacks[class];
+        if stack.len == DEPTH {
+            let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
+            super::heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
+            stack.len = DEPTH / 2;
+            cache.account(0, DEPTH / 2 * size);
+        }
+        stack.blocks[stack.len] = ptr.as_ptr();
+        stack.len += 1;
+        cache.account(size, 0);
+        true
+    })
+    .unwrap_or(false)
+}
+
+/// Gives every block of this cpu's cache back to its node heap (when the
+/// node is exhausted, so that a retry can use them).
+pub(super) fn flush_this_cpu() {
+    with_cache(|cache, stacks| {
+        for (class, stack) in stacks.iter_mut().enumerate() {
+            let size = 1usize << (class as u32 + MIN_CLASS_SHIFT);
+            let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
+            super::heap::free_batch(cache.node, block_layout, &stack.blocks[..stack.len]);
+            cache.account(0, stack.len * size);
+            stack.len = 0;
+        }
+    });
+}
