@@ -82,3 +82,15 @@ fn idle_cpus_halt_and_cost_the_host_nothing() {
     assert!(share < 0.15, "an idle guest used {cpu:?} of cpu time in {wall:?}");
     vm.wait().assert_success();
 }
+
+#[test]
+fn tsc_deadline_timers_wake_sleepers_under_kvm() {
+    // TCG has no TSC-deadline mode; KVM's local APIC has.
+    if !bravo_tests::kvm_usable() {
+        eprintln!("SKIPPED: /dev/kvm is not usable here");
+        return;
+    }
+    let run = ktest("timers").accel(bravo_tests::Accel::Kvm).cpus(2).timeout(Duration::from_secs(120)).run();
+    run.assert_suite_passed("timers");
+    run.assert_line("TSC-deadline timers");
+}

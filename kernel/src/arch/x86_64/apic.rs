@@ -131,7 +131,15 @@ pub fn init_this_cpu() {
         // SAFETY: the vectors above have handlers (see `traps`), the timer
         // is silent, and the legacy PIC is masked, so enabling raises
         // nothing unexpected.
-        unsafe { apic.enable() };
+        unsafe {
+            // The crate programs the LVT entries before it sets the
+            // software-enable bit, and a software-disabled APIC (every cpu
+            // after INIT) keeps LVT entries masked whatever is written (as
+            // KVM enforces; TCG does not). The second call programs them
+            // on an enabled APIC, so the timer can fire.
+            apic.enable();
+            apic.enable();
+        }
     });
 }
 

@@ -8,6 +8,7 @@
 //! - `error`: `main` returns an `Err`;
 //! - `topology`: prints cpus, nodes, memory ranges and distances;
 //! - `smp`: in-kernel checks of cpus, threads and blocking primitives;
+//!   `timers`: only its cpu and sleep checks;
 //! - `idle`: sleeps 3 s between two lines while the host measures the
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics.
 
@@ -34,6 +35,10 @@ fn main() -> Result<(), String> {
             ExitCode::Failure => Err("in-kernel tests failed".into()),
         },
         "smp" => match run_tests("smp", smp::SMP_TESTS) {
+            ExitCode::Success => Ok(()),
+            ExitCode::Failure => Err("in-kernel tests failed".into()),
+        },
+        "timers" => match run_tests("timers", smp::TIMER_TESTS) {
             ExitCode::Success => Ok(()),
             ExitCode::Failure => Err("in-kernel tests failed".into()),
         },
