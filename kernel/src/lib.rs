@@ -12,7 +12,8 @@
 //! channel), `time` (monotonic clock), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
-//! nodes from ACPI), `env` (arguments for the application),
+//! nodes from ACPI), `spsc` (the lock-free ring under the mailboxes),
+//! `env` (arguments for the application),
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
@@ -20,6 +21,7 @@
 extern crate alloc;
 
 pub mod cmdline;
+pub mod spsc;
 pub mod topology;
 
 #[cfg(not(test))]

@@ -171,7 +171,9 @@ pub fn stats(node: usize) -> HeapStats {
     HeapStats { total, allocated, fallbacks: h.fallbacks.load(Ordering::Relaxed) }
 }
 
-struct NumaAllocator;
+/// The kernel's global allocator (public so that benchmarks can call it
+/// directly, beside other allocators).
+pub struct NumaAllocator;
 
 // SAFETY: alloc returns blocks of at least the layout's size and alignment
 // (buddy blocks are naturally aligned to their power-of-two size), each

@@ -11,9 +11,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use core::cell::UnsafeCell;
-use core::mem::MaybeUninit;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
 
 use x86_64::instructions::interrupts::without_interrupts;
 
@@ -36,55 +34,9 @@ pub(crate) enum Message {
 
 const RING_SLOTS: usize = 64;
 
-#[repr(C, align(64))]
-struct Padded<T>(T);
-
-/// A ring with one producer (the sending cpu, interrupts off) and one
-/// consumer (the receiving cpu).
-struct Ring {
-    tail: Padded<AtomicUsize>,
-    head: Padded<AtomicUsize>,
-    slots: [UnsafeCell<MaybeUninit<Message>>; RING_SLOTS],
-}
-
-// SAFETY: a slot is written only by the producer before it publishes the
-// slot (tail, Release) and read only by the consumer after it sees it
-// (Acquire), then released back (head, Release).
-unsafe impl Sync for Ring {}
-
-impl Ring {
-    fn new() -> Self {
-        Self {
-            tail: Padded(AtomicUsize::new(0)),
-            head: Padded(AtomicUsize::new(0)),
-            slots: [const { UnsafeCell::new(MaybeUninit::uninit()) }; RING_SLOTS],
-        }
-    }
-
-    fn push(&self, message: Message) -> Result<(), Message> {
-        let tail = self.tail.0.load(Ordering::Relaxed);
-        if tail.wrapping_sub(self.head.0.load(Ordering::Acquire)) == RING_SLOTS {
-            return Err(message);
-        }
-        // SAFETY: the slot is free (the consumer released it) and only this
-        // producer writes slots.
-        unsafe { (*self.slots[tail % RING_SLOTS].get()).write(message) };
-        self.tail.0.store(tail.wrapping_add(1), Ordering::Release);
-        Ok(())
-    }
-
-    fn pop(&self) -> Option<Message> {
-        let head = self.head.0.load(Ordering::Relaxed);
-        if head == self.tail.0.load(Ordering::Acquire) {
-            return None;
-        }
-        // SAFETY: the producer published this slot; only this consumer
-        // reads it, once.
-        let message = unsafe { (*self.slots[head % RING_SLOTS].get()).assume_init_read() };
-        self.head.0.store(head.wrapping_add(1), Ordering::Release);
-        Some(message)
-    }
-}
+/// The ring from one sending cpu: its producer is that cpu with interrupts
+/// off, its consumer the receiving cpu's scheduler loop.
+type Ring = crate::spsc::Ring<Message, RING_SLOTS>;
 
 const WORDS: usize = MAX_CPUS / 64;
 

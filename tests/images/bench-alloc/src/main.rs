@@ -16,6 +16,7 @@ use core::alloc::{GlobalAlloc, Layout};
 
 use bravo::arch::paging::phys_to_virt;
 use bravo::arch::tsc;
+use bravo::memory::heap::NumaAllocator;
 use buddy_system_allocator::LockedHeap;
 
 bravo::main!(main);
@@ -54,20 +55,6 @@ fn nanos_per_op<A: GlobalAlloc>(a: &A, layout: Layout, rounds: usize) -> Result<
     Ok((ticks as u128 * 1_000_000_000 / tsc::hz().max(1) as u128 / (rounds * BATCH) as u128) as u64)
 }
 
-struct Bravo;
-
-// SAFETY: forwards to the kernel's global allocator.
-unsafe impl GlobalAlloc for Bravo {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is.
-        unsafe { alloc::alloc::alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { alloc::alloc::dealloc(ptr, layout) }
-    }
-}
-
 fn main() -> Result<(), &'static str> {
     let rounds: usize = bravo::env::args().next().and_then(|a| a.parse().ok()).unwrap_or(2000);
     let phys = bravo::memory::alloc_frames(0, LOCKED_ORDER).ok_or("no 64 MiB block for the locked heap")?;
@@ -79,7 +66,7 @@ fn main() -> Result<(), &'static str> {
     for size in SIZES {
         let layout = Layout::from_size_align(size, 8).map_err(|_| "bad layout")?;
         let rounds = if size >= 65536 { rounds / 4 } else { rounds }.max(1);
-        let bravo_ns = nanos_per_op(&Bravo, layout, rounds)?;
+        let bravo_ns = nanos_per_op(&NumaAllocator, layout, rounds)?;
         let locked_ns = nanos_per_op(&locked, layout, rounds)?;
         bravo::println!("alloc size={size} ops={} bravo_ns={bravo_ns} locked_ns={locked_ns}", rounds * BATCH);
     }

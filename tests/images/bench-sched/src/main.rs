@@ -28,6 +28,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use bravo::arch::paging::phys_to_virt;
 use bravo::arch::tsc;
+use bravo::memory::heap::NumaAllocator;
 use bravo::thread;
 use buddy_system_allocator::LockedHeap;
 
@@ -79,20 +80,6 @@ fn spawns(remote: usize) {
     handles.into_iter().for_each(|h| h.join());
     per_op("spawn-join-remote", n, || (0..n).for_each(|_| thread::spawn_on(remote, || ()).expect("cpu 1 is online").join()));
     per_op("ping", ITERATIONS, || (0..ITERATIONS).for_each(|_| thread::ping(remote).expect("cpu 1 is online")));
-}
-
-struct Bravo;
-
-// SAFETY: forwards to the kernel's global allocator.
-unsafe impl GlobalAlloc for Bravo {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded as is.
-        unsafe { alloc::alloc::alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded as is.
-        unsafe { alloc::alloc::dealloc(ptr, layout) }
-    }
 }
 
 const BATCH: usize = 64;
@@ -170,12 +157,12 @@ fn main() -> Result<(), &'static str> {
     // freed (the VM ends after main).
     unsafe { locked.lock().init(phys_to_virt(phys) as usize, 4096 << 14) };
     let layout = Layout::from_size_align(64, 8).map_err(|_| "bad layout")?;
-    per_op("pair", ITERATIONS * 10, || (0..ITERATIONS * 10).for_each(|_| alloc_free(&Bravo, layout)));
+    per_op("pair", ITERATIONS * 10, || (0..ITERATIONS * 10).for_each(|_| alloc_free(&NumaAllocator, layout)));
     per_op("locked-pair", ITERATIONS * 10, || (0..ITERATIONS * 10).for_each(|_| alloc_free(locked, layout)));
     let mut ks: Vec<usize> = [1, 2, cpus].into_iter().filter(|&k| k <= cpus).collect();
     ks.dedup();
     for k in ks {
-        report(&alloc::format!("heap-{k}"), heap_throughput(&Bravo, k), "Mops/s");
+        report(&alloc::format!("heap-{k}"), heap_throughput(&NumaAllocator, k), "Mops/s");
         report(&alloc::format!("locked-{k}"), heap_throughput(locked, k), "Mops/s");
     }
     Ok(())

@@ -30,18 +30,9 @@ bravo::main!(main);
 fn main() -> Result<(), String> {
     let scenario = bravo::env::args().next().unwrap_or("selftest");
     match scenario {
-        "selftest" => match run_tests("selftest", SELFTESTS) {
-            ExitCode::Success => Ok(()),
-            ExitCode::Failure => Err("in-kernel tests failed".into()),
-        },
-        "smp" => match run_tests("smp", smp::SMP_TESTS) {
-            ExitCode::Success => Ok(()),
-            ExitCode::Failure => Err("in-kernel tests failed".into()),
-        },
-        "timers" => match run_tests("timers", smp::TIMER_TESTS) {
-            ExitCode::Success => Ok(()),
-            ExitCode::Failure => Err("in-kernel tests failed".into()),
-        },
+        "selftest" => suite("selftest", SELFTESTS),
+        "smp" => suite("smp", smp::SMP_TESTS),
+        "timers" => suite("timers", smp::TIMER_TESTS),
         "idle" => smp::idle(),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
@@ -130,7 +121,15 @@ const SELFTESTS: &[Test] = &[
     Test { name: "mmio mappings are uncached and stable", run: mmio_mappings_are_stable },
 ];
 
-fn topology() -> &'static bravo::topology::Topology {
+/// Runs a suite of in-kernel checks; an error when any failed.
+fn suite(name: &str, tests: &[Test]) -> Result<(), String> {
+    match run_tests(name, tests) {
+        ExitCode::Success => Ok(()),
+        ExitCode::Failure => Err("in-kernel tests failed".into()),
+    }
+}
+
+pub(crate) fn topology() -> &'static bravo::topology::Topology {
     bravo::topology::get().expect("topology is known before main")
 }
 

@@ -16,6 +16,8 @@ use bravo::thread::{self, SpawnError};
 use bravo::time::Instant;
 use bravo::{check, check_eq};
 
+use crate::topology;
+
 /// The timer checks alone (scenario `timers`), cheap enough for slow
 /// accelerators: the one where TSC-deadline timers can be exercised.
 pub const TIMER_TESTS: &[Test] = &[
@@ -37,10 +39,6 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "a channel from every cpu delivers everything once", run: a_channel_delivers_everything },
     Test { name: "mailbox round trips to every cpu", run: mailbox_round_trips },
 ];
-
-fn topology() -> &'static bravo::topology::Topology {
-    bravo::topology::get().expect("topology is known before main")
-}
 
 fn node_of_virt(addr: u64) -> usize {
     topology().node_of_addr(virt_to_phys(addr))
