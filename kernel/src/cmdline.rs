@@ -5,7 +5,7 @@
 //! through untouched:
 //!
 //! ```text
-//! log=debug -- --port 80 verbose
+//! log=debug ip=10.0.2.15/24 gw=10.0.2.2 -- --port 80 verbose
 //! ```
 //!
 //! Problems never stop the boot: an unknown option or a malformed value is
@@ -14,17 +14,32 @@
 
 use log::LevelFilter;
 
+use core::net::Ipv4Addr;
+
 /// Options the kernel itself understands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KernelOptions {
     /// `log=off|error|warn|info|debug|trace`: console log level.
     pub log_level: LevelFilter,
+    /// `ip=A.B.C.D/PREFIX`: a static address (default: DHCP).
+    pub ip: Option<(Ipv4Addr, u8)>,
+    /// `gw=A.B.C.D`: the default gateway with a static address.
+    pub gateway: Option<Ipv4Addr>,
+    /// `netcpu=N`: the cpu that runs the network stack and takes the
+    /// NIC's interrupts (default: the last cpu).
+    pub net_cpu: Option<usize>,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        Self { log_level: LevelFilter::Info }
+        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None }
     }
+}
+
+fn parse_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
+    let (addr, prefix) = value.split_once('/')?;
+    let prefix: u8 = prefix.parse().ok().filter(|&p| p <= 32)?;
+    Some((addr.parse().ok()?, prefix))
 }
 
 /// Something wrong with one token of the command line.
@@ -75,6 +90,18 @@ impl<'a> CommandLine<'a> {
                     Some(level) => options.log_level = level,
                     None => report(Problem::BadValue { key, value, expected: "off, error, warn, info, debug or trace" }),
                 },
+                "ip" => match parse_cidr(value) {
+                    Some(cidr) => options.ip = Some(cidr),
+                    None => report(Problem::BadValue { key, value, expected: "an IPv4 address with a prefix, e.g. 10.0.2.15/24" }),
+                },
+                "gw" => match value.parse() {
+                    Ok(addr) => options.gateway = Some(addr),
+                    Err(_) => report(Problem::BadValue { key, value, expected: "an IPv4 address, e.g. 10.0.2.2" }),
+                },
+                "netcpu" => match value.parse() {
+                    Ok(cpu) => options.net_cpu = Some(cpu),
+                    Err(_) => report(Problem::BadValue { key, value, expected: "a cpu number" }),
+                },
                 _ => report(Problem::UnknownOption(token)),
             }
         }
@@ -113,6 +140,18 @@ fn parse_level(value: &str) -> Option<LevelFilter> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_options_are_typed_and_checked() {
+        let (c, problems) = parse("ip=10.0.2.15/24 gw=10.0.2.2 netcpu=1");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.options.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
+        assert_eq!(c.options.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
+        assert_eq!(c.options.net_cpu, Some(1));
+        let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x");
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        assert_eq!((c.options.ip, c.options.gateway, c.options.net_cpu), (None, None, None));
+    }
 
     fn parse(line: &str) -> (CommandLine<'_>, Vec<Problem<'_>>) {
         let mut problems = Vec::new();

@@ -4,12 +4,14 @@
 //! is a `no_std`, `no_main` binary that depends on this crate and names its
 //! entry with [`main!`]; the kernel provides the boot path (Limine or PVH),
 //! console, memory, every cpu with its own scheduler ([`thread`]),
-//! blocking primitives ([`sync`]), time and panic handling.
+//! blocking primitives ([`sync`]), TCP/UDP sockets ([`net`]), time and
+//! panic handling.
 //!
 //! Module map: `boot` (what the loader handed over), `arch` (all direct
 //! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
 //! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
-//! channel), `time` (monotonic clock), `runtime` (kmain, the
+//! channel), `time` (monotonic clock), `pci` (devices), `net` (e1000 +
+//! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
 //! nodes from ACPI), `spsc` (the lock-free ring under the mailboxes),
@@ -40,7 +42,11 @@ pub mod env;
 #[cfg(not(test))]
 pub mod memory;
 #[cfg(not(test))]
+pub mod net;
+#[cfg(not(test))]
 mod panic;
+#[cfg(not(test))]
+pub mod pci;
 #[cfg(not(test))]
 pub mod runtime;
 #[cfg(not(test))]

@@ -5,9 +5,10 @@ use spin::Once;
 
 use crate::arch::{self, power};
 use crate::boot::BootInfo;
-use crate::cmdline::{CommandLine, Problem};
+use crate::cmdline::{CommandLine, KernelOptions, Problem};
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
+static OPTIONS: Once<KernelOptions> = Once::new();
 
 /// What the loader told the kernel (valid after the first lines of `kmain`).
 pub fn boot_info() -> &'static BootInfo {
@@ -34,6 +35,7 @@ pub fn kmain(boot: BootInfo) -> ! {
         None => dropped += 1,
     });
     crate::console::init_log(cmdline.options.log_level);
+    OPTIONS.call_once(|| cmdline.options);
     log::info!("Bravo {} booted by {}", env!("CARGO_PKG_VERSION"), boot.loader.name());
     for problem in problems.iter().flatten() {
         log::warn!("cmdline: {problem}");
@@ -71,6 +73,7 @@ pub fn kmain(boot: BootInfo) -> ! {
 /// The application's main thread: runs `main`, then ends the VM with its
 /// result (whatever other threads are doing).
 fn run_app_main() {
+    crate::net::start(*OPTIONS.get().expect("options are parsed first thing in kmain"));
     log::debug!("entering main");
     // SAFETY: `__bravo_app_main` is defined by the application's `main!`
     // invocation with exactly this signature.

@@ -1,6 +1,6 @@
 //! Everything that touches x86_64 hardware directly: boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features, per-cpu data,
-//! local APICs, starting cpus, context switches and VM exit.
+//! local and I/O APICs, PCI configuration space, starting cpus, context switches and VM exit.
 
 pub mod acpi_handler;
 pub mod apic;
@@ -8,7 +8,9 @@ pub mod boot_stack;
 pub mod context;
 pub mod cpu;
 pub mod gdt;
+pub mod ioapic;
 pub mod paging;
+pub mod pci;
 pub mod percpu;
 pub mod power;
 pub mod serial;

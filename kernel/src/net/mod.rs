@@ -1,0 +1,168 @@
+//! Networking: QEMU's e1000 (through the `e1000` crate) and smoltcp, run
+//! by one thread on the network cpu (`netcpu=`, default the last cpu),
+//! which also takes the NIC's interrupts. Addresses come from DHCP, or
+//! from `ip=`/`gw=` on the command line. ARP, IPv4, ICMP echo, UDP, TCP.
+//!
+//! Applications use [`TcpListener`], [`TcpStream`] and [`UdpSocket`] from
+//! any cpu: each call is a request to the network thread, and the caller
+//! sleeps until it is answered (data arrived, buffer space freed, timeout).
+//!
+//! Submodules: `nic` (the driver's hardware glue, interrupt routing),
+//! `stack` (the network thread and requests), `tcp`, `udp`.
+
+mod nic;
+mod stack;
+mod tcp;
+mod udp;
+
+use core::net::{Ipv4Addr, SocketAddrV4};
+use core::task::Poll;
+use core::time::Duration;
+
+pub use e1000::Stats as NicStats;
+pub use tcp::{TcpListener, TcpStream};
+pub use udp::UdpSocket;
+
+/// Why a network call failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetError {
+    /// The peer refused the connection (reset in answer to the SYN).
+    Refused,
+    /// The connection was reset or aborted.
+    Reset,
+    /// The call's timeout passed.
+    TimedOut,
+    /// A buffer or table is full (datagram too large for the buffers, too
+    /// many sockets).
+    NoBufferSpace,
+    /// The port is taken.
+    AddrInUse,
+    /// The stream is not connected (closed by us).
+    NotConnected,
+    /// An argument is unusable (port 0, unroutable address...).
+    InvalidInput,
+    /// There is no network (no NIC, or it failed to start).
+    NoNetwork,
+}
+
+impl core::fmt::Display for NetError {
+    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
+        f.write_str(match self {
+            NetError::Refused => "connection refused",
+            NetError::Reset => "connection reset",
+            NetError::TimedOut => "timed out",
+            NetError::NoBufferSpace => "no buffer space",
+            NetError::AddrInUse => "address in use",
+            NetError::NotConnected => "not connected",
+            NetError::InvalidInput => "invalid input",
+            NetError::NoNetwork => "no network",
+        })
+    }
+}
+
+/// Finds the NIC and starts the network thread on the network cpu (from
+/// the main thread, before the application's `main`). Logs and returns
+/// quietly when there is no NIC or it cannot start.
+pub(crate) fn start(options: crate::cmdline::KernelOptions) {
+    let nic = match nic::Nic::find() {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            log::info!("net: no e1000 NIC found; networking is off");
+            return;
+        }
+        Err(e) => {
+            log::warn!("net: cannot use the e1000 NIC: {e}");
+            return;
+        }
+    };
+    let cpus = crate::sched::cpu_count();
+    let cpu = match options.net_cpu {
+        Some(cpu) if cpu < cpus => cpu,
+        Some(cpu) => {
+            log::warn!("net: netcpu={cpu} but there are {cpus} cpus; using cpu {}", cpus - 1);
+            cpus - 1
+        }
+        None => cpus - 1,
+    };
+    let (ready_send, ready) = crate::sync::channel::channel::<bool>();
+    let started = crate::sched::spawn_on(cpu, move || {
+        let (hardware, device) = nic;
+        // DMA memory comes from this (the network) cpu's node.
+        let hardware = nic::Nic::rebind_to_this_node(hardware);
+        let mut driver = match e1000::E1000::new(hardware) {
+            Ok(driver) => driver,
+            Err(e) => {
+                log::warn!("net: e1000 setup failed: {e:?}");
+                let _ = ready_send.send(false);
+                return;
+            }
+        };
+        let pin = find_pin(&mut driver, &device);
+        let mac = driver.mac();
+        log::info!(
+            "net: e1000 {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on cpu {cpu}, link {}, {}",
+            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
+            if driver.link_up() { "up" } else { "down" },
+            match pin {
+                Some(pin) => alloc::format!("interrupt on I/O APIC pin {pin}"),
+                None => "no interrupt line found: polling".into(),
+            }
+        );
+        if pin.is_some() {
+            driver.enable_interrupts();
+        }
+        let stack = stack::Stack::new(driver, pin, &options);
+        let _ = ready_send.send(true);
+        stack::run(stack)
+    });
+    if let Err(e) = started {
+        log::warn!("net: cannot start the network thread on cpu {cpu}: {e}");
+        return;
+    }
+    if ready.recv_timeout(Duration::from_secs(10)) != Ok(true) {
+        log::warn!("net: the network did not start");
+    }
+}
+
+/// Finds and routes the NIC's interrupt line to this cpu.
+fn find_pin(driver: &mut e1000::E1000<nic::Nic>, device: &crate::pci::Device) -> Option<u8> {
+    let io_apic = crate::topology::get().and_then(|t| t.io_apic)?;
+    let pins = crate::arch::ioapic::init(io_apic).ok()?;
+    let pin = nic::find_interrupt_pin(driver, device.interrupt_line, pins)?;
+    nic::route_interrupt(pin, stack::nic_interrupt).ok()?;
+    Some(pin)
+}
+
+/// The interface's address, waiting up to `timeout` for DHCP.
+pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
+    if !stack::running() {
+        return Err(NetError::NoNetwork);
+    }
+    let deadline = crate::time::Instant::now() + timeout;
+    loop {
+        let address = stack::call(None, |stack, _| Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len())))))?;
+        if let Some(address) = address {
+            return Ok(address);
+        }
+        if crate::time::Instant::now() >= deadline {
+            return Err(NetError::TimedOut);
+        }
+        crate::sched::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The NIC's counters.
+pub fn nic_stats() -> Result<NicStats, NetError> {
+    stack::call(None, |stack, _| Poll::Ready(Ok(stack.nic.stats())))
+}
+
+/// Whether the network is up (a NIC was found and its thread runs).
+pub fn is_up() -> bool {
+    stack::running()
+}
+
+/// Converts a smoltcp endpoint to a socket address (IPv4 only).
+fn socket_addr(endpoint: smoltcp::wire::IpEndpoint) -> SocketAddrV4 {
+    let smoltcp::wire::IpAddress::Ipv4(ip) = endpoint.addr;
+    SocketAddrV4::new(ip, endpoint.port)
+}
