@@ -92,6 +92,11 @@ impl Accel {
     }
 }
 
+/// A TCP port on 127.0.0.1 that is free now (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
+}
+
 /// Whether /dev/kvm can be opened by this user.
 pub fn kvm_usable() -> bool {
     std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
@@ -204,6 +209,28 @@ impl Machine {
             .cpus(4)
             .args(["-numa", "dist,src=0,dst=1,val=30"])
     }
+    /// An e1000 on QEMU user networking (the guest gets 10.0.2.15 by DHCP;
+    /// 10.0.2.2 is the host's loopback), with each `(host, guest)` port
+    /// pair forwarded from 127.0.0.1 for TCP and UDP.
+    pub fn user_net(self, forwards: &[(u16, u16)]) -> Self {
+        let rules: String = forwards
+            .iter()
+            .flat_map(|(host, guest)| ["tcp", "udp"].map(|p| format!(",hostfwd={p}:127.0.0.1:{host}-:{guest}")))
+            .collect();
+        self.args(["-device", "e1000,netdev=n0", "-netdev", &format!("user,id=n0{rules}")])
+    }
+
+    /// An e1000 whose wire is a pair of unix datagram sockets, one frame
+    /// per datagram: QEMU receives on `guest` and sends to `host`.
+    pub fn dgram_net(self, guest: &Path, host: &Path) -> Self {
+        let netdev = format!(
+            "dgram,id=n0,local.type=unix,local.path={},remote.type=unix,remote.path={}",
+            guest.display(),
+            host.display()
+        );
+        self.args(["-device", "e1000,netdev=n0", "-netdev", &netdev])
+    }
+
     pub fn cmdline(mut self, cmdline: &str) -> Self {
         self.cmdline = cmdline.into();
         self

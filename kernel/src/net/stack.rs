@@ -238,7 +238,14 @@ impl Stack {
         while frames < INGRESS_BUDGET {
             match self.iface.poll_ingress_single(now, &mut self.nic, &mut self.sockets) {
                 smoltcp::iface::PollIngressSingleResult::None => break,
-                _ => frames += 1,
+                smoltcp::iface::PollIngressSingleResult::PacketProcessed => frames += 1,
+                smoltcp::iface::PollIngressSingleResult::SocketStateChanged => {
+                    frames += 1;
+                    // A SYN may have taken a listening socket: put another
+                    // in place before the next frame, which may be a SYN
+                    // too (smoltcp resets connections nobody listens for).
+                    self.top_up_listeners();
+                }
             }
         }
         self.iface.poll_maintenance(now);
@@ -288,7 +295,12 @@ pub fn run(mut stack: Stack) -> ! {
     }
     RUNNING.store(true, Ordering::Release);
     let mut requests: Vec<Request> = Vec::new();
+    let mut next_report = tsc::now();
     loop {
+        if log::log_enabled!(log::Level::Debug) && tsc::now() >= next_report {
+            next_report = tsc::now() + tsc::hz() * 5;
+            log::debug!("net: {:?}, {} sockets, {} requests waiting", stack.nic.stats(), stack.sockets.iter().count(), requests.len());
+        }
         WORK.store(false, Ordering::Release);
         without_interrupts(|| requests.extend(INBOX.lock().drain(..)));
         if stack.round(&mut requests) {

@@ -10,13 +10,16 @@
 //! - `smp`: in-kernel checks of cpus, threads and blocking primitives;
 //!   `timers`: only its cpu and sleep checks;
 //! - `idle`: sleeps 3 s between two lines while the host measures the
-//!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics.
+//!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
+//! - `net-refused PORT`: a connection to a closed host port must fail
+//!   with `Refused`.
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod net;
 mod smp;
 
 use alloc::string::String;
@@ -28,12 +31,14 @@ use bravo::{check, check_eq, ExitCode};
 bravo::main!(main);
 
 fn main() -> Result<(), String> {
-    let scenario = bravo::env::args().next().unwrap_or("selftest");
+    let mut args = bravo::env::args();
+    let scenario = args.next().unwrap_or("selftest");
     match scenario {
         "selftest" => suite("selftest", SELFTESTS),
         "smp" => suite("smp", smp::SMP_TESTS),
         "timers" => suite("timers", smp::TIMER_TESTS),
         "idle" => smp::idle(),
+        "net-refused" => net::refused(args.next()),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {

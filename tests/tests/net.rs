@@ -1,0 +1,312 @@
+//! Networking from the outside: DHCP, TCP and UDP echo through QEMU user
+//! networking (forwarded from 127.0.0.1), many concurrent connections, a
+//! refused connection, and a flood of bad frames written straight onto the
+//! NIC's wire (a unix datagram socket) after which the service still
+//! answers.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream, UdpSocket};
+use std::os::unix::net::UnixDatagram;
+use std::time::{Duration, Instant};
+
+use bravo_tests::{free_port, ktest, Machine, Running};
+
+/// Boots `examples/echo` with user networking; returns the VM and the host
+/// port forwarded to the guest's port 7.
+fn echo_service(cpus: usize) -> (Running, u16) {
+    echo_service_with(cpus, &[])
+}
+
+fn echo_service_with(cpus: usize, more: &[(u16, u16)]) -> (Running, u16) {
+    let port = free_port();
+    let forwards: Vec<(u16, u16)> = std::iter::once((port, 7)).chain(more.iter().copied()).collect();
+    let mut vm = Machine::new("echo").cpus(cpus).user_net(&forwards).timeout(Duration::from_secs(600)).start();
+    vm.wait_for_line("echo: listening on 10.0.2.15/24", Duration::from_secs(60)).unwrap();
+    (vm, port)
+}
+
+/// Connects, retrying while the guest's NIC is still starting (QEMU's e1000
+/// holds reception back for a moment after setup).
+fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let attempt = TcpStream::connect(("127.0.0.1", port)).and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_secs(60)))?;
+            // Slirp accepts at once; a byte through proves the guest is there.
+            s.write_all(b"?")?;
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b)?;
+            Ok(s)
+        });
+        match attempt {
+            Ok(s) => return s,
+            Err(e) if Instant::now() > deadline => panic!("cannot reach the echo service: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// Sends `data` and reads the echo back (writing and reading at once, so
+/// that large transfers cannot deadlock on full buffers).
+fn echo(stream: TcpStream, data: Vec<u8>) -> Vec<u8> {
+    let mut writer = stream.try_clone().unwrap();
+    let send = std::thread::spawn(move || {
+        writer.write_all(&data).unwrap();
+        writer.shutdown(Shutdown::Write).unwrap();
+    });
+    let mut back = Vec::new();
+    let mut reader = stream;
+    reader.read_to_end(&mut back).unwrap();
+    send.join().unwrap();
+    back
+}
+
+fn pattern(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 31 + seed * 7) % 251) as u8).collect()
+}
+
+#[test]
+fn dhcp_gives_the_guest_an_address() {
+    let (mut vm, _) = echo_service(1);
+    vm.wait_for_line("net: address 10.0.2.15/24, gateway 10.0.2.2", Duration::from_secs(1)).unwrap();
+    vm.wait_for_line("net: e1000 52:54:00:12:34:56", Duration::from_secs(1)).unwrap();
+}
+
+#[test]
+fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes() {
+    let (_vm, port) = echo_service(2);
+    for (i, size) in [1, 1000, 65_536, 1 << 20, 3 << 20].into_iter().enumerate() {
+        let data = pattern(size, i);
+        let started = Instant::now();
+        let back = echo(connect(port), data.clone());
+        assert_eq!(back.len(), size, "echo of {size} bytes returned {} bytes", back.len());
+        assert!(back == data, "echo of {size} bytes differs");
+        let secs = started.elapsed().as_secs_f64();
+        println!("tcp echo {size} B in {secs:.2} s ({:.2} MB/s each way)", size as f64 / secs / 1e6);
+    }
+}
+
+#[test]
+fn a_hundred_concurrent_connections_all_complete() {
+    let (_vm, port) = echo_service(2);
+    // Open the connections one after the other (QEMU's port forwarding
+    // accepts host connections slowly, and drops bursts of them), keep all
+    // 100 open at once in the guest, then echo on all of them concurrently.
+    let streams: Vec<TcpStream> = (0..100).map(|_| connect(port)).collect();
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(i, stream)| {
+            std::thread::spawn(move || {
+                let data = pattern(16 * 1024, i);
+                let back = echo(stream, data.clone());
+                assert!(back == data, "client {i}: echo differs ({} bytes back)", back.len());
+            })
+        })
+        .collect();
+    let failed = clients.into_iter().map(|c| c.join()).filter(Result::is_err).count();
+    assert_eq!(failed, 0, "{failed} of 100 concurrent clients failed");
+}
+
+#[test]
+fn udp_echo_answers() {
+    let (_vm, port) = echo_service(1);
+    let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    let mut answered = 0;
+    for i in 0..40 {
+        let data = pattern(100 + i, i);
+        socket.send_to(&data, ("127.0.0.1", port)).unwrap();
+        let mut buf = [0u8; 2048];
+        if let Ok((n, _)) = socket.recv_from(&mut buf) {
+            assert_eq!(&buf[..n], &data[..], "datagram {i} came back changed");
+            answered += 1;
+        }
+    }
+    // The first datagrams may be lost while the NIC starts.
+    assert!(answered >= 30, "only {answered} of 40 datagrams answered");
+}
+
+#[test]
+fn a_connection_to_a_closed_port_is_refused() {
+    // Guest side: connecting to a host port where nothing listens fails
+    // with `Refused`.
+    let closed = free_port();
+    let run = ktest("net-refused").user_net(&[]).cmdline(&format!("-- net-refused {closed}")).run();
+    run.assert_success();
+    run.assert_line("net-refused: connection refused, as expected");
+    // Host side: the guest resets a connection to a port it does not serve
+    // (QEMU accepts on the host, then closes it when the guest resets).
+    let unserved = free_port();
+    let (_vm, port) = echo_service_with(1, &[(unserved, 9)]);
+    connect(port); // the guest is up
+    let mut stream = TcpStream::connect(("127.0.0.1", unserved)).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = stream.write_all(b"anyone?");
+    let mut buf = [0u8; 16];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("a connection to an unserved guest port got {other:?} instead of being closed"),
+    }
+}
+
+// --- Raw frames on the wire -------------------------------------------
+
+const GUEST_IP: [u8; 4] = [10, 0, 0, 2];
+const HOST_IP: [u8; 4] = [10, 0, 0, 1];
+const HOST_MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const BROADCAST: [u8; 6] = [0xff; 6];
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum = 0u32;
+    for pair in data.chunks(2) {
+        sum += u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]) as u32;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+fn ethernet(dst: [u8; 6], ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&HOST_MAC);
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+fn arp_request() -> Vec<u8> {
+    let mut a = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    a.extend_from_slice(&HOST_MAC);
+    a.extend_from_slice(&HOST_IP);
+    a.extend_from_slice(&[0; 6]);
+    a.extend_from_slice(&GUEST_IP);
+    ethernet(BROADCAST, 0x0806, &a)
+}
+
+fn udp_frame(guest_mac: [u8; 6], src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    let udp_len = 8 + payload.len();
+    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
+    ip.extend_from_slice(&HOST_IP);
+    ip.extend_from_slice(&GUEST_IP);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src_port.to_be_bytes());
+    udp.extend_from_slice(&dst_port.to_be_bytes());
+    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
+    udp.extend_from_slice(payload);
+    ip.extend_from_slice(&udp);
+    ethernet(guest_mac, 0x0800, &ip)
+}
+
+/// Bad frames of every kind: random bytes, truncated headers, lies in
+/// length fields, oversized frames.
+fn bad_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut random = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let good = udp_frame(guest_mac, 4000, 7, b"0123456789");
+    let mut frames = Vec::new();
+    for i in 0..600 {
+        let len = 1 + (random() % 1600) as usize;
+        frames.push((0..len).map(|_| random() as u8).collect());
+        // A valid start, cut anywhere (but not empty: QEMU's datagram
+        // backend takes an empty datagram for the end of the connection).
+        frames.push(good[..1 + i % (good.len() - 1)].to_vec());
+        // Header fields corrupted one byte at a time.
+        let mut f = good.clone();
+        let at = 14 + (i % (good.len() - 14));
+        f[at] = random() as u8;
+        frames.push(f);
+    }
+    for size in [1515, 1600, 4000, 9000, 16000] {
+        let mut f = good.clone();
+        f.resize(size, 0xab);
+        frames.push(f);
+    }
+    // IPv4 total length larger than the frame; UDP length larger than IP.
+    let mut f = good.clone();
+    f[16..18].copy_from_slice(&9000u16.to_be_bytes());
+    frames.push(f);
+    let mut f = good.clone();
+    f[38..40].copy_from_slice(&60000u16.to_be_bytes());
+    frames.push(f);
+    frames
+}
+
+#[test]
+fn a_flood_of_bad_frames_leaves_the_service_answering() {
+    let dir = std::env::temp_dir().join(format!("bravo-wire-{}-{}", std::process::id(), free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (guest_path, host_path) = (dir.join("guest.sock"), dir.join("host.sock"));
+    let wire = UnixDatagram::bind(&host_path).unwrap();
+    wire.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // The flood never blocks the test for long if QEMU stops reading.
+    wire.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut vm = Machine::new("echo")
+        .cpus(2)
+        .dgram_net(&guest_path, &host_path)
+        .cmdline("ip=10.0.0.2/24")
+        .timeout(Duration::from_secs(300))
+        .start();
+    vm.wait_for_line("echo: listening on 10.0.0.2/24", Duration::from_secs(60)).unwrap();
+
+    // Learn the guest's MAC from its answer to our ARP request (which also
+    // teaches it ours).
+    let arp_reply = |wire: &UnixDatagram| -> Option<[u8; 6]> {
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            let Ok(n) = wire.recv(&mut buf) else { continue };
+            if n >= 42 && buf[12..14] == [0x08, 0x06] && buf[20..22] == [0, 2] && buf[28..32] == GUEST_IP {
+                return Some(buf[22..28].try_into().unwrap());
+            }
+        }
+        None
+    };
+    let udp_echo = |wire: &UnixDatagram, mac: [u8; 6], payload: &[u8]| -> bool {
+        wire.send_to(&udp_frame(mac, 4000, 7, payload), &guest_path).unwrap();
+        let mut buf = [0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < deadline {
+            let Ok(n) = wire.recv(&mut buf) else { continue };
+            if n >= 42 && buf[12..14] == [0x08, 0x00] && buf[23] == 17 && buf[36..38] == 4000u16.to_be_bytes() {
+                return &buf[42..n] == payload;
+            }
+        }
+        false
+    };
+    let mut mac = None;
+    for _ in 0..20 {
+        wire.send_to(&arp_request(), &guest_path).unwrap();
+        mac = arp_reply(&wire);
+        if mac.is_some() {
+            break;
+        }
+    }
+    let mac = mac.expect("the guest answers ARP");
+    assert!(udp_echo(&wire, mac, b"before the flood"), "no UDP echo before the flood");
+
+    let frames = bad_frames(mac);
+    for frame in &frames {
+        // QEMU refuses datagrams it cannot take; that is fine.
+        let _ = wire.send_to(frame, &guest_path);
+    }
+    // Drain whatever the guest answered to the garbage.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while wire.recv(&mut [0u8; 2048]).is_ok() && Instant::now() < deadline {}
+
+    assert!(udp_echo(&wire, mac, b"after the flood"), "the service stopped answering after {} bad frames", frames.len());
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&dir);
+}
