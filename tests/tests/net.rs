@@ -205,6 +205,23 @@ fn udp_frame(guest_mac: [u8; 6], src_port: u16, dst_port: u16, payload: &[u8]) -
     ethernet(guest_mac, 0x0800, &ip)
 }
 
+fn icmp_echo_request(guest_mac: [u8; 6], id: u16, payload: &[u8]) -> Vec<u8> {
+    let mut icmp = vec![8, 0, 0, 0];
+    icmp.extend_from_slice(&id.to_be_bytes());
+    icmp.extend_from_slice(&1u16.to_be_bytes());
+    icmp.extend_from_slice(payload);
+    let sum = checksum(&icmp);
+    icmp[2..4].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, 0, 0, 2, 0, 0, 64, 1, 0, 0];
+    ip[2..4].copy_from_slice(&((20 + icmp.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&HOST_IP);
+    ip.extend_from_slice(&GUEST_IP);
+    let sum = checksum(&ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    ip.extend_from_slice(&icmp);
+    ethernet(guest_mac, 0x0800, &ip)
+}
+
 /// Bad frames of every kind: random bytes, truncated headers, lies in
 /// length fields, oversized frames.
 fn bad_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
@@ -296,6 +313,17 @@ fn a_flood_of_bad_frames_leaves_the_service_answering() {
     }
     let mac = mac.expect("the guest answers ARP");
     assert!(udp_echo(&wire, mac, b"before the flood"), "no UDP echo before the flood");
+
+    // The kernel answers pings (ICMP echo) by itself.
+    wire.send_to(&icmp_echo_request(mac, 0x4242, b"ping payload"), &guest_path).unwrap();
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut pong = false;
+    while !pong && Instant::now() < deadline {
+        let Ok(n) = wire.recv(&mut buf) else { continue };
+        pong = n >= 42 && buf[12..14] == [0x08, 0x00] && buf[23] == 1 && buf[34] == 0 && buf[38..40] == 0x4242u16.to_be_bytes() && &buf[42..n] == b"ping payload";
+    }
+    assert!(pong, "no ICMP echo reply");
 
     let frames = bad_frames(mac);
     for frame in &frames {

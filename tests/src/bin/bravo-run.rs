@@ -7,9 +7,12 @@
 //!
 //! The environment chooses the machine: `BOOT=limine|limine-uefi|pvh`
 //! (default: Limine when installed, else PVH), `ACCEL=kvm|tcg` (default: KVM
-//! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB), and
-//! `QEMU_ARGS` (extra QEMU arguments, split on spaces). The exit status is 0
-//! when the kernel ends with success, 1 when it ends with failure.
+//! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB),
+//! `FORWARD` (the guest's network: an e1000 on QEMU user networking with
+//! `HOST:GUEST` port pairs forwarded from 127.0.0.1 for TCP and UDP,
+//! comma-separated; default `8080:80`; `none` for no NIC) and `QEMU_ARGS`
+//! (extra QEMU arguments, split on spaces). The exit status is 0 when the
+//! kernel ends with success, 1 when it ends with failure.
 
 use std::process::{exit, Stdio};
 
@@ -27,6 +30,19 @@ fn env_number(name: &str, default: usize) -> usize {
     }
 }
 
+/// Parses `FORWARD` (`8080:80,8007:7`, or `none`).
+fn forwards() -> Option<Vec<(u16, u16)>> {
+    let spec = std::env::var("FORWARD").ok().filter(|f| !f.is_empty()).unwrap_or_else(|| "8080:80".into());
+    if spec == "none" {
+        return None;
+    }
+    let pair = |p: &str| -> Option<(u16, u16)> {
+        let (host, guest) = p.trim().split_once(':')?;
+        Some((host.parse().ok()?, guest.parse().ok()?))
+    };
+    Some(spec.split(',').map(|p| pair(p).unwrap_or_else(|| fail(&format!("FORWARD={spec}: expected HOST:GUEST[,HOST:GUEST] or none")))).collect())
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut gdb, mut append, mut image) = (false, String::new(), None);
@@ -35,7 +51,7 @@ fn main() {
             "--gdb" => gdb = true,
             "--append" => append = args.next().unwrap_or_else(|| fail("--append needs a value")),
             "-h" | "--help" => {
-                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, QEMU_ARGS)");
+                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, FORWARD, QEMU_ARGS)");
                 return;
             }
             _ if image.is_none() && !arg.starts_with('-') => image = Some(arg),
@@ -52,8 +68,13 @@ fn main() {
         .cpus(env_number("CPUS", 1))
         .memory_mib(env_number("MEM", 256))
         .cmdline(&append)
-        .args(std::env::var("QEMU_ARGS").unwrap_or_default().split_whitespace())
         .gdb(gdb);
+    let forwards = forwards();
+    let machine = match &forwards {
+        Some(forwards) => machine.user_net(forwards),
+        None => machine,
+    };
+    let machine = machine.args(std::env::var("QEMU_ARGS").unwrap_or_default().split_whitespace());
     let why = match (boot, std::env::var("BOOT").is_ok_and(|b| !b.is_empty())) {
         (_, true) => "chosen by BOOT".to_string(),
         (Boot::Pvh, false) => format!("{}; BOOT=limine to change", limine_dir().unwrap_err()),
@@ -64,6 +85,9 @@ fn main() {
         machine.image().display(),
         accel.name().to_uppercase()
     );
+    for (host, guest) in forwards.iter().flatten() {
+        eprintln!("bravo-run: guest port {guest} is at 127.0.0.1:{host} (tcp and udp)");
+    }
     if gdb {
         eprintln!("bravo-run: QEMU is halted with a gdb stub on :1234; in another terminal run:");
         eprintln!(
