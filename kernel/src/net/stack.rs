@@ -14,7 +14,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use core::task::Poll;
 use core::time::Duration;
 
@@ -66,6 +66,8 @@ struct Request {
     deadline: Option<u64>,
 }
 
+/// Requests for the network thread; only the network cpu touches it (with
+/// interrupts off).
 static INBOX: spin::Mutex<VecDeque<Request>> = spin::Mutex::new(VecDeque::new());
 /// The network thread sleeps here.
 static WAKE: WaitQueue = WaitQueue::new();
@@ -86,10 +88,21 @@ pub fn nic_interrupt(_vector: u8) {
     WAKE.notify_one();
 }
 
+/// The network cpu (set when its thread starts).
+static NET_CPU: AtomicUsize = AtomicUsize::new(0);
+
+/// Hands a request to the network thread: queued by the network cpu
+/// itself (directly, or from a message when the caller is on another cpu),
+/// so the queue is never shared between cpus.
 fn submit(request: Request) {
-    without_interrupts(|| INBOX.lock().push_back(request));
-    WORK.store(true, Ordering::Release);
-    WAKE.notify_one();
+    let queue = move || {
+        INBOX.lock().push_back(request);
+        WORK.store(true, Ordering::Release);
+        WAKE.notify_one();
+    };
+    if crate::sched::run_on(NET_CPU.load(Ordering::Relaxed), queue).is_err() {
+        log::error!("net: the network cpu is gone");
+    }
 }
 
 /// The answer to one request, and the caller sleeping for it.
@@ -293,6 +306,7 @@ pub fn run(mut stack: Stack) -> ! {
     if let Some(pin) = stack.pin {
         IRQ_PIN.store(pin, Ordering::Relaxed);
     }
+    NET_CPU.store(crate::sched::current_cpu(), Ordering::Relaxed);
     RUNNING.store(true, Ordering::Release);
     let mut requests: Vec<Request> = Vec::new();
     let mut next_report = tsc::now();

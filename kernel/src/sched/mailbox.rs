@@ -30,6 +30,8 @@ pub(crate) enum Message {
     Reply { requester: ThreadRef, value: u64 },
     /// Reply at once (measures a round trip).
     Ping { requester: ThreadRef },
+    /// Run this in the receiver's scheduler loop (it must not block).
+    Run(Box<dyn FnOnce() + Send>),
 }
 
 const RING_SLOTS: usize = 64;

@@ -150,6 +150,20 @@ pub fn ping(cpu: usize) -> Result<(), SpawnError> {
     request(cpu, |requester| mailbox::Message::Ping { requester }).map(|_| ())
 }
 
+/// Runs `f` on `cpu`: here and now when that is the current cpu,
+/// otherwise by message, in that cpu's scheduler loop (interrupts off), so
+/// `f` must be short and must not block — typically it queues work for a
+/// thread of that cpu and wakes it. Does not wait for `f` to run.
+pub fn run_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
+    check_cpu(cpu)?;
+    if cpu == current_cpu() {
+        x86_64::instructions::interrupts::without_interrupts(f);
+    } else {
+        mailbox::send(cpu, mailbox::Message::Run(Box::new(f)));
+    }
+    Ok(())
+}
+
 /// Sleeps for at least `duration` (other threads of this cpu run
 /// meanwhile; an idle cpu halts until the timer).
 pub fn sleep(duration: Duration) {

@@ -265,6 +265,7 @@ fn receive(message: Message) {
             wake(requester);
         }
         Message::Ping { requester } => mailbox::send(requester.cpu, Message::Reply { requester, value: 1 }),
+        Message::Run(f) => f(),
     }
 }
 
