@@ -28,11 +28,13 @@ pub struct KernelOptions {
     /// `netcpu=N`: the cpu that runs the network stack and takes the
     /// NIC's interrupts (default: the last cpu).
     pub net_cpu: Option<usize>,
+    /// `netpoll=on|off`: poll the NIC instead of taking its interrupt.
+    pub net_poll: bool,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None }
+        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None, net_poll: false }
     }
 }
 
@@ -98,6 +100,11 @@ impl<'a> CommandLine<'a> {
                     Ok(addr) => options.gateway = Some(addr),
                     Err(_) => report(Problem::BadValue { key, value, expected: "an IPv4 address, e.g. 10.0.2.2" }),
                 },
+                "netpoll" => match value {
+                    "on" => options.net_poll = true,
+                    "off" => options.net_poll = false,
+                    _ => report(Problem::BadValue { key, value, expected: "on or off" }),
+                },
                 "netcpu" => match value.parse() {
                     Ok(cpu) => options.net_cpu = Some(cpu),
                     Err(_) => report(Problem::BadValue { key, value, expected: "a cpu number" }),
@@ -143,13 +150,14 @@ mod tests {
 
     #[test]
     fn network_options_are_typed_and_checked() {
-        let (c, problems) = parse("ip=10.0.2.15/24 gw=10.0.2.2 netcpu=1");
+        let (c, problems) = parse("ip=10.0.2.15/24 gw=10.0.2.2 netcpu=1 netpoll=on");
         assert!(problems.is_empty(), "{problems:?}");
+        assert!(c.options.net_poll);
         assert_eq!(c.options.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
         assert_eq!(c.options.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(c.options.net_cpu, Some(1));
-        let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x");
-        assert_eq!(problems.len(), 4, "{problems:?}");
+        let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x netpoll=maybe");
+        assert_eq!(problems.len(), 5, "{problems:?}");
         assert_eq!((c.options.ip, c.options.gateway, c.options.net_cpu), (None, None, None));
     }
 

@@ -147,6 +147,11 @@ pub fn devices() -> Vec<Device> {
     found
 }
 
+/// Every function of this class and subclass (e.g. 0x02, 0x00: Ethernet).
+pub fn find_class(class: u8, subclass: u8) -> Vec<Device> {
+    devices().into_iter().filter(|d| d.class == class && d.subclass == subclass).collect()
+}
+
 /// The first function with this vendor and device id.
 pub fn find(vendor_id: u16, device_id: u16) -> Option<Device> {
     devices().into_iter().find(|d| d.vendor_id == vendor_id && d.device_id == device_id)

@@ -18,9 +18,13 @@ fn echo_service(cpus: usize) -> (Running, u16) {
 }
 
 fn echo_service_with(cpus: usize, more: &[(u16, u16)]) -> (Running, u16) {
+    echo_service_on(Machine::new("echo").cpus(cpus), more)
+}
+
+fn echo_service_on(machine: Machine, more: &[(u16, u16)]) -> (Running, u16) {
     let port = free_port();
     let forwards: Vec<(u16, u16)> = std::iter::once((port, 7)).chain(more.iter().copied()).collect();
-    let mut vm = Machine::new("echo").cpus(cpus).user_net(&forwards).timeout(Duration::from_secs(600)).start();
+    let mut vm = machine.user_net(&forwards).timeout(Duration::from_secs(600)).start();
     vm.wait_for_line("echo: listening on 10.0.2.15/24", Duration::from_secs(60)).unwrap();
     (vm, port)
 }
@@ -84,6 +88,14 @@ fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes() {
         let secs = started.elapsed().as_secs_f64();
         println!("tcp echo {size} B in {secs:.2} s ({:.2} MB/s each way)", size as f64 / secs / 1e6);
     }
+}
+
+#[test]
+fn the_polled_nic_serves_too() {
+    let (mut vm, port) = echo_service_on(Machine::new("echo").cpus(2).cmdline("netpoll=on netcpu=0"), &[]);
+    vm.wait_for_line("on cpu 0, link up, polling (netpoll=on)", Duration::from_secs(1)).unwrap();
+    let data = pattern(256 * 1024, 3);
+    assert!(echo(connect(port), data.clone()) == data, "echo through the polled NIC differs");
 }
 
 #[test]

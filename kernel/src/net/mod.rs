@@ -1,7 +1,9 @@
 //! Networking: QEMU's e1000 (through the `e1000` crate) and smoltcp, run
 //! by one thread on the network cpu (`netcpu=`, default the last cpu),
-//! which also takes the NIC's interrupts. Addresses come from DHCP, or
-//! from `ip=`/`gw=` on the command line. ARP, IPv4, ICMP echo, UDP, TCP.
+//! which also takes the NIC's interrupts (or polls it every millisecond
+//! when idle, with `netpoll=on` or when no interrupt line is found).
+//! Addresses come from DHCP, or from `ip=`/`gw=` on the command line.
+//! ARP, IPv4, ICMP echo, UDP, TCP.
 //!
 //! Applications use [`TcpListener`], [`TcpStream`] and [`UdpSocket`] from
 //! any cpu: each call is a request to the network thread, and the caller
@@ -97,7 +99,7 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
                 return;
             }
         };
-        let pin = find_pin(&mut driver, &device);
+        let pin = if options.net_poll { None } else { find_pin(&mut driver, &device) };
         let mac = driver.mac();
         log::info!(
             "net: e1000 {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on cpu {cpu}, link {}, {}",
@@ -105,6 +107,7 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
             if driver.link_up() { "up" } else { "down" },
             match pin {
                 Some(pin) => alloc::format!("interrupt on I/O APIC pin {pin}"),
+                None if options.net_poll => "polling (netpoll=on)".into(),
                 None => "no interrupt line found: polling".into(),
             }
         );
