@@ -30,8 +30,7 @@ debug NAME: build
 
 # Run every test: host unit tests, then kernel images booted in QEMU
 test: build
-    cargo test -p bravo --lib
-    cargo test -p e1000
+    cargo test --lib -p bravo -p e1000 -p microhttp
     cargo test -p bravo-tests
 
 # Run a benchmark: boot, alloc, sched

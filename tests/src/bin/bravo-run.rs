@@ -10,7 +10,8 @@
 //! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB),
 //! `FORWARD` (the guest's network: an e1000 on QEMU user networking with
 //! `HOST:GUEST` port pairs forwarded from 127.0.0.1 for TCP and UDP,
-//! comma-separated; default `8080:80`; `none` for no NIC) and `QEMU_ARGS`
+//! comma-separated; default `$PORT:80` with `PORT` 8080; `none` for no
+//! NIC) and `QEMU_ARGS`
 //! (extra QEMU arguments, split on spaces). The exit status is 0 when the
 //! kernel ends with success, 1 when it ends with failure.
 
@@ -32,7 +33,8 @@ fn env_number(name: &str, default: usize) -> usize {
 
 /// Parses `FORWARD` (`8080:80,8007:7`, or `none`).
 fn forwards() -> Option<Vec<(u16, u16)>> {
-    let spec = std::env::var("FORWARD").ok().filter(|f| !f.is_empty()).unwrap_or_else(|| "8080:80".into());
+    let port = std::env::var("PORT").ok().filter(|p| !p.is_empty()).unwrap_or_else(|| "8080".into());
+    let spec = std::env::var("FORWARD").ok().filter(|f| !f.is_empty()).unwrap_or_else(|| format!("{port}:80"));
     if spec == "none" {
         return None;
     }
@@ -51,7 +53,7 @@ fn main() {
             "--gdb" => gdb = true,
             "--append" => append = args.next().unwrap_or_else(|| fail("--append needs a value")),
             "-h" | "--help" => {
-                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, FORWARD, QEMU_ARGS)");
+                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, PORT, FORWARD, QEMU_ARGS)");
                 return;
             }
             _ if image.is_none() && !arg.starts_with('-') => image = Some(arg),
@@ -86,7 +88,10 @@ fn main() {
         accel.name().to_uppercase()
     );
     for (host, guest) in forwards.iter().flatten() {
-        eprintln!("bravo-run: guest port {guest} is at 127.0.0.1:{host} (tcp and udp)");
+        match guest {
+            80 => eprintln!("bravo-run: the service's port 80 is at http://127.0.0.1:{host}/ (Ctrl-C to stop)"),
+            _ => eprintln!("bravo-run: guest port {guest} is at 127.0.0.1:{host} (tcp and udp)"),
+        }
     }
     if gdb {
         eprintln!("bravo-run: QEMU is halted with a gdb stub on :1234; in another terminal run:");

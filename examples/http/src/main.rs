@@ -1,0 +1,156 @@
+//! An HTTP/1.1 microservice on port 80 (`port=N` to change):
+//!
+//! - `GET /`: a small HTML page naming the service, its cpus and uptime;
+//! - `GET /health`: `ok`;
+//! - `GET /stats`: JSON with uptime, cpus, threads per cpu, requests
+//!   served, the NIC's packets, bytes, drops and errors, and free memory
+//!   per NUMA node;
+//! - `POST /echo`: the request body back.
+//!
+//! Each connection gets a thread, created in turn on every cpu with
+//! `spawn_on` (the target cpu allocates it from its own memory). Requests
+//! are parsed by `microhttp` (httparse underneath): keep-alive, pipelining,
+//! and 400/404/405/408/413/431 for what deserves them. A connection has
+//! `timeout_ms=` (default 10 s) per request, whether the client is idle
+//! or just slow; then it gets 408 and is closed.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::fmt::Write;
+use core::sync::atomic::{AtomicU64, Ordering};
+use core::time::Duration;
+
+use bravo::net::{NetError, TcpListener, TcpStream};
+use bravo::time::Instant;
+use bravo::{println, thread};
+use microhttp::{Limits, Request, Response, Status, Transport, TransportError};
+
+bravo::main!(main);
+
+static REQUESTS: AtomicU64 = AtomicU64::new(0);
+
+struct Config {
+    port: u16,
+    timeout: Duration,
+}
+
+fn config() -> Config {
+    let mut config = Config { port: 80, timeout: Duration::from_secs(10) };
+    for arg in bravo::env::args() {
+        match arg.split_once('=') {
+            Some(("port", v)) => config.port = v.parse().unwrap_or(config.port),
+            Some(("timeout_ms", v)) => config.timeout = v.parse().map(Duration::from_millis).unwrap_or(config.timeout),
+            _ => println!("http: ignoring argument {arg:?} (expected port=N or timeout_ms=N)"),
+        }
+    }
+    config
+}
+
+fn main() -> Result<(), NetError> {
+    let config = config();
+    let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
+    let listener = TcpListener::bind(config.port)?;
+    println!("http: serving on http://{address}:{} with {} cpus", config.port, thread::cpu_count());
+    let mut next_cpu = 0;
+    loop {
+        let Ok((stream, _peer)) = listener.accept() else { continue };
+        next_cpu = (next_cpu + 1) % thread::cpu_count();
+        let timeout = config.timeout;
+        if let Err(e) = thread::spawn_on(next_cpu, move || connection(stream, timeout)) {
+            println!("http: no thread for a connection: {e}");
+        }
+    }
+}
+
+/// A TCP stream as microhttp's transport, with a time budget per request:
+/// reads give up when the budget since the last response is spent.
+struct Connection {
+    stream: TcpStream,
+    budget: Duration,
+    deadline: Instant,
+}
+
+impl Transport for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        let now = Instant::now();
+        if now >= self.deadline {
+            return Err(TransportError::TimedOut);
+        }
+        self.stream.set_read_timeout(Some(self.deadline.duration_since(now)));
+        self.stream.read(buf).map_err(|e| match e {
+            NetError::TimedOut => TransportError::TimedOut,
+            _ => TransportError::Closed,
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.stream.write_all(data).map_err(|_| TransportError::Closed)?;
+        self.deadline = Instant::now() + self.budget;
+        Ok(())
+    }
+}
+
+fn connection(stream: TcpStream, budget: Duration) {
+    let mut connection = Connection { stream, budget, deadline: Instant::now() + budget };
+    microhttp::serve(&mut connection, &Limits::default(), route);
+}
+
+fn route(request: &Request) -> Response {
+    REQUESTS.fetch_add(1, Ordering::Relaxed);
+    let method = request.method.as_str();
+    match (request.path.as_str(), method) {
+        ("/", "GET") => Response::new(Status::Ok, "text/html; charset=utf-8", index()),
+        ("/health", "GET") => Response::text(Status::Ok, "ok"),
+        ("/stats", "GET") => Response::new(Status::Ok, "application/json", stats()),
+        ("/echo", "POST") => Response::new(Status::Ok, "application/octet-stream", request.body.clone()),
+        ("/" | "/health" | "/stats" | "/echo", _) => Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
+        _ => Response::text(Status::NotFound, "Not Found"),
+    }
+}
+
+fn index() -> String {
+    format!(
+        "<!doctype html><title>Bravo</title><h1>Bravo http service</h1>\
+         <p>{} cpus, up {} s. Try <a href=\"/stats\">/stats</a>.</p>\n",
+        thread::cpu_count(),
+        bravo::time::uptime().as_secs()
+    )
+}
+
+fn stats() -> String {
+    let cpus = thread::cpu_count();
+    let threads: Vec<String> = (0..cpus).map(|c| format!("{}", thread::threads_on(c))).collect();
+    let nodes = bravo::memory::node_count();
+    let memory: Vec<String> = (0..nodes)
+        .map(|n| {
+            let s = bravo::memory::stats(n);
+            format!("{{\"node\":{n},\"total_bytes\":{},\"free_bytes\":{}}}", s.total, s.free)
+        })
+        .collect();
+    let mut json = String::new();
+    let _ = write!(
+        json,
+        "{{\"uptime_ms\":{},\"cpus\":{cpus},\"threads_per_cpu\":[{}],\"requests\":{},",
+        bravo::time::uptime().as_millis(),
+        threads.join(","),
+        REQUESTS.load(Ordering::Relaxed)
+    );
+    match bravo::net::nic_stats() {
+        Ok(n) => {
+            let _ = write!(
+                json,
+                "\"nic\":{{\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{},\"rx_missed\":{},\"rx_errors\":{},\"tx_dropped\":{},\"doorbells\":{},\"interrupts\":{}}},",
+                n.rx_packets, n.rx_bytes, n.tx_packets, n.tx_bytes, n.rx_missed, n.rx_errors, n.tx_dropped, n.doorbells, n.interrupts
+            );
+        }
+        Err(_) => json.push_str("\"nic\":null,"),
+    }
+    let _ = write!(json, "\"memory\":[{}]}}\n", memory.join(","));
+    json
+}
