@@ -1,0 +1,221 @@
+//! `examples/http` from the outside, through 127.0.0.1: every route,
+//! many keep-alive clients at once, a corpus of malformed requests (each
+//! answered with its status or closed, the service fine afterwards), and
+//! slow clients that time out without holding up the others.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bravo_tests::{free_port, Machine, Running};
+
+fn http_service(cpus: usize, args: &str) -> (Running, u16) {
+    let port = free_port();
+    let mut vm = Machine::new("http")
+        .cpus(cpus)
+        .cmdline(&format!("-- {args}"))
+        .user_net(&[(port, 80)])
+        .timeout(Duration::from_secs(600))
+        .start();
+    vm.wait_for_line("http: serving on http://10.0.2.15:80", Duration::from_secs(60)).unwrap();
+    // The first packets may be lost while the NIC starts: wait for /health.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = connect(port).ok().and_then(|mut c| request(&mut c, "GET", "/health", b"").ok()).is_some_and(|r| r.status == 200);
+        if ok {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the service never answered /health");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (vm, port)
+}
+
+fn connect(port: u16) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    Ok(stream)
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: String,
+    body: Vec<u8>,
+}
+
+/// Reads one response (head, then `Content-Length` bytes of body).
+fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte)? == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a full response head"));
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .and_then(|l| l.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body)?;
+    Ok(Reply { status, headers: head, body })
+}
+
+fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::io::Result<Reply> {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    raw.extend_from_slice(body);
+    stream.write_all(&raw)?;
+    read_reply(stream)
+}
+
+fn get(port: u16, path: &str) -> Reply {
+    request(&mut connect(port).unwrap(), "GET", path, b"").unwrap()
+}
+
+#[test]
+fn every_route_answers() {
+    let (_vm, port) = http_service(2, "");
+    let index = get(port, "/");
+    assert_eq!(index.status, 200);
+    assert!(index.headers.contains("text/html"));
+    assert!(String::from_utf8_lossy(&index.body).contains("Bravo http service") && String::from_utf8_lossy(&index.body).contains("2 cpus"));
+    let health = get(port, "/health");
+    assert_eq!((health.status, health.body.as_slice()), (200, &b"ok"[..]));
+    let stats = get(port, "/stats");
+    assert_eq!(stats.status, 200);
+    let json = String::from_utf8_lossy(&stats.body).into_owned();
+    for key in ["\"uptime_ms\":", "\"cpus\":2", "\"threads_per_cpu\":[", "\"requests\":", "\"rx_packets\":", "\"tx_bytes\":", "\"tx_dropped\":", "\"free_bytes\":"] {
+        assert!(json.contains(key), "{key} missing from /stats: {json}");
+    }
+    let echo = request(&mut connect(port).unwrap(), "POST", "/echo", b"some \x00 bytes").unwrap();
+    assert_eq!((echo.status, echo.body.as_slice()), (200, &b"some \x00 bytes"[..]));
+    assert_eq!(get(port, "/missing").status, 404);
+    assert_eq!(request(&mut connect(port).unwrap(), "DELETE", "/health", b"").unwrap().status, 405);
+    assert_eq!(request(&mut connect(port).unwrap(), "GET", "/echo", b"").unwrap().status, 405);
+}
+
+#[test]
+fn sixty_four_keep_alive_clients_get_every_answer_right() {
+    const CLIENTS: usize = 64;
+    const REQUESTS: usize = 40;
+    let (_vm, port) = http_service(2, "timeout_ms=120000");
+    // Connections are opened one by one, each proven by a first request
+    // (QEMU's forwarding drops bursts of new connections), then all
+    // clients work at once.
+    let started = Instant::now();
+    let streams: Vec<TcpStream> = (0..CLIENTS)
+        .map(|_| {
+            let mut stream = connect(port).unwrap();
+            assert_eq!(request(&mut stream, "GET", "/health", b"").unwrap().status, 200);
+            stream
+        })
+        .collect();
+    println!("opened {CLIENTS} keep-alive connections in {:?}", started.elapsed());
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut stream)| {
+            std::thread::spawn(move || -> Result<(), String> {
+                for r in 0..REQUESTS {
+                    if r % 2 == 0 {
+                        let reply = request(&mut stream, "GET", "/health", b"").map_err(|e| format!("client {c} request {r}: {e}"))?;
+                        if reply.status != 200 || reply.body != b"ok" || !reply.headers.contains("keep-alive") {
+                            return Err(format!("client {c} request {r}: {reply:?}"));
+                        }
+                    } else {
+                        let body = format!("client {c} request {r}").into_bytes();
+                        let reply = request(&mut stream, "POST", "/echo", &body).map_err(|e| format!("client {c} request {r}: {e}"))?;
+                        if reply.status != 200 || reply.body != body {
+                            return Err(format!("client {c} request {r}: {reply:?}"));
+                        }
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    let errors: Vec<String> = clients.into_iter().filter_map(|c| c.join().unwrap().err()).collect();
+    assert!(errors.is_empty(), "{} clients saw errors, first: {:?}", errors.len(), errors.first());
+    let stats = String::from_utf8_lossy(&get(port, "/stats").body).into_owned();
+    let served: usize = stats.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).and_then(|n| n.parse().ok()).unwrap();
+    assert!(served >= CLIENTS * REQUESTS, "/stats counts {served} requests");
+}
+
+/// Sends `raw` on a new connection; returns the status of the answer, or
+/// None when the service closed the connection without one.
+fn send_raw(port: u16, raw: &[u8], then_close: bool) -> Option<u16> {
+    let mut stream = connect(port).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let _ = stream.write_all(raw);
+    if then_close {
+        let _ = stream.shutdown(std::net::Shutdown::Write);
+    }
+    read_reply(&mut stream).ok().map(|r| r.status)
+}
+
+#[test]
+fn malformed_requests_get_their_status_and_the_service_stays_up() {
+    let (_vm, port) = http_service(2, "timeout_ms=3000");
+    let huge_header = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(20_000));
+    let many_headers: String = (0..200).map(|i| format!("X-{i}: v\r\n")).collect();
+    let binary: Vec<u8> = (0..2000u32).map(|i| (i * 7919 % 256) as u8).collect();
+    let corpus: Vec<(&str, Vec<u8>, bool, Option<u16>)> = vec![
+        ("binary garbage", binary, false, Some(400)),
+        ("no version", b"GET /\r\n\r\n".to_vec(), false, Some(400)),
+        ("bad method token", b"G(T / HTTP/1.1\r\n\r\n".to_vec(), false, Some(400)),
+        ("huge header", huge_header.into_bytes(), false, Some(431)),
+        ("too many headers", format!("GET / HTTP/1.1\r\n{many_headers}\r\n").into_bytes(), false, Some(431)),
+        ("bad content length", b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(), false, Some(400)),
+        ("conflicting lengths", b"POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), false, Some(400)),
+        ("body too large", b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n".to_vec(), false, Some(413)),
+        ("chunked", b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), false, Some(501)),
+        // The body is shorter than announced, then the client stops sending:
+        // the request never completes and the connection is closed.
+        ("short body then close", b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".to_vec(), true, None),
+        ("truncated head then close", b"GET /health HTT".to_vec(), true, None),
+        // A short body and a client that waits: 408 after the timeout.
+        ("short body, client waits", b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".to_vec(), false, Some(408)),
+    ];
+    for (name, raw, close, expected) in &corpus {
+        let got = send_raw(port, raw, *close);
+        assert_eq!(got, *expected, "{name}: got {got:?}");
+        assert_eq!(get(port, "/health").status, 200, "the service stopped answering after: {name}");
+    }
+    // Pipelined: a good request, then garbage on the same connection.
+    let mut stream = connect(port).unwrap();
+    stream.write_all(b"GET /health HTTP/1.1\r\n\r\n\x01\x02garbage\r\n\r\n").unwrap();
+    assert_eq!(read_reply(&mut stream).unwrap().status, 200);
+    assert_eq!(read_reply(&mut stream).unwrap().status, 400);
+    assert_eq!(get(port, "/health").status, 200);
+}
+
+#[test]
+fn slow_clients_time_out_without_holding_up_the_others() {
+    let (_vm, port) = http_service(2, "timeout_ms=3000");
+    // Slow clients: a request trickling in a byte at a time, and idle ones.
+    let mut idle: Vec<TcpStream> = (0..4).map(|_| connect(port).unwrap()).collect();
+    let trickler = std::thread::spawn(move || {
+        let mut stream = connect(port).unwrap();
+        for byte in b"GET /health HTTP/1.1\r\nX-Slow: yes".iter().take(12) {
+            if stream.write_all(&[*byte]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(400));
+        }
+        read_reply(&mut stream).map(|r| r.status).ok()
+    });
+    for i in 0..20 {
+        let started = Instant::now();
+        assert_eq!(get(port, "/health").status, 200, "request {i} while slow clients hang on");
+        assert!(started.elapsed() < Duration::from_secs(2), "request {i} took {:?} while slow clients hang on", started.elapsed());
+    }
+    for stream in &mut idle {
+        assert_eq!(read_reply(stream).map(|r| r.status).ok(), Some(408), "an idle connection was not timed out with 408");
+    }
+    assert_eq!(trickler.join().unwrap(), Some(408), "a trickling request was not timed out with 408");
+}
