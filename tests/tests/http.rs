@@ -1,7 +1,10 @@
-//! `examples/http` from the outside, through 127.0.0.1: every route,
-//! many keep-alive clients at once, a corpus of malformed requests (each
-//! answered with its status or closed, the service fine afterwards), and
-//! slow clients that time out without holding up the others.
+//! The HTTP examples from the outside, through 127.0.0.1. `examples/http`:
+//! every route, many keep-alive clients at once, a corpus of malformed
+//! requests (each answered with its status or closed, the service fine
+//! afterwards), and slow clients that time out without holding up the
+//! others. `examples/kv`: mixed operations from concurrent clients, final
+//! contents checked. (`examples/threads` needs no network and is here
+//! too, as the third example.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -10,14 +13,19 @@ use std::time::{Duration, Instant};
 use bravo_tests::{free_port, Machine, Running};
 
 fn http_service(cpus: usize, args: &str) -> (Running, u16) {
+    service("http", cpus, args)
+}
+
+/// Boots an HTTP example, waits until it answers `/health`.
+fn service(name: &str, cpus: usize, args: &str) -> (Running, u16) {
     let port = free_port();
-    let mut vm = Machine::new("http")
+    let mut vm = Machine::new(name)
         .cpus(cpus)
         .cmdline(&format!("-- {args}"))
         .user_net(&[(port, 80)])
         .timeout(Duration::from_secs(600))
         .start();
-    vm.wait_for_line("http: serving on http://10.0.2.15:80", Duration::from_secs(60)).unwrap();
+    vm.wait_for_line(&format!("{name}: serving on http://10.0.2.15:80"), Duration::from_secs(60)).unwrap();
     // The first packets may be lost while the NIC starts: wait for /health.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -218,4 +226,86 @@ fn slow_clients_time_out_without_holding_up_the_others() {
         assert_eq!(read_reply(stream).map(|r| r.status).ok(), Some(408), "an idle connection was not timed out with 408");
     }
     assert_eq!(trickler.join().unwrap(), Some(408), "a trickling request was not timed out with 408");
+}
+
+#[test]
+fn kv_keeps_exactly_what_mixed_concurrent_operations_leave() {
+    use std::collections::BTreeMap;
+    const CLIENTS: usize = 8;
+    const OPS: usize = 150;
+    let (_vm, port) = service("kv", 4, "");
+    let streams: Vec<TcpStream> = (0..CLIENTS).map(|_| connect(port).unwrap()).collect();
+    let clients: Vec<_> = streams
+        .into_iter()
+        .enumerate()
+        .map(|(c, mut stream)| {
+            std::thread::spawn(move || -> Result<BTreeMap<String, Vec<u8>>, String> {
+                // Each client owns its keys, so its own model is exact.
+                let mut model: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 ^ c as u64;
+                for op in 0..OPS {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let key = format!("c{c}-k{}", (seed >> 33) % 12);
+                    let path = format!("/kv/{key}");
+                    let fail = |what: &str, reply: &Reply| Err(format!("client {c} op {op} {what} {key}: {reply:?}"));
+                    match (seed >> 20) % 3 {
+                        0 => {
+                            let value = format!("value {c} {op}").into_bytes();
+                            let reply = request(&mut stream, "PUT", &path, &value).map_err(|e| e.to_string())?;
+                            let expected = if model.contains_key(&key) { 200 } else { 201 };
+                            if reply.status != expected {
+                                return fail("PUT", &reply);
+                            }
+                            model.insert(key, value);
+                        }
+                        1 => {
+                            let reply = request(&mut stream, "GET", &path, b"").map_err(|e| e.to_string())?;
+                            match model.get(&key) {
+                                Some(v) if reply.status == 200 && &reply.body == v => {}
+                                None if reply.status == 404 => {}
+                                _ => return fail("GET", &reply),
+                            }
+                        }
+                        _ => {
+                            let reply = request(&mut stream, "DELETE", &path, b"").map_err(|e| e.to_string())?;
+                            let expected = if model.remove(&key).is_some() { 204 } else { 404 };
+                            if reply.status != expected {
+                                return fail("DELETE", &reply);
+                            }
+                        }
+                    }
+                }
+                Ok(model)
+            })
+        })
+        .collect();
+    let mut expected = BTreeMap::new();
+    for client in clients {
+        expected.extend(client.join().unwrap().unwrap());
+    }
+    // The final contents, key by key, on a fresh connection.
+    let mut stream = connect(port).unwrap();
+    for c in 0..CLIENTS {
+        for k in 0..12 {
+            let key = format!("c{c}-k{k}");
+            let reply = request(&mut stream, "GET", &format!("/kv/{key}"), b"").unwrap();
+            match expected.get(&key) {
+                Some(v) => assert!(reply.status == 200 && &reply.body == v, "{key}: {reply:?}"),
+                None => assert_eq!(reply.status, 404, "{key} should be absent"),
+            }
+        }
+    }
+    assert_eq!(request(&mut stream, "POST", "/kv/x", b"").unwrap().status, 405);
+    assert_eq!(request(&mut stream, "GET", "/elsewhere", b"").unwrap().status, 404);
+}
+
+#[test]
+fn the_threads_example_creates_threads_everywhere_and_rings_the_token() {
+    let run = Machine::new("threads").two_numa_nodes().timeout(Duration::from_secs(120)).run();
+    run.assert_success();
+    for cpu in 0..4 {
+        let node = cpu / 2;
+        run.assert_line(&format!("for cpu {cpu} ran on cpu {cpu}: stack on node {node}, heap block on node {node}"));
+    }
+    run.assert_line("ring: the token went 1000 times around 4 cpus (4000 passes)");
 }

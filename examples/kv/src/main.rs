@@ -1,0 +1,131 @@
+//! A key-value store over HTTP on port 80:
+//!
+//! - `PUT /kv/KEY` stores the body (201 when new, 200 when replaced);
+//! - `GET /kv/KEY` returns it (404 when absent);
+//! - `DELETE /kv/KEY` removes it (204, or 404);
+//! - `GET /health`.
+//!
+//! The store is split in one shard per cpu, each owned by a thread on its
+//! cpu (its map lives in that cpu's node). A connection's thread sends
+//! each operation to the key's shard as a message on a channel and sleeps
+//! for the reply: no lock is shared by the cpus.
+
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use bravo::net::{NetError, TcpListener, TcpStream};
+use bravo::sync::channel::{self, Receiver, Sender};
+use bravo::{println, thread};
+use microhttp::{Limits, Request, Response, Status, Transport, TransportError};
+
+bravo::main!(main);
+
+enum Op {
+    Get(String),
+    Put(String, Vec<u8>),
+    Delete(String),
+}
+
+enum Outcome {
+    Value(Vec<u8>),
+    Created,
+    Replaced,
+    Deleted,
+    Missing,
+}
+
+type Message = (Op, Sender<Outcome>);
+
+/// One shard: owns its part of the keys, answers operations in order.
+fn shard(requests: Receiver<Message>) {
+    let mut map: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    while let Ok((op, reply)) = requests.recv() {
+        let outcome = match op {
+            Op::Get(key) => map.get(&key).map_or(Outcome::Missing, |v| Outcome::Value(v.clone())),
+            Op::Put(key, value) => match map.insert(key, value) {
+                Some(_) => Outcome::Replaced,
+                None => Outcome::Created,
+            },
+            Op::Delete(key) => map.remove(&key).map_or(Outcome::Missing, |_| Outcome::Deleted),
+        };
+        let _ = reply.send(outcome);
+    }
+}
+
+/// FNV-1a: which shard owns a key.
+fn shard_of(key: &str, shards: usize) -> usize {
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100_0000_01b3));
+    (hash % shards as u64) as usize
+}
+
+fn main() -> Result<(), NetError> {
+    let cpus = thread::cpu_count();
+    let shards: Vec<Sender<Message>> = (0..cpus)
+        .map(|cpu| {
+            let (send, receive) = channel::channel();
+            thread::spawn_on(cpu, move || shard(receive)).expect("every cpu is online");
+            send
+        })
+        .collect();
+    let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
+    let listener = TcpListener::bind(80)?;
+    println!("kv: serving on http://{address}:80 with {cpus} shards");
+    let mut next_cpu = 0;
+    loop {
+        let Ok((stream, _)) = listener.accept() else { continue };
+        next_cpu = (next_cpu + 1) % cpus;
+        let shards = shards.clone();
+        let _ = thread::spawn_on(next_cpu, move || {
+            let mut connection = Connection(stream);
+            microhttp::serve(&mut connection, &Limits::default(), |r| route(r, &shards));
+        });
+    }
+}
+
+struct Connection(TcpStream);
+
+impl Transport for Connection {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        self.0.set_read_timeout(Some(Duration::from_secs(30)));
+        self.0.read(buf).map_err(|e| if e == NetError::TimedOut { TransportError::TimedOut } else { TransportError::Closed })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.0.write_all(data).map_err(|_| TransportError::Closed)
+    }
+}
+
+fn route(request: &Request, shards: &[Sender<Message>]) -> Response {
+    if request.path == "/health" {
+        return Response::text(Status::Ok, "ok");
+    }
+    let Some(key) = request.path.strip_prefix("/kv/").filter(|k| !k.is_empty()) else {
+        return Response::text(Status::NotFound, "Not Found");
+    };
+    let op = match request.method.as_str() {
+        "GET" => Op::Get(key.into()),
+        "PUT" => Op::Put(key.into(), request.body.clone()),
+        "DELETE" => Op::Delete(key.into()),
+        _ => return Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
+    };
+    let (reply, outcome) = channel::channel();
+    let shard = &shards[shard_of(key, shards.len())];
+    if shard.send((op, reply)).is_err() {
+        return Response::text(Status::ServiceUnavailable, "shard gone");
+    }
+    match outcome.recv() {
+        Ok(Outcome::Value(value)) => Response::new(Status::Ok, "application/octet-stream", value),
+        Ok(Outcome::Created) => Response::text(Status::Created, "created"),
+        Ok(Outcome::Replaced) => Response::text(Status::Ok, "replaced"),
+        Ok(Outcome::Deleted) => Response::new(Status::NoContent, "text/plain", Vec::new()),
+        Ok(Outcome::Missing) => Response::text(Status::NotFound, "no such key"),
+        Err(_) => Response::text(Status::ServiceUnavailable, "shard gone"),
+    }
+}
