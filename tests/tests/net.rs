@@ -350,3 +350,11 @@ fn a_flood_of_bad_frames_leaves_the_service_answering() {
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn running_out_of_socket_memory_is_an_error_not_a_crash() {
+    let run = ktest("net-exhaust").cpus(2).user_net(&[]).run();
+    run.assert_success();
+    run.assert_line("listeners bound before memory ran out");
+    run.assert_line("net-exhaust: memory came back");
+}

@@ -164,6 +164,15 @@ pub fn is_up() -> bool {
     stack::running()
 }
 
+/// A zeroed buffer of `len` bytes, or `NoBufferSpace` when memory is
+/// exhausted (instead of the abort a plain `vec!` would end in).
+fn buffer(len: usize) -> Result<alloc::vec::Vec<u8>, NetError> {
+    let mut buffer = alloc::vec::Vec::new();
+    buffer.try_reserve_exact(len).map_err(|_| NetError::NoBufferSpace)?;
+    buffer.resize(len, 0);
+    Ok(buffer)
+}
+
 /// Converts a smoltcp endpoint to a socket address (IPv4 only).
 fn socket_addr(endpoint: smoltcp::wire::IpEndpoint) -> SocketAddrV4 {
     let smoltcp::wire::IpAddress::Ipv4(ip) = endpoint.addr;

@@ -2,7 +2,6 @@
 //! listening smoltcp sockets per port, topped up after every round) and
 //! [`TcpStream`]. Every call runs on the network thread (see `stack`).
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use core::task::Poll;
@@ -12,7 +11,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use super::stack::{call, Stack};
-use super::{socket_addr, NetError};
+use super::{buffer, socket_addr, NetError};
 
 /// Listening sockets kept ready per port.
 pub const BACKLOG: usize = 16;
@@ -21,15 +20,16 @@ pub const BUFFER_SIZE: usize = 64 * 1024;
 /// The largest write handed to the network thread at once.
 const WRITE_CHUNK: usize = BUFFER_SIZE;
 
-fn new_socket() -> tcp::Socket<'static> {
-    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(vec![0; BUFFER_SIZE]), tcp::SocketBuffer::new(vec![0; BUFFER_SIZE]));
+/// A socket with its buffers; `NoBufferSpace` when memory is exhausted.
+fn new_socket() -> Result<tcp::Socket<'static>, NetError> {
+    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(buffer(BUFFER_SIZE)?), tcp::SocketBuffer::new(buffer(BUFFER_SIZE)?));
     socket.set_nagle_enabled(false);
-    socket
+    Ok(socket)
 }
 
 impl Stack {
     fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
-        let mut socket = new_socket();
+        let mut socket = new_socket()?;
         socket.listen(port).map_err(|_| NetError::InvalidInput)?;
         Ok(self.sockets.add(socket))
     }
@@ -78,7 +78,12 @@ impl TcpListener {
             if stack.listener(port).is_some() {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
-            stack.listeners.push((port, Vec::new()));
+            // At least one listening socket, or the port stays free.
+            let first = match stack.listening_socket(port) {
+                Ok(handle) => handle,
+                Err(e) => return Poll::Ready(Err(e)),
+            };
+            stack.listeners.push((port, alloc::vec![first]));
             stack.top_up_listeners();
             Poll::Ready(Ok(()))
         })?;
@@ -161,7 +166,10 @@ impl TcpStream {
             let h = match handle {
                 Some(h) => h,
                 None => {
-                    let mut socket = new_socket();
+                    let mut socket = match new_socket() {
+                        Ok(socket) => socket,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
                     let local = stack.ephemeral_port();
                     let cx = stack.iface.context();
                     if socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {

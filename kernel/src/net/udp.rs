@@ -1,7 +1,6 @@
 //! UDP for applications: [`UdpSocket`], bound to a port, sending and
 //! receiving datagrams from any cpu (each call runs on the network thread).
 
-use alloc::vec;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use core::task::Poll;
@@ -11,7 +10,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 
 use super::stack::call;
-use super::{socket_addr, NetError};
+use super::{buffer, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
 const PACKETS: usize = 128;
@@ -23,8 +22,11 @@ pub struct UdpSocket {
     read_timeout: Option<Duration>,
 }
 
-fn buffer() -> udp::PacketBuffer<'static> {
-    udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; PACKETS], vec![0; BYTES])
+fn packets() -> Result<udp::PacketBuffer<'static>, NetError> {
+    let mut metadata = Vec::new();
+    metadata.try_reserve_exact(PACKETS).map_err(|_| NetError::NoBufferSpace)?;
+    metadata.resize(PACKETS, udp::PacketMetadata::EMPTY);
+    Ok(udp::PacketBuffer::new(metadata, buffer(BYTES)?))
 }
 
 impl UdpSocket {
@@ -37,7 +39,11 @@ impl UdpSocket {
             if stack.udp_ports.contains(&port) {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
-            let mut socket = udp::Socket::new(buffer(), buffer());
+            let (rx, tx) = match (packets(), packets()) {
+                (Ok(rx), Ok(tx)) => (rx, tx),
+                _ => return Poll::Ready(Err(NetError::NoBufferSpace)),
+            };
+            let mut socket = udp::Socket::new(rx, tx);
             if socket.bind(port).is_err() {
                 return Poll::Ready(Err(NetError::InvalidInput));
             }

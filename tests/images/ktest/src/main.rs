@@ -12,7 +12,7 @@
 //! - `idle`: sleeps 3 s between two lines while the host measures the
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
 //! - `net-refused PORT`: a connection to a closed host port must fail
-//!   with `Refused`.
+//!   with `Refused`; `net-exhaust`: sockets until memory runs out.
 
 #![no_std]
 #![no_main]
@@ -39,6 +39,7 @@ fn main() -> Result<(), String> {
         "timers" => suite("timers", smp::TIMER_TESTS),
         "idle" => smp::idle(),
         "net-refused" => net::refused(args.next()),
+        "net-exhaust" => net::exhaust(),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {
