@@ -108,7 +108,7 @@ impl<H: Hardware> E1000<H> {
 
         let ring_bytes = RING_LEN * core::mem::size_of::<RxDescriptor>();
         const _: () = assert!(core::mem::size_of::<RxDescriptor>() == 16 && core::mem::size_of::<TxDescriptor>() == 16);
-        const _: () = assert!(RING_LEN % 8 == 0, "ring length registers count 128-byte units");
+        const _: () = assert!(RING_LEN.is_multiple_of(8), "ring length registers count 128-byte units");
         let alloc = |size| hw.alloc_dma(size).ok_or(Error::OutOfMemory);
         let (rx_ring, rx_buffers) = (alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?);
         let (tx_ring, tx_buffers) = (alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?);

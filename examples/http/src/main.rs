@@ -151,6 +151,6 @@ fn stats() -> String {
         }
         Err(_) => json.push_str("\"nic\":null,"),
     }
-    let _ = write!(json, "\"memory\":[{}]}}\n", memory.join(","));
+    let _ = writeln!(json, "\"memory\":[{}]}}", memory.join(","));
     json
 }

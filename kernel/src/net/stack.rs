@@ -219,7 +219,7 @@ impl Stack {
 
     /// A local port for an outgoing connection.
     pub fn ephemeral_port(&mut self) -> u16 {
-        self.next_port = if self.next_port >= 65535 { 49152 } else { self.next_port + 1 };
+        self.next_port = if self.next_port == u16::MAX { 49152 } else { self.next_port + 1 };
         self.next_port
     }
 

@@ -316,7 +316,7 @@ pub(crate) fn run() -> ! {
         // SAFETY: interrupts are off; the finished thread's stack is not
         // the one we run on.
         if let Some(thread) = unsafe { (*local()).finished.take() } {
-            let stack = thread.into_stack();
+            let stack = (*thread).into_stack();
             // SAFETY: as above; one short use.
             let spares = unsafe { &mut (*local()).spare_stacks };
             if stack.usable_size() == super::STACK_SIZE && spares.len() < SPARE_STACKS {

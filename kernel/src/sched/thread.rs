@@ -81,8 +81,8 @@ impl Thread {
     }
 
     /// Frees the control block, keeping the stack.
-    pub fn into_stack(self: Box<Self>) -> GuardedStack {
-        let Thread { stack, .. } = *self;
+    pub fn into_stack(self) -> GuardedStack {
+        let Thread { stack, .. } = self;
         stack
     }
 

@@ -8,6 +8,7 @@
 //! - an unmapped guard page below each kernel stack in the image,
 //! - device memory, uncached, at [`MMIO_BASE`] + its physical address, on
 //!   request ([`map_mmio`]).
+//!
 //! Nothing else is mapped, so stray pointers fault instead of corrupting.
 
 use spin::Mutex;

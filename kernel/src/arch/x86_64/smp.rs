@@ -158,7 +158,7 @@ impl Trampoline {
     /// Copies the trampoline to `base` (page aligned, below 1 MiB, with
     /// [`LOW_MEMORY_NEEDED`] bytes of free RAM) and builds its page tables.
     pub fn install(base: u64) -> Self {
-        assert!(base % 4096 == 0 && base + LOW_MEMORY_NEEDED <= 1 << 20, "trampoline window must lie below 1 MiB");
+        assert!(base.is_multiple_of(4096) && base + LOW_MEMORY_NEEDED <= 1 << 20, "trampoline window must lie below 1 MiB");
         super::paging::ensure_direct_map(base, LOW_MEMORY_NEEDED);
         let start = &raw const bravo_ap_trampoline;
         let len = offset(&raw const bravo_ap_trampoline_end) as usize;
