@@ -81,10 +81,13 @@ impl<T> Drop for Sender<T> {
 
 impl<T> Receiver<T> {
     fn poll(&self) -> Option<Result<T, RecvError>> {
+        // Senders first, queue second: a last sender that sent and then
+        // dropped is seen gone only together with what it sent.
+        let disconnected = self.shared.senders.load(Ordering::Acquire) == 0;
         if let Some(value) = without_interrupts(|| self.shared.queue.lock().pop_front()) {
             return Some(Ok(value));
         }
-        (self.shared.senders.load(Ordering::Acquire) == 0).then_some(Err(RecvError::Disconnected))
+        disconnected.then_some(Err(RecvError::Disconnected))
     }
 
     /// Sleeps until a value arrives (or every sender is gone).

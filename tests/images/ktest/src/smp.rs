@@ -38,6 +38,7 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "a mutex shared by every cpu loses no update", run: a_mutex_loses_no_update },
     Test { name: "a channel from every cpu delivers everything once", run: a_channel_delivers_everything },
     Test { name: "mailbox round trips to every cpu", run: mailbox_round_trips },
+    Test { name: "a reply sent just before its sender drops is received", run: last_reply_is_received },
 ];
 
 fn node_of_virt(addr: u64) -> usize {
@@ -313,6 +314,22 @@ fn a_channel_delivers_everything() -> Result<(), String> {
     }
     check!(next.iter().all(|&n| n == PER_CPU), "received {next:?}");
     check_eq!(receive.recv_timeout(Duration::from_millis(1)), Err(channel::RecvError::Disconnected));
+    Ok(())
+}
+
+/// One-shot replies from another cpu: the replier sends, then drops its
+/// sender at once; the receiver must get the value, never `Disconnected`.
+fn last_reply_is_received() -> Result<(), String> {
+    let other = thread::cpu_count() - 1;
+    for i in 0..2000u32 {
+        let (send, receive) = channel::channel::<u32>();
+        thread::spawn_on(other, move || {
+            let _ = send.send(i);
+        })
+        .map_err(|e| alloc::format!("{e}"))?;
+        let got = receive.recv();
+        check!(got == Ok(i), "reply {i}: got {got:?}");
+    }
     Ok(())
 }
 
