@@ -18,14 +18,23 @@ fn http_service(cpus: usize, args: &str) -> (Running, u16) {
 
 /// Boots an HTTP example, waits until it answers `/health`.
 fn service(name: &str, cpus: usize, args: &str) -> (Running, u16) {
-    let port = free_port();
-    let mut vm = Machine::new(name)
-        .cpus(cpus)
-        .cmdline(&format!("-- {args}"))
-        .user_net(&[(port, 80)])
-        .timeout(Duration::from_secs(600))
-        .start();
-    vm.wait_for_line(&format!("{name}: serving on http://10.0.2.15:80"), Duration::from_secs(60)).unwrap();
+    // A port free a moment ago may be taken by the time QEMU binds it
+    // (then QEMU exits at once): try again with another.
+    let mut attempts = 0;
+    let (vm, port) = loop {
+        let port = free_port();
+        let mut vm = Machine::new(name)
+            .cpus(cpus)
+            .cmdline(&format!("-- {args}"))
+            .user_net(&[(port, 80)])
+            .timeout(Duration::from_secs(600))
+            .start();
+        match vm.wait_for_line(&format!("{name}: serving on http://10.0.2.15:80"), Duration::from_secs(60)) {
+            Ok(_) => break (vm, port),
+            Err(e) if attempts < 2 && e.contains("QEMU ended") => attempts += 1,
+            Err(e) => panic!("{e}"),
+        }
+    };
     // The first packets may be lost while the NIC starts: wait for /health.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -22,11 +22,19 @@ fn echo_service_with(cpus: usize, more: &[(u16, u16)]) -> (Running, u16) {
 }
 
 fn echo_service_on(machine: Machine, more: &[(u16, u16)]) -> (Running, u16) {
-    let port = free_port();
-    let forwards: Vec<(u16, u16)> = std::iter::once((port, 7)).chain(more.iter().copied()).collect();
-    let mut vm = machine.user_net(&forwards).timeout(Duration::from_secs(600)).start();
-    vm.wait_for_line("echo: listening on 10.0.2.15/24", Duration::from_secs(60)).unwrap();
-    (vm, port)
+    // A port free a moment ago may be taken by the time QEMU binds it
+    // (then QEMU exits at once): try again with another.
+    for _ in 0..3 {
+        let port = free_port();
+        let forwards: Vec<(u16, u16)> = std::iter::once((port, 7)).chain(more.iter().copied()).collect();
+        let mut vm = machine.clone().user_net(&forwards).timeout(Duration::from_secs(600)).start();
+        match vm.wait_for_line("echo: listening on 10.0.2.15/24", Duration::from_secs(60)) {
+            Ok(_) => return (vm, port),
+            Err(e) if e.contains("QEMU ended") => continue,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    panic!("QEMU kept failing to start (host ports taken?)")
 }
 
 /// Connects, retrying while the guest's NIC is still starting (QEMU's e1000
