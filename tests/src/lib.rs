@@ -92,6 +92,10 @@ impl Accel {
     }
 }
 
+extern "C" {
+    fn sysconf(name: i32) -> i64;
+}
+
 /// A TCP port on 127.0.0.1 that is free now (bound, then released).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
@@ -446,6 +450,20 @@ impl Running {
     /// QEMU's process id (to measure its CPU time, for instance).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The host cpu time (user + system) QEMU has used so far.
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("QEMU's /proc entry");
+        // Fields after the command name (in parentheses): state is field 3,
+        // utime and stime are fields 14 and 15, in clock ticks.
+        let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
+        let fields: Vec<&str> = after_name.split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).expect("utime and stime in /proc/PID/stat");
+        let ticks = field(11) + field(12);
+        // SAFETY: sysconf(_SC_CLK_TCK = 2 on Linux) only reads a constant.
+        let hz = unsafe { sysconf(2) }.max(1);
+        Duration::from_secs_f64(ticks as f64 / hz as f64)
     }
 
     /// Waits for the VM to end, killing it at the machine's timeout.

@@ -78,6 +78,21 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
 }
 
 #[test]
+fn an_idle_network_service_sleeps() {
+    let (vm, port) = echo_service(2);
+    drop(connect(port)); // traffic first, then quiet
+    std::thread::sleep(Duration::from_millis(500));
+    let (wall, cpu) = (Instant::now(), vm.cpu_time());
+    std::thread::sleep(Duration::from_secs(3));
+    let (wall, cpu) = (wall.elapsed(), vm.cpu_time() - cpu);
+    // The network thread waits for the NIC's interrupt or smoltcp's next
+    // timer; a polling one would keep a host cpu busy.
+    let share = cpu.as_secs_f64() / wall.as_secs_f64();
+    println!("idle echo service: {cpu:?} of host cpu over {wall:?} ({:.1}% of one cpu; {:?} since boot)", share * 100.0, vm.cpu_time());
+    assert!(share < 0.15, "an idle network service used {cpu:?} of cpu time in {wall:?}");
+}
+
+#[test]
 fn dhcp_gives_the_guest_an_address() {
     let (mut vm, _) = echo_service(1);
     vm.wait_for_line("net: address 10.0.2.15/24, gateway 10.0.2.2", Duration::from_secs(1)).unwrap();

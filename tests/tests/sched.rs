@@ -51,30 +51,13 @@ fn a_panic_on_an_application_core_names_the_cpu() {
     run.assert_line("deliberate panic on cpu 3");
 }
 
-/// User plus system cpu time of a process, from /proc (clock ticks).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("QEMU's /proc entry");
-    // Fields after the command name (which is in parentheses): state is
-    // field 3, utime and stime are fields 14 and 15.
-    let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    // SAFETY: sysconf(_SC_CLK_TCK = 2 on Linux) only reads a constant.
-    let hz = unsafe { sysconf(2) };
-    Duration::from_secs_f64(ticks as f64 / hz as f64)
-}
-
-extern "C" {
-    fn sysconf(name: i32) -> i64;
-}
-
 #[test]
 fn idle_cpus_halt_and_cost_the_host_nothing() {
     let mut vm = ktest("idle").cpus(4).start();
     vm.wait_for_line("idle: start", Duration::from_secs(30)).unwrap();
-    let (wall, cpu) = (Instant::now(), cpu_time(vm.pid()));
+    let (wall, cpu) = (Instant::now(), vm.cpu_time());
     vm.wait_for_line("idle: end", Duration::from_secs(30)).unwrap();
-    let (wall, cpu) = (wall.elapsed(), cpu_time(vm.pid()) - cpu);
+    let (wall, cpu) = (wall.elapsed(), vm.cpu_time() - cpu);
     // Four spinning vCPUs would cost about two host cpus (this host has
     // two); halted ones cost QEMU's own housekeeping only.
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
