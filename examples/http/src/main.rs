@@ -56,7 +56,8 @@ fn main() -> Result<(), NetError> {
     let config = config();
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
     let listener = TcpListener::bind(config.port)?;
-    println!("http: serving on http://{address}:{} with {} cpus", config.port, thread::cpu_count());
+    let cpus = thread::cpu_count();
+    println!("http: serving on http://{address}:{} with {cpus} cpu{}", config.port, if cpus == 1 { "" } else { "s" });
     let mut next_cpu = 0;
     loop {
         let Ok((stream, _peer)) = listener.accept() else { continue };

@@ -76,7 +76,7 @@ fn main() -> Result<(), NetError> {
         .collect();
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
     let listener = TcpListener::bind(80)?;
-    println!("kv: serving on http://{address}:80 with {cpus} shards");
+    println!("kv: serving on http://{address}:80 with {cpus} shard{}", if cpus == 1 { "" } else { "s" });
     let mut next_cpu = 0;
     loop {
         let Ok((stream, _)) = listener.accept() else { continue };
