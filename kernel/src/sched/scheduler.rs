@@ -147,13 +147,29 @@ pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -
         None => GuardedStack::new(percpu::this().node, stack_size).ok_or(SpawnError::OutOfMemory)?,
     };
     let id = ThreadId::new(cpu, seq);
-    let thread = Box::leak(Box::new(Thread::new(id, cpu, stack, entry)));
+    // The control block is allocated fallibly (a plain Box would abort when
+    // memory is exhausted); it is freed as a Box when the thread finishes.
+    let block = alloc_control_block().ok_or(SpawnError::OutOfMemory)?;
+    // SAFETY: `block` is fresh memory with Thread's layout from the global
+    // allocator, so writing it and treating it as a leaked Box is sound.
+    let thread = unsafe {
+        block.write(Thread::new(id, cpu, stack, entry));
+        &mut *block
+    };
     // SAFETY: the stack is new and unused; its top is page aligned.
     let rsp = unsafe { context::prepare_stack(thread.stack.top(), thread_main, thread as *mut Thread as usize) };
     *thread.rsp.get_mut() = rsp;
     this_core().threads.fetch_add(1, Ordering::Relaxed);
     make_runnable(ThreadRef::new(thread));
     Ok(id)
+}
+
+/// Memory for one control block from the global allocator, or None.
+fn alloc_control_block() -> Option<*mut Thread> {
+    let layout = core::alloc::Layout::new::<Thread>();
+    // SAFETY: Thread has a non-zero size.
+    let block = unsafe { alloc::alloc::alloc(layout) } as *mut Thread;
+    (!block.is_null()).then_some(block)
 }
 
 /// Queues a thread of this cpu that was woken.

@@ -225,7 +225,7 @@ fn frees_go_to_the_owning_node() -> Result<(), String> {
 }
 
 /// Takes every block of `node` (largest orders first) without fallback.
-fn drain_node(node: usize, blocks: &mut Vec<(u64, usize)>) {
+pub(crate) fn drain_node(node: usize, blocks: &mut Vec<(u64, usize)>) {
     for order in (0..=12).rev() {
         while blocks.len() < blocks.capacity() {
             match bravo::memory::alloc_frames_exact(node, order) {

@@ -39,6 +39,7 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "a channel from every cpu delivers everything once", run: a_channel_delivers_everything },
     Test { name: "mailbox round trips to every cpu", run: mailbox_round_trips },
     Test { name: "a reply sent just before its sender drops is received", run: last_reply_is_received },
+    Test { name: "spawning with no memory left is an error, then works again", run: spawning_without_memory_is_an_error },
 ];
 
 fn node_of_virt(addr: u64) -> usize {
@@ -330,6 +331,48 @@ fn last_reply_is_received() -> Result<(), String> {
         let got = receive.recv();
         check!(got == Ok(i), "reply {i}: got {got:?}");
     }
+    Ok(())
+}
+
+/// Takes every frame of every node, then spawns threads that stay alive
+/// on the last cpu until one fails: it must fail with `OutOfMemory` (not
+/// abort), and once the frames are back spawning works again.
+fn spawning_without_memory_is_an_error() -> Result<(), String> {
+    use core::sync::atomic::AtomicBool;
+    let target = thread::cpu_count() - 1;
+    // Room in the heap for the small allocations made meanwhile.
+    drop((0..4000).map(|i| Box::new([i as u8; 128])).collect::<Vec<_>>());
+    let release = Arc::new(AtomicBool::new(false));
+    let mut taken = Vec::with_capacity(64 * 1024);
+    for node in 0..bravo::memory::node_count() {
+        crate::drain_node(node, &mut taken);
+    }
+    let mut handles = Vec::new();
+    let error = loop {
+        let release = release.clone();
+        match thread::spawn_on(target, move || {
+            while !release.load(Ordering::Acquire) {
+                thread::yield_now();
+            }
+        }) {
+            Ok(handle) => handles.push(handle),
+            Err(e) => break Some(e),
+        }
+        if handles.len() > 1000 {
+            break None;
+        }
+    };
+    release.store(true, Ordering::Release);
+    let spawned = handles.len();
+    handles.into_iter().for_each(|h| h.join());
+    for &(phys, order) in &taken {
+        // SAFETY: each block was allocated by drain_node with this order.
+        unsafe { bravo::memory::free_frames(phys, order) };
+    }
+    check_eq!(error, Some(SpawnError::OutOfMemory));
+    bravo::println!("out of memory after {spawned} spawns (spare stacks first)");
+    let again = thread::spawn_on(target, || 7).map(|h| h.join());
+    check_eq!(again, Ok(7));
     Ok(())
 }
 
