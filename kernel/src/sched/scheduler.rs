@@ -13,7 +13,6 @@
 //! (an interrupt handler may wake threads of its cpu).
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, VecDeque};
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
 
@@ -42,10 +41,8 @@ pub(crate) struct Core {
 unsafe impl Sync for Core {}
 
 struct Local {
-    run_queue: VecDeque<ThreadRef>,
-    /// Sleeping threads by (deadline in TSC ticks, sequence number).
-    timers: BTreeMap<(u64, u64), ThreadRef>,
-    timer_seq: u64,
+    run_queue: RunQueue,
+    timers: Timers,
     current: Option<ThreadRef>,
     /// The scheduler loop's saved stack pointer while a thread runs.
     loop_rsp: u64,
@@ -59,6 +56,120 @@ struct Local {
 
 /// Spare stacks a cpu keeps at most.
 const SPARE_STACKS: usize = 16;
+
+/// Runnable threads, oldest first, linked through their control blocks
+/// (queueing never allocates).
+struct RunQueue {
+    head: *mut Thread,
+    tail: *mut Thread,
+}
+
+impl RunQueue {
+    fn push_back(&mut self, thread: ThreadRef) {
+        let t = thread.as_ptr();
+        // SAFETY: live control blocks of this cpu, touched only by this cpu
+        // with interrupts off; a thread is in the queue at most once.
+        unsafe {
+            *(*t).run_next.get() = core::ptr::null_mut();
+            match self.tail.is_null() {
+                true => self.head = t,
+                false => *(*self.tail).run_next.get() = t,
+            }
+        }
+        self.tail = t;
+    }
+
+    fn pop_front(&mut self) -> Option<ThreadRef> {
+        let t = self.head;
+        if t.is_null() {
+            return None;
+        }
+        // SAFETY: as in push_back.
+        unsafe {
+            self.head = *(*t).run_next.get();
+            if self.head.is_null() {
+                self.tail = core::ptr::null_mut();
+            }
+            Some(ThreadRef::new(&*t))
+        }
+    }
+}
+
+/// A sleeping thread's timer, on the thread's own stack while it sleeps.
+struct TimerEntry {
+    deadline: u64,
+    thread: ThreadRef,
+    prev: *mut TimerEntry,
+    next: *mut TimerEntry,
+    linked: bool,
+}
+
+/// Sleeping threads by deadline (TSC ticks), soonest first, linked
+/// through entries on their stacks (sleeping never allocates). An entry
+/// is unlinked before its thread can return from `park`.
+struct Timers {
+    head: *mut TimerEntry,
+}
+
+impl Timers {
+    /// Inserts `e` after every entry with the same or an earlier deadline.
+    fn insert(&mut self, e: *mut TimerEntry) {
+        // SAFETY: linked entries live on parked threads' stacks of this
+        // cpu and are touched only by this cpu with interrupts off; `e` is
+        // a live, unlinked entry.
+        unsafe {
+            let mut prev: *mut TimerEntry = core::ptr::null_mut();
+            let mut at = self.head;
+            while !at.is_null() && (*at).deadline <= (*e).deadline {
+                prev = at;
+                at = (*at).next;
+            }
+            (*e).prev = prev;
+            (*e).next = at;
+            (*e).linked = true;
+            if !at.is_null() {
+                (*at).prev = e;
+            }
+            match prev.is_null() {
+                true => self.head = e,
+                false => (*prev).next = e,
+            }
+        }
+    }
+
+    fn unlink(&mut self, e: *mut TimerEntry) {
+        // SAFETY: as in insert; `e` is linked here.
+        unsafe {
+            let (prev, next) = ((*e).prev, (*e).next);
+            match prev.is_null() {
+                true => self.head = next,
+                false => (*prev).next = next,
+            }
+            if !next.is_null() {
+                (*next).prev = prev;
+            }
+            (*e).linked = false;
+        }
+    }
+
+    /// Unlinks and returns the thread of the soonest entry, if it is due.
+    fn pop_due(&mut self, now: u64) -> Option<ThreadRef> {
+        let e = self.head;
+        // SAFETY: as in insert.
+        if e.is_null() || unsafe { (*e).deadline } > now {
+            return None;
+        }
+        // SAFETY: as in insert; read before unlinking.
+        let thread = unsafe { (*e).thread };
+        self.unlink(e);
+        Some(thread)
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        // SAFETY: as in insert.
+        (!self.head.is_null()).then(|| unsafe { (*self.head).deadline })
+    }
+}
 
 static CORES: [AtomicPtr<Core>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
 
@@ -90,9 +201,8 @@ pub(crate) fn init_this_cpu() {
     let core = Box::leak(Box::new(Core {
         mailbox: Mailbox::new(node),
         local: UnsafeCell::new(Local {
-            run_queue: VecDeque::with_capacity(64),
-            timers: BTreeMap::new(),
-            timer_seq: 0,
+            run_queue: RunQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut() },
+            timers: Timers { head: core::ptr::null_mut() },
             current: None,
             loop_rsp: 0,
             finished: None,
@@ -227,22 +337,26 @@ pub fn yield_now() {
 pub(crate) fn park(deadline: Option<u64>) {
     let thread = current().expect("only threads can block");
     interrupts::without_interrupts(|| {
-        let timer = deadline.map(|d| {
-            // SAFETY: interrupts are off; one short use.
-            let l = unsafe { &mut *local() };
-            l.timer_seq += 1;
-            let key = (d, l.timer_seq);
-            l.timers.insert(key, thread);
-            key
-        });
+        let mut entry = TimerEntry { deadline: 0, thread, prev: core::ptr::null_mut(), next: core::ptr::null_mut(), linked: false };
+        let entry: *mut TimerEntry = &mut entry;
+        if let Some(d) = deadline {
+            // SAFETY: interrupts are off; the entry outlives its time in the
+            // list (it is unlinked below, before this frame ends).
+            unsafe {
+                (*entry).deadline = d;
+                (*local()).timers.insert(entry);
+            }
+        }
         if thread.prepare_park() {
             switch_to_loop(thread);
             thread.finish_park();
         }
-        if let Some(key) = timer {
-            // SAFETY: interrupts are off; one short use. (An expired timer
-            // was removed when it fired.)
-            unsafe { (*local()).timers.remove(&key) };
+        // SAFETY: interrupts are off; an expired entry was unlinked when it
+        // fired, otherwise it is unlinked here.
+        unsafe {
+            if (*entry).linked {
+                (*local()).timers.unlink(entry);
+            }
         }
     });
 }
@@ -288,19 +402,12 @@ fn receive(message: Message) {
 /// Wakes the threads whose timers expired; returns the next deadline.
 fn fire_timers() -> Option<u64> {
     let now = tsc::now();
-    loop {
-        // SAFETY: called from the loop with interrupts off; short uses.
-        let first = unsafe { (*local()).timers.first_key_value().map(|(k, t)| (*k, *t)) };
-        match first {
-            Some((key, thread)) if key.0 <= now => {
-                // SAFETY: as above.
-                unsafe { (*local()).timers.remove(&key) };
-                wake(thread);
-            }
-            Some((key, _)) => return Some(key.0),
-            None => return None,
-        }
+    // SAFETY: called from the loop with interrupts off; short uses.
+    while let Some(thread) = unsafe { (*local()).timers.pop_due(now) } {
+        wake(thread);
     }
+    // SAFETY: as above.
+    unsafe { (*local()).timers.next_deadline() }
 }
 
 /// How long an idle cpu watches its mailbox before it halts, in µs.

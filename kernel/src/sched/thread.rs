@@ -65,6 +65,9 @@ pub(crate) struct Thread {
     pub reply: AtomicU64,
     pub stack: GuardedStack,
     pub entry: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    /// The next thread in its cpu's run queue (only that cpu touches it,
+    /// with interrupts off; a thread is queued at most once).
+    pub run_next: UnsafeCell<*mut Thread>,
 }
 
 impl Thread {
@@ -77,6 +80,7 @@ impl Thread {
             reply: AtomicU64::new(0),
             stack,
             entry: UnsafeCell::new(Some(entry)),
+            run_next: UnsafeCell::new(core::ptr::null_mut()),
         }
     }
 

@@ -35,6 +35,7 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "yield lets the other threads of the cpu run", run: yield_alternates },
     Test { name: "heap blocks freed on another cpu go home without a leak", run: cross_cpu_frees_go_home },
     Test { name: "sleeps last at least as asked and not much longer", run: sleeps_are_accurate },
+    Test { name: "sleepers on one cpu wake in deadline order", run: sleepers_wake_in_order },
     Test { name: "a mutex shared by every cpu loses no update", run: a_mutex_loses_no_update },
     Test { name: "a channel from every cpu delivers everything once", run: a_channel_delivers_everything },
     Test { name: "mailbox round trips to every cpu", run: mailbox_round_trips },
@@ -264,6 +265,24 @@ fn sleeps_are_accurate() -> Result<(), String> {
             check!(slept <= asked + SLACK, "cpu {cpu}: asked {asked:?}, woke only after {slept:?}");
         }
     }
+    Ok(())
+}
+
+fn sleepers_wake_in_order() -> Result<(), String> {
+    let woken = Arc::new(Mutex::new(Vec::new()));
+    let handles: Vec<_> = (0..20u64)
+        .map(|i| {
+            let woken = woken.clone();
+            // Started in one order, due in the reverse one.
+            thread::spawn(move || {
+                thread::sleep(Duration::from_millis(3 * (20 - i)));
+                woken.lock().push(i);
+            })
+        })
+        .collect();
+    handles.into_iter().for_each(|h| h.join());
+    let expected: Vec<u64> = (0..20).rev().collect();
+    check_eq!(*woken.lock(), expected);
     Ok(())
 }
 
