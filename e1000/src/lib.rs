@@ -169,7 +169,7 @@ impl<H: Hardware> E1000<H> {
     /// finding which interrupt line it is wired to.
     pub fn raise_test_interrupt(&mut self) {
         self.hw.write(regs::IMS, regs::INT_LSC);
-        self.hw.write(0x00c8, regs::INT_LSC); // ICS: interrupt cause set
+        self.hw.write(regs::ICS, regs::INT_LSC);
     }
 
     /// Whether a received frame waits.

@@ -5,6 +5,8 @@
 pub const CTRL: u32 = 0x0000;
 pub const STATUS: u32 = 0x0008;
 pub const ICR: u32 = 0x00c0;
+/// Interrupt cause set: raises the given causes.
+pub const ICS: u32 = 0x00c8;
 pub const IMS: u32 = 0x00d0;
 pub const IMC: u32 = 0x00d8;
 pub const RCTL: u32 = 0x0100;

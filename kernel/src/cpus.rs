@@ -13,6 +13,7 @@ use crate::arch::gdt::SECONDARY_IST_STACK_SIZE;
 use crate::arch::percpu::{self, PerCpu};
 use crate::arch::smp::{Startup, Trampoline, CPU_STACK_SIZE, LOW_MEMORY_NEEDED, START_TIMEOUT_MS};
 use crate::boot::{MemoryRegion, RegionKind};
+use crate::memory::leak_in;
 use crate::memory::stack::GuardedStack;
 use crate::topology::Topology;
 
@@ -78,19 +79,6 @@ fn prepare(index: usize, apic_id: u32, node: usize) -> Option<(u64, &'static Sta
         },
     )?;
     Some((stack.leak(), startup))
-}
-
-/// Moves `value` into memory of `node`, for good.
-fn leak_in<T>(node: usize, value: T) -> Option<&'static mut T> {
-    let ptr = crate::memory::alloc_in(node, core::alloc::Layout::new::<T>()) as *mut T;
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: freshly allocated with T's layout, never freed.
-    unsafe {
-        ptr.write(value);
-        Some(&mut *ptr)
-    }
 }
 
 /// A secondary cpu's kernel code, once its tables and APIC are set up.

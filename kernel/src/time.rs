@@ -29,7 +29,7 @@ impl Add<Duration> for Instant {
     type Output = Instant;
 
     fn add(self, d: Duration) -> Instant {
-        Instant(self.0.saturating_add(crate::sched::duration_to_ticks(d)))
+        Instant(self.0.saturating_add(duration_to_ticks(d)))
     }
 }
 
@@ -41,7 +41,13 @@ impl Sub for Instant {
     }
 }
 
-fn ticks_to_duration(ticks: u64) -> Duration {
+/// TSC ticks in `duration` (saturating).
+pub(crate) fn duration_to_ticks(duration: Duration) -> u64 {
+    (duration.as_nanos().saturating_mul(tsc::hz() as u128) / 1_000_000_000).min(u64::MAX as u128) as u64
+}
+
+/// The duration of `ticks` TSC ticks.
+pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
     let hz = tsc::hz().max(1) as u128;
     Duration::from_nanos((ticks as u128 * 1_000_000_000 / hz).min(u64::MAX as u128) as u64)
 }

@@ -92,7 +92,7 @@ fn this_cpu_cache() -> Option<&'static CpuCache> {
 fn make_cache() -> Option<&'static CpuCache> {
     let cpu = percpu::cpu_id();
     let node = super::current_node();
-    let cache = super::heap::alloc_uncached(node, Layout::new::<CpuCache>()) as *mut CpuCache;
+    let cache = super::heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
     if cache.is_null() {
         return None;
     }

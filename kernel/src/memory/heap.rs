@@ -77,16 +77,26 @@ fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
 
 /// Allocates `layout` from `node` (falling back like the global allocator).
 /// Free with [`dealloc`] or let a `Box`/`Vec` built from it drop normally.
+/// (Served by the node heap itself, bypassing the cpu caches.)
 pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
-    alloc_uncached(node, layout)
-}
-
-/// Allocates from `node`'s heap itself, bypassing the cpu caches.
-pub(super) fn alloc_uncached(node: usize, layout: Layout) -> *mut u8 {
     if node >= MAX_NODES || layout.size() == 0 {
         return null_mut();
     }
     without_interrupts(|| alloc_on(node, layout))
+}
+
+/// Moves `value` into memory of `node` for good (per-cpu structures that
+/// must live on their cpu's node). `None` when memory is exhausted.
+pub fn leak_in<T>(node: usize, value: T) -> Option<&'static mut T> {
+    let ptr = alloc_in(node, Layout::new::<T>()) as *mut T;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: freshly allocated with T's layout, never freed.
+    unsafe {
+        ptr.write(value);
+        Some(&mut *ptr)
+    }
 }
 
 /// Fills `out` with blocks of `layout` from `node`'s own heap under one
@@ -184,13 +194,13 @@ unsafe impl GlobalAlloc for NumaAllocator {
             return block.as_ptr();
         }
         let node = super::current_node();
-        let block = alloc_uncached(node, layout);
+        let block = alloc_in(node, layout);
         if !block.is_null() {
             return block;
         }
         // Exhausted: give this cpu's cached blocks back and try once more.
         super::cpu_cache::flush_this_cpu();
-        alloc_uncached(node, layout)
+        alloc_in(node, layout)
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

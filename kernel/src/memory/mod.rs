@@ -24,7 +24,7 @@ use x86_64::PhysAddr;
 
 pub use boot_frames::BootFrames;
 pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
-pub use heap::alloc_in;
+pub use heap::{alloc_in, leak_in};
 
 use crate::boot::{MemoryRegion, RegionKind};
 use crate::topology::Topology;

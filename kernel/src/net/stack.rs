@@ -137,7 +137,7 @@ where
         }
         Poll::Pending => false,
     });
-    let deadline = timeout.map(|t| tsc::now().saturating_add(crate::sched::duration_to_ticks(t)));
+    let deadline = timeout.map(|t| tsc::now().saturating_add(crate::time::duration_to_ticks(t)));
     submit(Request { job, deadline });
     reply.ready.wait_until(|| reply.value.lock().take())
 }
@@ -214,7 +214,7 @@ impl Stack {
     /// Frees a closed stream's socket once its close completes (at most
     /// [`CLOSE_TIMEOUT`] later).
     pub fn reap_later(&mut self, handle: SocketHandle) {
-        self.reap.push((handle, tsc::now().saturating_add(crate::sched::duration_to_ticks(CLOSE_TIMEOUT))));
+        self.reap.push((handle, tsc::now().saturating_add(crate::time::duration_to_ticks(CLOSE_TIMEOUT))));
     }
 
     /// A local port for an outgoing connection.
@@ -293,7 +293,7 @@ impl Stack {
             .iter()
             .filter_map(|r| r.deadline)
             .min()
-            .map(|d| Duration::from_nanos((d.saturating_sub(now) as u128 * 1_000_000_000 / tsc::hz().max(1) as u128) as u64));
+            .map(|d| crate::time::ticks_to_duration(d.saturating_sub(now)));
         match (smol, request) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

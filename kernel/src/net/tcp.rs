@@ -37,24 +37,20 @@ impl Stack {
     /// Keeps `BACKLOG` sockets listening on every bound port (connections
     /// that arrived wait in the same list until accepted).
     pub fn top_up_listeners(&mut self) {
-        for (port, handles) in core::mem::take(&mut self.listeners) {
-            let listening = handles.iter().filter(|&&h| self.sockets.get::<tcp::Socket>(h).is_listening()).count();
-            let mut handles = handles;
+        for i in 0..self.listeners.len() {
+            let port = self.listeners[i].0;
+            let sockets = &self.sockets;
+            let listening = self.listeners[i].1.iter().filter(|&&h| sockets.get::<tcp::Socket>(h).is_listening()).count();
             for _ in listening..BACKLOG {
-                if handles.len() >= 4 * BACKLOG {
+                if self.listeners[i].1.len() >= 4 * BACKLOG {
                     break; // unaccepted connections pile up: stop growing
                 }
                 match self.listening_socket(port) {
-                    Ok(h) => handles.push(h),
+                    Ok(h) => self.listeners[i].1.push(h),
                     Err(_) => break,
                 }
             }
-            self.listeners.push((port, handles));
         }
-    }
-
-    fn listener(&mut self, port: u16) -> Option<&mut Vec<SocketHandle>> {
-        self.listeners.iter_mut().find(|(p, _)| *p == port).map(|(_, h)| h)
     }
 
     fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
@@ -75,7 +71,7 @@ impl TcpListener {
             return Err(NetError::InvalidInput);
         }
         call(None, move |stack, _| {
-            if stack.listener(port).is_some() {
+            if stack.listeners.iter().any(|(p, _)| *p == port) {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
             // At least one listening socket, or the port stays free.
@@ -104,17 +100,17 @@ impl TcpListener {
     pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4), NetError> {
         let port = self.port;
         let (handle, peer) = call(self.accept_timeout, move |stack, _| {
-            let Some(handles) = stack.listener(port) else { return Poll::Ready(Err(NetError::NotConnected)) };
-            let handles = handles.clone();
-            for (i, &h) in handles.iter().enumerate() {
-                let socket = stack.tcp(h);
-                if socket.is_listening() || !socket.is_active() {
-                    continue;
-                }
-                let peer = socket.remote_endpoint().map(socket_addr);
-                if let Some(list) = stack.listener(port) {
-                    list.remove(i);
-                }
+            let Some(at) = stack.listeners.iter().position(|(p, _)| *p == port) else {
+                return Poll::Ready(Err(NetError::NotConnected));
+            };
+            let sockets = &stack.sockets;
+            let arrived = stack.listeners[at].1.iter().position(|&h| {
+                let socket = sockets.get::<tcp::Socket>(h);
+                !socket.is_listening() && socket.is_active()
+            });
+            if let Some(i) = arrived {
+                let h = stack.listeners[at].1.remove(i);
+                let peer = stack.tcp(h).remote_endpoint().map(socket_addr);
                 stack.top_up_listeners();
                 return match peer {
                     Some(peer) => Poll::Ready(Ok((h, peer))),

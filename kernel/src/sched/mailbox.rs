@@ -49,8 +49,6 @@ pub(crate) struct Mailbox {
     pending: [AtomicU64; WORDS],
     overflow: spin::Mutex<VecDeque<Message>>,
     overflowed: AtomicBool,
-    /// Messages received (for statistics).
-    pub received: AtomicU64,
 }
 
 impl Mailbox {
@@ -61,7 +59,6 @@ impl Mailbox {
             pending: [const { AtomicU64::new(0) }; WORDS],
             overflow: spin::Mutex::new(VecDeque::new()),
             overflowed: AtomicBool::new(false),
-            received: AtomicU64::new(0),
         }
     }
 
@@ -69,13 +66,7 @@ impl Mailbox {
     fn ring_from(&self, src: usize) -> Option<&Ring> {
         let mut ring = self.rings[src].load(Ordering::Acquire);
         if ring.is_null() {
-            let layout = core::alloc::Layout::new::<Ring>();
-            ring = crate::memory::alloc_in(self.node, layout) as *mut Ring;
-            if ring.is_null() {
-                return None;
-            }
-            // SAFETY: freshly allocated for a Ring, kept for good.
-            unsafe { ring.write(Ring::new()) };
+            ring = crate::memory::leak_in(self.node, Ring::new())?;
             self.rings[src].store(ring, Ordering::Release);
         }
         // SAFETY: rings are never freed.
@@ -131,7 +122,6 @@ impl Mailbox {
                 count += 1;
             }
         }
-        self.received.fetch_add(count as u64, Ordering::Relaxed);
         count
     }
 }

@@ -167,17 +167,13 @@ pub fn run_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> Result<(), Spawn
 /// Sleeps for at least `duration` (other threads of this cpu run
 /// meanwhile; an idle cpu halts until the timer).
 pub fn sleep(duration: Duration) {
-    sleep_until(tsc::now().saturating_add(duration_to_ticks(duration)));
+    sleep_until(tsc::now().saturating_add(crate::time::duration_to_ticks(duration)));
 }
 
 fn sleep_until(deadline: u64) {
     while tsc::now() < deadline {
         scheduler::park(Some(deadline));
     }
-}
-
-pub(crate) fn duration_to_ticks(duration: Duration) -> u64 {
-    (duration.as_nanos().saturating_mul(tsc::hz() as u128) / 1_000_000_000).min(u64::MAX as u128) as u64
 }
 
 /// The cpu running the caller.

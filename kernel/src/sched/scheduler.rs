@@ -14,7 +14,7 @@
 
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use x86_64::instructions::interrupts;
 
@@ -31,8 +31,6 @@ pub(crate) struct Core {
     local: UnsafeCell<Local>,
     /// Threads alive on this cpu (readable from anywhere).
     pub threads: AtomicUsize,
-    /// Switches into threads so far.
-    pub switches: AtomicU64,
 }
 
 // SAFETY: `local` is only touched by the owning cpu with interrupts off
@@ -210,7 +208,6 @@ pub(crate) fn init_this_cpu() {
             next_thread: 1,
         }),
         threads: AtomicUsize::new(0),
-        switches: AtomicU64::new(0),
     }));
     CORES[cpu].store(core, Ordering::Release);
     crate::arch::traps::set_handler(apic::TIMER_VECTOR, |_| {});
@@ -449,7 +446,6 @@ pub(crate) fn run() -> ! {
         // SAFETY: interrupts are off; one short use.
         let next = unsafe { (*local()).run_queue.pop_front() };
         if let Some(thread) = next {
-            core.switches.fetch_add(1, Ordering::Relaxed);
             // SAFETY: interrupts are off; the thread is runnable, so it is
             // switched out with a saved stack pointer, and belongs here.
             unsafe {

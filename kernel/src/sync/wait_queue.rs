@@ -111,7 +111,7 @@ impl WaitQueue {
     /// Like [`wait_until`](Self::wait_until), giving up after `timeout`
     /// (then returns `None`).
     pub fn wait_timeout<R>(&self, mut condition: impl FnMut() -> Option<R>, timeout: Duration) -> Option<R> {
-        let deadline = tsc::now().saturating_add(crate::sched::duration_to_ticks(timeout));
+        let deadline = tsc::now().saturating_add(crate::time::duration_to_ticks(timeout));
         self.wait_until_deadline(&mut condition, Some(deadline))
     }
 
