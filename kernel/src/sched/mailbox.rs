@@ -101,6 +101,11 @@ impl Mailbox {
     pub fn drain(&self, mut handle: impl FnMut(Message)) -> usize {
         let mut count = 0;
         for (word, bits) in self.pending.iter().enumerate() {
+            // Look before swapping: the scheduler loop drains on every pass,
+            // and a locked swap of a line other cpus write is not free.
+            if bits.load(Ordering::Relaxed) == 0 {
+                continue;
+            }
             let mut bits = bits.swap(0, Ordering::SeqCst);
             while bits != 0 {
                 let src = word * 64 + bits.trailing_zeros() as usize;

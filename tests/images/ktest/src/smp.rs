@@ -222,8 +222,7 @@ fn cross_cpu_frees_go_home() -> Result<(), String> {
         for r in 1..20 {
             round(r)?;
         }
-        // The other cpu's last frees may still be under way. (Yield, not
-        // sleep: a first sleep would allocate this cpu's timer tree.)
+        // The other cpu's last frees may still be under way.
         let deadline = Instant::now() + Duration::from_secs(2);
         while bravo::memory::heap::stats(home).allocated != before && Instant::now() < deadline {
             thread::yield_now();
