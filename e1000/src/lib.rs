@@ -183,6 +183,12 @@ impl<H: Hardware> E1000<H> {
         self.rx.take(f)
     }
 
+    /// Whether a frame can be queued now (reclaims sent descriptors first).
+    pub fn can_transmit(&mut self) -> bool {
+        self.tx.reclaim();
+        self.tx.has_room()
+    }
+
     /// Queues a frame of `len` bytes written by `f`; `None` (and a counted
     /// drop) when the transmit ring is full.
     pub fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {

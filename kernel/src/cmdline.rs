@@ -30,11 +30,14 @@ pub struct KernelOptions {
     pub net_cpu: Option<usize>,
     /// `netpoll=on|off`: poll the NIC instead of taking its interrupt.
     pub net_poll: bool,
+    /// `net=stack|raw`: `raw` starts no network stack and leaves the NIC
+    /// to the application ([`crate::net::RawNic`]); default `stack`.
+    pub net_raw: bool,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None, net_poll: false }
+        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None, net_poll: false, net_raw: false }
     }
 }
 
@@ -105,6 +108,11 @@ impl<'a> CommandLine<'a> {
                     "off" => options.net_poll = false,
                     _ => report(Problem::BadValue { key, value, expected: "on or off" }),
                 },
+                "net" => match value {
+                    "stack" => options.net_raw = false,
+                    "raw" => options.net_raw = true,
+                    _ => report(Problem::BadValue { key, value, expected: "stack or raw" }),
+                },
                 "netcpu" => match value.parse() {
                     Ok(cpu) => options.net_cpu = Some(cpu),
                     Err(_) => report(Problem::BadValue { key, value, expected: "a cpu number" }),
@@ -150,14 +158,15 @@ mod tests {
 
     #[test]
     fn network_options_are_typed_and_checked() {
-        let (c, problems) = parse("ip=10.0.2.15/24 gw=10.0.2.2 netcpu=1 netpoll=on");
+        let (c, problems) = parse("ip=10.0.2.15/24 gw=10.0.2.2 netcpu=1 netpoll=on net=raw");
         assert!(problems.is_empty(), "{problems:?}");
         assert!(c.options.net_poll);
+        assert!(c.options.net_raw);
         assert_eq!(c.options.ip, Some((Ipv4Addr::new(10, 0, 2, 15), 24)));
         assert_eq!(c.options.gateway, Some(Ipv4Addr::new(10, 0, 2, 2)));
         assert_eq!(c.options.net_cpu, Some(1));
-        let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x netpoll=maybe");
-        assert_eq!(problems.len(), 5, "{problems:?}");
+        let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x netpoll=maybe net=cooked");
+        assert_eq!(problems.len(), 6, "{problems:?}");
         assert_eq!((c.options.ip, c.options.gateway, c.options.net_cpu), (None, None, None));
     }
 

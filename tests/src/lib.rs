@@ -19,6 +19,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod report;
+pub mod traffic;
+
 /// QEMU exit status for a kernel that ended with success.
 pub const QEMU_SUCCESS: i32 = 33;
 /// QEMU exit status for a kernel that ended with failure.

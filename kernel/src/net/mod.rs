@@ -9,10 +9,14 @@
 //! any cpu: each call is a request to the network thread, and the caller
 //! sleeps until it is answered (data arrived, buffer space freed, timeout).
 //!
+//! With `net=raw` no stack starts and the application drives the NIC
+//! itself through [`RawNic`].
+//!
 //! Submodules: `nic` (the driver's hardware glue, interrupt routing),
-//! `stack` (the network thread and requests), `tcp`, `udp`.
+//! `stack` (the network thread and requests), `tcp`, `udp`, `raw`.
 
 mod nic;
+mod raw;
 mod stack;
 mod tcp;
 mod udp;
@@ -22,8 +26,9 @@ use core::task::Poll;
 use core::time::Duration;
 
 pub use e1000::Stats as NicStats;
+pub use raw::RawNic;
 pub use tcp::{TcpListener, TcpStream};
-pub use udp::UdpSocket;
+pub use udp::{Datagrams, UdpSocket};
 
 /// Why a network call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +82,11 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
             return;
         }
     };
+    if options.net_raw {
+        log::info!("net: e1000 left to the application (net=raw)");
+        raw::keep(nic.0);
+        return;
+    }
     let cpus = crate::sched::cpu_count();
     let cpu = match options.net_cpu {
         Some(cpu) if cpu < cpus => cpu,

@@ -1,5 +1,8 @@
 //! UDP for applications: [`UdpSocket`], bound to a port, sending and
 //! receiving datagrams from any cpu (each call runs on the network thread).
+//! [`Datagrams`] carries many datagrams through one call each way
+//! ([`UdpSocket::recv_batch`], [`UdpSocket::send_batch`]): one request
+//! per batch instead of per datagram.
 
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
@@ -13,8 +16,49 @@ use super::stack::call;
 use super::{buffer, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
-const PACKETS: usize = 128;
-const BYTES: usize = 128 * 1024;
+const PACKETS: usize = 256;
+const BYTES: usize = 256 * 1024;
+
+/// A batch of datagrams, each with its peer (sender or destination), in
+/// one buffer.
+#[derive(Default)]
+pub struct Datagrams {
+    bytes: Vec<u8>,
+    /// (end offset in `bytes`, peer) per datagram.
+    ends: Vec<(usize, SocketAddrV4)>,
+}
+
+impl Datagrams {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Appends a datagram for (or from) `peer`.
+    pub fn push(&mut self, data: &[u8], peer: SocketAddrV4) {
+        self.bytes.extend_from_slice(data);
+        self.ends.push((self.bytes.len(), peer));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Empties the batch, keeping its memory.
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// The datagrams in order, with their peers.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddrV4)> {
+        let starts = core::iter::once(0).chain(self.ends.iter().map(|&(end, _)| end));
+        starts.zip(&self.ends).map(|(start, &(end, peer))| (&self.bytes[start..end], peer))
+    }
+}
 
 pub struct UdpSocket {
     handle: SocketHandle,
@@ -92,6 +136,53 @@ impl UdpSocket {
         let n = data.len().min(buf.len());
         buf[..n].copy_from_slice(&data[..n]);
         Ok((n, peer))
+    }
+}
+
+impl UdpSocket {
+    /// Sleeps until at least one datagram is there, then takes every
+    /// datagram waiting (at most `max`) in one request. `batch` is emptied
+    /// first; passing the same batch each time reuses its memory.
+    pub fn recv_batch(&self, batch: Datagrams, max: usize) -> Result<Datagrams, NetError> {
+        let h = self.handle;
+        let mut batch = Some(batch);
+        call(self.read_timeout, move |stack, _| {
+            let socket = stack.sockets.get_mut::<udp::Socket>(h);
+            if !socket.can_recv() {
+                return Poll::Pending;
+            }
+            let mut batch = batch.take().unwrap_or_default();
+            batch.clear();
+            while batch.len() < max.max(1) {
+                let Ok((data, meta)) = socket.recv() else { break };
+                batch.push(data, socket_addr(meta.endpoint));
+            }
+            Poll::Ready(Ok(batch))
+        })
+    }
+
+    /// Sends every datagram of `batch` to its peer in one request
+    /// (sleeping while the send buffer is full); returns the batch (to be
+    /// reused) once all are queued. A datagram larger than the buffer, or
+    /// to an unroutable peer, is an error and the rest are not sent.
+    pub fn send_batch(&self, batch: Datagrams) -> Result<Datagrams, NetError> {
+        if batch.iter().any(|(data, _)| data.len() > BYTES) {
+            return Err(NetError::NoBufferSpace);
+        }
+        let h = self.handle;
+        let (mut batch, mut next) = (Some(batch), 0usize);
+        call(Some(Duration::from_secs(5)), move |stack, _| {
+            let socket = stack.sockets.get_mut::<udp::Socket>(h);
+            let Some(pending) = batch.as_ref() else { return Poll::Ready(Err(NetError::InvalidInput)) };
+            for (data, peer) in pending.iter().skip(next) {
+                match socket.send_slice(data, (*peer.ip(), peer.port())) {
+                    Ok(()) => next += 1,
+                    Err(udp::SendError::BufferFull) => return Poll::Pending,
+                    Err(udp::SendError::Unaddressable) => return Poll::Ready(Err(NetError::InvalidInput)),
+                }
+            }
+            Poll::Ready(Ok(batch.take().unwrap_or_default()))
+        })
     }
 }
 

@@ -22,8 +22,11 @@
 //! in `kmain`), and QEMU start to the VM's exit; median, min and max. It
 //! writes the samples to `target/bench/boot.csv`.
 
+mod pps;
+
 use std::time::Duration;
 
+use bravo_tests::report::{bench_dir, Report};
 use bravo_tests::{image_path, workspace_root, Accel, Exit, Machine};
 
 fn fail(message: &str) -> ! {
@@ -37,7 +40,104 @@ fn main() {
         Some("boot") => boot(&args[1..]),
         Some("alloc") => alloc(&args[1..]),
         Some("sched") => sched(&args[1..]),
+        Some("pps") => pps::run(&args[1..]),
         _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N] | sched [--runs N] [--cpus 1,2,4]"),
+    }
+}
+
+/// A progress line on the terminal (overwritten by the next one).
+fn progress(text: &str) {
+    use std::io::Write;
+    eprint!("\r\x1b[2K{text}");
+    let _ = std::io::stderr().flush();
+}
+
+/// Prints a report and writes its files under `target/bench/`.
+fn finish(report: &Report) {
+    println!("{report}");
+    match report.write(&bench_dir()) {
+        Ok(paths) => {
+            for path in paths {
+                println!("wrote {}", path.display());
+            }
+        }
+        Err(e) => eprintln!("bravo-bench: cannot write the report under {}: {e}", bench_dir().display()),
+    }
+}
+
+/// The guests the network benchmarks compare.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum System {
+    /// Bravo with its network stack (smoltcp).
+    Bravo,
+    /// Bravo with `net=raw`: the e1000's rings with no stack at all.
+    Ceiling,
+    /// The Linux peer (Debian's kernel, busybox, `bravo-linux-peer`).
+    Linux,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Bravo => "Bravo",
+            System::Ceiling => "ceiling",
+            System::Linux => "Linux",
+        }
+    }
+
+    fn linux_available() -> Result<(), String> {
+        Err("not built yet".into())
+    }
+
+    /// `bravo,ceiling,linux` (any subset).
+    fn parse_list(text: &str) -> Result<Vec<System>, String> {
+        text.split(',')
+            .map(|name| match name.trim() {
+                "bravo" => Ok(System::Bravo),
+                "ceiling" => Ok(System::Ceiling),
+                "linux" => Ok(System::Linux),
+                other => Err(format!("--systems: unknown system `{other}` (bravo, ceiling, linux)")),
+            })
+            .collect()
+    }
+
+    /// The systems of `wanted` that can run here, and a note for each
+    /// one that cannot (the Linux peer needs a Debian-like host).
+    fn available(wanted: &[System]) -> (Vec<System>, Vec<String>) {
+        let mut notes = Vec::new();
+        let systems = wanted
+            .iter()
+            .copied()
+            .filter(|&system| match system {
+                System::Linux => match System::linux_available() {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("bravo-bench: no Linux column: {e}");
+                        notes.push(format!("Linux peer skipped: {e}"));
+                        false
+                    }
+                },
+                _ => true,
+            })
+            .collect();
+        (systems, notes)
+    }
+
+    /// The guest of `bench pps` with its UDP services at `port`..`port+2`
+    /// on 10.0.0.2/24.
+    fn pps_machine(self, port: u16) -> Machine {
+        match self {
+            System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24 -- port={port}")),
+            System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw -- raw ip=10.0.0.2 port={port}")),
+            System::Linux => unreachable!(),
+        }
+    }
+
+    fn ready_line(self) -> &'static str {
+        match self {
+            System::Bravo | System::Ceiling => "bench-net: ready",
+            System::Linux => "peer: ready",
+        }
     }
 }
 

@@ -1,0 +1,68 @@
+//! The NIC without a network stack (`net=raw` on the command line): the
+//! application takes the e1000 and moves Ethernet frames itself, polled.
+//! The benchmarks use it to measure what the device model can move with
+//! a driver that does nothing but recycle descriptors (their "ceiling").
+
+use e1000::E1000;
+
+use super::nic::Nic;
+use super::{NetError, NicStats};
+
+/// The NIC found at boot, until the application takes it.
+static UNCLAIMED: spin::Mutex<Option<Nic>> = spin::Mutex::new(None);
+
+/// Keeps the NIC for [`RawNic::open`] (called at boot with `net=raw`).
+pub(super) fn keep(nic: Nic) {
+    *UNCLAIMED.lock() = Some(nic);
+}
+
+/// The e1000, driven directly by the thread that opened it.
+pub struct RawNic {
+    driver: E1000<Nic>,
+}
+
+impl RawNic {
+    /// Takes the NIC and sets it up for the calling thread, with its rings
+    /// in the calling cpu's node. `NoNetwork` without `net=raw`, without a
+    /// NIC, when it is already taken, or when its setup fails.
+    pub fn open() -> Result<RawNic, NetError> {
+        let nic = UNCLAIMED.lock().take().ok_or(NetError::NoNetwork)?;
+        let driver = E1000::new(nic.rebind_to_this_node()).map_err(|e| {
+            log::warn!("net: e1000 setup failed: {e:?}");
+            NetError::NoNetwork
+        })?;
+        Ok(RawNic { driver })
+    }
+
+    pub fn mac(&self) -> [u8; 6] {
+        self.driver.mac()
+    }
+
+    /// Passes the next received frame to `f` (`None` for a frame the
+    /// device marked bad); `None` when nothing waits. The buffer goes back
+    /// to the device at the next [`flush`](Self::flush).
+    pub fn receive_with<R>(&mut self, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        self.driver.receive_with(f)
+    }
+
+    /// Whether a frame can be queued now.
+    pub fn can_transmit(&mut self) -> bool {
+        self.driver.can_transmit()
+    }
+
+    /// Queues a frame of `len` bytes written by `f`; `None` (and a counted
+    /// drop) when the transmit ring is full. Sent at the next flush.
+    pub fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        self.driver.transmit_with(len, f)
+    }
+
+    /// Hands the device the recycled receive buffers and the queued frames
+    /// (one register write per ring).
+    pub fn flush(&mut self) {
+        self.driver.flush()
+    }
+
+    pub fn stats(&mut self) -> NicStats {
+        self.driver.stats()
+    }
+}
