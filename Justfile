@@ -14,7 +14,7 @@ default:
 
 # Build the kernel, every example and every test image
 build:
-    cargo build --release --target {{kernel_target}} --workspace --exclude bravo-tests
+    cargo build --release --target {{kernel_target}} --workspace --exclude bravo-tests --exclude bravo-linux-peer
 
 # Boot an example in QEMU; arguments after NAME go to the application
 run-example NAME *ARGS: build

@@ -19,6 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod linux_peer;
+pub mod netns;
 pub mod report;
 pub mod traffic;
 
@@ -160,6 +162,7 @@ pub struct Machine {
     extra: Vec<String>,
     timeout: Duration,
     gdb: bool,
+    netns: Option<String>,
 }
 
 impl Machine {
@@ -179,6 +182,7 @@ impl Machine {
             extra: Vec::new(),
             timeout: Duration::from_secs(60),
             gdb: false,
+            netns: None,
         }
     }
 
@@ -238,6 +242,14 @@ impl Machine {
         self.args(["-device", "e1000,netdev=n0", "-netdev", &netdev])
     }
 
+    /// An e1000 on the tap device `tap` of network namespace `netns`
+    /// (QEMU then runs inside that namespace; see [`netns::Netns`]).
+    pub fn tap_net(mut self, netns: &str, tap: &str) -> Self {
+        self.netns = Some(netns.into());
+        let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
+        self.args(["-device", "e1000,netdev=n0", "-netdev", &netdev])
+    }
+
     pub fn cmdline(mut self, cmdline: &str) -> Self {
         self.cmdline = cmdline.into();
         self
@@ -271,7 +283,15 @@ impl Machine {
             return Err(format!("kernel image {} not found: build it first (`just build`)", self.image.display()));
         }
         let qemu = std::env::var("QEMU").unwrap_or_else(|_| "qemu-system-x86_64".into());
-        let mut cmd = Command::new(qemu);
+        let mut cmd = match &self.netns {
+            Some(netns) => {
+                // `ip netns exec` enters the namespace and execs QEMU (same pid).
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", netns]).arg(qemu);
+                cmd
+            }
+            None => Command::new(qemu),
+        };
         let cpu_model = self.cpu_model.clone().unwrap_or_else(|| match self.accel {
             Accel::Tcg => "max".into(),
             Accel::Kvm => "host".into(),

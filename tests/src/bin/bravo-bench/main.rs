@@ -22,12 +22,13 @@
 //! in `kmain`), and QEMU start to the VM's exit; median, min and max. It
 //! writes the samples to `target/bench/boot.csv`.
 
+mod http;
 mod pps;
 
 use std::time::Duration;
 
 use bravo_tests::report::{bench_dir, Report};
-use bravo_tests::{image_path, workspace_root, Accel, Exit, Machine};
+use bravo_tests::{image_path, linux_peer, workspace_root, Accel, Exit, Machine};
 
 fn fail(message: &str) -> ! {
     eprintln!("bravo-bench: {message}");
@@ -41,6 +42,7 @@ fn main() {
         Some("alloc") => alloc(&args[1..]),
         Some("sched") => sched(&args[1..]),
         Some("pps") => pps::run(&args[1..]),
+        Some("http") => http::run(&args[1..]),
         _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N] | sched [--runs N] [--cpus 1,2,4]"),
     }
 }
@@ -85,8 +87,17 @@ impl System {
         }
     }
 
+    /// Builds (or finds in its cache) the Linux peer.
     fn linux_available() -> Result<(), String> {
-        Err("not built yet".into())
+        linux_peer::build().map(drop)
+    }
+
+    fn linux_machine(mode: &str, port: u16) -> Machine {
+        let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
+        Machine::new(peer.kernel.to_str().unwrap_or_else(|| fail("non-UTF-8 path")))
+            .args(["-initrd".to_string(), peer.initrd.display().to_string()])
+            .memory_mib(512)
+            .cmdline(&linux_peer::cmdline(mode, port, "10.0.0.2/24"))
     }
 
     /// `bravo,ceiling,linux` (any subset).
@@ -129,14 +140,30 @@ impl System {
         match self {
             System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24 -- port={port}")),
             System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw -- raw ip=10.0.0.2 port={port}")),
-            System::Linux => unreachable!(),
+            System::Linux => System::linux_machine("udp", port),
         }
     }
 
-    fn ready_line(self) -> &'static str {
+    /// The guest of `bench http`: an HTTP service on port 80 of 10.0.0.2/24.
+    fn http_machine(self) -> Machine {
         match self {
-            System::Bravo | System::Ceiling => "bench-net: ready",
+            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline("log=warn ip=10.0.0.2/24"),
+            System::Linux => System::linux_machine("http", 80),
+        }
+    }
+
+    fn http_ready_line(self) -> &'static str {
+        match self {
+            System::Bravo | System::Ceiling => "http: serving on",
             System::Linux => "peer: ready",
+        }
+    }
+
+    /// What the `bench pps` guest prints once all its services listen.
+    fn ready_lines(self) -> &'static [&'static str] {
+        match self {
+            System::Bravo | System::Ceiling => &["bench-net: ready"],
+            System::Linux => &["peer: ready mode=sink", "peer: ready mode=source", "peer: ready mode=echo"],
         }
     }
 }

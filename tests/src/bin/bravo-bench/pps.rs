@@ -104,8 +104,10 @@ fn measure(system: System, o: &Options, accel: Accel, duration: Duration) -> Mea
     let machine = system.pps_machine(SINK).accel(accel).cpus(o.cpus).dgram_net(wire.guest_path(), wire.host_path());
     progress(&format!("pps: booting {}", system.name()));
     let mut vm: Running = machine.timeout(Duration::from_secs(3600)).start();
-    if let Err(e) = vm.wait_for_line(system.ready_line(), Duration::from_secs(120)) {
-        fail(&format!("{} did not come up: {e}\n{}", system.name(), vm.serial()));
+    for line in system.ready_lines() {
+        if let Err(e) = vm.wait_for_line(line, Duration::from_secs(120)) {
+            fail(&format!("{} did not come up: {e}", system.name()));
+        }
     }
     wire.resolve_guest(Duration::from_secs(10)).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
     let mut measures: Measures = vec![Default::default(); o.sizes.len()];
