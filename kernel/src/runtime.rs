@@ -23,6 +23,7 @@ extern "Rust" {
 /// The kernel's entry, reached from either loader's entry code on the boot
 /// stack with interrupts off.
 pub fn kmain(boot: BootInfo) -> ! {
+    arch::tsc::mark_entry();
     arch::percpu::init_boot_cpu();
     crate::console::init();
     let boot = BOOT_INFO.call_once(|| boot);
@@ -74,7 +75,8 @@ pub fn kmain(boot: BootInfo) -> ! {
 /// result (whatever other threads are doing).
 fn run_app_main() {
     crate::net::start(*OPTIONS.get().expect("options are parsed first thing in kmain"));
-    log::debug!("entering main");
+    let since_entry = crate::arch::tsc::nanos_since_entry();
+    log::info!("entering main {}.{:03} ms after kernel entry", since_entry / 1_000_000, since_entry / 1000 % 1000);
     // SAFETY: `__bravo_app_main` is defined by the application's `main!`
     // invocation with exactly this signature.
     let code = unsafe { __bravo_app_main() };

@@ -28,9 +28,12 @@
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};
 
-/// Where benchmark results go: `<workspace>/target/bench`.
+/// Where benchmark results go: `$BENCH_DIR`, else `<workspace>/target/bench`.
 pub fn bench_dir() -> PathBuf {
-    crate::workspace_root().join("target/bench")
+    match std::env::var_os("BENCH_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => crate::workspace_root().join("target/bench"),
+    }
 }
 
 /// Repeated samples of one measure for one system.

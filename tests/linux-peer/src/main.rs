@@ -47,7 +47,18 @@ fn udp_services(port: u16) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Prints how long after the kernel started this program runs (what
+/// `bench boot` reads as the guest's own time from entry to `main`).
+fn report_start() {
+    let uptime = std::fs::read_to_string("/proc/uptime").ok();
+    let secs = uptime.as_deref().and_then(|u| u.split_whitespace().next()).and_then(|s| s.parse::<f64>().ok());
+    if let Some(secs) = secs {
+        say(&format!("peer: entering main {:.3} ms after kernel entry", secs * 1000.0));
+    }
+}
+
 fn main() -> ExitCode {
+    report_start();
     let args: Vec<String> = std::env::args().collect();
     if args.len() != 3 {
         return usage();

@@ -9,6 +9,7 @@ use x86_64::instructions::port::Port;
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_CALIBRATION: AtomicU64 = AtomicU64::new(0);
+static TSC_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
 
 const PIT_HZ: u64 = 1_193_182;
 /// How long the PIT measurement lasts (in PIT ticks): 10 ms.
@@ -18,6 +19,23 @@ const PIT_TICKS: u64 = PIT_HZ / 100;
 pub fn now() -> u64 {
     // SAFETY: rdtsc has no side effects and exists on every x86_64 cpu.
     unsafe { _rdtsc() }
+}
+
+/// Notes the TSC at kernel entry (first thing in `kmain`).
+pub fn mark_entry() {
+    TSC_AT_ENTRY.store(now(), Ordering::Relaxed);
+}
+
+/// Nanoseconds since kernel entry (0 before calibration).
+pub fn nanos_since_entry() -> u64 {
+    nanos_since(TSC_AT_ENTRY.load(Ordering::Relaxed))
+}
+
+fn nanos_since(start: u64) -> u64 {
+    match hz() {
+        0 => 0,
+        hz => (now().saturating_sub(start) as u128 * 1_000_000_000 / hz as u128) as u64,
+    }
 }
 
 /// Where the frequency came from.
@@ -48,12 +66,7 @@ pub fn hz() -> u64 {
 
 /// Nanoseconds since calibration (0 before it).
 pub fn nanos_since_boot() -> u64 {
-    let hz = hz();
-    if hz == 0 {
-        return 0;
-    }
-    let ticks = now().saturating_sub(TSC_AT_CALIBRATION.load(Ordering::Relaxed));
-    (ticks as u128 * 1_000_000_000 / hz as u128) as u64
+    nanos_since(TSC_AT_CALIBRATION.load(Ordering::Relaxed))
 }
 
 /// Busy-waits `micros` microseconds (for hardware delays before the

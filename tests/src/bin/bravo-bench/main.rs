@@ -1,34 +1,37 @@
-//! `bravo-bench`: Bravo's benchmarks (what `just bench WHAT` runs).
+//! `bravo-bench`: Bravo's benchmarks (what `just bench WHAT` runs). Each
+//! prints a table (medians and min–max over runs) and writes CSV, Markdown
+//! and an SVG chart under `target/bench/`.
 //!
 //! ```text
-//! bravo-bench boot [--runs N] [--image NAME]
-//! bravo-bench alloc [--runs N]
-//! bravo-bench sched [--runs N] [--cpus 1,2,4]
+//! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
+//! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+//! bravo-bench boot  [--runs 5] [--systems bravo,linux]
+//! bravo-bench alloc [--runs 5]
+//! bravo-bench sched [--runs 5] [--cpus 1,2,4]
 //! ```
 //!
-//! `sched` boots the `bench-sched` image N times (default 5) for each cpu
-//! count and prints the median of each measure per cpu count: context
-//! switch, local and remote spawn (+join), mailbox round trip, one
+//! `pps`, `http` and `boot` put Bravo beside a Linux guest (Debian's kernel,
+//! busybox and `tests/linux-peer`, built on the fly and cached) on the same
+//! QEMU command line, and `pps` beside its ceiling (Bravo with `net=raw`:
+//! only e1000 descriptors recycled). See each module. The accelerator comes
+//! from `ACCEL` (default: KVM where it runs guests natively, else TCG).
+//!
+//! `sched` boots the `bench-sched` image N times for each cpu count:
+//! context switch, local and remote spawn (+join), mailbox round trip, one
 //! allocation freed at once, and heap throughput (batches of 64 blocks)
 //! with 1, 2 and all cpus at once for Bravo's per-node heaps with per-cpu
-//! caches beside one global locked heap.
-//!
-//! `alloc` boots the `bench-alloc` image N times (default 5) and reports,
-//! per block size, the median ns per allocation+free with Bravo's NUMA heap
-//! and with one global locked heap measured in the same run, and their ratio.
-//!
-//! `boot` boots an image by PVH N times (default 11) and reports, as seen
-//! from the host: QEMU start to the kernel's first line (printed first thing
-//! in `kmain`), and QEMU start to the VM's exit; median, min and max. It
-//! writes the samples to `target/bench/boot.csv`.
+//! caches beside one global locked heap. `alloc` boots `bench-alloc`: per
+//! block size, ns per allocation+free with Bravo's NUMA heap and with one
+//! global locked heap in the same run.
 
+mod boot;
 mod http;
 mod pps;
 
 use std::time::Duration;
 
 use bravo_tests::report::{bench_dir, Report};
-use bravo_tests::{image_path, linux_peer, workspace_root, Accel, Exit, Machine};
+use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine};
 
 fn fail(message: &str) -> ! {
     eprintln!("bravo-bench: {message}");
@@ -38,14 +41,23 @@ fn fail(message: &str) -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("boot") => boot(&args[1..]),
+        Some("boot") => boot::run(&args[1..]),
         Some("alloc") => alloc(&args[1..]),
         Some("sched") => sched(&args[1..]),
         Some("pps") => pps::run(&args[1..]),
         Some("http") => http::run(&args[1..]),
-        _ => fail("usage: bravo-bench boot [--runs N] [--image NAME] | alloc [--runs N] | sched [--runs N] [--cpus 1,2,4]"),
+        Some("help" | "--help" | "-h") => println!("{USAGE}"),
+        _ => fail(USAGE),
     }
 }
+
+const USAGE: &str = "usage: bravo-bench WHAT [OPTIONS]
+  pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
+  http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+  boot  [--runs 5] [--systems bravo,linux]
+  alloc [--runs 5]
+  sched [--runs 5] [--cpus 1,2,4]
+environment: ACCEL=tcg|kvm";
 
 /// A progress line on the terminal (overwritten by the next one).
 fn progress(text: &str) {
@@ -152,6 +164,21 @@ impl System {
         }
     }
 
+    /// The guest of `bench boot`: the HTTP service at 10.0.2.15 behind
+    /// QEMU's user networking (static address: no DHCP wait).
+    fn boot_machine(self) -> Machine {
+        match self {
+            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline("log=info ip=10.0.2.15/24 gw=10.0.2.2"),
+            System::Linux => {
+                let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
+                Machine::new(peer.kernel.to_str().unwrap_or_else(|| fail("non-UTF-8 path")))
+                    .args(["-initrd".to_string(), peer.initrd.display().to_string()])
+                    .memory_mib(512)
+                    .cmdline(&linux_peer::cmdline("http", 80, "10.0.2.15/24"))
+            }
+        }
+    }
+
     fn http_ready_line(self) -> &'static str {
         match self {
             System::Bravo | System::Ceiling => "http: serving on",
@@ -165,70 +192,6 @@ impl System {
             System::Bravo | System::Ceiling => &["bench-net: ready"],
             System::Linux => &["peer: ready mode=sink", "peer: ready mode=source", "peer: ready mode=echo"],
         }
-    }
-}
-
-struct Summary {
-    median: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-fn summarize(samples: &[Duration]) -> Summary {
-    let mut sorted = samples.to_vec();
-    sorted.sort();
-    Summary { median: sorted[sorted.len() / 2], min: sorted[0], max: sorted[sorted.len() - 1] }
-}
-
-fn ms(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1000.0)
-}
-
-fn boot(args: &[String]) {
-    let mut runs = 11usize;
-    let mut image = "hello".to_string();
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
-        match arg.as_str() {
-            "--runs" => runs = value().parse().unwrap_or_else(|_| fail("--runs: expected a number")),
-            "--image" => image = value(),
-            other => fail(&format!("unexpected argument `{other}`")),
-        }
-    }
-    let runs = runs.max(1);
-    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
-    let machine = Machine::new(&image).accel(accel).cmdline("log=info").timeout(Duration::from_secs(120));
-    let (mut to_kmain, mut to_exit) = (Vec::new(), Vec::new());
-    for i in 0..runs {
-        eprint!("\rboot: run {}/{runs}", i + 1);
-        let run = machine.run();
-        if run.exit != Exit::Success {
-            fail(&format!("run {} ended with {:?}:\n{}", i + 1, run.exit, run.serial()));
-        }
-        let kmain = run.line("booted by").unwrap_or_else(|| fail("no boot banner on the serial line"));
-        to_kmain.push(kmain.at);
-        to_exit.push(run.elapsed);
-    }
-    eprintln!();
-
-    let size = std::fs::metadata(image_path(&image)).map(|m| m.len()).unwrap_or(0);
-    let (k, e) = (summarize(&to_kmain), summarize(&to_exit));
-    println!("boot of `{image}` by PVH under {}, {runs} runs, host-side times (QEMU start = 0)", accel.name().to_uppercase());
-    println!("| measure            | median ms | min ms | max ms |");
-    println!("|--------------------|-----------|--------|--------|");
-    println!("| start to kmain     | {:>9} | {:>6} | {:>6} |", ms(k.median), ms(k.min), ms(k.max));
-    println!("| start to VM exit   | {:>9} | {:>6} | {:>6} |", ms(e.median), ms(e.min), ms(e.max));
-    println!("image size: {} KiB (ELF with debug info)", size / 1024);
-
-    let dir = workspace_root().join("target/bench");
-    let _ = std::fs::create_dir_all(&dir);
-    let csv: String = std::iter::once("run,start_to_kmain_ms,start_to_exit_ms\n".to_string())
-        .chain(to_kmain.iter().zip(&to_exit).enumerate().map(|(i, (k, e))| format!("{},{},{}\n", i + 1, ms(*k), ms(*e))))
-        .collect();
-    match std::fs::write(dir.join("boot.csv"), csv) {
-        Ok(()) => println!("samples: {}", dir.join("boot.csv").display()),
-        Err(e) => eprintln!("bravo-bench: cannot write target/bench/boot.csv: {e}"),
     }
 }
 

@@ -1,0 +1,178 @@
+//! `bench boot`: how fast a service is up. From QEMU's start to the first
+//! HTTP response of `GET /health` (the host polls the forwarded port), and
+//! the guest's own time from kernel entry to the application's `main`
+//! (each guest prints it), for Bravo's `examples/http` and the Linux
+//! peer's HTTP server on the same QEMU command line; then the size of
+//! every example image.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use bravo_tests::report::{Better, Report, Row, Samples};
+use bravo_tests::{free_port, image_path, linux_peer, workspace_root, Accel};
+
+use crate::{fail, progress, System};
+
+pub fn run(args: &[String]) {
+    let mut runs = 5usize;
+    let mut wanted = vec![System::Bravo, System::Linux];
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
+        match arg.as_str() {
+            "--runs" => runs = value().parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
+            "--systems" => {
+                wanted = System::parse_list(&value()).unwrap_or_else(|e| fail(&e));
+                wanted.retain(|&s| s != System::Ceiling);
+            }
+            other => fail(&format!("unexpected argument `{other}`")),
+        }
+    }
+    let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let (systems, notes) = System::available(&wanted);
+    // (system, to first response ms, entry to main ms)
+    let mut results: Vec<(System, Vec<f64>, Vec<f64>)> = Vec::new();
+    for &system in &systems {
+        let (mut first, mut main) = (Vec::new(), Vec::new());
+        for run in 0..runs {
+            progress(&format!("boot: {} run {}/{runs}", system.name(), run + 1));
+            let (to_response, to_main) = boot_once(system, accel);
+            first.push(to_response.as_secs_f64() * 1000.0);
+            main.push(to_main);
+        }
+        results.push((system, first, main));
+    }
+    eprintln!();
+
+    let mut report = Report::new("boot", &format!("Boot of an HTTP service under {}, 1 vCPU, median of {runs} runs", accel.name().to_uppercase()));
+    report.notes.push("QEMU start to first response: the host polls GET /health through QEMU's port forwarding every 5 ms from the moment it starts QEMU".into());
+    report.notes.push("entry to main: the guest's own clock (Bravo: TSC from kmain's first instruction; Linux: /proc/uptime when the peer starts)".into());
+    report.notes.push("Bravo boots by PVH (-kernel, no firmware beyond QEMU's); Linux by -kernel/-initrd (bzImage through QEMU's boot code)".into());
+    report.notes.extend(notes);
+    let pick = |system: System, k: usize| -> Option<Samples> {
+        results.iter().find(|r| r.0 == system).map(|r| Samples(if k == 0 { r.1.clone() } else { r.2.clone() }))
+    };
+    for (k, label) in ["QEMU start to first HTTP response", "kernel entry to main (guest clock)"].into_iter().enumerate() {
+        report.rows.push(Row {
+            group: "boot".into(),
+            label: label.into(),
+            unit: "ms".into(),
+            better: Better::Lower,
+            bravo: pick(System::Bravo, k).unwrap_or_default(),
+            linux: pick(System::Linux, k),
+            ceiling: None,
+        });
+    }
+    let linux_size = systems.contains(&System::Linux).then(|| {
+        let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
+        let size = |p: &std::path::Path| std::fs::metadata(p).map_or(0, |m| m.len());
+        (size(&peer.kernel) + size(&peer.initrd)) as f64 / 1024.0
+    });
+    for example in examples() {
+        let path = image_path(&example);
+        let Ok(bytes) = std::fs::read(&path) else { continue };
+        report.rows.push(Row {
+            group: format!("image {example}"),
+            label: "loaded size (ELF segments; Linux: bzImage + initrd)".into(),
+            unit: "KiB".into(),
+            better: Better::Lower,
+            bravo: Samples(vec![loaded_size(&bytes).unwrap_or(0) as f64 / 1024.0]),
+            linux: if example == "http" { linux_size.map(|s| Samples(vec![s])) } else { None },
+            ceiling: None,
+        });
+    }
+    crate::finish(&report);
+}
+
+/// The example programs (every `examples/*` with a `main.rs`).
+fn examples() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("examples"))
+        .map(|dir| dir.flatten().filter(|e| e.path().join("src/main.rs").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// Boots `system`'s HTTP service once: (QEMU start to first response,
+/// guest-reported ms from kernel entry to main).
+fn boot_once(system: System, accel: Accel) -> (Duration, f64) {
+    let port = free_port();
+    let machine = system.boot_machine().accel(accel).user_net(&[(port, 80)]).timeout(Duration::from_secs(300));
+    let mut vm = machine.start();
+    let started = Instant::now();
+    let answered = loop {
+        if health(port) {
+            break started.elapsed();
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            fail(&format!("{} did not answer HTTP within 120 s:\n{}", system.name(), vm.serial()));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let line = vm.wait_for_line("entering main ", Duration::from_secs(10)).unwrap_or_else(|e| fail(&e));
+    let to_main = line
+        .text
+        .split("entering main ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|ms| ms.parse::<f64>().ok())
+        .unwrap_or_else(|| fail(&format!("unreadable line: {}", line.text)));
+    (answered, to_main)
+}
+
+/// Whether `GET /health` on the forwarded port answers 200 (short
+/// timeouts: QEMU's forwarding accepts before the guest is up).
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).is_ok() && answer.starts_with(b"HTTP/1.1 200")
+}
+
+/// The bytes an ELF64 image loads (sum of its PT_LOAD segments' file
+/// sizes): what a VM gets, without debug info and symbols.
+fn loaded_size(elf: &[u8]) -> Option<u64> {
+    let u16_at = |at: usize| Some(u16::from_le_bytes(elf.get(at..at + 2)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(elf.get(at..at + 4)?.try_into().ok()?));
+    let u64_at = |at: usize| Some(u64::from_le_bytes(elf.get(at..at + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None;
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)? as usize);
+    let mut total = 0;
+    for i in 0..phnum {
+        let header = phoff + i * phentsize;
+        if u32_at(header)? == 1 {
+            total += u64_at(header + 0x20)?;
+        }
+    }
+    Some(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaded_size_sums_load_segments_and_rejects_non_elf() {
+        let mut elf = vec![0u8; 0x40 + 2 * 56];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[0x20..0x28].copy_from_slice(&0x40u64.to_le_bytes());
+        elf[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
+        elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
+        // A PT_LOAD of 4096 bytes and a PT_NOTE of 100.
+        elf[0x40..0x44].copy_from_slice(&1u32.to_le_bytes());
+        elf[0x40 + 0x20..0x40 + 0x28].copy_from_slice(&4096u64.to_le_bytes());
+        elf[0x78..0x7c].copy_from_slice(&4u32.to_le_bytes());
+        elf[0x78 + 0x20..0x78 + 0x28].copy_from_slice(&100u64.to_le_bytes());
+        assert_eq!(loaded_size(&elf), Some(4096));
+        assert_eq!(loaded_size(b"MZ not an elf"), None);
+        assert_eq!(loaded_size(&elf[..0x50]), None);
+    }
+}

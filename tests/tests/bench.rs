@@ -1,0 +1,124 @@
+//! Smoke tests of `bravo-bench pps|http|boot`: each runs for a second or
+//! two per measure, Bravo beside the Linux peer (and the e1000 ceiling for
+//! pps), and its report must hold sane numbers: every rate non-zero, every
+//! time positive, a Linux column, files written. No timing thresholds:
+//! speed is for the benchmarks themselves.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Runs `bravo-bench ARGS` with its reports written to a directory of its
+/// own; returns the CSV rows `(group, label, unit, system, value)`.
+fn bench(name: &str, args: &[&str]) -> Vec<(String, String, String, String, f64)> {
+    let dir = std::env::temp_dir().join(format!("bravo-bench-smoke-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench"))
+        .args(args)
+        .env("BENCH_DIR", &dir)
+        .output()
+        .expect("bravo-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "bravo-bench {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("Bravo/Linux"), "no table printed:\n{stdout}");
+    for ext in ["csv", "md", "svg"] {
+        let file = dir.join(format!("{name}.{ext}"));
+        assert!(file.is_file(), "{} not written", file.display());
+    }
+    assert!(read(&dir.join(format!("{name}.svg"))).starts_with("<svg") || read(&dir.join(format!("{name}.svg"))).starts_with("<?xml"));
+    let rows = parse_csv(&read(&dir.join(format!("{name}.csv"))));
+    let _ = std::fs::remove_dir_all(&dir);
+    rows
+}
+
+fn read(path: &PathBuf) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `group,label,unit,system,run,value` lines (fields with commas quoted).
+fn parse_csv(text: &str) -> Vec<(String, String, String, String, f64)> {
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f = split_csv_line(line);
+            assert_eq!(f.len(), 6, "CSV line: {line}");
+            (f[0].clone(), f[1].clone(), f[2].clone(), f[3].clone(), f[5].parse().unwrap_or_else(|_| panic!("CSV value: {line}")))
+        })
+        .collect()
+}
+
+fn split_csv_line(line: &str) -> Vec<String> {
+    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    fields.push(field);
+    fields
+}
+
+fn values<'a>(rows: &'a [(String, String, String, String, f64)], unit: &str, system: &str) -> Vec<&'a (String, String, String, String, f64)> {
+    rows.iter().filter(|r| r.2 == unit && r.3 == system).collect()
+}
+
+#[test]
+fn pps_bench_reports_packet_rates_for_bravo_the_ceiling_and_linux() {
+    let rows = bench("pps", &["pps", "--runs", "1", "--secs", "1", "--sizes", "64,1500"]);
+    for system in ["bravo", "ceiling", "linux"] {
+        // RX, TX and echo for 2 sizes.
+        let rates: Vec<_> = rows.iter().filter(|r| (r.2 == "pkt/s" || r.2 == "rt/s") && r.3 == system).collect();
+        assert_eq!(rates.len(), 6, "{system}: {rates:?}");
+        for r in &rates {
+            assert!(r.4 > 100.0 && r.4 < 1e8, "{system} {} {}: {} {}", r.0, r.1, r.4, r.2);
+        }
+        for r in values(&rows, "%", system) {
+            assert!((0.0..=100.0).contains(&r.4), "{system} {} {}: {}%", r.0, r.1, r.4);
+        }
+    }
+}
+
+#[test]
+fn http_bench_reports_requests_and_latencies_for_bravo_and_linux() {
+    let rows = bench("http", &["http", "--runs", "1", "--secs", "2"]);
+    for system in ["bravo", "linux"] {
+        let rates = values(&rows, "req/s", system);
+        assert_eq!(rates.len(), 4, "{system}: 1, 16, 64 keep-alive connections and new connections: {rates:?}");
+        assert!(rates.iter().all(|r| r.4 > 0.0), "{system}: {rates:?}");
+        let latencies = values(&rows, "µs", system);
+        assert_eq!(latencies.len(), 8, "{system}: p50 and p99 per load: {latencies:?}");
+        assert!(latencies.iter().all(|r| r.4 > 0.0 && r.4 < 10e6), "{system}: {latencies:?}");
+    }
+}
+
+#[test]
+fn boot_bench_reports_boot_times_and_image_sizes() {
+    let rows = bench("boot", &["boot", "--runs", "1"]);
+    for system in ["bravo", "linux"] {
+        let times = values(&rows, "ms", system);
+        assert_eq!(times.len(), 2, "{system}: {times:?}");
+        // Entry to main comes before the first response, which cannot
+        // come before QEMU started.
+        let (first_response, to_main) = (times[0].4, times[1].4);
+        assert!(to_main > 0.0 && first_response > to_main, "{system}: first response {first_response} ms, main {to_main} ms");
+    }
+    let sizes = values(&rows, "KiB", "bravo");
+    assert!(sizes.len() >= 5, "one size per example: {sizes:?}");
+    assert!(sizes.iter().all(|r| r.4 > 16.0 && r.4 < 64.0 * 1024.0), "{sizes:?}");
+}
+
+#[test]
+fn bench_rejects_bad_options_with_a_message() {
+    for args in [&["pps", "--sizes", "20"][..], &["http", "--runs", "x"], &["boot", "--what"], &["nothing"]] {
+        let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench")).args(args).output().expect("bravo-bench runs");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains("bravo-bench:"), "{args:?}: {stderr}");
+    }
+}
