@@ -108,8 +108,9 @@ fn parse_secs(text: &str) -> Option<Duration> {
     Some(Duration::from_secs(secs) + Duration::from_millis(millis))
 }
 
-/// Datagrams taken or sent per request to the network thread.
-const BATCH: usize = 64;
+/// Datagrams taken or sent per request to the network thread (a whole
+/// socket buffer: more than the network thread takes in per round).
+const BATCH: usize = 256;
 
 fn run_sink(socket: UdpSocket) {
     let (mut packets, mut bytes) = (0u64, 0u64);
