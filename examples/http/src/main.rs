@@ -95,6 +95,10 @@ impl Transport for Connection {
         self.deadline = Instant::now() + self.budget;
         Ok(())
     }
+
+    fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.stream.write_last(data).map_err(|_| TransportError::Closed)
+    }
 }
 
 fn connection(stream: TcpStream, budget: Duration) {

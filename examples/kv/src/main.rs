@@ -100,6 +100,10 @@ impl Transport for Connection {
     fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.0.write_all(data).map_err(|_| TransportError::Closed)
     }
+
+    fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.0.write_last(data).map_err(|_| TransportError::Closed)
+    }
 }
 
 fn route(request: &Request, shards: &[Sender<Message>]) -> Response {

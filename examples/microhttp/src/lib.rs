@@ -210,6 +210,11 @@ pub trait Transport {
     /// Reads some bytes; `Ok(0)` when the peer finished sending.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError>;
     fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError>;
+    /// Writes the connection's last bytes; the connection ends after them
+    /// (a TCP transport sends its FIN with them).
+    fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.write_all(data)
+    }
 }
 
 /// How a connection ended.
@@ -235,16 +240,19 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
         match parse(&buffer, limits) {
             Parsed::Request(request, used) => {
                 buffer.drain(..used);
-                let response = handler(&request);
-                if transport.write_all(&response.encode(request.keep_alive)).is_err() {
-                    return End::Broken;
-                }
+                let response = handler(&request).encode(request.keep_alive);
                 if !request.keep_alive {
-                    return End::Closed;
+                    return match transport.write_last(&response) {
+                        Ok(()) => End::Closed,
+                        Err(_) => End::Broken,
+                    };
+                }
+                if transport.write_all(&response).is_err() {
+                    return End::Broken;
                 }
             }
             Parsed::Error(status) => {
-                let _ = transport.write_all(&Response::text(status, status.reason()).encode(false));
+                let _ = transport.write_last(&Response::text(status, status.reason()).encode(false));
                 return End::Rejected(status);
             }
             Parsed::Incomplete => match transport.read(&mut chunk) {
@@ -252,7 +260,7 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
                 Ok(n) => buffer.extend_from_slice(&chunk[..n]),
                 Err(TransportError::TimedOut) => {
                     let response = Response::text(Status::RequestTimeout, "Request Timeout");
-                    let _ = transport.write_all(&response.encode(false));
+                    let _ = transport.write_last(&response.encode(false));
                     return End::TimedOut;
                 }
                 Err(TransportError::Closed) => return End::Broken,
@@ -319,6 +327,8 @@ mod tests {
     struct Script {
         reads: Vec<Result<Vec<u8>, TransportError>>,
         written: Vec<u8>,
+        /// Where the bytes written by `write_last` start.
+        last_from: Option<usize>,
     }
 
     impl Transport for Script {
@@ -336,15 +346,43 @@ mod tests {
         }
 
         fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
+            assert!(self.last_from.is_none(), "a write after the last one");
             self.written.extend_from_slice(data);
+            Ok(())
+        }
+
+        fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
+            self.write_all(data)?;
+            self.last_from = Some(self.written.len() - data.len());
             Ok(())
         }
     }
 
+    fn script(reads: Vec<Result<&[u8], TransportError>>) -> Script {
+        Script { reads: reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect(), written: Vec::new(), last_from: None }
+    }
+
     fn run(reads: Vec<Result<&[u8], TransportError>>) -> (End, String) {
-        let mut t = Script { reads: reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect(), written: Vec::new() };
+        let mut t = script(reads);
         let end = serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path));
         (end, String::from_utf8_lossy(&t.written).into_owned())
+    }
+
+    #[test]
+    fn the_response_before_a_close_is_written_as_the_last() {
+        let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nConnection: close\r\n\r\n")]);
+        assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::Closed);
+        let from = t.last_from.expect("the closing response goes through write_last");
+        assert!(String::from_utf8_lossy(&t.written[from..]).starts_with("HTTP/1.1 200 OK"));
+        assert!(String::from_utf8_lossy(&t.written[..from]).ends_with("/a"), "the keep-alive response is an ordinary write");
+        // A rejected request too.
+        let mut t = script(vec![Ok(b"\x00\x01\r\n\r\n")]);
+        assert!(matches!(serve(&mut t, &limits(), |_| Response::text(Status::Ok, "")), End::Rejected(_)));
+        assert_eq!(t.last_from, Some(0));
+        // With keep-alive and the client leaving, nothing is "last".
+        let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\n")]);
+        assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::Closed);
+        assert_eq!(t.last_from, None);
     }
 
     #[test]

@@ -39,6 +39,17 @@ impl Stack {
     pub fn top_up_listeners(&mut self) {
         for i in 0..self.listeners.len() {
             let port = self.listeners[i].0;
+            // A connection reset before it was accepted leaves a closed
+            // socket behind: free it.
+            let sockets = &mut self.sockets;
+            self.listeners[i].1.retain(|&h| {
+                let socket = sockets.get::<tcp::Socket>(h);
+                let dead = !socket.is_listening() && !socket.is_active();
+                if dead {
+                    sockets.remove(h);
+                }
+                !dead
+            });
             let sockets = &self.sockets;
             let listening = self.listeners[i].1.iter().filter(|&&h| sockets.get::<tcp::Socket>(h).is_listening()).count();
             for _ in listening..BACKLOG {
@@ -260,6 +271,39 @@ impl TcpStream {
             data = &data[n..];
         }
         Ok(())
+    }
+
+    /// Writes all of `data`, then ends our side: the FIN leaves with the
+    /// last data segment (a server closing after its response; the client
+    /// then need not close first and keep the TIME-WAIT state).
+    pub fn write_last(&mut self, mut data: &[u8]) -> Result<(), NetError> {
+        while data.len() > WRITE_CHUNK {
+            let n = self.write(data)?;
+            data = &data[n..];
+        }
+        let h = self.handle()?;
+        let mut rest = data.to_vec();
+        call(self.write_timeout, move |stack, _| {
+            let socket = stack.tcp(h);
+            if !socket.may_send() {
+                return Poll::Ready(Err(match socket.state() {
+                    tcp::State::Closed => NetError::Reset,
+                    _ => NetError::NotConnected,
+                }));
+            }
+            if socket.can_send() {
+                match socket.send_slice(&rest) {
+                    Ok(n) => drop(rest.drain(..n)),
+                    Err(_) => return Poll::Ready(Err(NetError::Reset)),
+                }
+            }
+            if !rest.is_empty() {
+                return Poll::Pending;
+            }
+            // Queued in the same round as the data: one segment carries both.
+            socket.close();
+            Poll::Ready(Ok(()))
+        })
     }
 
     /// The peer's address.
