@@ -125,6 +125,10 @@ fn measure(system: System, runs: usize, secs: u64, cpus: usize, accel: Accel) ->
         for (l, load) in LOADS.iter().enumerate() {
             progress(&format!("http: {} run {}/{runs}: {}", system.name(), run + 1, load.name));
             let result = wrk(&netns, load.connections, load.keep_alive, secs).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+            eprintln!(
+                "\rhttp: {} run {}: {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+                system.name(), run + 1, load.name, result.requests_per_sec, result.p50_us, result.p99_us, result.errors
+            );
             results[l].push(result);
         }
     }

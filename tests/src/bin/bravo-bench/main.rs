@@ -57,7 +57,7 @@ const USAGE: &str = "usage: bravo-bench WHAT [OPTIONS]
   boot  [--runs 5] [--systems bravo,linux]
   alloc [--runs 5]
   sched [--runs 5] [--cpus 1,2,4]
-environment: ACCEL=tcg|kvm";
+environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", BRAVO_CMDLINE=\"kernel options for the Bravo guests\" (e.g. busypoll=0), BENCH_DIR (default target/bench)";
 
 /// A progress line on the terminal (overwritten by the next one).
 fn progress(text: &str) {
@@ -77,6 +77,21 @@ fn finish(report: &Report) {
         }
         Err(e) => eprintln!("bravo-bench: cannot write the report under {}: {e}", bench_dir().display()),
     }
+}
+
+/// Kernel options added to every Bravo guest's command line, from
+/// `BRAVO_CMDLINE` (e.g. `busypoll=0` to measure without busy polling).
+fn extra_options() -> String {
+    match std::env::var("BRAVO_CMDLINE") {
+        Ok(options) if !options.trim().is_empty() => format!(" {}", options.trim()),
+        _ => String::new(),
+    }
+}
+
+/// Extra QEMU arguments for every guest, Bravo and Linux alike, from
+/// `QEMU_ARGS` (e.g. `-global e1000.mitigation=off`).
+fn qemu_args() -> Vec<String> {
+    std::env::var("QEMU_ARGS").unwrap_or_default().split_whitespace().map(String::from).collect()
 }
 
 /// The guests the network benchmarks compare.
@@ -149,26 +164,28 @@ impl System {
     /// The guest of `bench pps` with its UDP services at `port`..`port+2`
     /// on 10.0.0.2/24.
     fn pps_machine(self, port: u16) -> Machine {
-        match self {
-            System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24 -- port={port}")),
-            System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw -- raw ip=10.0.0.2 port={port}")),
+        let machine = match self {
+            System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{} -- port={port}", extra_options())),
+            System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw{} -- raw ip=10.0.0.2 port={port}", extra_options())),
             System::Linux => System::linux_machine("udp", port),
-        }
+        };
+        machine.args(qemu_args())
     }
 
     /// The guest of `bench http`: an HTTP service on port 80 of 10.0.0.2/24.
     fn http_machine(self) -> Machine {
-        match self {
-            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline("log=warn ip=10.0.0.2/24"),
+        let machine = match self {
+            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{}", extra_options())),
             System::Linux => System::linux_machine("http", 80),
-        }
+        };
+        machine.args(qemu_args())
     }
 
     /// The guest of `bench boot`: the HTTP service at 10.0.2.15 behind
     /// QEMU's user networking (static address: no DHCP wait).
     fn boot_machine(self) -> Machine {
-        match self {
-            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline("log=info ip=10.0.2.15/24 gw=10.0.2.2"),
+        let machine = match self {
+            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=info ip=10.0.2.15/24 gw=10.0.2.2{}", extra_options())),
             System::Linux => {
                 let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
                 Machine::new(peer.kernel.to_str().unwrap_or_else(|| fail("non-UTF-8 path")))
@@ -176,7 +193,8 @@ impl System {
                     .memory_mib(512)
                     .cmdline(&linux_peer::cmdline("http", 80, "10.0.2.15/24"))
             }
-        }
+        };
+        machine.args(qemu_args())
     }
 
     fn http_ready_line(self) -> &'static str {
