@@ -39,7 +39,15 @@ fn fail(message: &str) -> ! {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    // `--accel` is common to every benchmark: it sets what ACCEL would.
+    if let Some(at) = args.iter().position(|a| a == "--accel") {
+        match args.get(at + 1).map(String::as_str) {
+            Some(accel @ ("tcg" | "kvm")) => std::env::set_var("ACCEL", accel),
+            _ => fail("--accel: expected tcg or kvm"),
+        }
+        args.drain(at..at + 2);
+    }
     match args.first().map(String::as_str) {
         Some("boot") => boot::run(&args[1..]),
         Some("alloc") => alloc(&args[1..]),
@@ -51,13 +59,13 @@ fn main() {
     }
 }
 
-const USAGE: &str = "usage: bravo-bench WHAT [OPTIONS]
+const USAGE: &str = "usage: bravo-bench WHAT [--accel tcg|kvm] [OPTIONS]
   pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
   http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
   boot  [--runs 5] [--systems bravo,linux]
   alloc [--runs 5]
   sched [--runs 5] [--cpus 1,2,4]
-environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", BRAVO_CMDLINE=\"kernel options for the Bravo guests\" (e.g. busypoll=0), BENCH_DIR (default target/bench)";
+environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", BRAVO_CMDLINE=\"kernel options for the Bravo guests\" (e.g. netpoll=on), BENCH_DIR (default target/bench)";
 
 /// A progress line on the terminal (overwritten by the next one).
 fn progress(text: &str) {
