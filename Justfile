@@ -33,6 +33,6 @@ test: build
     cargo test --lib -p bravo -p e1000 -p microhttp
     cargo test -p bravo-tests
 
-# Run a benchmark: boot, alloc, sched
+# Run a benchmark: pps, http, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build
     cargo run -q --release -p bravo-tests --bin bravo-bench -- {{WHAT}} {{ARGS}}

@@ -6,6 +6,19 @@
 
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// The namespaces this process made and has not deleted yet.
+static LIVE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Deletes every namespace this process made that is still there: for a
+/// program about to exit without running destructors.
+pub fn delete_all() {
+    let names = std::mem::take(&mut *LIVE.lock().unwrap_or_else(|e| e.into_inner()));
+    for name in names {
+        let _ = ip(&["netns", "delete", &name]);
+    }
+}
 
 /// The namespace's end of the tap: the host side of the guest's link.
 pub const HOST_CIDR: &str = "10.0.0.1/24";
@@ -32,6 +45,7 @@ impl Netns {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let name = format!("bravo-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
         ip(&["netns", "add", &name]).map_err(|e| format!("{e} (a network namespace needs root)"))?;
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(name.clone());
         let netns = Netns { name };
         let inside = |args: &[&str]| {
             let mut all = vec!["netns", "exec", &netns.name, "ip"];
@@ -61,5 +75,6 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace deletes its tap.
         let _ = ip(&["netns", "delete", &self.name]);
+        LIVE.lock().unwrap_or_else(|e| e.into_inner()).retain(|n| n != &self.name);
     }
 }

@@ -157,8 +157,10 @@ impl Row {
                 _ => "-".into(),
             },
             ceiling.map(fmt_num).unwrap_or_else(|| "-".into()),
-            match (bravo, ceiling) {
-                (Some(b), Some(c)) => plain_ratio(b, c),
+            // Against the ceiling only rates compare (a share of the most
+            // the device moves); losses and times do not.
+            match (bravo, ceiling, self.better) {
+                (Some(b), Some(c), Better::Higher) => plain_ratio(b, c),
                 _ => "-".into(),
             },
         ]

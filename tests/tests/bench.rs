@@ -7,9 +7,18 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+/// Builds the Linux peer once for all the tests here (they run at the same
+/// time; each benchmark process would otherwise fetch it on its own).
+fn linux_peer_built() {
+    static BUILT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let built = BUILT.get_or_init(|| bravo_tests::linux_peer::build().map(drop));
+    assert_eq!(built, &Ok(()), "the Linux peer (Debian hosts) could not be built");
+}
+
 /// Runs `bravo-bench ARGS` with its reports written to a directory of its
 /// own; returns the CSV rows `(group, label, unit, system, value)`.
 fn bench(name: &str, args: &[&str]) -> Vec<(String, String, String, String, f64)> {
+    linux_peer_built();
     let dir = std::env::temp_dir().join(format!("bravo-bench-smoke-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench"))

@@ -34,7 +34,9 @@ use bravo_tests::report::{bench_dir, Report};
 use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine};
 
 fn fail(message: &str) -> ! {
-    eprintln!("bravo-bench: {message}");
+    eprintln!("\nbravo-bench: {message}");
+    // Exiting skips destructors: delete the network namespaces made so far.
+    bravo_tests::netns::delete_all();
     std::process::exit(2)
 }
 
@@ -88,7 +90,7 @@ fn finish(report: &Report) {
 }
 
 /// Kernel options added to every Bravo guest's command line, from
-/// `BRAVO_CMDLINE` (e.g. `busypoll=0` to measure without busy polling).
+/// `BRAVO_CMDLINE` (e.g. `netpoll=on` to measure the NIC polled).
 fn extra_options() -> String {
     match std::env::var("BRAVO_CMDLINE") {
         Ok(options) if !options.trim().is_empty() => format!(" {}", options.trim()),
