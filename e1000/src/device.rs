@@ -2,7 +2,7 @@
 //! ring each. Tail registers are not written here: the network loop calls
 //! [`E1000::flush`](crate::E1000::flush) after each poll.
 
-use smoltcp::phy::{self, DeviceCapabilities, Medium};
+use smoltcp::phy::{self, Checksum, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
 use crate::ring::{RxRing, TxRing};
@@ -33,8 +33,8 @@ impl phy::TxToken for TxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         self.ring.reclaim();
-        if self.ring.has_room() {
-            return self.ring.put(len, f);
+        if self.ring.has_room_offloaded() {
+            return self.ring.put_offloaded(len, f);
         }
         self.ring.dropped += 1;
         let mut scratch = [0u8; crate::BUFFER_SIZE];
@@ -60,7 +60,7 @@ impl<H: Hardware> phy::Device for E1000<H> {
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         self.tx.reclaim();
-        if !self.tx.has_room() {
+        if !self.tx.has_room_offloaded() {
             return None;
         }
         Some(TxToken { ring: &mut self.tx })
@@ -71,6 +71,10 @@ impl<H: Hardware> phy::Device for E1000<H> {
         caps.medium = Medium::Ethernet;
         caps.max_transmission_unit = 1514;
         caps.max_burst_size = Some(crate::RING_LEN / 2);
+        // The device computes TCP and UDP checksums of what we send (see
+        // `ring::seed_checksum`); received ones are checked by smoltcp.
+        caps.checksum.tcp = Checksum::Rx;
+        caps.checksum.udp = Checksum::Rx;
         caps
     }
 }

@@ -4,6 +4,13 @@
 //! Ring positions live in RAM: the driver never reads a head register to
 //! learn what the device did, it reads the descriptors' done bits. Tail
 //! registers are written by [`crate::E1000::flush`], once per batch.
+//!
+//! Transmission can leave TCP and UDP checksums to the device: the frame
+//! goes in an extended data descriptor asking for the checksum, after a
+//! context descriptor saying where it lies whenever that place changes
+//! (manual 3.3.5–3.3.7); the driver seeds the checksum field with the
+//! pseudo-header sum, as the device sums from the TCP/UDP header to the end
+//! of the frame.
 
 use core::ptr::NonNull;
 
@@ -24,7 +31,8 @@ pub struct RxDescriptor {
     pub special: u16,
 }
 
-/// Legacy transmit descriptor (manual 3.3.3).
+/// Transmit descriptor (manual 3.3.3), legacy layout. Extended data and
+/// context descriptors share its 16 bytes; see [`TxRing::put_offloaded`].
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct TxDescriptor {
@@ -42,6 +50,58 @@ pub const STATUS_EOP: u8 = 1 << 1;
 pub const CMD_EOP: u8 = 1 << 0;
 pub const CMD_IFCS: u8 = 1 << 1;
 pub const CMD_RS: u8 = 1 << 3;
+/// Extended descriptor (context or data), in `cmd`.
+pub const CMD_DEXT: u8 = 1 << 5;
+/// Descriptor type "data" (DTYP = 1, bits 23:20 of the length dword), in
+/// `cso`; a context descriptor has DTYP = 0.
+pub const DTYP_DATA: u8 = 1 << 4;
+/// In a context descriptor's `cmd` (TUCMD): IPv4, and TCP (else UDP).
+pub const TUCMD_IP: u8 = 1 << 1;
+pub const TUCMD_TCP: u8 = 1 << 0;
+/// In a data descriptor's `css` (POPTS): insert the TCP/UDP checksum.
+pub const POPTS_TXSM: u8 = 1 << 1;
+
+/// Where the device is to put a TCP/UDP checksum: from `start` (the TCP or
+/// UDP header) to the end of the frame, stored at `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChecksumPlace {
+    pub start: u8,
+    pub offset: u8,
+    pub tcp: bool,
+}
+
+/// Finds the TCP or UDP checksum of an IPv4 frame and seeds it with the
+/// pseudo-header sum (addresses, protocol, length), which the device then
+/// completes. `None` for any other frame (ARP, ICMP, ...), which leaves
+/// its checksums to its sender.
+pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumPlace> {
+    const ETH: usize = 14;
+    if frame.len() < ETH + 20 || frame[12..14] != [0x08, 0x00] || frame[ETH] >> 4 != 4 {
+        return None;
+    }
+    let header = usize::from(frame[ETH] & 0x0f) * 4;
+    let total = usize::from(u16::from_be_bytes([frame[ETH + 2], frame[ETH + 3]]));
+    let (protocol, field) = match frame[ETH + 9] {
+        6 => (6u8, 16),
+        17 => (17u8, 6),
+        _ => return None,
+    };
+    let start = ETH + header;
+    // The frame must end with the IP packet (the device sums to its end)
+    // and hold the checksum field.
+    if header < 20 || total < header + field + 2 || ETH + total != frame.len() || start + field > u8::MAX as usize {
+        return None;
+    }
+    let mut sum = u32::from(protocol) + (total - header) as u32;
+    for word in frame[ETH + 12..ETH + 20].chunks_exact(2) {
+        sum += u32::from(u16::from_be_bytes([word[0], word[1]]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    frame[start + field..start + field + 2].copy_from_slice(&(sum as u16).to_be_bytes());
+    Some(ChecksumPlace { start: start as u8, offset: (start + field) as u8, tcp: protocol == 6 })
+}
 
 /// Packets, bytes and trouble, counted by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,6 +216,9 @@ pub struct TxRing {
     clean: usize,
     /// Whether descriptors were filled since the last flush.
     dirty: bool,
+    /// The checksum context the device holds (from the last context
+    /// descriptor).
+    context: Option<ChecksumPlace>,
 }
 
 impl TxRing {
@@ -166,7 +229,7 @@ impl TxRing {
             // descriptor free.
             unsafe { descriptors.add(i).write_volatile(TxDescriptor { status: STATUS_DD, ..Default::default() }) };
         }
-        Self { descriptors, buffers, len, packets: 0, bytes: 0, dropped: 0, tail: 0, clean: 0, dirty: false }
+        Self { descriptors, buffers, len, packets: 0, bytes: 0, dropped: 0, tail: 0, clean: 0, dirty: false, context: None }
     }
 
     /// Frees the descriptors the device has sent (their done bit).
@@ -184,35 +247,87 @@ impl TxRing {
     /// Whether one more frame fits (one slot stays empty so that a full
     /// ring is told apart from an empty one).
     pub fn has_room(&self) -> bool {
-        (self.tail + 1) % self.len != self.clean
+        self.free_slots() >= 1
+    }
+
+    /// Whether one more frame fits with a context descriptor before it.
+    pub fn has_room_offloaded(&self) -> bool {
+        self.free_slots() >= 2
+    }
+
+    /// Descriptors that can be filled now.
+    fn free_slots(&self) -> usize {
+        (self.clean + self.len - self.tail - 1) % self.len
     }
 
     /// Fills the next descriptor with a frame of `len` bytes written by
-    /// `f`. The caller checked `has_room`.
+    /// `f`, sent as it is. The caller checked `has_room`.
     pub fn put<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        debug_assert!(self.has_room());
+        self.put_frame(len, false, f)
+    }
+
+    /// Like [`put`](Self::put), but a TCP or UDP frame over IPv4 gets its
+    /// checksum from the device (the frame's own checksum field is
+    /// overwritten). The caller checked `has_room_offloaded`.
+    pub fn put_offloaded<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.put_frame(len, true, f)
+    }
+
+    fn put_frame<R>(&mut self, len: usize, offload: bool, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        debug_assert!(if offload { self.has_room_offloaded() } else { self.has_room() });
         let len = len.min(BUFFER_SIZE);
-        // SAFETY: the descriptor at `tail` is free (reclaimed), so its
+        let slot = self.tail;
+        // SAFETY: the descriptor at `slot` is free (reclaimed), so its
         // buffer is the driver's until the tail register passes it.
-        let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(self.tail * BUFFER_SIZE), len) };
+        let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
         let result = f(buffer);
-        let d = TxDescriptor {
-            addr: self.buffers.phys + (self.tail * BUFFER_SIZE) as u64,
+        let place = if offload { seed_checksum(buffer) } else { None };
+        let mut data = TxDescriptor {
+            addr: self.buffers.phys + (slot * BUFFER_SIZE) as u64,
             length: len as u16,
             cmd: CMD_EOP | CMD_IFCS | CMD_RS,
             ..Default::default()
         };
-        // SAFETY: tail < len; the descriptor is free (see above).
-        unsafe { self.descriptors.add(self.tail).write_volatile(d) };
-        self.tail = (self.tail + 1) % self.len;
-        self.dirty = true;
+        if let Some(place) = place {
+            if self.context != Some(place) {
+                // The data descriptor then goes one slot further, still
+                // pointing at this slot's buffer: both are reclaimed, in
+                // order, before this slot is filled again.
+                self.write_descriptor(context_descriptor(place));
+                self.context = Some(place);
+            }
+            data.cso = DTYP_DATA;
+            data.cmd |= CMD_DEXT;
+            data.css = POPTS_TXSM;
+        }
+        self.write_descriptor(data);
         self.packets += 1;
         self.bytes += len as u64;
         result
     }
 
+    fn write_descriptor(&mut self, d: TxDescriptor) {
+        // SAFETY: tail < len, and the descriptor there is free (the caller
+        // checked the room for every descriptor of the frame).
+        unsafe { self.descriptors.add(self.tail).write_volatile(d) };
+        self.tail = (self.tail + 1) % self.len;
+        self.dirty = true;
+    }
+
     /// The tail to write, if frames were queued since the last flush.
     pub fn take_tail(&mut self) -> Option<usize> {
         core::mem::take(&mut self.dirty).then_some(self.tail)
+    }
+}
+
+/// A context descriptor (manual 3.3.6) for TCP/UDP checksums at `place`,
+/// to the end of each frame (TUCSE = 0); no IP checksum offload (IPCSS =
+/// IPCSO = 0), no segmentation.
+fn context_descriptor(place: ChecksumPlace) -> TxDescriptor {
+    TxDescriptor {
+        // IPCSS, IPCSO, IPCSE, then TUCSS, TUCSO, TUCSE (bytes 0-7).
+        addr: u64::from(place.start) << 32 | u64::from(place.offset) << 40,
+        cmd: CMD_DEXT | CMD_RS | TUCMD_IP | if place.tcp { TUCMD_TCP } else { 0 },
+        ..Default::default()
     }
 }

@@ -1,15 +1,16 @@
 //! A simulated 8254x for the unit tests: registers in a map, DMA memory
 //! from the host heap (physical address = host address), and just enough
 //! of the device's behaviour — reset, receive into the ring, transmit on a
-//! tail write, missed-packet counting, interrupt cause — to check the
-//! driver's ring logic from the device's side.
+//! tail write (legacy descriptors, and context + data descriptors with
+//! TCP/UDP checksum insertion), missed-packet counting, interrupt cause —
+//! to check the driver's ring logic from the device's side.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use crate::regs::*;
-use crate::ring::{RxDescriptor, TxDescriptor, STATUS_DD, STATUS_EOP};
+use crate::ring::{RxDescriptor, TxDescriptor, CMD_DEXT, DTYP_DATA, POPTS_TXSM, STATUS_DD, STATUS_EOP};
 use crate::{Dma, Hardware};
 
 #[derive(Default)]
@@ -21,6 +22,10 @@ pub struct State {
     pub sent: Vec<Vec<u8>>,
     /// While set, tail writes do not make the device send.
     pub tx_stalled: bool,
+    /// The checksum context (TUCSS, TUCSO) of the last context descriptor.
+    pub context: Option<(usize, usize)>,
+    /// Context descriptors processed.
+    pub contexts: usize,
 }
 
 #[derive(Clone, Default)]
@@ -89,19 +94,49 @@ impl Sim {
         let base = (self.reg(TDBAL) as u64 | (self.reg(TDBAH) as u64) << 32) as *mut TxDescriptor;
         while head != tail {
             // SAFETY: as in deliver_with, for the transmit ring.
-            let frame = unsafe {
+            let descriptor = unsafe {
                 let d = base.add(head as usize);
                 let mut descriptor = d.read_volatile();
-                let frame = std::slice::from_raw_parts(descriptor.addr as *const u8, descriptor.length as usize).to_vec();
-                descriptor.status |= STATUS_DD;
-                d.write_volatile(descriptor);
-                frame
+                let done = TxDescriptor { status: descriptor.status | STATUS_DD, ..descriptor };
+                d.write_volatile(done);
+                descriptor.status = done.status;
+                descriptor
             };
-            self.0.borrow_mut().sent.push(frame);
             head = (head + 1) % len;
+            let extended = descriptor.cmd & CMD_DEXT != 0;
+            if extended && descriptor.cso & 0xf0 != DTYP_DATA {
+                // A context descriptor: TUCSS and TUCSO are bytes 4 and 5.
+                let bytes = descriptor.addr.to_le_bytes();
+                let mut s = self.0.borrow_mut();
+                s.context = Some((bytes[4] as usize, bytes[5] as usize));
+                s.contexts += 1;
+                continue;
+            }
+            // SAFETY: the driver's buffer (phys = host address).
+            let mut frame = unsafe { std::slice::from_raw_parts(descriptor.addr as *const u8, descriptor.length as usize).to_vec() };
+            if extended && descriptor.css & POPTS_TXSM != 0 {
+                let (start, offset) = self.0.borrow().context.expect("a checksum asked for before any context");
+                insert_checksum(&mut frame, start, offset);
+            }
+            self.0.borrow_mut().sent.push(frame);
         }
         self.0.borrow_mut().regs.insert(TDH, head);
     }
+}
+
+/// What the device does for POPTS.TXSM: the ones' complement sum from
+/// `start` to the end of the frame (the field at `offset` included, as the
+/// driver seeded it), complemented, stored at `offset` (0 sent as 0xffff).
+fn insert_checksum(frame: &mut [u8], start: usize, offset: usize) {
+    let mut sum: u32 = frame[start..].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    let checksum = match !(sum as u16) {
+        0 => 0xffff,
+        c => c,
+    };
+    frame[offset..offset + 2].copy_from_slice(&checksum.to_be_bytes());
 }
 
 impl Hardware for Sim {
