@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use smoltcp::phy::ChecksumCapabilities;
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol,
-    Ipv4Address, Ipv4Packet, Ipv4Repr, UdpPacket,
+    Ipv4Address, Ipv4Packet, Ipv4Repr, TcpControl, TcpPacket, TcpRepr, TcpSeqNumber, UdpPacket,
 };
 
 /// The host's end of the link.
@@ -63,7 +63,29 @@ enum Frame {
     ArpReply { mac: EthernetAddress, ip: Ipv4Address },
     /// A UDP datagram from the guest: its source port and payload range.
     Udp { src_port: u16, payload: std::ops::Range<usize> },
+    Tcp(TcpSegment),
     Other,
+}
+
+/// A TCP segment from the guest, as far as a test cares.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSegment {
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: u32,
+    pub ack: Option<u32>,
+    pub syn: bool,
+    pub fin: bool,
+    pub rst: bool,
+    pub payload: Vec<u8>,
+}
+
+/// The control flags of a segment sent with [`Wire::send_tcp`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpFlags {
+    pub syn: bool,
+    pub fin: bool,
+    pub psh: bool,
 }
 
 pub struct Wire {
@@ -270,6 +292,57 @@ impl Wire {
     }
 }
 
+/// TCP by hand, for tests that need a client the host's stack would not
+/// be (one that delays its handshake, for one).
+impl Wire {
+    /// Sends one TCP segment from our `src_port` to the guest's `dst_port`.
+    pub fn send_tcp(&self, src_port: u16, dst_port: u16, seq: u32, ack: Option<u32>, flags: TcpFlags, payload: &[u8]) {
+        let control = match (flags.syn, flags.fin, flags.psh) {
+            (true, _, _) => TcpControl::Syn,
+            (_, true, _) => TcpControl::Fin,
+            (_, _, true) => TcpControl::Psh,
+            _ => TcpControl::None,
+        };
+        let repr = TcpRepr {
+            src_port,
+            dst_port,
+            control,
+            seq_number: TcpSeqNumber(seq as i32),
+            ack_number: ack.map(|a| TcpSeqNumber(a as i32)),
+            window_len: 65535,
+            window_scale: None,
+            max_seg_size: flags.syn.then_some(1460),
+            sack_permitted: false,
+            sack_ranges: [None; 3],
+            timestamp: None,
+            payload,
+        };
+        let eth = EthernetRepr { src_addr: HOST_MAC, dst_addr: self.guest_mac, ethertype: EthernetProtocol::Ipv4 };
+        let ip = Ipv4Repr { src_addr: HOST_IP, dst_addr: GUEST_IP, next_header: IpProtocol::Tcp, payload_len: repr.buffer_len(), hop_limit: 64 };
+        let mut bytes = vec![0u8; 14 + 20 + repr.buffer_len()];
+        let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
+        eth.emit(&mut frame);
+        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+        ip.emit(&mut packet, &ChecksumCapabilities::default());
+        repr.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &HOST_IP.into(), &GUEST_IP.into(), &ChecksumCapabilities::default());
+        self.send(&bytes);
+    }
+
+    /// The next TCP segment from the guest to our `port` within `timeout`
+    /// (ARP answered, anything else skipped).
+    pub fn next_tcp(&mut self, port: u16, timeout: Duration) -> Option<TcpSegment> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(Frame::Tcp(segment)) = self.recv() {
+                if segment.dst_port == port {
+                    return Some(segment);
+                }
+            }
+        }
+        None
+    }
+}
+
 impl Drop for Wire {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.host_path);
@@ -305,8 +378,21 @@ fn parse(bytes: &[u8]) -> Frame {
         },
         EthernetProtocol::Ipv4 => {
             let Ok(ip) = Ipv4Packet::new_checked(eth.payload()) else { return Frame::Other };
-            if ip.next_header() != IpProtocol::Udp || ip.dst_addr() != HOST_IP {
+            if !matches!(ip.next_header(), IpProtocol::Udp | IpProtocol::Tcp) || ip.dst_addr() != HOST_IP {
                 return Frame::Other;
+            }
+            if ip.next_header() == IpProtocol::Tcp {
+                let Ok(tcp) = TcpPacket::new_checked(ip.payload()) else { return Frame::Other };
+                return Frame::Tcp(TcpSegment {
+                    src_port: tcp.src_port(),
+                    dst_port: tcp.dst_port(),
+                    seq: tcp.seq_number().0 as u32,
+                    ack: tcp.ack().then(|| tcp.ack_number().0 as u32),
+                    syn: tcp.syn(),
+                    fin: tcp.fin(),
+                    rst: tcp.rst(),
+                    payload: tcp.payload().to_vec(),
+                });
             }
             let Ok(udp) = UdpPacket::new_checked(ip.payload()) else { return Frame::Other };
             let start = 14 + ip.header_len() as usize + 8;

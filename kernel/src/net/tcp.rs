@@ -115,9 +115,11 @@ impl TcpListener {
                 return Poll::Ready(Err(NetError::NotConnected));
             };
             let sockets = &stack.sockets;
+            // A connection is accepted once its handshake is complete: in
+            // SYN-RECEIVED it can neither be read nor written yet.
             let arrived = stack.listeners[at].1.iter().position(|&h| {
                 let socket = sockets.get::<tcp::Socket>(h);
-                !socket.is_listening() && socket.is_active()
+                !socket.is_listening() && socket.is_active() && socket.state() != tcp::State::SynReceived
             });
             if let Some(i) = arrived {
                 let h = stack.listeners[at].1.remove(i);
