@@ -223,21 +223,9 @@ fn arp_request() -> Vec<u8> {
 }
 
 fn udp_frame(guest_mac: [u8; 6], src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
-    let udp_len = 8 + payload.len();
-    let mut ip = vec![0x45, 0, 0, 0, 0, 1, 0, 0, 64, 17, 0, 0];
-    ip[2..4].copy_from_slice(&((20 + udp_len) as u16).to_be_bytes());
-    ip.extend_from_slice(&HOST_IP);
-    ip.extend_from_slice(&GUEST_IP);
-    let sum = checksum(&ip);
-    ip[10..12].copy_from_slice(&sum.to_be_bytes());
-    let mut udp = Vec::new();
-    udp.extend_from_slice(&src_port.to_be_bytes());
-    udp.extend_from_slice(&dst_port.to_be_bytes());
-    udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    udp.extend_from_slice(&[0, 0]); // no UDP checksum (allowed for IPv4)
-    udp.extend_from_slice(payload);
-    ip.extend_from_slice(&udp);
-    ethernet(guest_mac, 0x0800, &ip)
+    use smoltcp::wire::{EthernetAddress, Ipv4Address};
+    let ip = |a: [u8; 4]| Ipv4Address::new(a[0], a[1], a[2], a[3]);
+    bravo_tests::traffic::udp_frame(EthernetAddress(HOST_MAC), EthernetAddress(guest_mac), ip(HOST_IP), ip(GUEST_IP), src_port, dst_port, payload)
 }
 
 fn icmp_echo_request(guest_mac: [u8; 6], id: u16, payload: &[u8]) -> Vec<u8> {

@@ -152,6 +152,16 @@ impl Drop for TcpListener {
     }
 }
 
+/// Why nothing more can be sent on `socket`, if so: reset (closed without
+/// our close) or closed by us.
+fn unsendable(socket: &tcp::Socket) -> Option<NetError> {
+    match socket.state() {
+        _ if socket.may_send() => None,
+        tcp::State::Closed => Some(NetError::Reset),
+        _ => Some(NetError::NotConnected),
+    }
+}
+
 /// A TCP connection.
 pub struct TcpStream {
     handle: Option<SocketHandle>,
@@ -253,11 +263,8 @@ impl TcpStream {
         let chunk = data[..data.len().min(WRITE_CHUNK)].to_vec();
         call(self.write_timeout, move |stack, _| {
             let socket = stack.tcp(h);
-            if !socket.may_send() {
-                return Poll::Ready(Err(match socket.state() {
-                    tcp::State::Closed => NetError::Reset,
-                    _ => NetError::NotConnected,
-                }));
+            if let Some(e) = unsendable(socket) {
+                return Poll::Ready(Err(e));
             }
             if socket.can_send() {
                 return Poll::Ready(socket.send_slice(&chunk).map_err(|_| NetError::Reset));
@@ -287,11 +294,8 @@ impl TcpStream {
         let mut rest = data.to_vec();
         call(self.write_timeout, move |stack, _| {
             let socket = stack.tcp(h);
-            if !socket.may_send() {
-                return Poll::Ready(Err(match socket.state() {
-                    tcp::State::Closed => NetError::Reset,
-                    _ => NetError::NotConnected,
-                }));
+            if let Some(e) = unsendable(socket) {
+                return Poll::Ready(Err(e));
             }
             if socket.can_send() {
                 match socket.send_slice(&rest) {

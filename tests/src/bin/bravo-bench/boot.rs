@@ -12,23 +12,12 @@ use std::time::{Duration, Instant};
 use bravo_tests::report::{Better, Report, Row, Samples};
 use bravo_tests::{free_port, image_path, linux_peer, workspace_root, Accel};
 
-use crate::{fail, progress, System};
+use crate::{fail, progress, Options, System};
 
 pub fn run(args: &[String]) {
-    let mut runs = 5usize;
-    let mut wanted = vec![System::Bravo, System::Linux];
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
-        match arg.as_str() {
-            "--runs" => runs = value().parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
-            "--systems" => {
-                wanted = System::parse_list(&value()).unwrap_or_else(|e| fail(&e));
-                wanted.retain(|&s| s != System::Ceiling);
-            }
-            other => fail(&format!("unexpected argument `{other}`")),
-        }
-    }
+    let options = Options { runs: 5, ..Options::new() }.parse(args, &["--runs", "--systems"]);
+    let runs = options.runs;
+    let wanted: Vec<System> = options.systems.into_iter().filter(|&s| s != System::Ceiling).collect();
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let (systems, notes) = System::available(&wanted);
     // (system, to first response ms, entry to main ms)

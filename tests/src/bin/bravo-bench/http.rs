@@ -12,7 +12,7 @@ use bravo_tests::netns::{Netns, TAP};
 use bravo_tests::report::{Better, Report, Row, Samples};
 use bravo_tests::{Accel, Running};
 
-use crate::{fail, progress, System};
+use crate::{fail, progress, Options, System};
 
 const URL: &str = "http://10.0.0.2/health";
 
@@ -40,22 +40,13 @@ struct WrkResult {
 }
 
 pub fn run(args: &[String]) {
-    let (mut runs, mut secs, mut cpus) = (3usize, 5u64, 1usize);
-    let mut wanted = vec![System::Bravo, System::Linux];
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
-        match arg.as_str() {
-            "--runs" => runs = value().parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
-            "--secs" => secs = value().parse().ok().filter(|&s| s > 0 && s <= 600).unwrap_or_else(|| fail("--secs: expected whole seconds 1-600")),
-            "--cpus" => cpus = value().parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected a number > 0")),
-            "--systems" => {
-                wanted = System::parse_list(&value()).unwrap_or_else(|e| fail(&e));
-                wanted.retain(|&s| s != System::Ceiling);
-            }
-            other => fail(&format!("unexpected argument `{other}`")),
-        }
+    let mut options = Options { secs: 5.0, ..Options::new() };
+    options = options.parse(args, &["--runs", "--secs", "--cpus", "--systems"]);
+    if options.secs.fract() != 0.0 {
+        fail("--secs: wrk takes whole seconds");
     }
+    let (runs, secs, cpus) = (options.runs, options.secs as u64, options.cpus);
+    let wanted: Vec<System> = options.systems.into_iter().filter(|&s| s != System::Ceiling).collect();
     if Command::new("wrk").arg("--version").output().is_err() {
         fail("`wrk` is not installed (Debian package `wrk`; `.ci/install-deps` installs it)");
     }

@@ -69,6 +69,50 @@ const USAGE: &str = "usage: bravo-bench WHAT [--accel tcg|kvm] [OPTIONS]
   sched [--runs 5] [--cpus 1,2,4]
 environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", BRAVO_CMDLINE=\"kernel options for the Bravo guests\" (e.g. netpoll=on), BENCH_DIR (default target/bench)";
 
+/// The options of the network benchmarks; each takes the flags it names.
+struct Options {
+    runs: usize,
+    secs: f64,
+    cpus: usize,
+    sizes: Vec<usize>,
+    window: usize,
+    systems: Vec<System>,
+}
+
+impl Options {
+    /// Defaults: 3 runs of 2 s on 1 cpu; 64/512/1500-byte frames, 16 in
+    /// flight; every system.
+    fn new() -> Self {
+        Options { runs: 3, secs: 2.0, cpus: 1, sizes: vec![64, 512, 1500], window: 16, systems: vec![System::Bravo, System::Ceiling, System::Linux] }
+    }
+
+    /// Reads `args`, accepting only the flags in `accepted` (e.g. `--runs`).
+    fn parse(mut self, args: &[String], accepted: &[&str]) -> Self {
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            if !accepted.contains(&arg.as_str()) {
+                fail(&format!("unexpected argument `{arg}` (this benchmark takes {})", accepted.join(", ")));
+            }
+            let value = it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
+            match arg.as_str() {
+                "--runs" => self.runs = value.parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
+                "--secs" => self.secs = value.parse().ok().filter(|&s| s > 0.0 && s <= 600.0).unwrap_or_else(|| fail("--secs: expected 0-600")),
+                "--cpus" => self.cpus = value.parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected a number > 0")),
+                "--sizes" => {
+                    self.sizes = value
+                        .split(',')
+                        .map(|s| s.trim().parse().ok().filter(|&s| (64..=1514).contains(&s)).unwrap_or_else(|| fail("--sizes: frame sizes 64-1514, e.g. 64,512,1500")))
+                        .collect()
+                }
+                "--window" => self.window = value.parse().ok().filter(|&w| w > 0 && w <= 256).unwrap_or_else(|| fail("--window: expected 1-256")),
+                "--systems" => self.systems = System::parse_list(&value).unwrap_or_else(|e| fail(&e)),
+                _ => unreachable!("an accepted flag without a parser: {arg}"),
+            }
+        }
+        self
+    }
+}
+
 /// A progress line on the terminal (overwritten by the next one).
 fn progress(text: &str) {
     use std::io::Write;
@@ -129,12 +173,13 @@ impl System {
         linux_peer::build().map(drop)
     }
 
-    fn linux_machine(mode: &str, port: u16) -> Machine {
+    /// The Linux peer serving `mode` at `port` on `ip_cidr`.
+    fn linux_machine(mode: &str, port: u16, ip_cidr: &str) -> Machine {
         let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
         Machine::new(peer.kernel.to_str().unwrap_or_else(|| fail("non-UTF-8 path")))
             .args(["-initrd".to_string(), peer.initrd.display().to_string()])
             .memory_mib(512)
-            .cmdline(&linux_peer::cmdline(mode, port, "10.0.0.2/24"))
+            .cmdline(&linux_peer::cmdline(mode, port, ip_cidr))
     }
 
     /// `bravo,ceiling,linux` (any subset).
@@ -177,7 +222,7 @@ impl System {
         let machine = match self {
             System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{} -- port={port}", extra_options())),
             System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw{} -- raw ip=10.0.0.2 port={port}", extra_options())),
-            System::Linux => System::linux_machine("udp", port),
+            System::Linux => System::linux_machine("udp", port, "10.0.0.2/24"),
         };
         machine.args(qemu_args())
     }
@@ -186,7 +231,7 @@ impl System {
     fn http_machine(self) -> Machine {
         let machine = match self {
             System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{}", extra_options())),
-            System::Linux => System::linux_machine("http", 80),
+            System::Linux => System::linux_machine("http", 80, "10.0.0.2/24"),
         };
         machine.args(qemu_args())
     }
@@ -196,13 +241,7 @@ impl System {
     fn boot_machine(self) -> Machine {
         let machine = match self {
             System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=info ip=10.0.2.15/24 gw=10.0.2.2{}", extra_options())),
-            System::Linux => {
-                let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
-                Machine::new(peer.kernel.to_str().unwrap_or_else(|| fail("non-UTF-8 path")))
-                    .args(["-initrd".to_string(), peer.initrd.display().to_string()])
-                    .memory_mib(512)
-                    .cmdline(&linux_peer::cmdline("http", 80, "10.0.2.15/24"))
-            }
+            System::Linux => System::linux_machine("http", 80, "10.0.2.15/24"),
         };
         machine.args(qemu_args())
     }

@@ -12,44 +12,17 @@ use bravo_tests::report::{Better, Report, Row, Samples};
 use bravo_tests::traffic::{Wire, HEADERS};
 use bravo_tests::{Accel, Running};
 
-use crate::{fail, progress, System};
+use crate::{fail, progress, Options, System};
 
 const SINK: u16 = 9000;
 const SOURCE: u16 = SINK + 1;
 const ECHO: u16 = SINK + 2;
 
-struct Options {
-    runs: usize,
-    secs: f64,
-    sizes: Vec<usize>,
-    cpus: usize,
-    window: usize,
-    systems: Vec<System>,
-}
-
 /// One system's samples per frame size: [rx, tx, echo, rx lost %, tx lost %].
 type Measures = Vec<[Vec<f64>; 5]>;
 
 pub fn run(args: &[String]) {
-    let mut o = Options { runs: 3, secs: 2.0, sizes: vec![64, 512, 1500], cpus: 1, window: 16, systems: vec![System::Bravo, System::Ceiling, System::Linux] };
-    let mut it = args.iter();
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
-        match arg.as_str() {
-            "--runs" => o.runs = value().parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
-            "--secs" => o.secs = value().parse().ok().filter(|&s| s > 0.0 && s <= 600.0).unwrap_or_else(|| fail("--secs: expected 0-600")),
-            "--sizes" => {
-                o.sizes = value()
-                    .split(',')
-                    .map(|s| s.trim().parse().ok().filter(|&s| (64..=1514).contains(&s)).unwrap_or_else(|| fail("--sizes: frame sizes 64-1514, e.g. 64,512,1500")))
-                    .collect()
-            }
-            "--cpus" => o.cpus = value().parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected a number > 0")),
-            "--window" => o.window = value().parse().ok().filter(|&w| w > 0 && w <= 256).unwrap_or_else(|| fail("--window: expected 1-256")),
-            "--systems" => o.systems = System::parse_list(&value()).unwrap_or_else(|e| fail(&e)),
-            other => fail(&format!("unexpected argument `{other}`")),
-        }
-    }
+    let o = Options::new().parse(args, &["--runs", "--secs", "--sizes", "--cpus", "--window", "--systems"]);
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let duration = Duration::from_secs_f64(o.secs);
     let (systems, notes) = System::available(&o.systems);
