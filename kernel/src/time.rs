@@ -56,3 +56,32 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
 pub fn uptime() -> Duration {
     Duration::from_nanos(tsc::nanos_since_boot())
 }
+
+/// Lets something happen at most once per period (a warning that would
+/// otherwise repeat for every packet of a flood). Usable from any cpu.
+pub struct RateLimit {
+    /// The earliest TSC tick of the next occurrence.
+    next: core::sync::atomic::AtomicU64,
+}
+
+impl RateLimit {
+    pub const fn new() -> Self {
+        RateLimit { next: core::sync::atomic::AtomicU64::new(0) }
+    }
+
+    /// Whether the thing may happen now; if so, the next one waits
+    /// `period`.
+    pub fn allow(&self, period: Duration) -> bool {
+        use core::sync::atomic::Ordering;
+        let now = tsc::now();
+        let next = self.next.load(Ordering::Relaxed);
+        now >= next
+            && self.next.compare_exchange(next, now.saturating_add(duration_to_ticks(period)), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+    }
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -3,8 +3,9 @@
 //! - `GET /`: a small HTML page naming the service, its cpus and uptime;
 //! - `GET /health`: `ok`;
 //! - `GET /stats`: JSON with uptime, cpus, threads per cpu, requests
-//!   served, the NIC's packets, bytes, drops and errors, and free memory
-//!   per NUMA node;
+//!   served, the NIC's packets, bytes, drops and errors, the network
+//!   stack's sockets, refused, evicted and timed-out connections and
+//!   rounds, and free memory per NUMA node;
 //! - `POST /echo`: the request body back.
 //!
 //! Each connection gets a thread, created in turn on every cpu with
@@ -156,6 +157,18 @@ fn stats() -> String {
         }
         Err(_) => json.push_str("\"nic\":null,"),
     }
+    let net = bravo::net::stats();
+    let _ = write!(
+        json,
+        "\"net\":{{\"sockets\":{},\"tcp_refused\":{},\"half_open_evicted\":{},\"timed_out\":{},\"rounds\":{},\"last_round_ms\":{}}},",
+        net.sockets, net.tcp_refused, net.half_open_evicted, net.timed_out, net.rounds, net.last_round_ms
+    );
+    let net = bravo::net::stats();
+    let _ = write!(
+        json,
+        "\"net\":{{\"sockets\":{},\"tcp_refused\":{},\"half_open_evicted\":{},\"timed_out\":{},\"rounds\":{},\"last_round_ms\":{}}},",
+        net.sockets, net.tcp_refused, net.half_open_evicted, net.timed_out, net.rounds, net.last_round_ms
+    );
     let _ = writeln!(json, "\"memory\":[{}]}}", memory.join(","));
     json
 }

@@ -13,59 +13,30 @@
 //! itself through [`RawNic`].
 //!
 //! Submodules: `nic` (the driver's hardware glue, interrupt routing),
-//! `stack` (the network thread and requests), `tcp`, `udp`, `raw`.
+//! `stack` (the network thread and requests), `listener` (a TCP port's
+//! bounded handshakes and accept queue), `tcp`, `udp`, `raw`, `counters`
+//! (the stack's statistics), `watchdog`.
 
+mod counters;
+mod error;
+mod listener;
 mod nic;
 mod raw;
 mod stack;
 mod tcp;
 mod udp;
+mod watchdog;
 
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::task::Poll;
 use core::time::Duration;
 
+pub use counters::NetStats;
+pub use error::NetError;
 pub use e1000::Stats as NicStats;
 pub use raw::RawNic;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::{Datagrams, UdpSocket};
-
-/// Why a network call failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NetError {
-    /// The peer refused the connection (reset in answer to the SYN).
-    Refused,
-    /// The connection was reset or aborted.
-    Reset,
-    /// The call's timeout passed.
-    TimedOut,
-    /// A buffer or table is full (datagram too large for the buffers, too
-    /// many sockets).
-    NoBufferSpace,
-    /// The port is taken.
-    AddrInUse,
-    /// The stream is not connected (closed by us).
-    NotConnected,
-    /// An argument is unusable (port 0, unroutable address...).
-    InvalidInput,
-    /// There is no network (no NIC, or it failed to start).
-    NoNetwork,
-}
-
-impl core::fmt::Display for NetError {
-    fn fmt(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-        f.write_str(match self {
-            NetError::Refused => "connection refused",
-            NetError::Reset => "connection reset",
-            NetError::TimedOut => "timed out",
-            NetError::NoBufferSpace => "no buffer space",
-            NetError::AddrInUse => "address in use",
-            NetError::NotConnected => "not connected",
-            NetError::InvalidInput => "invalid input",
-            NetError::NoNetwork => "no network",
-        })
-    }
-}
 
 /// Finds the NIC and starts the network thread on the network cpu (from
 /// the main thread, before the application's `main`). Logs and returns
@@ -134,7 +105,9 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
     }
     if ready.recv_timeout(Duration::from_secs(10)) != Ok(true) {
         log::warn!("net: the network did not start");
+        return;
     }
+    watchdog::start(cpu);
 }
 
 /// Finds and routes the NIC's interrupt line to this cpu.
@@ -167,6 +140,13 @@ pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
 /// The NIC's counters.
 pub fn nic_stats() -> Result<NicStats, NetError> {
     stack::call(None, |stack, _| Poll::Ready(Ok(stack.nic.stats())))
+}
+
+/// The network stack's counters (sockets, refused and timed-out
+/// connections, the network thread's rounds). Answered without a request
+/// to the network thread, so it works even when that thread is stuck.
+pub fn stats() -> NetStats {
+    counters::read()
 }
 
 /// Whether the network is up (a NIC was found and its thread runs).

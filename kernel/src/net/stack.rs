@@ -25,13 +25,18 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use x86_64::instructions::interrupts::without_interrupts;
 
+use super::listener::Listener;
 use super::nic::Nic;
-use super::NetError;
+use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
 use crate::sync::WaitQueue;
 
 /// How long a closed stream may take to finish its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Free memory (of the network cpu's node) below which new connections
+/// are refused: what is left serves the open ones.
+const MIN_FREE_FOR_CONNECTIONS: usize = 16 << 20;
 
 /// Frames taken in per round, so that a flood cannot starve requests and
 /// transmission.
@@ -43,10 +48,11 @@ pub struct Stack {
     pub sockets: SocketSet<'static>,
     pub nic: E1000<Nic>,
     /// Closed streams whose sockets are removed once smoltcp is done with
-    /// them, or aborted at the deadline (TSC) if the peer never finishes.
-    reap: Vec<(SocketHandle, u64)>,
-    /// Bound TCP ports and their listening (or not yet accepted) sockets.
-    pub listeners: Vec<(u16, Vec<SocketHandle>)>,
+    /// them, or reset at their deadline if the peer never finishes.
+    reap: Vec<Reaped>,
+    /// Bound TCP ports, each with its listening sockets, handshakes and
+    /// accept queue.
+    pub listeners: Vec<Listener<SocketHandle>>,
     /// Bound UDP ports.
     pub udp_ports: Vec<u16>,
     next_port: u16,
@@ -55,6 +61,19 @@ pub struct Stack {
     pub gateway: Option<Ipv4Address>,
     /// The NIC's I/O APIC pin (None: polled).
     pin: Option<u8>,
+    /// Sockets in `sockets` (smoltcp's set cannot count them cheaply).
+    socket_count: usize,
+    /// Whether memory allows new connections (checked once per round).
+    admit: bool,
+}
+
+/// A closed stream waiting for its close to complete.
+struct Reaped {
+    handle: SocketHandle,
+    /// When it is reset if still not closed (TSC ticks).
+    deadline: u64,
+    /// Reset at the deadline: removed at the next reaping.
+    aborted: bool,
 }
 
 /// An operation waiting to run on the network thread; `expired` tells it
@@ -78,6 +97,12 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 
 pub fn running() -> bool {
     RUNNING.load(Ordering::Acquire)
+}
+
+/// Whether a request or an interrupt is waiting for the network thread's
+/// next round.
+pub fn work_waiting() -> bool {
+    WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)
 }
 
 /// The NIC's interrupt: mask the line (it stays asserted until the
@@ -165,13 +190,15 @@ impl Stack {
             address: None,
             gateway: None,
             pin,
+            socket_count: 0,
+            admit: true,
         };
         match options.ip {
             Some((addr, prefix)) => {
                 let cidr = Ipv4Cidr::new(addr, prefix);
                 stack.configure(cidr, options.gateway);
             }
-            None => stack.dhcp = Some(stack.sockets.add(dhcpv4::Socket::new())),
+            None => stack.dhcp = Some(stack.add_socket(dhcpv4::Socket::new())),
         }
         stack
     }
@@ -211,10 +238,23 @@ impl Stack {
         }
     }
 
+    /// Adds a socket to the set, counting it.
+    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
+        self.socket_count += 1;
+        self.sockets.add(socket)
+    }
+
+    /// Removes a socket from the set (freeing its buffers).
+    pub fn remove_socket(&mut self, handle: SocketHandle) {
+        self.socket_count -= 1;
+        drop(self.sockets.remove(handle));
+    }
+
     /// Frees a closed stream's socket once its close completes (at most
     /// [`CLOSE_TIMEOUT`] later).
     pub fn reap_later(&mut self, handle: SocketHandle) {
-        self.reap.push((handle, tsc::now().saturating_add(crate::time::duration_to_ticks(CLOSE_TIMEOUT))));
+        let deadline = tsc::now().saturating_add(crate::time::duration_to_ticks(CLOSE_TIMEOUT));
+        self.reap.push(Reaped { handle, deadline, aborted: false });
     }
 
     /// A local port for an outgoing connection.
@@ -223,25 +263,40 @@ impl Stack {
         self.next_port
     }
 
-    /// Removes closed streams' sockets once smoltcp no longer needs them.
+    /// Removes closed streams' sockets once smoltcp no longer needs them;
+    /// one whose close outlives its deadline (a peer that never answers
+    /// our FIN, or never sends its own) is reset, and removed next round,
+    /// once the reset has left.
     fn reap_closed(&mut self) {
-        let sockets = &mut self.sockets;
         let now = tsc::now();
-        self.reap.retain(|&(handle, deadline)| {
-            let socket = sockets.get_mut::<tcp::Socket>(handle);
-            if now >= deadline {
-                socket.abort();
-            }
-            let done = matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
+        let mut reap = core::mem::take(&mut self.reap);
+        let mut timed_out = 0;
+        reap.retain_mut(|entry| {
+            let socket = self.sockets.get_mut::<tcp::Socket>(entry.handle);
+            let done = entry.aborted || matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
             if done {
-                sockets.remove(handle);
+                self.socket_count -= 1;
+                drop(self.sockets.remove(entry.handle));
+            } else if now >= entry.deadline {
+                socket.abort();
+                entry.aborted = true;
+                timed_out += 1;
             }
             !done
         });
+        self.reap = reap;
+        counters::add_timed_out(timed_out);
+    }
+
+    /// Whether memory allows new connections: a connection's buffers must
+    /// not take what open connections and the kernel need.
+    pub fn admits_connections(&self) -> bool {
+        self.admit
     }
 
     /// One round; returns whether there may be more to do at once.
     fn round(&mut self, requests: &mut Vec<Request>) -> bool {
+        self.admit = crate::memory::stats(crate::memory::current_node()).free >= MIN_FREE_FOR_CONNECTIONS;
         let irq = IRQ.swap(false, Ordering::AcqRel);
         if irq {
             self.nic.handle_interrupt();
@@ -257,13 +312,13 @@ impl Stack {
                     // A SYN may have taken a listening socket: put another
                     // in place before the next frame, which may be a SYN
                     // too (smoltcp resets connections nobody listens for).
-                    self.top_up_listeners();
+                    self.update_listeners();
                 }
             }
         }
         self.iface.poll_maintenance(now);
         self.poll_dhcp();
-        self.top_up_listeners();
+        self.update_listeners();
         let tick = tsc::now();
         requests.retain_mut(|r| {
             let expired = r.deadline.is_some_and(|d| tick >= d);
@@ -276,6 +331,8 @@ impl Stack {
         }
         self.nic.flush();
         self.reap_closed();
+        counters::set_sockets(self.socket_count);
+        counters::round_done(tsc::nanos_since_boot() / 1_000_000);
         if irq {
             if let Some(pin) = self.pin {
                 ioapic::unmask(pin);
@@ -313,7 +370,8 @@ pub fn run(mut stack: Stack) -> ! {
     loop {
         if log::log_enabled!(log::Level::Debug) && tsc::now() >= next_report {
             next_report = tsc::now() + tsc::hz() * 5;
-            log::debug!("net: {:?}, {} sockets, {} requests waiting", stack.nic.stats(), stack.sockets.iter().count(), requests.len());
+            let half_open: usize = stack.listeners.iter().map(|l| l.half_open()).sum();
+            log::debug!("net: {:?}, {:?}, {half_open} half-open, {} requests waiting", stack.nic.stats(), counters::read(), requests.len());
         }
         WORK.store(false, Ordering::Release);
         without_interrupts(|| requests.extend(INBOX.lock().drain(..)));

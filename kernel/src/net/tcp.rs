@@ -1,7 +1,8 @@
-//! TCP for applications: [`TcpListener`] (with a backlog: several
-//! listening smoltcp sockets per port, topped up after every round) and
-//! [`TcpStream`]. Every call runs on the network thread (see `stack`).
+//! TCP for applications: [`TcpListener`] (a port's sockets, handshakes and
+//! accept queue are bounded by `listener`) and [`TcpStream`]. Every call
+//! runs on the network thread (see `stack`).
 
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use core::task::Poll;
@@ -10,15 +11,33 @@ use core::time::Duration;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
+use super::listener::{Events, Limits, Listener, Table};
 use super::stack::{call, Stack};
-use super::{buffer, socket_addr, NetError};
+use super::{buffer, counters, socket_addr, NetError};
+use crate::arch::tsc;
+use crate::time::RateLimit;
 
-/// Listening sockets kept ready per port.
-pub const BACKLOG: usize = 16;
 /// Receive and send buffer of each connection.
 pub const BUFFER_SIZE: usize = 64 * 1024;
 /// The largest write handed to the network thread at once.
 const WRITE_CHUNK: usize = BUFFER_SIZE;
+/// The accept queue's length unless the service asks for another.
+pub const DEFAULT_BACKLOG: usize = 128;
+/// Connections taken from the accept queue by one `accept` request; the
+/// rest wait in the [`TcpListener`] for the next calls.
+const ACCEPT_BATCH: usize = 32;
+
+/// The bounds of every listening port (see `listener`).
+fn listen_limits(backlog: usize) -> Limits {
+    let ticks = |d: Duration| crate::time::duration_to_ticks(d);
+    Limits {
+        spare: 4,
+        max_half_open: 256,
+        syn_timeout: ticks(Duration::from_secs(4)),
+        backlog: backlog.max(1),
+        accept_timeout: ticks(Duration::from_secs(60)),
+    }
+}
 
 /// A socket with its buffers; `NoBufferSpace` when memory is exhausted.
 fn new_socket() -> Result<tcp::Socket<'static>, NetError> {
@@ -27,41 +46,53 @@ fn new_socket() -> Result<tcp::Socket<'static>, NetError> {
     Ok(socket)
 }
 
-impl Stack {
-    fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
-        let mut socket = new_socket()?;
-        socket.listen(port).map_err(|_| NetError::InvalidInput)?;
-        Ok(self.sockets.add(socket))
+/// The stack's sockets as the listeners see them.
+struct Sockets<'a>(&'a mut Stack);
+
+impl Table for Sockets<'_> {
+    type Handle = SocketHandle;
+
+    fn state(&self, handle: SocketHandle) -> tcp::State {
+        self.0.sockets.get::<tcp::Socket>(handle).state()
     }
 
-    /// Keeps `BACKLOG` sockets listening on every bound port (connections
-    /// that arrived wait in the same list until accepted).
-    pub fn top_up_listeners(&mut self) {
-        for i in 0..self.listeners.len() {
-            let port = self.listeners[i].0;
-            // A connection reset before it was accepted leaves a closed
-            // socket behind: free it.
-            let sockets = &mut self.sockets;
-            self.listeners[i].1.retain(|&h| {
-                let socket = sockets.get::<tcp::Socket>(h);
-                let dead = !socket.is_listening() && !socket.is_active();
-                if dead {
-                    sockets.remove(h);
-                }
-                !dead
-            });
-            let sockets = &self.sockets;
-            let listening = self.listeners[i].1.iter().filter(|&&h| sockets.get::<tcp::Socket>(h).is_listening()).count();
-            for _ in listening..BACKLOG {
-                if self.listeners[i].1.len() >= 4 * BACKLOG {
-                    break; // unaccepted connections pile up: stop growing
-                }
-                match self.listening_socket(port) {
-                    Ok(h) => self.listeners[i].1.push(h),
-                    Err(_) => break,
-                }
-            }
+    fn listen(&mut self, port: u16) -> Result<SocketHandle, NetError> {
+        let mut socket = new_socket()?;
+        socket.listen(port).map_err(|_| NetError::InvalidInput)?;
+        Ok(self.0.add_socket(socket))
+    }
+
+    fn forget(&mut self, handle: SocketHandle) {
+        self.0.remove_socket(handle);
+    }
+
+    fn refuse(&mut self, handle: SocketHandle) {
+        self.0.tcp(handle).abort();
+        self.0.reap_later(handle);
+    }
+}
+
+impl Stack {
+    /// Brings every listening port up to date (after a frame changed a
+    /// socket's state, and once per round): see `listener`.
+    pub fn update_listeners(&mut self) {
+        let now = tsc::now();
+        let admit = self.admits_connections();
+        let mut listeners = core::mem::take(&mut self.listeners);
+        let mut events = Events::default();
+        for listener in &mut listeners {
+            events += listener.update(&mut Sockets(self), now, admit);
         }
+        self.listeners = listeners;
+        static SHORT: RateLimit = RateLimit::new();
+        if events.refused > 0 && !admit && SHORT.allow(Duration::from_secs(10)) {
+            log::warn!("net: memory is short: refusing new connections ({} refused so far)", counters::read().tcp_refused + events.refused);
+        }
+        counters::add_listener_events(events);
+    }
+
+    fn listener(&mut self, port: u16) -> Option<&mut Listener<SocketHandle>> {
+        self.listeners.iter_mut().find(|l| l.port == port)
     }
 
     fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
@@ -73,28 +104,38 @@ impl Stack {
 pub struct TcpListener {
     port: u16,
     accept_timeout: Option<Duration>,
+    /// Connections taken from the accept queue and not yet handed out.
+    taken: spin::Mutex<VecDeque<(SocketHandle, SocketAddrV4)>>,
 }
 
 impl TcpListener {
-    /// Starts listening on `port` (all addresses of the interface).
+    /// Starts listening on `port` (all addresses of the interface), with
+    /// an accept queue of [`DEFAULT_BACKLOG`] connections.
     pub fn bind(port: u16) -> Result<TcpListener, NetError> {
+        TcpListener::bind_with_backlog(port, DEFAULT_BACKLOG)
+    }
+
+    /// Starts listening on `port` with an accept queue of `backlog`
+    /// connections (completed handshakes waiting for [`accept`](Self::accept)).
+    pub fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener, NetError> {
         if port == 0 {
             return Err(NetError::InvalidInput);
         }
         call(None, move |stack, _| {
-            if stack.listeners.iter().any(|(p, _)| *p == port) {
+            if stack.listener(port).is_some() {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
-            // At least one listening socket, or the port stays free.
-            let first = match stack.listening_socket(port) {
-                Ok(handle) => handle,
+            if stack.listeners.try_reserve(1).is_err() {
+                return Poll::Ready(Err(NetError::NoBufferSpace));
+            }
+            match Listener::new(&mut Sockets(stack), port, listen_limits(backlog)) {
+                Ok(listener) => stack.listeners.push(listener),
                 Err(e) => return Poll::Ready(Err(e)),
-            };
-            stack.listeners.push((port, alloc::vec![first]));
-            stack.top_up_listeners();
+            }
+            stack.update_listeners();
             Poll::Ready(Ok(()))
         })?;
-        Ok(TcpListener { port, accept_timeout: None })
+        Ok(TcpListener { port, accept_timeout: None, taken: spin::Mutex::new(VecDeque::new()) })
     }
 
     pub fn port(&self) -> u16 {
@@ -109,43 +150,49 @@ impl TcpListener {
 
     /// Sleeps until a connection arrives; returns it and its peer.
     pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4), NetError> {
+        if let Some((handle, peer)) = self.taken.lock().pop_front() {
+            return Ok((TcpStream::new(handle), peer));
+        }
         let port = self.port;
-        let (handle, peer) = call(self.accept_timeout, move |stack, _| {
-            let Some(at) = stack.listeners.iter().position(|(p, _)| *p == port) else {
+        let mut batch = call(self.accept_timeout, move |stack, _| {
+            let Some(listener) = stack.listener(port) else {
                 return Poll::Ready(Err(NetError::NotConnected));
             };
-            let sockets = &stack.sockets;
-            // A connection is accepted once its handshake is complete: in
-            // SYN-RECEIVED it can neither be read nor written yet.
-            let arrived = stack.listeners[at].1.iter().position(|&h| {
-                let socket = sockets.get::<tcp::Socket>(h);
-                !socket.is_listening() && socket.is_active() && socket.state() != tcp::State::SynReceived
-            });
-            if let Some(i) = arrived {
-                let h = stack.listeners[at].1.remove(i);
-                let peer = stack.tcp(h).remote_endpoint().map(socket_addr);
-                stack.top_up_listeners();
-                return match peer {
-                    Some(peer) => Poll::Ready(Ok((h, peer))),
-                    None => Poll::Ready(Err(NetError::Reset)),
-                };
+            let mut batch = VecDeque::new();
+            if batch.try_reserve(listener.queued().min(ACCEPT_BATCH)).is_err() {
+                return Poll::Ready(Err(NetError::NoBufferSpace));
             }
-            Poll::Pending
+            while batch.len() < ACCEPT_BATCH {
+                let Some(handle) = stack.listener(port).and_then(|l| l.accept()) else { break };
+                match stack.tcp(handle).remote_endpoint().map(socket_addr) {
+                    Some(peer) => batch.push_back((handle, peer)),
+                    None => stack.remove_socket(handle),
+                }
+            }
+            if batch.is_empty() {
+                return Poll::Pending;
+            }
+            // Room in the queue: completed handshakes waiting for it move in.
+            stack.update_listeners();
+            Poll::Ready(Ok(batch))
         })?;
-        Ok((TcpStream::new(handle), peer))
+        let first = batch.pop_front().expect("a batch is never empty");
+        self.taken.lock().extend(batch);
+        Ok((TcpStream::new(first.0), first.1))
     }
 }
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
+        // Connections taken but never handed out are closed like any other.
+        for (handle, _) in self.taken.get_mut().drain(..) {
+            drop(TcpStream::new(handle));
+        }
         let port = self.port;
         let _ = call(None, move |stack, _| {
-            if let Some(at) = stack.listeners.iter().position(|(p, _)| *p == port) {
-                let (_, handles) = stack.listeners.remove(at);
-                for h in handles {
-                    stack.tcp(h).abort();
-                    stack.reap_later(h);
-                }
+            if let Some(at) = stack.listeners.iter().position(|l| l.port == port) {
+                let listener = stack.listeners.remove(at);
+                listener.close(&mut Sockets(stack));
             }
             Poll::Ready(Ok(()))
         });
@@ -194,7 +241,7 @@ impl TcpStream {
                     if socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
                         return Poll::Ready(Err(NetError::InvalidInput));
                     }
-                    let h = stack.sockets.add(socket);
+                    let h = stack.add_socket(socket);
                     handle = Some(h);
                     h
                 }

@@ -92,7 +92,7 @@ impl UdpSocket {
                 return Poll::Ready(Err(NetError::InvalidInput));
             }
             stack.udp_ports.push(port);
-            Poll::Ready(Ok(stack.sockets.add(socket)))
+            Poll::Ready(Ok(stack.add_socket(socket)))
         })?;
         Ok(UdpSocket { handle, port, read_timeout: None })
     }
@@ -190,7 +190,7 @@ impl Drop for UdpSocket {
     fn drop(&mut self) {
         let (h, port) = (self.handle, self.port);
         let _ = call(None, move |stack, _| {
-            stack.sockets.remove(h);
+            stack.remove_socket(h);
             stack.udp_ports.retain(|&p| p != port);
             Poll::Ready(Ok(()))
         });
