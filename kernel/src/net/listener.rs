@@ -11,8 +11,9 @@
 //!   every SYN, so that the next SYN always finds one;
 //! - at most [`Limits::max_half_open`] connections are in their handshake;
 //!   past that the oldest one still in SYN-RECEIVED is forgotten without a
-//!   word (its peer is most likely forged; a real one retransmits its
-//!   SYN), and one is never older than [`Limits::syn_timeout`];
+//!   word (its peer is most likely forged), or, when all are younger than
+//!   [`Limits::evictable_after`], the newest SYN is dropped (a real client
+//!   retransmits it); none is older than [`Limits::syn_timeout`];
 //! - connections whose handshake completed wait in the accept queue, at
 //!   most [`Limits::backlog`] of them and for at most
 //!   [`Limits::accept_timeout`]; a completed connection finding the queue
@@ -41,6 +42,9 @@ pub struct Limits {
     pub max_half_open: usize,
     /// How long a connection may stay in SYN-RECEIVED.
     pub syn_timeout: u64,
+    /// How long a SYN-RECEIVED connection is spared from eviction (its
+    /// peer's ACK may be on its way).
+    pub evictable_after: u64,
     /// The accept queue's length.
     pub backlog: usize,
     /// How long a connection may wait in the accept queue.
@@ -66,7 +70,8 @@ pub struct Events {
     /// New connections reset: memory short, or every handshake slot held
     /// by completed connections waiting for the accept queue.
     pub refused: u64,
-    /// Half-open connections forgotten to make room for a newer one.
+    /// Half-open connections forgotten for lack of room (the oldest, or a
+    /// new SYN while all are young).
     pub evicted: u64,
     /// Connections dropped for staying too long in SYN-RECEIVED or in the
     /// accept queue.
@@ -165,11 +170,20 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
             }
         }
         debug_assert_eq!(kept, self.half_open.len());
-        // Too many handshakes: the oldest SYN-RECEIVED goes first; when
-        // every slot holds a completed connection, the newest is refused.
+        // Too many handshakes. The oldest SYN-RECEIVED goes, if its peer
+        // has had time to answer (a flood's forged SYNs never do); while
+        // every one is young (a burst of real clients) the newest SYN is
+        // dropped instead, before its SYN-ACK leaves, and its client
+        // retransmits. Slots all held by completed connections: the
+        // newest is refused.
         while self.half_open.len() > self.limits.max_half_open {
-            let oldest_syn = self.half_open.iter().position(|&(h, _)| table.state(h) == State::SynReceived);
-            match oldest_syn {
+            let syn_received = |&(h, _): &(H, u64)| table.state(h) == State::SynReceived;
+            let victim = match self.half_open.iter().position(syn_received) {
+                Some(oldest) if now.saturating_sub(self.half_open[oldest].1) >= self.limits.evictable_after => Some(oldest),
+                Some(_) => self.half_open.iter().rposition(syn_received),
+                None => None,
+            };
+            match victim {
                 Some(at) => {
                     let (handle, _) = self.half_open.remove(at).expect("position is in range");
                     table.forget(handle);
@@ -289,7 +303,8 @@ mod tests {
         }
     }
 
-    const LIMITS: Limits = Limits { spare: 2, max_half_open: 4, syn_timeout: 100, backlog: 3, accept_timeout: 1000 };
+    const LIMITS: Limits =
+        Limits { spare: 2, max_half_open: 4, syn_timeout: 100, evictable_after: 10, backlog: 3, accept_timeout: 1000 };
 
     fn listener(table: &mut FakeTable) -> Listener<u32> {
         let mut listener = Listener::new(table, 80, LIMITS).unwrap();
@@ -351,12 +366,13 @@ mod tests {
         let mut l = listener(&mut table);
         let mut first = Vec::new();
         let mut evicted = 0;
-        for now in 1..=1000 {
+        // One forged SYN every 10 ticks: the oldest are old enough to go.
+        for i in 1..=1000 {
             let h = table.syn();
-            if now <= 3 {
+            if i <= 3 {
                 first.push(h);
             }
-            evicted += l.update(&mut table, now, true).evicted;
+            evicted += l.update(&mut table, i * 10, true).evicted;
         }
         assert_eq!(evicted, 1000 - 4);
         assert_eq!(&table.forgotten[..3], &first[..]);
@@ -364,10 +380,29 @@ mod tests {
         assert_eq!(table.live(), 4 + 2, "four half-open, two listening: nothing else is held");
         // A real client still gets through, and the flood's sockets go.
         let client = table.syn();
-        l.update(&mut table, 1001, true);
+        l.update(&mut table, 10_010, true);
         table.set(client, State::Established);
-        l.update(&mut table, 1002, true);
+        l.update(&mut table, 10_011, true);
         assert_eq!(l.accept(), Some(client));
+    }
+
+    #[test]
+    fn a_burst_of_real_clients_keeps_its_first_handshakes_and_drops_the_newest_syns() {
+        let mut table = FakeTable::default();
+        let mut l = listener(&mut table);
+        let mut syns = Vec::new();
+        for _ in 0..6 {
+            syns.push(table.syn());
+            l.update(&mut table, 1, true);
+        }
+        // All four slots are young: the fifth and sixth SYN are dropped
+        // before their SYN-ACK, the first four complete.
+        assert_eq!(table.forgotten, syns[4..]);
+        for &h in &syns[..4] {
+            table.set(h, State::Established);
+        }
+        l.update(&mut table, 2, true);
+        assert_eq!(l.queued() + l.half_open(), 4);
     }
 
     #[test]

@@ -32,8 +32,9 @@ fn listen_limits(backlog: usize) -> Limits {
     let ticks = |d: Duration| crate::time::duration_to_ticks(d);
     Limits {
         spare: 4,
-        max_half_open: 256,
+        max_half_open: 1024,
         syn_timeout: ticks(Duration::from_secs(4)),
+        evictable_after: ticks(Duration::from_secs(1)),
         backlog: backlog.max(1),
         accept_timeout: ticks(Duration::from_secs(60)),
     }
