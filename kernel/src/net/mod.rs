@@ -163,6 +163,15 @@ fn buffer(len: usize) -> Result<alloc::vec::Vec<u8>, NetError> {
     Ok(buffer)
 }
 
+/// A copy of `data`, or `NoBufferSpace` when memory is exhausted (the
+/// application's bytes on their way to the network thread).
+fn copy_of(data: &[u8]) -> Result<alloc::vec::Vec<u8>, NetError> {
+    let mut copy = alloc::vec::Vec::new();
+    copy.try_reserve_exact(data.len()).map_err(|_| NetError::NoBufferSpace)?;
+    copy.extend_from_slice(data);
+    Ok(copy)
+}
+
 /// Converts a smoltcp endpoint to a socket address (IPv4 only).
 fn socket_addr(endpoint: smoltcp::wire::IpEndpoint) -> SocketAddrV4 {
     let smoltcp::wire::IpAddress::Ipv4(ip) = endpoint.addr;

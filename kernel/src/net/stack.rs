@@ -19,7 +19,7 @@ use core::task::Poll;
 use core::time::Duration;
 
 use e1000::E1000;
-use smoltcp::iface::{Interface, SocketHandle, SocketSet};
+use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
@@ -63,6 +63,9 @@ pub struct Stack {
     pin: Option<u8>,
     /// Sockets in `sockets` (smoltcp's set cannot count them cheaply).
     socket_count: usize,
+    /// The set's slots, all made at start: smoltcp grows a full set with
+    /// an infallible reallocation, which must never happen.
+    max_sockets: usize,
     /// Whether memory allows new connections (checked once per round).
     admit: bool,
 }
@@ -167,6 +170,20 @@ where
     reply.ready.wait_until(|| reply.value.lock().take())
 }
 
+/// The socket set's slots: one per 16 KiB of RAM (a connection needs at
+/// least that much), between 1,024 and 65,536; fewer if memory is short.
+fn socket_slots() -> (Vec<SocketStorage<'static>>, usize) {
+    let ram: usize = (0..crate::memory::node_count()).map(|n| crate::memory::stats(n).total).sum();
+    let mut slots = Vec::new();
+    for want in [(ram / (16 << 10)).clamp(1024, 65536), 1024, 64] {
+        if slots.try_reserve_exact(want).is_ok() {
+            slots.resize_with(want, || SocketStorage::EMPTY);
+            return (slots, want);
+        }
+    }
+    (slots, 0)
+}
+
 fn smol_now() -> SmolInstant {
     SmolInstant::from_micros((tsc::nanos_since_boot() / 1000) as i64)
 }
@@ -178,9 +195,10 @@ impl Stack {
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
         config.random_seed = tsc::now();
         let iface = Interface::new(config, &mut nic, smol_now());
+        let (slots, max_sockets) = socket_slots();
         let mut stack = Stack {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: SocketSet::new(slots),
             nic,
             reap: Vec::new(),
             listeners: Vec::new(),
@@ -191,6 +209,7 @@ impl Stack {
             gateway: None,
             pin,
             socket_count: 0,
+            max_sockets,
             admit: true,
         };
         match options.ip {
@@ -198,7 +217,7 @@ impl Stack {
                 let cidr = Ipv4Cidr::new(addr, prefix);
                 stack.configure(cidr, options.gateway);
             }
-            None => stack.dhcp = Some(stack.add_socket(dhcpv4::Socket::new())),
+            None => stack.dhcp = stack.add_socket(dhcpv4::Socket::new()).ok(),
         }
         stack
     }
@@ -238,10 +257,14 @@ impl Stack {
         }
     }
 
-    /// Adds a socket to the set, counting it.
-    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, socket: T) -> SocketHandle {
+    /// Adds a socket to the set, counting it; `NoBufferSpace` when the
+    /// set is full.
+    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, socket: T) -> Result<SocketHandle, NetError> {
+        if self.socket_count >= self.max_sockets {
+            return Err(NetError::NoBufferSpace);
+        }
         self.socket_count += 1;
-        self.sockets.add(socket)
+        Ok(self.sockets.add(socket))
     }
 
     /// Removes a socket from the set (freeing its buffers).

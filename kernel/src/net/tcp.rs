@@ -13,7 +13,7 @@ use smoltcp::socket::tcp;
 
 use super::listener::{Events, Limits, Listener, Table};
 use super::stack::{call, Stack};
-use super::{buffer, counters, socket_addr, NetError};
+use super::{buffer, copy_of, counters, socket_addr, NetError};
 use crate::arch::tsc;
 use crate::time::RateLimit;
 
@@ -60,7 +60,7 @@ impl Table for Sockets<'_> {
     fn listen(&mut self, port: u16) -> Result<SocketHandle, NetError> {
         let mut socket = new_socket()?;
         socket.listen(port).map_err(|_| NetError::InvalidInput)?;
-        Ok(self.0.add_socket(socket))
+        self.0.add_socket(socket)
     }
 
     fn forget(&mut self, handle: SocketHandle) {
@@ -242,7 +242,10 @@ impl TcpStream {
                     if socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
                         return Poll::Ready(Err(NetError::InvalidInput));
                     }
-                    let h = stack.add_socket(socket);
+                    let h = match stack.add_socket(socket) {
+                        Ok(h) => h,
+                        Err(e) => return Poll::Ready(Err(e)),
+                    };
                     handle = Some(h);
                     h
                 }
@@ -308,7 +311,7 @@ impl TcpStream {
         if data.is_empty() {
             return Ok(0);
         }
-        let chunk = data[..data.len().min(WRITE_CHUNK)].to_vec();
+        let chunk = copy_of(&data[..data.len().min(WRITE_CHUNK)])?;
         call(self.write_timeout, move |stack, _| {
             let socket = stack.tcp(h);
             if let Some(e) = unsendable(socket) {
@@ -339,7 +342,7 @@ impl TcpStream {
             data = &data[n..];
         }
         let h = self.handle()?;
-        let mut rest = data.to_vec();
+        let mut rest = copy_of(data)?;
         call(self.write_timeout, move |stack, _| {
             let socket = stack.tcp(h);
             if let Some(e) = unsendable(socket) {

@@ -13,7 +13,7 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 
 use super::stack::call;
-use super::{buffer, socket_addr, NetError};
+use super::{buffer, copy_of, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
 const PACKETS: usize = 256;
@@ -91,8 +91,14 @@ impl UdpSocket {
             if socket.bind(port).is_err() {
                 return Poll::Ready(Err(NetError::InvalidInput));
             }
-            stack.udp_ports.push(port);
-            Poll::Ready(Ok(stack.add_socket(socket)))
+            if stack.udp_ports.try_reserve(1).is_err() {
+                return Poll::Ready(Err(NetError::NoBufferSpace));
+            }
+            let handle = stack.add_socket(socket);
+            if handle.is_ok() {
+                stack.udp_ports.push(port);
+            }
+            Poll::Ready(handle)
         })?;
         Ok(UdpSocket { handle, port, read_timeout: None })
     }
@@ -111,7 +117,7 @@ impl UdpSocket {
         if data.len() > BYTES {
             return Err(NetError::NoBufferSpace);
         }
-        let (h, data) = (self.handle, data.to_vec());
+        let (h, data) = (self.handle, copy_of(data)?);
         call(Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             match socket.send_slice(&data, (*peer.ip(), peer.port())) {
