@@ -49,6 +49,7 @@ pub mod net;
 mod net {
     #[allow(dead_code)] // only NetError::NoBufferSpace is used by the tests
     mod error;
+    mod ingress_guard;
     mod listener;
     pub use error::NetError;
 }

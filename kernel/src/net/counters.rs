@@ -23,6 +23,8 @@ pub struct NetStats {
     pub rounds: u64,
     /// When the last round ended, in milliseconds since boot.
     pub last_round_ms: u64,
+    /// ARP requests dropped over the rate smoltcp is given (a flood).
+    pub arp_requests_dropped: u64,
 }
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
@@ -31,6 +33,7 @@ static HALF_OPEN_EVICTED: AtomicU64 = AtomicU64::new(0);
 static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
 static ROUNDS: AtomicU64 = AtomicU64::new(0);
 static LAST_ROUND_MS: AtomicU64 = AtomicU64::new(0);
+static ARP_REQUESTS_DROPPED: AtomicU64 = AtomicU64::new(0);
 
 pub fn read() -> NetStats {
     NetStats {
@@ -40,11 +43,16 @@ pub fn read() -> NetStats {
         timed_out: TIMED_OUT.load(Ordering::Relaxed),
         rounds: ROUNDS.load(Ordering::Relaxed),
         last_round_ms: LAST_ROUND_MS.load(Ordering::Relaxed),
+        arp_requests_dropped: ARP_REQUESTS_DROPPED.load(Ordering::Relaxed),
     }
 }
 
 pub fn set_sockets(count: usize) {
     SOCKETS.store(count as u64, Ordering::Relaxed);
+}
+
+pub fn set_arp_requests_dropped(count: u64) {
+    ARP_REQUESTS_DROPPED.store(count, Ordering::Relaxed);
 }
 
 pub fn add_listener_events(events: Events) {

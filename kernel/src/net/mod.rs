@@ -13,12 +13,14 @@
 //! itself through [`RawNic`].
 //!
 //! Submodules: `nic` (the driver's hardware glue, interrupt routing),
-//! `stack` (the network thread and requests), `listener` (a TCP port's
+//! `stack` (the network thread and requests), `ingress_guard` (frames
+//! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
 //! bounded handshakes and accept queue), `tcp`, `udp`, `raw`, `counters`
 //! (the stack's statistics), `watchdog`.
 
 mod counters;
 mod error;
+mod ingress_guard;
 mod listener;
 mod nic;
 mod raw;

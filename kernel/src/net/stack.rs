@@ -25,6 +25,7 @@ use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 use x86_64::instructions::interrupts::without_interrupts;
 
+use super::ingress_guard::{Guarded, IngressGuard};
 use super::listener::Listener;
 use super::nic::Nic;
 use super::{counters, NetError};
@@ -68,6 +69,8 @@ pub struct Stack {
     max_sockets: usize,
     /// Whether memory allows new connections (checked once per round).
     admit: bool,
+    /// Drops what smoltcp should not see (an ARP request flood).
+    guard: IngressGuard,
 }
 
 /// A closed stream waiting for its close to complete.
@@ -211,6 +214,7 @@ impl Stack {
             socket_count: 0,
             max_sockets,
             admit: true,
+            guard: IngressGuard::new(),
         };
         match options.ip {
             Some((addr, prefix)) => {
@@ -327,7 +331,8 @@ impl Stack {
         let now = smol_now();
         let mut frames = 0;
         while frames < INGRESS_BUDGET {
-            match self.iface.poll_ingress_single(now, &mut self.nic, &mut self.sockets) {
+            let mut nic = Guarded { device: &mut self.nic, guard: &mut self.guard };
+            match self.iface.poll_ingress_single(now, &mut nic, &mut self.sockets) {
                 smoltcp::iface::PollIngressSingleResult::None => break,
                 smoltcp::iface::PollIngressSingleResult::PacketProcessed => frames += 1,
                 smoltcp::iface::PollIngressSingleResult::SocketStateChanged => {
@@ -355,6 +360,7 @@ impl Stack {
         self.nic.flush();
         self.reap_closed();
         counters::set_sockets(self.socket_count);
+        counters::set_arp_requests_dropped(self.guard.arp_dropped);
         counters::round_done(tsc::nanos_since_boot() / 1_000_000);
         if irq {
             if let Some(pin) = self.pin {
