@@ -369,3 +369,14 @@ fn running_out_of_socket_memory_is_an_error_not_a_crash() {
     run.assert_line("listeners bound before memory ran out");
     run.assert_line("net-exhaust: memory came back");
 }
+
+#[test]
+fn a_stuck_network_cpu_is_reported_and_its_counters_stay_readable() {
+    let run = ktest("net-starved").cpus(2).user_net(&[]).run();
+    run.assert_success();
+    let warning = run.assert_line("net: the network cpu has work waiting but has completed no round for");
+    assert!(warning.text.contains("WARN"), "{}", warning.text);
+    let line = run.assert_line("net-starved: answered after");
+    let waited: u64 = line.text.split("after ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("a wait in ms");
+    assert!(waited >= 1000, "the call was answered during the stall: {}", line.text);
+}

@@ -14,7 +14,7 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use core::task::Poll;
 use core::time::Duration;
 
@@ -105,10 +105,16 @@ pub fn running() -> bool {
     RUNNING.load(Ordering::Acquire)
 }
 
+/// Requests submitted (counted by their callers, on any cpu) and taken in
+/// by the network thread: a difference is work waiting, even while the
+/// request is still a message for the network cpu.
+static SUBMITTED: AtomicU64 = AtomicU64::new(0);
+static TAKEN: AtomicU64 = AtomicU64::new(0);
+
 /// Whether a request or an interrupt is waiting for the network thread's
 /// next round.
 pub fn work_waiting() -> bool {
-    WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)
+    TAKEN.load(Ordering::Acquire) < SUBMITTED.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)
 }
 
 /// The NIC's interrupt: mask the line (it stays asserted until the
@@ -126,6 +132,7 @@ static NET_CPU: AtomicUsize = AtomicUsize::new(0);
 /// itself (directly, or from a message when the caller is on another cpu),
 /// so the queue is never shared between cpus.
 fn submit(request: Request) {
+    SUBMITTED.fetch_add(1, Ordering::Release);
     let queue = move || {
         INBOX.lock().push_back(request);
         WORK.store(true, Ordering::Release);
@@ -403,7 +410,11 @@ pub fn run(mut stack: Stack) -> ! {
             log::debug!("net: {:?}, {:?}, {half_open} half-open, {} requests waiting", stack.nic.stats(), counters::read(), requests.len());
         }
         WORK.store(false, Ordering::Release);
-        without_interrupts(|| requests.extend(INBOX.lock().drain(..)));
+        without_interrupts(|| {
+            let mut inbox = INBOX.lock();
+            TAKEN.fetch_add(inbox.len() as u64, Ordering::Release);
+            requests.extend(inbox.drain(..));
+        });
         if stack.round(&mut requests) {
             crate::sched::yield_now();
             continue;

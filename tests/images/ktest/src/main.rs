@@ -12,7 +12,8 @@
 //! - `idle`: sleeps 3 s between two lines while the host measures the
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
 //! - `net-refused PORT`: a connection to a closed host port must fail
-//!   with `Refused`; `net-exhaust`: sockets until memory runs out.
+//!   with `Refused`; `net-exhaust`: sockets until memory runs out;
+//!   `net-starved`: a thread hogs the network cpu for 2.5 s.
 
 #![no_std]
 #![no_main]
@@ -40,6 +41,7 @@ fn main() -> Result<(), String> {
         "idle" => smp::idle(),
         "net-refused" => net::refused(args.next()),
         "net-exhaust" => net::exhaust(),
+        "net-starved" => net::starved(),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {

@@ -61,3 +61,48 @@ pub fn exhaust() -> Result<(), String> {
     bravo::println!("net-exhaust: memory came back");
     Ok(())
 }
+
+/// Starves the network cpu (the last one) with a thread that spins for
+/// 2.5 s without yielding, while this thread waits for an answer from the
+/// network thread: the watchdog must warn, the stack's counters must stay
+/// readable meanwhile, and the answer must come once the spinner ends.
+pub fn starved() -> Result<(), String> {
+    use bravo::time::Instant;
+    bravo::net::wait_for_address(Duration::from_secs(30)).map_err(|e| alloc::format!("no address: {e}"))?;
+    let net_cpu = bravo::thread::cpu_count() - 1;
+    if net_cpu == 0 {
+        return Err("net-starved needs two cpus".into());
+    }
+    let spinner = bravo::thread::spawn_on(net_cpu, || {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(2500) {
+            core::hint::spin_loop();
+        }
+    })
+    .map_err(|e| alloc::format!("spawn: {e}"))?;
+    // Let the spinner take the cpu, then ask the network thread.
+    bravo::thread::sleep(Duration::from_millis(100));
+    let reader = bravo::thread::spawn(|| {
+        bravo::thread::sleep(Duration::from_millis(1500));
+        bravo::net::stats()
+    });
+    let asked = Instant::now();
+    bravo::net::nic_stats().map_err(|e| alloc::format!("nic_stats: {e}"))?;
+    let waited = asked.elapsed();
+    let during = reader.join();
+    spinner.join();
+    // The round that answered ends after its answers; give it time to.
+    bravo::thread::sleep(Duration::from_millis(50));
+    let after = bravo::net::stats();
+    bravo::println!(
+        "net-starved: answered after {} ms; during the stall rounds={} last_round_ms={}, after rounds={}",
+        waited.as_millis(),
+        during.rounds,
+        during.last_round_ms,
+        after.rounds
+    );
+    if after.rounds <= during.rounds {
+        return Err("the network thread completed no round after the stall".into());
+    }
+    Ok(())
+}
