@@ -106,9 +106,41 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
 }
 
-/// Whether /dev/kvm can be opened by this user.
+/// Whether QEMU can run a guest under KVM here: `Err(why not)` for the
+/// test's skip message. /dev/kvm must open, and a paused KVM machine must
+/// start (some nested hypervisors refuse the MSRs QEMU sets for
+/// `-cpu host`, and QEMU then dies before the guest runs).
+pub fn kvm_status() -> Result<(), String> {
+    static STATUS: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    STATUS.get_or_init(probe_kvm).clone()
+}
+
+/// Whether QEMU can run a guest under KVM here (see [`kvm_status`]).
 pub fn kvm_usable() -> bool {
-    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_ok()
+    kvm_status().is_ok()
+}
+
+fn probe_kvm() -> Result<(), String> {
+    std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").map_err(|e| format!("/dev/kvm: {e}"))?;
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args(["-accel", "kvm", "-cpu", "host", "-M", "q35", "-m", "64", "-display", "none", "-nodefaults", "-S"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run qemu-system-x86_64: {e}"))?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = qemu.try_wait() {
+            let mut stderr = String::new();
+            let _ = std::io::Read::read_to_string(&mut qemu.stderr.take().expect("piped"), &mut stderr);
+            return Err(format!("QEMU cannot start a KVM guest here: {}", stderr.lines().next().unwrap_or("it exited")));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    Ok(())
 }
 
 fn native_kvm() -> bool {

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use bravo_tests::{kvm_usable, limine_dir, ovmf_firmware, Accel, Boot, Machine};
+use bravo_tests::{limine_dir, ovmf_firmware, Accel, Boot, Machine};
 
 #[test]
 fn hello_boots_by_pvh_under_tcg() {
@@ -14,8 +14,8 @@ fn hello_boots_by_pvh_under_tcg() {
 
 #[test]
 fn hello_boots_under_kvm() {
-    if !kvm_usable() {
-        eprintln!("SKIPPED: /dev/kvm is not usable here");
+    if let Err(why) = bravo_tests::kvm_status() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     // On these machines /dev/kvm is a nested software hypervisor (~1000x

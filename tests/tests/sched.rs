@@ -69,8 +69,8 @@ fn idle_cpus_halt_and_cost_the_host_nothing() {
 #[test]
 fn tsc_deadline_timers_wake_sleepers_under_kvm() {
     // TCG has no TSC-deadline mode; KVM's local APIC has.
-    if !bravo_tests::kvm_usable() {
-        eprintln!("SKIPPED: /dev/kvm is not usable here");
+    if let Err(why) = bravo_tests::kvm_status() {
+        eprintln!("SKIPPED: {why}");
         return;
     }
     let run = ktest("timers").accel(bravo_tests::Accel::Kvm).cpus(2).timeout(Duration::from_secs(120)).run();
