@@ -1,4 +1,5 @@
-//! Memory: ACPI topology, NUMA-local frames and heap, page protection.
+//! Memory: ACPI topology, NUMA-local frames and heap, page protection,
+//! lazily committed memory and stacks.
 
 use bravo_tests::{ktest, ktest_failing, Run};
 
@@ -64,4 +65,14 @@ fn a_runaway_recursion_hits_the_guard_page() {
     run.assert_line("write to an unmapped page");
     run.assert_line("stack overflow: ");
     run.assert_line("is the guard page below the running thread's stack");
+}
+
+#[test]
+fn lazily_committed_memory_and_stacks_work() {
+    // Two cpus, so that freed stacks wait for another cpu's TLB flush.
+    let run = ktest("lazy").cpus(2).run();
+    run.assert_suite_passed("lazy");
+    for line in ["a fresh thread's stack holds", "blocked on a wait queue holds", "5000 blocked threads hold"] {
+        println!("{}", run.assert_line(line).text);
+    }
 }

@@ -13,12 +13,16 @@
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
 //! - `net-refused PORT`: a connection to a closed host port must fail
 //!   with `Refused`; `net-exhaust`: sockets until memory runs out.
+//! - `lazy`: in-kernel checks of lazily committed memory and stacks;
+//!   `thread-stack-overflow`: a thread runs into its guard page;
+//!   `lazy-exhaust`: a page fault with memory exhausted.
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod lazy;
 mod net;
 mod smp;
 
@@ -37,6 +41,9 @@ fn main() -> Result<(), String> {
         "selftest" => suite("selftest", SELFTESTS),
         "smp" => suite("smp", smp::SMP_TESTS),
         "timers" => suite("timers", smp::TIMER_TESTS),
+        "lazy" => suite("lazy", lazy::LAZY_TESTS),
+        "thread-stack-overflow" => lazy::thread_stack_overflow(),
+        "lazy-exhaust" => lazy::exhaust(),
         "idle" => smp::idle(),
         "net-refused" => net::refused(args.next()),
         "net-exhaust" => net::exhaust(),
