@@ -411,6 +411,30 @@ impl Range {
         committed_between(self.start(), self.end())
     }
 
+    /// Commits the pages of `[from, to)` (clamped to the range) now, in
+    /// normal context, with zeroed frames of this cpu's node: so that
+    /// running out of memory is an error here rather than a fatal fault
+    /// later. False when memory is exhausted (pages committed so far stay).
+    pub fn commit(&self, from: u64, to: u64) -> bool {
+        let (from, to) = (from.max(self.start()) & !(PAGE_SIZE - 1), to.min(self.end()));
+        let mut page = from;
+        while page < to {
+            let entry = paging::leaf_entry(page).expect("tables of a reserved slot exist");
+            if entry.load(Ordering::Acquire) == LAZY_RESERVED_PTE {
+                let Some(frame) = frames::alloc_frames(super::current_node(), 0) else { return false };
+                zero_frame(frame);
+                if entry.compare_exchange(LAZY_RESERVED_PTE, paging::lazy_leaf(frame), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    COMMITTED[self.kind as usize].fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // SAFETY: allocated above with order 0 and never mapped.
+                    unsafe { frames::free_frames(frame, 0) };
+                }
+            }
+            page += PAGE_SIZE;
+        }
+        true
+    }
+
     /// Gives every committed page's frame back; the pages read as zero
     /// when touched again. Returns the bytes given back.
     ///

@@ -43,11 +43,15 @@ impl GuardedStack {
     }
 
     /// A lazily committed stack of `size` usable bytes (rounded up to
-    /// pages) above its guard page. Its pages come from the node of the
-    /// cpu that touches them. `None` when memory for its page tables is
-    /// exhausted or `size` is 0 or above 256 MiB.
+    /// pages) above its guard page, its top page committed now (from this
+    /// cpu's node: make it on the cpu that will run it), the others as the
+    /// thread reaches them. `None` when memory is exhausted (so a thread
+    /// that cannot get its first page is an error, not a fault) or `size`
+    /// is 0 or above 256 MiB.
     pub fn new_lazy(size: usize) -> Option<Self> {
-        Range::new(Kind::Stack, size).map(|range| Self(Memory::Lazy(range)))
+        let range = Range::new(Kind::Stack, size)?;
+        let top = range.end();
+        range.commit(top - FRAME_SIZE as u64, top).then(|| Self(Memory::Lazy(range)))
     }
 
     /// The address just above the stack (where `rsp` starts).

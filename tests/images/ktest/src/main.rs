@@ -12,7 +12,8 @@
 //! - `idle`: sleeps 3 s between two lines while the host measures the
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
 //! - `net-refused PORT`: a connection to a closed host port must fail
-//!   with `Refused`; `net-exhaust`: sockets until memory runs out.
+//!   with `Refused`; `net-exhaust`: sockets until memory runs out;
+//!   `net-idle-read PORT`: the stack of a thread blocked in a read.
 //! - `lazy`: in-kernel checks of lazily committed memory and stacks;
 //!   `thread-stack-overflow`: a thread runs into its guard page;
 //!   `lazy-exhaust`: a page fault with memory exhausted.
@@ -47,6 +48,7 @@ fn main() -> Result<(), String> {
         "idle" => smp::idle(),
         "net-refused" => net::refused(args.next()),
         "net-exhaust" => net::exhaust(),
+        "net-idle-read" => net::idle_read(args.next()),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {
