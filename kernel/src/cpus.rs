@@ -1,7 +1,7 @@
 //! Bringing every cpu the MADT lists online, one after the other.
 //!
 //! For each secondary cpu the boot cpu prepares, in memory of that cpu's
-//! node, its per-cpu block, its own stack and its two interrupt stacks
+//! node, its per-cpu block, its own stack and its three interrupt stacks
 //! (each above a guard page), then starts it through the trampoline. The
 //! new cpu loads its own GDT/TSS, IDT and page tables, enables its local
 //! APIC, sets up its scheduler, reports online and enters its scheduler
@@ -9,7 +9,7 @@
 
 use core::sync::atomic::Ordering;
 
-use crate::arch::gdt::SECONDARY_IST_STACK_SIZE;
+use crate::arch::gdt::{IstTops, SECONDARY_IST_STACK_SIZE};
 use crate::arch::percpu::{self, PerCpu};
 use crate::arch::smp::{Startup, Trampoline, CPU_STACK_SIZE, LOW_MEMORY_NEEDED, START_TIMEOUT_MS};
 use crate::boot::{MemoryRegion, RegionKind};
@@ -68,16 +68,10 @@ fn prepare(index: usize, apic_id: u32, node: usize) -> Option<(u64, &'static Sta
     let stack = GuardedStack::new(node, CPU_STACK_SIZE)?;
     let double_fault = GuardedStack::new(node, SECONDARY_IST_STACK_SIZE)?;
     let page_fault = GuardedStack::new(node, SECONDARY_IST_STACK_SIZE)?;
+    let interrupt = GuardedStack::new(node, SECONDARY_IST_STACK_SIZE)?;
     let percpu = leak_in(node, PerCpu::new(index, apic_id, node))?;
-    let startup = leak_in(
-        node,
-        Startup {
-            percpu,
-            double_fault_stack_top: double_fault.leak(),
-            page_fault_stack_top: page_fault.leak(),
-            main: secondary_main,
-        },
-    )?;
+    let ist = IstTops { double_fault: double_fault.leak(), page_fault: page_fault.leak(), interrupt: interrupt.leak() };
+    let startup = leak_in(node, Startup { percpu, ist, main: secondary_main })?;
     Some((stack.leak(), startup))
 }
 

@@ -26,6 +26,12 @@ pub mod cmdline;
 pub mod spsc;
 pub mod topology;
 
+/// The lazily committed region's bookkeeping, tested on the host (in the
+/// kernel it is `memory::lazy`'s own module).
+#[cfg(test)]
+#[path = "memory/lazy/slots.rs"]
+mod lazy_slots;
+
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
 pub mod arch;

@@ -47,3 +47,18 @@ fn double_fault_runs_on_its_own_stack_and_is_reported() {
 fn main_returning_an_error_fails_the_vm() {
     scenario("error").assert_line(r#"Error: "deliberate error from ktest""#);
 }
+
+#[test]
+fn a_thread_running_off_its_lazily_committed_stack_is_a_stack_overflow() {
+    let run = scenario("thread-stack-overflow");
+    run.assert_line("write to an unmapped page");
+    run.assert_line("is the guard page below the running thread's stack");
+}
+
+#[test]
+fn a_page_fault_with_memory_exhausted_says_so() {
+    let run = scenario("lazy-exhaust");
+    run.assert_line("EXCEPTION on cpu 0: page fault (#PF), vector 14");
+    run.assert_line("cannot commit the lazily committed page at 0xffff");
+    run.assert_line(": memory is exhausted");
+}

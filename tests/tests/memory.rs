@@ -1,4 +1,9 @@
-//! Memory: ACPI topology, NUMA-local frames and heap, page protection.
+//! Memory: ACPI topology, NUMA-local frames and heap, page protection,
+//! lazily committed memory and stacks.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::time::Duration;
 
 use bravo_tests::{ktest, ktest_failing, Run};
 
@@ -64,4 +69,40 @@ fn a_runaway_recursion_hits_the_guard_page() {
     run.assert_line("write to an unmapped page");
     run.assert_line("stack overflow: ");
     run.assert_line("is the guard page below the running thread's stack");
+}
+
+#[test]
+fn lazily_committed_memory_and_stacks_work() {
+    // Two cpus, so that freed stacks wait for another cpu's TLB flush.
+    let run = ktest("lazy").cpus(2).run();
+    run.assert_suite_passed("lazy");
+    for line in ["a fresh thread's stack holds", "blocked on a wait queue holds", "5000 blocked threads hold"] {
+        println!("{}", run.assert_line(line).text);
+    }
+}
+
+#[test]
+fn a_thread_blocked_in_a_tcp_read_holds_little_stack() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut vm = ktest("net-idle-read").user_net(&[]).cmdline(&format!("-- net-idle-read {port}")).start();
+    // The guest connects once it has an address (bounded: a guest that
+    // fails never connects).
+    listener.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(_) if std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the guest never connected ({e}); serial:\n{}", vm.wait().serial()),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    let measured = vm.wait_for_line("net-idle-read: measured", Duration::from_secs(60));
+    conn.write_all(b"bye\n").unwrap();
+    let run = vm.wait();
+    measured.unwrap_or_else(|e| panic!("{e}; serial:\n{}", run.serial()));
+    run.assert_success();
+    println!("{}", run.assert_line("measured: a thread blocked in TcpStream::read").text);
+    run.assert_line("net-idle-read: the blocked read got its data");
 }

@@ -6,7 +6,9 @@
 //! naturally aligned blocks of `4 KiB << order` and coalesces buddies on
 //! free. [`alloc_frames`] prefers the asked node and falls back to the
 //! others in order of SLIT distance only when that node is exhausted,
-//! counting each fallback.
+//! counting each fallback. Every section holding a node's lock runs inside
+//! `lazy::frame_lock_section`, so the page-fault handler, which may take
+//! that lock, knows when the faulting cpu holds it.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -70,7 +72,7 @@ fn block_layout(order: usize) -> Option<Layout> {
 pub fn alloc_frames_exact(node: usize, order: usize) -> Option<u64> {
     let layout = block_layout(order)?;
     let n = NODES.get(node)?;
-    let block = x86_64::instructions::interrupts::without_interrupts(|| n.buddy.lock().alloc(layout)).ok()?;
+    let block = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))).ok()?;
     Some(block.as_ptr() as u64 - PHYS_MAP_BASE)
 }
 
@@ -99,7 +101,7 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
         // SAFETY: the caller guarantees a live block of this order, which
         // came from its owner node's allocator (nodes never hold memory of
         // another node).
-        unsafe { NODES[owner].buddy.lock().dealloc(ptr, layout) }
+        super::lazy::frame_lock_section(|| unsafe { NODES[owner].buddy.lock().dealloc(ptr, layout) })
     });
 }
 
@@ -114,7 +116,7 @@ pub struct NodeStats {
 /// Frame statistics of `node`.
 pub fn stats(node: usize) -> NodeStats {
     let Some(n) = NODES.get(node) else { return NodeStats::default() };
-    let allocated = x86_64::instructions::interrupts::without_interrupts(|| n.buddy.lock().stats_alloc_actual());
+    let allocated = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().stats_alloc_actual()));
     let total = n.total.load(Ordering::Relaxed);
     NodeStats { total, free: total - allocated, fallbacks: n.fallbacks.load(Ordering::Relaxed) }
 }

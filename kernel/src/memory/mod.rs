@@ -8,12 +8,14 @@
 //!   the current cpu's node, each free returns to the node owning the
 //!   address.
 //! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
-//! - [`stack`]: kernel stacks from a node's frames, above guard pages.
+//! - [`lazy`]: lazily committed ranges (a frame per page on first touch).
+//! - [`stack`]: kernel stacks above guard pages, lazily committed or not.
 
 mod boot_frames;
 mod cpu_cache;
 pub mod frames;
 pub mod heap;
+pub mod lazy;
 pub mod stack;
 
 use core::sync::atomic::{AtomicBool, Ordering};

@@ -11,6 +11,10 @@
 //!
 //! A cpu's `Local` state is touched only by that cpu, with interrupts off
 //! (an interrupt handler may wake threads of its cpu).
+//!
+//! Thread stacks are lazily committed (`memory::lazy`): a thread holds the
+//! pages it touched. Between threads the loop lets `memory::lazy` top up
+//! this cpu's frames for page faults and flush the TLB after frees.
 
 use alloc::boxed::Box;
 use core::cell::UnsafeCell;
@@ -46,14 +50,19 @@ struct Local {
     loop_rsp: u64,
     /// The thread that just finished, freed by the loop.
     finished: Option<Box<Thread>>,
-    /// Stacks of finished threads kept for new ones (default size only):
-    /// reusing one skips the frame allocator and the guard-page mapping.
+    /// Stacks of finished threads kept for new ones (default size, little
+    /// committed): reusing one skips reserving address space and the first
+    /// page faults. A spare keeps its frames and mapping, so it is reused
+    /// on this cpu with no TLB flush anywhere.
     spare_stacks: alloc::vec::Vec<GuardedStack>,
     next_thread: u64,
 }
 
 /// Spare stacks a cpu keeps at most.
 const SPARE_STACKS: usize = 16;
+/// A finished thread's stack is kept as a spare only if at most this much
+/// of it is committed, so spares hold at most 16 x 16 KiB per cpu.
+const SPARE_COMMITTED_MAX: usize = 16 * 1024;
 
 /// Runnable threads, oldest first, linked through their control blocks
 /// (queueing never allocates).
@@ -251,7 +260,8 @@ pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -
     });
     let stack = match spare {
         Some(stack) => stack,
-        None => GuardedStack::new(percpu::this().node, stack_size).ok_or(SpawnError::OutOfMemory)?,
+        // Its pages come from this cpu's node as the thread touches them.
+        None => GuardedStack::new_lazy(stack_size).ok_or(SpawnError::OutOfMemory)?,
     };
     let id = ThreadId::new(cpu, seq);
     // The control block is allocated fallibly (a plain Box would abort when
@@ -431,6 +441,7 @@ pub(crate) fn run() -> ! {
     let core = this_core();
     let cpu = percpu::this();
     loop {
+        crate::memory::lazy::between_threads();
         core.mailbox.drain(receive);
         let next_timer = fire_timers();
         // SAFETY: interrupts are off; the finished thread's stack is not
@@ -439,7 +450,8 @@ pub(crate) fn run() -> ! {
             let stack = (*thread).into_stack();
             // SAFETY: as above; one short use.
             let spares = unsafe { &mut (*local()).spare_stacks };
-            if stack.usable_size() == super::STACK_SIZE && spares.len() < SPARE_STACKS {
+            let small = stack.committed_bytes() <= SPARE_COMMITTED_MAX;
+            if stack.usable_size() == super::STACK_SIZE && small && spares.len() < SPARE_STACKS {
                 spares.push(stack);
             }
         }

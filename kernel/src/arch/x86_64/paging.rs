@@ -8,8 +8,14 @@
 //! - an unmapped guard page below each kernel stack in the image,
 //! - device memory, uncached, at [`MMIO_BASE`] + its physical address, on
 //!   request ([`map_mmio`]).
+//! - lazily committed ranges at [`LAZY_BASE`] (see `memory::lazy`): their
+//!   page tables are made when a range is reserved
+//!   ([`ensure_leaf_tables`]), and their leaf entries are written without
+//!   a lock through [`leaf_entry`], from the page-fault handler too.
 //!
 //! Nothing else is mapped, so stray pointers fault instead of corrupting.
+
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Mutex;
 use x86_64::registers::control::{Cr3, Cr3Flags};
@@ -26,6 +32,13 @@ use crate::boot::{BootInfo, MemoryRegion};
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 /// Where device memory is mapped (uncached), at this base + physical address.
 pub const MMIO_BASE: u64 = 0xffff_c000_0000_0000;
+/// Where lazily committed ranges live (between the direct map and the
+/// MMIO window; `memory::lazy` lays them out).
+pub const LAZY_BASE: u64 = 0xffff_a000_0000_0000;
+/// A leaf entry of a reserved but uncommitted page: not present, with a
+/// bit the cpu ignores in absent entries set, so the fault handler can
+/// tell it from a guard page or unreserved address (entry 0).
+pub const LAZY_RESERVED_PTE: u64 = 1 << 10;
 
 const SIZE_2M: u64 = 2 * 1024 * 1024;
 /// Upper-level entries allow everything; the leaf entries set the rights.
@@ -41,6 +54,10 @@ pub fn virt_to_phys(virt: u64) -> u64 {
     if virt >= crate::boot::KERNEL_VMA {
         let image = crate::runtime::boot_info().image;
         virt - image.virt_base + image.phys_base
+    } else if (LAZY_BASE..MMIO_BASE).contains(&virt) {
+        let entry = leaf_entry(virt).map_or(0, |e| e.load(Ordering::Acquire));
+        let frame = present_frame(entry).expect("virt_to_phys of an uncommitted lazily committed page");
+        frame + (virt & 0xfff)
     } else {
         virt - PHYS_MAP_BASE
     }
@@ -52,14 +69,16 @@ extern "C" {
     static __guard_boot_stack: u8;
     static __guard_double_fault_stack: u8;
     static __guard_page_fault_stack: u8;
+    static __guard_interrupt_stack: u8;
 }
 
 /// The guard pages the image keeps unmapped, with the stack each protects.
-fn image_guard_pages() -> [(u64, &'static str); 3] {
+fn image_guard_pages() -> [(u64, &'static str); 4] {
     [
         (&raw const __guard_boot_stack as u64, "boot stack"),
         (&raw const __guard_double_fault_stack as u64, "double-fault stack"),
         (&raw const __guard_page_fault_stack as u64, "page-fault stack"),
+        (&raw const __guard_interrupt_stack as u64, "interrupt stack"),
     ]
 }
 
@@ -282,4 +301,112 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
 /// NO_EXECUTE where the cpu supports it, else nothing.
 fn nx_flag() -> Flags {
     if super::cpu::features().nx { Flags::NO_EXECUTE } else { Flags::empty() }
+}
+
+/// Mask of the physical address in a page-table entry.
+const ENTRY_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
+
+/// The entry of `table` (a page table's physical address) at `index`, as
+/// an atomic: entries of the lazy region are written without a lock while
+/// other cpus (and their page walkers) read them.
+fn table_entry(table: u64, index: usize) -> &'static AtomicU64 {
+    // SAFETY: page tables are whole 4 KiB frames of RAM, reached through
+    // the direct map and never freed; an entry is an aligned u64, which
+    // AtomicU64 may view.
+    unsafe { &*(phys_to_virt(table).cast::<AtomicU64>().add(index)) }
+}
+
+fn table_index(virt: u64, level: u32) -> usize {
+    ((virt >> (12 + 9 * (level - 1))) & 511) as usize
+}
+
+/// Makes sure the page tables down to the last level exist for every page
+/// of `[start, end)` (the lazy region, which has no huge pages), making
+/// the missing ones from the current node's frames. Leaf entries are left
+/// as they are (0 in new tables). Returns how many tables it made. Normal
+/// context only: it takes the kernel tables' lock and the frame allocator.
+pub fn ensure_leaf_tables(start: u64, end: u64) -> Result<usize, &'static str> {
+    let guard = KERNEL_PML4.lock();
+    let pml4 = guard.ok_or("kernel page tables not installed")?.start_address().as_u64();
+    let mut made = 0;
+    let mut at = start & !(SIZE_2M - 1);
+    while at < end {
+        let mut table = pml4;
+        for level in [4, 3, 2] {
+            let entry = table_entry(table, table_index(at, level));
+            let value = entry.load(Ordering::Acquire);
+            if value & Flags::PRESENT.bits() == 0 {
+                let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+                let phys = frame.start_address().as_u64();
+                // SAFETY: the frame was just allocated for this table alone.
+                unsafe { (phys_to_virt(phys) as *mut PageTable).write(PageTable::new()) };
+                // Release: the zeroed table is visible before the entry that
+                // links it (to lock-free walkers on other cpus).
+                entry.store(phys | PARENT_FLAGS.bits(), Ordering::Release);
+                made += 1;
+                table = phys;
+            } else if value & Flags::HUGE_PAGE.bits() != 0 {
+                return Err("address mapped by a huge page");
+            } else {
+                table = value & ENTRY_ADDRESS;
+            }
+        }
+        at += SIZE_2M;
+    }
+    Ok(made)
+}
+
+/// The leaf entry for `virt` when its page tables exist (None otherwise,
+/// or under a huge page). Takes no lock: callable from the page-fault
+/// handler; tables are never freed, so the entry stays valid.
+pub fn leaf_entry(virt: u64) -> Option<&'static AtomicU64> {
+    let mut table = Cr3::read().0.start_address().as_u64();
+    for level in [4, 3, 2] {
+        let value = table_entry(table, table_index(virt, level)).load(Ordering::Acquire);
+        if value & Flags::PRESENT.bits() == 0 || value & Flags::HUGE_PAGE.bits() != 0 {
+            return None;
+        }
+        table = value & ENTRY_ADDRESS;
+    }
+    Some(table_entry(table, table_index(virt, 1)))
+}
+
+/// A present leaf entry mapping the frame at `phys` read+write (accessed
+/// and dirty preset, no-execute, not global: a CR3 reload flushes it).
+pub fn lazy_leaf(phys: u64) -> u64 {
+    (phys & ENTRY_ADDRESS) | (Flags::PRESENT | Flags::WRITABLE | Flags::ACCESSED | Flags::DIRTY | nx_flag()).bits()
+}
+
+/// The frame a leaf entry maps, when present.
+pub fn present_frame(entry: u64) -> Option<u64> {
+    (entry & Flags::PRESENT.bits() != 0).then_some(entry & ENTRY_ADDRESS)
+}
+
+/// Drops this cpu's TLB entry for the page holding `virt`.
+pub fn flush_local_page(virt: u64) {
+    x86_64::instructions::tlb::flush(VirtAddr::new(virt));
+}
+
+/// Drops every non-global TLB entry of this cpu (reloads CR3).
+pub fn flush_local_tlb() {
+    x86_64::instructions::tlb::flush_all();
+}
+
+/// The stack pointer of the caller.
+#[inline(always)]
+pub fn stack_pointer() -> u64 {
+    let rsp: u64;
+    // SAFETY: reads a register.
+    unsafe { core::arch::asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
+    rsp
+}
+
+/// Reads a byte at `addr` for its side effect (committing a lazily
+/// committed page, faulting on a guard page).
+#[inline(always)]
+pub fn touch(addr: u64) {
+    // SAFETY: a one-byte read; the caller names an address of memory the
+    // kernel mapped (or reserved to commit on first touch). Done in asm so
+    // that no Rust object is read.
+    unsafe { core::arch::asm!("mov {tmp}, byte ptr [{addr}]", addr = in(reg) addr, tmp = out(reg_byte) _, options(nostack, readonly, preserves_flags)) };
 }

@@ -6,7 +6,7 @@
 //! every other cpu's block is allocated from that cpu's NUMA node before
 //! it starts. [`get`] finds any online cpu's block.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
@@ -32,6 +32,12 @@ pub struct PerCpu {
     /// The guard page of the running thread's stack (0 in the scheduler
     /// loop), so that a fault there is reported as a stack overflow.
     pub thread_stack_guard: AtomicU64,
+    /// Non-zero while this cpu holds the frame allocator's lock, so that
+    /// the page-fault handler knows not to take it (`memory::lazy`).
+    pub frame_lock_depth: AtomicU32,
+    /// The generation of freed lazily committed ranges this cpu saw before
+    /// it last reloaded CR3 (`memory::lazy`'s TLB quarantine).
+    pub tlb_flushed: AtomicU64,
 }
 
 // SAFETY: the raw self pointer is only ever read; the other fields are
@@ -50,6 +56,8 @@ impl PerCpu {
             online: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             thread_stack_guard: AtomicU64::new(0),
+            frame_lock_depth: AtomicU32::new(0),
+            tlb_flushed: AtomicU64::new(0),
         }
     }
 }

@@ -143,8 +143,8 @@ fn offset(symbol: *const u8) -> u64 {
 #[repr(C)]
 pub struct Startup {
     pub percpu: *mut PerCpu,
-    pub double_fault_stack_top: u64,
-    pub page_fault_stack_top: u64,
+    /// Its interrupt stacks.
+    pub ist: super::gdt::IstTops,
     /// The kernel code the cpu runs once its tables are loaded.
     pub main: fn() -> !,
 }
@@ -244,7 +244,7 @@ extern "C" fn secondary_entry(startup: &'static Startup) -> ! {
     super::paging::activate_kernel_tables();
     // SAFETY: the boot cpu made this block for this cpu, for good.
     unsafe { super::percpu::install(startup.percpu) };
-    super::gdt::init_secondary_cpu(startup.double_fault_stack_top, startup.page_fault_stack_top);
+    super::gdt::init_secondary_cpu(startup.ist);
     super::traps::init();
     super::cpu::enable_protection(&super::cpu::features());
     super::apic::init_this_cpu();

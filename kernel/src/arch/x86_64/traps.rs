@@ -3,8 +3,17 @@
 //! Every vector gets a 16-byte stub (generated below) that pushes a uniform
 //! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal in a
 //! unikernel: they are reported (vector, name, error code, RIP, CR2 for page
-//! faults) and the VM ends with failure. Vectors from 32 on go to the
-//! handler registered with [`set_handler`], followed by end-of-interrupt.
+//! faults) and the VM ends with failure, except a page fault on a lazily
+//! committed page, which `memory::lazy` commits (and the access is
+//! retried). Vectors from 32 on go to the handler registered with
+//! [`set_handler`], followed by end-of-interrupt.
+//!
+//! Page faults, double faults and interrupts each run on an interrupt
+//! stack of their own (IST). Interrupts never use the interrupted thread's
+//! stack: its next page may not be committed yet, and a page fault while
+//! the cpu pushes an interrupt's frame would lose that interrupt (it is
+//! already acknowledged). Interrupt handlers never re-enable interrupts,
+//! so one stack per cpu suffices.
 
 use core::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,7 +21,7 @@ use spin::Once;
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
-use super::gdt::{DOUBLE_FAULT_IST, PAGE_FAULT_IST};
+use super::gdt::{DOUBLE_FAULT_IST, INTERRUPT_IST, PAGE_FAULT_IST};
 
 /// Bytes between two consecutive vector stubs.
 const STUB_SIZE: u64 = 16;
@@ -123,7 +132,7 @@ pub fn init() {
             idt.virtualization.set_handler_addr(stub_address(20));
             idt.cp_protection_exception.set_handler_addr(stub_address(21));
             for vector in 32..=255u8 {
-                idt[vector].set_handler_addr(stub_address(vector));
+                idt[vector].set_handler_addr(stub_address(vector)).set_stack_index(INTERRUPT_IST);
             }
         }
         idt
@@ -186,8 +195,16 @@ pub fn set_handler(vector: u8, handler: Handler) {
 }
 
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
+    if frame.vector == 14 {
+        let cr2 = x86_64::registers::control::Cr2::read_raw();
+        match crate::memory::lazy::handle_page_fault(cr2, frame.error_code) {
+            crate::memory::lazy::Fault::Committed => return,
+            crate::memory::lazy::Fault::NotLazy => fatal_exception(frame, None),
+            crate::memory::lazy::Fault::Failed(why) => fatal_exception(frame, Some(why)),
+        }
+    }
     if frame.vector < 32 {
-        fatal_exception(frame);
+        fatal_exception(frame, None);
     }
     let vector = frame.vector as u8;
     if vector == super::apic::SPURIOUS_VECTOR {
@@ -201,7 +218,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     super::apic::end_of_interrupt();
 }
 
-fn fatal_exception(frame: &TrapFrame) -> ! {
+/// Reports a cpu exception and ends the VM. `uncommitted` says why a
+/// lazily committed page could not get a frame.
+fn fatal_exception(frame: &TrapFrame, uncommitted: Option<&str>) -> ! {
     let name = exception_name(frame.vector);
     let cpu = super::cpu_id();
     if frame.vector == 14 {
@@ -215,12 +234,16 @@ fn fatal_exception(frame: &TrapFrame) -> ! {
             page_fault_cause(frame.error_code),
         ));
         let thread_guard = super::percpu::this().thread_stack_guard.load(Ordering::Relaxed);
-        if let Some(stack) = super::paging::guarded_stack_at(cr2) {
+        if let Some(why) = uncommitted {
+            crate::console::emergency_println(format_args!("  cannot commit the lazily committed page at {cr2:#x}: {why}"));
+        } else if let Some(stack) = super::paging::guarded_stack_at(cr2) {
             crate::console::emergency_println(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
         } else if thread_guard != 0 && cr2 & !0xfff == thread_guard {
             crate::console::emergency_println(format_args!(
                 "  stack overflow: {cr2:#x} is the guard page below the running thread's stack"
             ));
+        } else if let Some(kind) = crate::memory::lazy::is_guard_page(cr2) {
+            crate::console::emergency_println(format_args!("  {cr2:#x} is the guard page below a lazily committed range ({kind:?})"));
         }
     } else {
         crate::console::emergency_println(format_args!(

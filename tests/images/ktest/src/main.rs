@@ -13,13 +13,18 @@
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
 //! - `net-refused PORT`: a connection to a closed host port must fail
 //!   with `Refused`; `net-exhaust`: sockets until memory runs out;
-//!   `net-starved`: a thread hogs the network cpu for 2.5 s.
+//!   `net-starved`: a thread hogs the network cpu for 2.5 s;
+//!   `net-idle-read PORT`: the stack of a thread blocked in a read.
+//! - `lazy`: in-kernel checks of lazily committed memory and stacks;
+//!   `thread-stack-overflow`: a thread runs into its guard page;
+//!   `lazy-exhaust`: a page fault with memory exhausted.
 
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod lazy;
 mod net;
 mod smp;
 
@@ -38,10 +43,14 @@ fn main() -> Result<(), String> {
         "selftest" => suite("selftest", SELFTESTS),
         "smp" => suite("smp", smp::SMP_TESTS),
         "timers" => suite("timers", smp::TIMER_TESTS),
+        "lazy" => suite("lazy", lazy::LAZY_TESTS),
+        "thread-stack-overflow" => lazy::thread_stack_overflow(),
+        "lazy-exhaust" => lazy::exhaust(),
         "idle" => smp::idle(),
         "net-refused" => net::refused(args.next()),
         "net-exhaust" => net::exhaust(),
         "net-starved" => net::starved(),
+        "net-idle-read" => net::idle_read(args.next()),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {

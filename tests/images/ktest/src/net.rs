@@ -1,4 +1,5 @@
-//! Network scenarios the host checks from outside (`net-refused PORT`).
+//! Network scenarios the host checks from outside (`net-refused PORT`,
+//! `net-exhaust`, `net-idle-read PORT`).
 
 use alloc::string::String;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -104,5 +105,44 @@ pub fn starved() -> Result<(), String> {
     if after.rounds <= during.rounds {
         return Err("the network thread completed no round after the stall".into());
     }
+    Ok(())
+}
+
+/// Connects to the host's loopback `port`, where the host test listens,
+/// and measures the stack a thread holds while blocked in
+/// `TcpStream::read`; the host then sends a line, which the thread must
+/// read.
+pub fn idle_read(port: Option<&str>) -> Result<(), String> {
+    use alloc::sync::Arc;
+    use core::sync::atomic::{AtomicU64, Ordering};
+    let port: u16 = port.and_then(|p| p.parse().ok()).ok_or("usage: net-idle-read PORT")?;
+    bravo::net::wait_for_address(Duration::from_secs(30)).map_err(|e| alloc::format!("no address: {e}"))?;
+    let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), port);
+    let mut stream = TcpStream::connect(peer, Duration::from_secs(20)).map_err(|e| alloc::format!("connect: {e:?}"))?;
+    let stack = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let theirs = stack.clone();
+    let reader = bravo::thread::spawn(move || {
+        let (guard, top) = bravo::sched::current_stack().expect("in a thread");
+        theirs.0.store(guard, Ordering::Release);
+        theirs.1.store(top, Ordering::Release);
+        let mut buf = [0u8; 64];
+        stream.read(&mut buf).map(|n| buf[..n].to_vec())
+    });
+    while stack.1.load(Ordering::Acquire) == 0 {
+        bravo::thread::yield_now();
+    }
+    // Long enough for the reader to be parked in `read`.
+    bravo::thread::sleep(Duration::from_millis(300));
+    let committed = bravo::memory::lazy::committed_between(stack.0.load(Ordering::Acquire), stack.1.load(Ordering::Acquire));
+    bravo::println!("measured: a thread blocked in TcpStream::read holds {} KiB of stack", committed / 1024);
+    if committed == 0 || committed > 8 * 1024 {
+        return Err(alloc::format!("a thread blocked in read holds {committed} bytes of stack"));
+    }
+    bravo::println!("net-idle-read: measured");
+    let got = reader.join().map_err(|e| alloc::format!("read: {e:?}"))?;
+    if got != b"bye\n" {
+        return Err(alloc::format!("read {got:?}"));
+    }
+    bravo::println!("net-idle-read: the blocked read got its data");
     Ok(())
 }

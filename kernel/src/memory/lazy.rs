@@ -1,0 +1,599 @@
+//! Lazily committed virtual memory: ranges of address space whose pages
+//! get a frame only when first touched (thread stacks, socket buffers).
+//!
+//! A [`Range`] is an unmapped guard page followed by N pages, in a slot of
+//! the region at `paging::LAZY_BASE` (layout and slot reuse: `slots`).
+//! Reserving a range (normal context) makes the page tables covering its
+//! slot and marks each of its pages *reserved* in its leaf entry
+//! (`LAZY_RESERVED_PTE`: not present, a software bit set). The first
+//! touch of such a page faults; [`handle_page_fault`] maps a zeroed frame
+//! there and the access is retried. A guard page (entry 0) is not
+//! reserved, so a fault there stays fatal and is reported as a stack
+//! overflow. [`Range::decommit`] gives a range's frames back and marks its
+//! pages reserved again; dropping a range frees its frames and its slot.
+//!
+//! # The page-fault handler cannot deadlock
+//!
+//! It runs on the page-fault IST stack with interrupts off, and the code
+//! that faulted may be anywhere in the kernel, holding any spin lock. So:
+//! - it takes no lock to find the page: the tables exist from the
+//!   reservation and are never freed, so it walks them and writes the
+//!   leaf entry with one compare-and-swap (`paging::leaf_entry`);
+//! - its frame comes from this cpu's *reserve* of pre-zeroed frames,
+//!   which only this cpu touches: refilled in the scheduler loop
+//!   ([`between_threads`], on the cpu's own committed stack, interrupts
+//!   off, after probing), popped by the handler. A fault cannot land in
+//!   the middle of a refill (the refill touches only committed memory),
+//!   and if it did the handler would see the reserve `busy` and skip it;
+//! - when the reserve is empty it falls back to the frame allocator,
+//!   whose lock is the only one it ever takes. That lock is held by this
+//!   cpu only inside the allocator's short locked sections, which touch
+//!   nothing lazily committed but the stack they run on; each section
+//!   first probes (touches) the stack it may use ([`frame_lock_section`])
+//!   and marks the cpu (`PerCpu::frame_lock_depth`). If a fault still
+//!   happens inside one, the handler sees the mark and fails loudly
+//!   instead of spinning on its own lock. Another cpu holding the lock
+//!   releases it in bounded time: it never waits for this cpu with the
+//!   lock held (the sections run with interrupts off and call nothing);
+//! - when memory is exhausted it fails loudly: the VM ends with a report.
+//!
+//! Interrupts never push onto a thread's stack (they run on an IST stack
+//! of their own, see `arch::traps`): a fault while the cpu delivers an
+//! external interrupt would lose the interrupt.
+//!
+//! # TLB coherence: freed address space waits for every cpu
+//!
+//! Leaf entries here are never global, so reloading CR3 drops them. A
+//! range's pages may be cached in other cpus' TLBs (a thread's stack holds
+//! wait-queue entries that other cpus read), so when a range is dropped
+//! its pages are unmapped and its frames freed at once, but its slot is
+//! quarantined: reused only after every online cpu has reloaded CR3 since.
+//! A freed slot is tagged with the next generation; a batch of releases
+//! closes by bumping [`GENERATION`]; each cpu, between threads, reloads CR3
+//! when it sees a newer generation and records the one it saw
+//! (`PerCpu::tlb_flushed`). A slot is reused once every online cpu
+//! recorded its generation or later; until then a fresh slot is taken
+//! (reserving never waits), and halted cpus that lag are woken by an IPI
+//! so they catch up. Until reuse no legitimate code touches the old
+//! addresses, so the stale entries are harmless, and the freed frames are
+//! reachable only through them. (Ordering: the entries are cleared before
+//! the release takes the region lock; the bump happens under that lock
+//! and is published with release ordering; a cpu that reads it with
+//! acquire ordering and then reloads CR3 walks the cleared entries.)
+//!
+//! [`Range::decommit`] keeps the slot, so its caller promises that only
+//! the calling cpu touched the range (its own TLB is flushed page by
+//! page); thread stacks are never decommitted, and the scheduler's spare
+//! stacks keep their frames.
+
+mod slots;
+
+use core::cell::UnsafeCell;
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+use spin::Mutex;
+use x86_64::instructions::interrupts::without_interrupts;
+
+pub use slots::Kind;
+use slots::{Layout, Region, KINDS, PAGE_SIZE};
+
+use super::frames;
+use crate::arch::paging::{self, LAZY_RESERVED_PTE};
+use crate::arch::percpu;
+use crate::topology::MAX_CPUS;
+
+const LAYOUT: Layout = Layout { base: paging::LAZY_BASE };
+
+/// Slots of every kind and class (normal context only: never taken by
+/// the fault handler).
+static REGION: Mutex<Region> = Mutex::new(Region::new());
+/// The last closed generation of freed ranges (a copy of the region's,
+/// readable without its lock).
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+/// Committed pages, per kind.
+static COMMITTED: [AtomicUsize; KINDS] = [const { AtomicUsize::new(0) }; KINDS];
+/// Page tables made for the region (they are kept for good).
+static PAGE_TABLES: AtomicUsize = AtomicUsize::new(0);
+
+/// Pre-zeroed frames each cpu keeps for its page faults.
+const RESERVE_FRAMES: usize = 16;
+/// Stack a frame allocator's locked section may use, committed before it
+/// takes the lock (its own frames are a few hundred bytes).
+const PROBE_BYTES: u64 = 2048;
+
+/// A cpu's frames for the page-fault handler.
+#[repr(align(64))]
+struct Reserve {
+    frames: UnsafeCell<[u64; RESERVE_FRAMES]>,
+    /// Frames in `frames[..len]`.
+    len: AtomicUsize,
+    /// Set while a refill is under way (the handler then leaves it alone).
+    busy: AtomicBool,
+}
+
+// SAFETY: a reserve is touched only by its own cpu: by the refill (with
+// interrupts off) and by the page-fault handler, which runs synchronously
+// on that cpu and skips a reserve marked busy. Other cpus only read `len`.
+unsafe impl Sync for Reserve {}
+
+static RESERVES: [Reserve; MAX_CPUS] = [const {
+    Reserve { frames: UnsafeCell::new([0; RESERVE_FRAMES]), len: AtomicUsize::new(0), busy: AtomicBool::new(false) }
+}; MAX_CPUS];
+
+impl Reserve {
+    fn this_cpu() -> &'static Reserve {
+        &RESERVES[percpu::cpu_id()]
+    }
+
+    /// A pre-zeroed frame (page-fault handler).
+    fn pop(&self) -> Option<u64> {
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let len = self.len.load(Ordering::Relaxed);
+        let len = len.checked_sub(1)?;
+        // SAFETY: this cpu's reserve, not being refilled (see the Sync impl).
+        let frame = unsafe { (*self.frames.get())[len] };
+        self.len.store(len, Ordering::Relaxed);
+        Some(frame)
+    }
+
+    /// Gives back a zeroed frame popped just before (the handler lost a
+    /// race): there is room, since nothing was pushed meanwhile.
+    fn push_back(&self, frame: u64) -> bool {
+        let len = self.len.load(Ordering::Relaxed);
+        if self.busy.load(Ordering::Relaxed) || len == RESERVE_FRAMES {
+            return false;
+        }
+        // SAFETY: as in pop.
+        unsafe { (*self.frames.get())[len] = frame };
+        self.len.store(len + 1, Ordering::Relaxed);
+        true
+    }
+
+    /// Fills the reserve from the frame allocator (normal context, this
+    /// cpu, interrupts off). Stops quietly when memory is exhausted.
+    fn refill(&self) {
+        probe_stack();
+        self.busy.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        let node = super::current_node();
+        let mut len = self.len.load(Ordering::Relaxed);
+        while len < RESERVE_FRAMES {
+            let Some(frame) = frames::alloc_frames(node, 0) else { break };
+            zero_frame(frame);
+            // SAFETY: as in pop; marked busy.
+            unsafe { (*self.frames.get())[len] = frame };
+            len += 1;
+        }
+        self.len.store(len, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        self.busy.store(false, Ordering::Relaxed);
+    }
+}
+
+fn zero_frame(phys: u64) {
+    // SAFETY: a frame just taken from the allocator, owned by the caller
+    // and reached through the direct map.
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(phys), 0, PAGE_SIZE as usize) };
+}
+
+/// Tops up this cpu's reserve when it is half empty, and reloads CR3 when
+/// ranges were freed since the last reload. The scheduler calls it
+/// between threads (interrupts off, on the cpu's own stack).
+pub fn between_threads() {
+    let reserve = Reserve::this_cpu();
+    if reserve.len.load(Ordering::Relaxed) < RESERVE_FRAMES / 2 {
+        reserve.refill();
+    }
+    catch_up_tlb();
+}
+
+/// Fills this cpu's reserve completely (tests use it to make memory
+/// statistics comparable).
+pub fn fill_reserve() {
+    without_interrupts(|| Reserve::this_cpu().refill());
+}
+
+/// Reloads CR3 if a generation of freed ranges closed since the last
+/// reload, and records the generation seen.
+fn catch_up_tlb() {
+    let cpu = percpu::this();
+    let generation = GENERATION.load(Ordering::Acquire);
+    if cpu.tlb_flushed.load(Ordering::Relaxed) < generation {
+        paging::flush_local_tlb();
+        cpu.tlb_flushed.store(generation, Ordering::Release);
+    }
+}
+
+/// The oldest generation some online cpu still has to flush past: freed
+/// slots of that generation or older are safe to reuse.
+fn flushed_by_every_cpu() -> u64 {
+    online_cpus().map(|c| c.tlb_flushed.load(Ordering::Acquire)).min().unwrap_or(u64::MAX)
+}
+
+fn online_cpus() -> impl Iterator<Item = &'static percpu::PerCpu> {
+    let count = crate::topology::get().map_or(1, |t| t.cpu_count());
+    (0..count).filter_map(percpu::get).filter(|c| c.online.load(Ordering::Acquire))
+}
+
+/// Wakes the halted cpus that have not flushed the latest generation, so
+/// that their scheduler loop catches up and freed slots can be reused.
+fn wake_lagging_cpus() {
+    let generation = GENERATION.load(Ordering::Acquire);
+    let me = percpu::cpu_id();
+    for cpu in online_cpus() {
+        if cpu.index != me && cpu.halted.load(Ordering::Acquire) && cpu.tlb_flushed.load(Ordering::Acquire) < generation {
+            crate::arch::apic::send_ipi(cpu.apic_id, crate::arch::apic::WAKE_VECTOR);
+        }
+    }
+}
+
+/// Runs `f`, a section of the frame allocator that holds its lock, after
+/// committing the stack it may use; the page-fault handler sees this cpu
+/// inside it and never takes the lock itself meanwhile.
+#[inline(always)]
+pub(super) fn frame_lock_section<R>(f: impl FnOnce() -> R) -> R {
+    probe_stack();
+    let depth = &percpu::this().frame_lock_depth;
+    depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let result = f();
+    compiler_fence(Ordering::SeqCst);
+    depth.store(depth.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    result
+}
+
+/// Touches the running thread's stack down to [`PROBE_BYTES`] below the
+/// stack pointer (never into its guard page), committing those pages now.
+#[inline(always)]
+fn probe_stack() {
+    let rsp = paging::stack_pointer();
+    if !LAYOUT.contains(rsp) {
+        return; // not a lazily committed stack (the loop, interrupt stacks)
+    }
+    let guard = percpu::this().thread_stack_guard.load(Ordering::Relaxed);
+    let lowest = guard + PAGE_SIZE;
+    if guard == 0 || rsp < lowest {
+        return;
+    }
+    let mut page = rsp.saturating_sub(PROBE_BYTES).max(lowest) & !(PAGE_SIZE - 1);
+    while page <= rsp {
+        paging::touch(page.max(lowest));
+        page += PAGE_SIZE;
+    }
+}
+
+/// What [`handle_page_fault`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A reserved page got a frame: retry the access.
+    Committed,
+    /// Not a reserved page (guard page, unreserved address, protection
+    /// violation): the fault is the kernel's bug, reported as before.
+    NotLazy,
+    /// A reserved page could not get a frame.
+    Failed(&'static str),
+}
+
+/// The page-fault hook: commits a zeroed frame at the reserved page
+/// holding `addr`. `error_code` is the cpu's page-fault error code. Runs
+/// on the page-fault IST stack with interrupts off; takes no lock but, as
+/// a last resort, the frame allocator's (see the module documentation).
+pub fn handle_page_fault(addr: u64, error_code: u64) -> Fault {
+    const PRESENT: u64 = 1 << 0;
+    const RESERVED_BIT: u64 = 1 << 3;
+    const FETCH: u64 = 1 << 4;
+    if !LAYOUT.contains(addr) || error_code & (PRESENT | RESERVED_BIT | FETCH) != 0 {
+        return Fault::NotLazy;
+    }
+    let Some(entry) = paging::leaf_entry(addr) else { return Fault::NotLazy };
+    match entry.load(Ordering::Acquire) {
+        LAZY_RESERVED_PTE => {}
+        // Another cpu committed it meanwhile: retry.
+        value if paging::present_frame(value).is_some() => return Fault::Committed,
+        _ => return Fault::NotLazy,
+    }
+    let reserve = Reserve::this_cpu();
+    let (frame, from_reserve) = match reserve.pop() {
+        Some(frame) => (frame, true),
+        None => {
+            if percpu::this().frame_lock_depth.load(Ordering::Relaxed) != 0 {
+                return Fault::Failed("touched inside the frame allocator's locked section with this cpu's reserve empty");
+            }
+            let Some(frame) = frames::alloc_frames(super::current_node(), 0) else {
+                return Fault::Failed("memory is exhausted");
+            };
+            zero_frame(frame);
+            (frame, false)
+        }
+    };
+    // Not-present entries are never cached in TLBs: no flush is needed.
+    match entry.compare_exchange(LAZY_RESERVED_PTE, paging::lazy_leaf(frame), Ordering::AcqRel, Ordering::Acquire) {
+        Ok(_) => {
+            if let Some(kind) = LAYOUT.kind_at(addr) {
+                COMMITTED[kind as usize].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            // Lost a race for the page (or it was released meanwhile):
+            // the frame goes back where it came from.
+            if !(from_reserve && reserve.push_back(frame)) {
+                // SAFETY: allocated above with order 0 and never mapped.
+                unsafe { frames::free_frames(frame, 0) };
+            }
+        }
+    }
+    Fault::Committed
+}
+
+/// Whether `addr` lies in the guard page of a slot of the region (for
+/// fault reports).
+pub fn is_guard_page(addr: u64) -> Option<Kind> {
+    LAYOUT.is_guard_page(addr).then(|| LAYOUT.kind_at(addr)).flatten()
+}
+
+/// A range of lazily committed memory: a guard page, then `len()` bytes
+/// whose pages get frames when first touched (from the toucher's node).
+/// Dropping it frees the frames and, once every cpu has flushed, the
+/// address space.
+pub struct Range {
+    kind: Kind,
+    class: usize,
+    slot: u32,
+    /// The guard page's address.
+    guard: u64,
+    pages: u64,
+}
+
+impl Range {
+    /// Reserves `bytes` (rounded up to pages) of `kind`. `None` when the
+    /// size is 0 or above 256 MiB, or memory for page tables or
+    /// bookkeeping is exhausted.
+    pub fn new(kind: Kind, bytes: usize) -> Option<Range> {
+        let pages = (bytes as u64).div_ceil(PAGE_SIZE);
+        let class = slots::class_of(pages)?;
+        let flushed = flushed_by_every_cpu();
+        let (reserved, lagging) = without_interrupts(|| {
+            let mut region = REGION.lock();
+            let reserved = region.reserve(kind, class, flushed);
+            GENERATION.store(region.generation(), Ordering::Release);
+            let lagging = region.counts().1 > 0 && reserved.is_ok_and(|(r, _)| r.fresh);
+            (reserved, lagging)
+        });
+        if lagging {
+            wake_lagging_cpus();
+        }
+        let (reserved, _) = reserved.ok()?;
+        let guard = LAYOUT.slot_start(kind, class, reserved.slot);
+        let mut range = Range { kind, class, slot: reserved.slot, guard, pages: 0 };
+        // Fresh slots need tables; a reused one has them, unless making
+        // them failed the first time (then this finishes the job). On
+        // failure the range, with no pages yet, gives its slot back.
+        let end = guard + slots::slot_pages(class) * PAGE_SIZE;
+        let made = paging::ensure_leaf_tables(guard, end).ok()?;
+        PAGE_TABLES.fetch_add(made, Ordering::Relaxed);
+        for page in 1..=pages {
+            let entry = paging::leaf_entry(guard + page * PAGE_SIZE).expect("tables of a reserved slot exist");
+            entry.store(LAZY_RESERVED_PTE, Ordering::Release);
+            range.pages = page;
+        }
+        Some(range)
+    }
+
+    /// The first usable byte (just above the guard page).
+    pub fn start(&self) -> u64 {
+        self.guard + PAGE_SIZE
+    }
+
+    /// Just past the last usable byte.
+    pub fn end(&self) -> u64 {
+        self.start() + self.pages * PAGE_SIZE
+    }
+
+    /// The guard page's address.
+    pub fn guard(&self) -> u64 {
+        self.guard
+    }
+
+    /// Usable bytes.
+    pub fn len(&self) -> usize {
+        (self.pages * PAGE_SIZE) as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    /// Bytes committed (pages touched since the range was made or last
+    /// decommitted).
+    pub fn committed_bytes(&self) -> usize {
+        committed_between(self.start(), self.end())
+    }
+
+    /// Commits the pages of `[from, to)` (clamped to the range) now, in
+    /// normal context, with zeroed frames of this cpu's node: so that
+    /// running out of memory is an error here rather than a fatal fault
+    /// later. False when memory is exhausted (pages committed so far stay).
+    pub fn commit(&self, from: u64, to: u64) -> bool {
+        let (from, to) = (from.max(self.start()) & !(PAGE_SIZE - 1), to.min(self.end()));
+        let mut page = from;
+        while page < to {
+            let entry = paging::leaf_entry(page).expect("tables of a reserved slot exist");
+            if entry.load(Ordering::Acquire) == LAZY_RESERVED_PTE {
+                let Some(frame) = frames::alloc_frames(super::current_node(), 0) else { return false };
+                zero_frame(frame);
+                if entry.compare_exchange(LAZY_RESERVED_PTE, paging::lazy_leaf(frame), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                    COMMITTED[self.kind as usize].fetch_add(1, Ordering::Relaxed);
+                } else {
+                    // SAFETY: allocated above with order 0 and never mapped.
+                    unsafe { frames::free_frames(frame, 0) };
+                }
+            }
+            page += PAGE_SIZE;
+        }
+        true
+    }
+
+    /// Gives every committed page's frame back; the pages read as zero
+    /// when touched again. Returns the bytes given back.
+    ///
+    /// # Safety
+    /// The contents are lost while references to them may live: nothing
+    /// may rely on them. And only this cpu may have touched the range
+    /// since it was made or last decommitted (only this cpu's TLB is
+    /// flushed, and the address space is reused at once).
+    pub unsafe fn decommit(&self) -> usize {
+        self.unmap_pages(LAZY_RESERVED_PTE) * PAGE_SIZE as usize
+    }
+
+    /// Writes `empty` into every page's entry, freeing the frames of the
+    /// committed ones (after flushing this cpu's TLB entry for each).
+    /// Returns how many were committed.
+    fn unmap_pages(&self, empty: u64) -> usize {
+        let mut freed = 0;
+        for page in 0..self.pages {
+            let addr = self.start() + page * PAGE_SIZE;
+            let entry = paging::leaf_entry(addr).expect("tables of a reserved slot exist");
+            if let Some(frame) = paging::present_frame(entry.swap(empty, Ordering::AcqRel)) {
+                paging::flush_local_page(addr);
+                // SAFETY: the frame was allocated with order 0 for this page
+                // alone and is mapped nowhere else any more.
+                unsafe { frames::free_frames(frame, 0) };
+                freed += 1;
+            }
+        }
+        COMMITTED[self.kind as usize].fetch_sub(freed, Ordering::Relaxed);
+        freed
+    }
+}
+
+impl Drop for Range {
+    fn drop(&mut self) {
+        self.unmap_pages(0);
+        without_interrupts(|| {
+            let mut region = REGION.lock();
+            region.release(self.kind, self.class, self.slot);
+            GENERATION.store(region.generation(), Ordering::Release);
+        });
+    }
+}
+
+/// Bytes committed among the pages of `[start, end)` (0 outside the
+/// region): for measuring a stack from its guard page and top.
+pub fn committed_between(start: u64, end: u64) -> usize {
+    let mut page = start & !(PAGE_SIZE - 1);
+    let mut committed = 0;
+    while page < end {
+        if LAYOUT.contains(page) {
+            let entry = paging::leaf_entry(page).map_or(0, |e| e.load(Ordering::Acquire));
+            if paging::present_frame(entry).is_some() {
+                committed += PAGE_SIZE as usize;
+            }
+        }
+        page += PAGE_SIZE;
+    }
+    committed
+}
+
+/// A buffer in lazily committed memory, for socket buffers: only the
+/// pages written get frames, and an idle, empty buffer can give them back
+/// ([`decommit`](Self::decommit)).
+///
+/// ```ignore
+/// // On the network cpu, which alone touches the buffers:
+/// let mut rx = memory::lazy::Buffer::new(64 * 1024).ok_or(NetError::NoBufferSpace)?;
+/// // SAFETY: the socket is dropped before `rx` (both live in one entry
+/// // of the socket table, the socket first), and only this cpu uses it.
+/// let rx_slice = unsafe { rx.as_static_mut() };
+/// let socket = tcp::Socket::new(tcp::SocketBuffer::new(ManagedSlice::Borrowed(rx_slice)), ...);
+/// // Later, when the socket's receive buffer is empty and idle:
+/// // SAFETY: empty (smoltcp writes before it reads, from offset 0), and
+/// // only this cpu touched it.
+/// unsafe { rx.decommit() };
+/// ```
+pub struct Buffer {
+    range: Range,
+    len: usize,
+}
+
+impl Buffer {
+    /// A zeroed buffer of `len` bytes (1 to 256 MiB), no memory committed
+    /// yet. `None` when `len` is out of bounds or memory for its page
+    /// tables is exhausted.
+    pub fn new(len: usize) -> Option<Buffer> {
+        let range = Range::new(Kind::Buffer, len)?;
+        Some(Buffer { range, len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The buffer's bytes, for a consumer that wants a `'static` slice
+    /// (smoltcp's `ManagedSlice::Borrowed`).
+    ///
+    /// # Safety
+    /// The slice must not be used after this `Buffer` is dropped (drop its
+    /// consumer first), and at most one slice from this buffer may be live
+    /// at a time.
+    pub unsafe fn as_static_mut(&mut self) -> &'static mut [u8] {
+        // SAFETY: the range is reserved for this buffer alone, readable and
+        // writable (committed on first touch) for `len` bytes, and lives
+        // until the buffer is dropped; the caller keeps the slice within
+        // that life and unique.
+        unsafe { core::slice::from_raw_parts_mut(self.range.start() as *mut u8, self.len) }
+    }
+
+    /// Bytes committed (pages touched since made or last decommitted).
+    pub fn committed_bytes(&self) -> usize {
+        self.range.committed_bytes()
+    }
+
+    /// Gives the buffer's frames back; it reads as zero afterwards.
+    /// Returns the bytes given back.
+    ///
+    /// # Safety
+    /// Nothing may rely on the contents (call it on an empty buffer), and
+    /// only the calling cpu may have touched the buffer since it was made
+    /// or last decommitted (for socket buffers: the network cpu).
+    pub unsafe fn decommit(&self) -> usize {
+        // SAFETY: the caller's promise is the range's.
+        unsafe { self.range.decommit() }
+    }
+}
+
+/// The lazily committed region's memory, in bytes (and ranges).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LazyStats {
+    /// Committed in thread stacks.
+    pub stack_bytes: usize,
+    /// Committed in buffers.
+    pub buffer_bytes: usize,
+    /// Pre-zeroed frames held in the cpus' reserves.
+    pub reserve_bytes: usize,
+    /// Page tables made for the region (kept for good).
+    pub page_table_bytes: usize,
+    /// Ranges alive.
+    pub ranges: usize,
+    /// Freed slots not reused yet (each is reused only once every cpu has
+    /// flushed its TLB since it was freed).
+    pub free_slots: usize,
+}
+
+pub fn stats() -> LazyStats {
+    let (ranges, free_slots) = without_interrupts(|| REGION.lock().counts());
+    let page = PAGE_SIZE as usize;
+    LazyStats {
+        stack_bytes: COMMITTED[Kind::Stack as usize].load(Ordering::Relaxed) * page,
+        buffer_bytes: COMMITTED[Kind::Buffer as usize].load(Ordering::Relaxed) * page,
+        reserve_bytes: RESERVES.iter().map(|r| r.len.load(Ordering::Relaxed)).sum::<usize>() * page,
+        page_table_bytes: PAGE_TABLES.load(Ordering::Relaxed) * page,
+        ranges,
+        free_slots,
+    }
+}
