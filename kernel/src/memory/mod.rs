@@ -9,11 +9,18 @@
 //!   address.
 //! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
 //! - [`stack`]: kernel stacks from a node's frames, above guard pages.
+//! - [`reserve`]: the memory applications cannot take (kept for the
+//!   kernel, the network stack and open connections), enforced by the heap
+//!   when it takes frames.
+//! - [`pressure`](mod@pressure): the signal services read per request
+//!   (`Normal`, `Low`, `Critical`) against each node's marks.
 
 mod boot_frames;
 mod cpu_cache;
 pub mod frames;
 pub mod heap;
+pub mod pressure;
+pub mod reserve;
 pub mod stack;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +31,8 @@ use x86_64::PhysAddr;
 
 pub use boot_frames::BootFrames;
 pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
-pub use heap::{alloc_in, leak_in};
+pub use heap::{alloc_in, leak_in, reclaim};
+pub use pressure::{node_pressure, pressure, Level, Pressure};
 
 use crate::boot::{MemoryRegion, RegionKind};
 use crate::topology::Topology;
@@ -78,6 +86,7 @@ pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
         }
     }
     frames::init(topology, &regions[..n]);
+    reserve::init(topology.node_count());
     SEVERAL_NODES.store(topology.node_count() > 1, Ordering::Relaxed);
 }
 
