@@ -37,6 +37,27 @@ pub use pressure::{node_pressure, pressure, Level, Pressure};
 use crate::boot::{MemoryRegion, RegionKind};
 use crate::topology::Topology;
 
+/// Moves `value` into a new `Box`, or hands it back when the allocator
+/// refuses the memory (`Box::try_new` is not stable). A `Box<F>` coerces
+/// to `Box<dyn Trait>` as usual.
+pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
+    let layout = core::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(alloc::boxed::Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { alloc::alloc::alloc(layout) } as *mut T;
+    if block.is_null() {
+        return Err(value);
+    }
+    // SAFETY: `block` is fresh memory from the global allocator with T's
+    // layout, which is what a Box<T> frees; it is written before use.
+    unsafe {
+        block.write(value);
+        Ok(alloc::boxed::Box::from_raw(block))
+    }
+}
+
 /// Low memory stays free for real-mode trampolines.
 pub const LOW_MEMORY_END: u64 = 1 << 20;
 
