@@ -6,10 +6,11 @@
 //! contents checked. (`examples/threads` needs no network and is here
 //! too, as the third example.)
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use bravo_tests::http_client::{connect, read_reply, request, start_service, Reply};
 use bravo_tests::{free_port, Machine, Running};
 
 fn http_service(cpus: usize, args: &str) -> (Running, u16) {
@@ -18,76 +19,7 @@ fn http_service(cpus: usize, args: &str) -> (Running, u16) {
 
 /// Boots an HTTP example, waits until it answers `/health`.
 fn service(name: &str, cpus: usize, args: &str) -> (Running, u16) {
-    // A port free a moment ago may be taken by the time QEMU binds it
-    // (then QEMU exits at once): try again with another.
-    let mut attempts = 0;
-    let (vm, port) = loop {
-        let port = free_port();
-        let mut vm = Machine::new(name)
-            .cpus(cpus)
-            .cmdline(&format!("-- {args}"))
-            .user_net(&[(port, 80)])
-            .timeout(Duration::from_secs(600))
-            .start();
-        match vm.wait_for_line(&format!("{name}: serving on http://10.0.2.15:80"), Duration::from_secs(60)) {
-            Ok(_) => break (vm, port),
-            Err(e) if attempts < 2 && e.contains("QEMU ended") => attempts += 1,
-            Err(e) => panic!("{e}"),
-        }
-    };
-    // The first packets may be lost while the NIC starts: wait for /health.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = connect(port).ok().and_then(|mut c| request(&mut c, "GET", "/health", b"").ok()).is_some_and(|r| r.status == 200);
-        if ok {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the service never answered /health");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    (vm, port)
-}
-
-fn connect(port: u16) -> std::io::Result<TcpStream> {
-    let stream = TcpStream::connect(("127.0.0.1", port))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    Ok(stream)
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: String,
-    body: Vec<u8>,
-}
-
-/// Reads one response (head, then `Content-Length` bytes of body).
-fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte)? == 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "closed before a full response head"));
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body)?;
-    Ok(Reply { status, headers: head, body })
-}
-
-fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::io::Result<Reply> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
-    raw.extend_from_slice(body);
-    stream.write_all(&raw)?;
-    read_reply(stream)
+    start_service(name, |m| m.cpus(cpus).cmdline(&format!("-- {args}")).timeout(Duration::from_secs(600)))
 }
 
 fn get(port: u16, path: &str) -> Reply {

@@ -114,10 +114,17 @@ fn route(request: &Request) -> Response {
         ("/", "GET") => Response::new(Status::Ok, "text/html; charset=utf-8", index()),
         ("/health", "GET") => Response::text(Status::Ok, "ok"),
         ("/stats", "GET") => Response::new(Status::Ok, "application/json", stats()),
-        ("/echo", "POST") => Response::new(Status::Ok, "application/octet-stream", request.body.clone()),
+        ("/echo", "POST") => echo(request),
         ("/" | "/health" | "/stats" | "/echo", _) => Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
         _ => Response::text(Status::NotFound, "Not Found"),
     }
+}
+
+/// The body back, copied fallibly: 503 when memory for the copy cannot be
+/// had (many large bodies at once), instead of an abort.
+fn echo(request: &Request) -> Response {
+    Response::try_copy(Status::Ok, "application/octet-stream", &request.body)
+        .unwrap_or_else(|_| Response::text(Status::ServiceUnavailable, "no memory for the echo"))
 }
 
 fn index() -> String {

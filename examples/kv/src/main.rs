@@ -1,6 +1,7 @@
 //! A key-value store over HTTP on port 80:
 //!
-//! - `PUT /kv/KEY` stores the body (201 when new, 200 when replaced);
+//! - `PUT /kv/KEY` stores the body (201 when new, 200 when replaced; 507
+//!   when the store is full);
 //! - `GET /kv/KEY` returns it (404 when absent);
 //! - `DELETE /kv/KEY` removes it (204, or 404);
 //! - `GET /health`.
@@ -9,6 +10,13 @@
 //! cpu (its map lives in that cpu's node). A connection's thread sends
 //! each operation to the key's shard as a message on a channel and sleeps
 //! for the reply: no lock is shared by the cpus.
+//!
+//! The store is full when the kernel reports memory pressure
+//! (`bravo::memory::pressure()` below the low-water mark) or when memory
+//! for a value cannot be had: `PUT` then answers `507 Insufficient
+//! Storage`, while `GET` and `DELETE` go on (what a client sent is copied
+//! fallibly, so no request can abort the service); deleting keys makes
+//! room again.
 
 #![no_std]
 #![no_main]
@@ -35,6 +43,8 @@ enum Op {
 
 enum Outcome {
     Value(Vec<u8>),
+    /// The value exists but memory for its copy could not be had.
+    NoMemory,
     Created,
     Replaced,
     Deleted,
@@ -48,7 +58,11 @@ fn shard(requests: Receiver<Message>) {
     let mut map: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     while let Ok((op, reply)) = requests.recv() {
         let outcome = match op {
-            Op::Get(key) => map.get(&key).map_or(Outcome::Missing, |v| Outcome::Value(v.clone())),
+            Op::Get(key) => match map.get(&key).map(|v| microhttp::try_copy(v)) {
+                Some(Ok(value)) => Outcome::Value(value),
+                Some(Err(_)) => Outcome::NoMemory,
+                None => Outcome::Missing,
+            },
             Op::Put(key, value) => match map.insert(key, value) {
                 Some(_) => Outcome::Replaced,
                 None => Outcome::Created,
@@ -113,10 +127,16 @@ fn route(request: &Request, shards: &[Sender<Message>]) -> Response {
     let Some(key) = request.path.strip_prefix("/kv/").filter(|k| !k.is_empty()) else {
         return Response::text(Status::NotFound, "Not Found");
     };
+    let Ok(key_copy) = try_string(key) else {
+        return Response::text(Status::ServiceUnavailable, "no memory for the key");
+    };
     let op = match request.method.as_str() {
-        "GET" => Op::Get(key.into()),
-        "PUT" => Op::Put(key.into(), request.body.clone()),
-        "DELETE" => Op::Delete(key.into()),
+        "GET" => Op::Get(key_copy),
+        "PUT" => match value_to_store(&request.body) {
+            Ok(value) => Op::Put(key_copy, value),
+            Err(full) => return full,
+        },
+        "DELETE" => Op::Delete(key_copy),
         _ => return Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
     };
     let (reply, outcome) = channel::channel();
@@ -130,6 +150,24 @@ fn route(request: &Request, shards: &[Sender<Message>]) -> Response {
         Ok(Outcome::Replaced) => Response::text(Status::Ok, "replaced"),
         Ok(Outcome::Deleted) => Response::new(Status::NoContent, "text/plain", Vec::new()),
         Ok(Outcome::Missing) => Response::text(Status::NotFound, "no such key"),
+        Ok(Outcome::NoMemory) => Response::text(Status::ServiceUnavailable, "no memory for the value's copy"),
         Err(_) => Response::text(Status::ServiceUnavailable, "shard gone"),
     }
+}
+
+/// The value to store, copied fallibly; or the 507 answer when the store
+/// is full (memory under pressure, or no memory for the copy).
+fn value_to_store(body: &[u8]) -> Result<Vec<u8>, Response> {
+    let full = || Response::text(Status::InsufficientStorage, "store full");
+    if !bravo::memory::pressure().is_normal() {
+        return Err(full());
+    }
+    microhttp::try_copy(body).map_err(|_| full())
+}
+
+fn try_string(text: &str) -> Result<String, alloc::collections::TryReserveError> {
+    let mut copy = String::new();
+    copy.try_reserve_exact(text.len())?;
+    copy.push_str(text);
+    Ok(copy)
 }

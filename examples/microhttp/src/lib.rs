@@ -5,14 +5,18 @@
 //! parses request heads; this crate adds bodies by `Content-Length`,
 //! limits, keep-alive, pipelining, and the error statuses a service owes
 //! its clients — 400 malformed, 408 idle or too slow, 413 body too large,
-//! 431 head too large, 501 for transfer codings it does not implement.
+//! 431 head too large, 501 for transfer codings it does not implement,
+//! and 503 when memory for a request or its answer cannot be had: what a
+//! client sends decides what is allocated, so all of it (the head buffer,
+//! the body, the request's fields, the response's bytes) is allocated
+//! fallibly (`try_reserve`), and error answers are built on the stack.
 //! [`serve`] runs one connection over any [`Transport`].
 
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
@@ -31,6 +35,7 @@ pub enum Status {
     InternalServerError,
     NotImplemented,
     ServiceUnavailable,
+    InsufficientStorage,
 }
 
 impl Status {
@@ -48,6 +53,7 @@ impl Status {
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
             Status::ServiceUnavailable => 503,
+            Status::InsufficientStorage => 507,
         }
     }
 
@@ -65,6 +71,7 @@ impl Status {
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
             Status::ServiceUnavailable => "Service Unavailable",
+            Status::InsufficientStorage => "Insufficient Storage",
         }
     }
 }
@@ -101,28 +108,72 @@ pub enum Parsed {
     Request(Request, usize),
     /// More bytes are needed.
     Incomplete,
-    /// The request is unacceptable; answer this and close.
+    /// The request is unacceptable (or, with 503, memory for it could not
+    /// be had); answer this and close.
     Error(Status),
+}
+
+/// Memory for a request's or a response's bytes could not be had: the
+/// allocator refused it (the kernel does so under memory pressure).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutOfMemory;
+
+/// A copy of `bytes`, allocated fallibly.
+pub fn try_copy(bytes: &[u8]) -> Result<Vec<u8>, OutOfMemory> {
+    let mut copy = Vec::new();
+    copy.try_reserve_exact(bytes.len()).map_err(|_| OutOfMemory)?;
+    copy.extend_from_slice(bytes);
+    Ok(copy)
+}
+
+fn try_string(text: &str) -> Result<String, OutOfMemory> {
+    let mut copy = String::new();
+    copy.try_reserve_exact(text.len()).map_err(|_| OutOfMemory)?;
+    copy.push_str(text);
+    Ok(copy)
 }
 
 const MAX_HEADERS: usize = 64;
 
-/// Parses the request at the start of `buf`.
-pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
+/// A parsed request head, borrowing from the buffer.
+struct Head<'a> {
+    method: &'a str,
+    path: &'a str,
+    keep_alive: bool,
+    head_len: usize,
+    body_len: usize,
+}
+
+impl Head<'_> {
+    /// Where the request ends (checked against overflow by `parse_head`).
+    fn end(&self) -> usize {
+        self.head_len + self.body_len
+    }
+}
+
+enum HeadParse<'a> {
+    Complete(Head<'a>),
+    Partial,
+    Error(Status),
+}
+
+/// Parses the request head at the start of `buf` and checks its framing
+/// against `limits`; allocates nothing.
+fn parse_head<'a>(buf: &'a [u8], limits: &Limits) -> HeadParse<'a> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => return Parsed::Error(Status::HeaderFieldsTooLarge),
-        Ok(httparse::Status::Partial) => return Parsed::Incomplete,
-        Err(httparse::Error::TooManyHeaders) => return Parsed::Error(Status::HeaderFieldsTooLarge),
-        Err(_) => return Parsed::Error(Status::BadRequest),
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => return HeadParse::Error(Status::HeaderFieldsTooLarge),
+        Ok(httparse::Status::Partial) => return HeadParse::Partial,
+        Err(httparse::Error::TooManyHeaders) => return HeadParse::Error(Status::HeaderFieldsTooLarge),
+        Err(_) => return HeadParse::Error(Status::BadRequest),
     };
     if head_len > limits.max_head {
-        return Parsed::Error(Status::HeaderFieldsTooLarge);
+        return HeadParse::Error(Status::HeaderFieldsTooLarge);
     }
     let (Some(method), Some(path), Some(version)) = (request.method, request.path, request.version) else {
-        return Parsed::Error(Status::BadRequest);
+        return HeadParse::Error(Status::BadRequest);
     };
     let mut keep_alive = version == 1;
     let mut content_length: Option<usize> = None;
@@ -130,14 +181,14 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         let value = core::str::from_utf8(header.value).map(str::trim);
         if header.name.eq_ignore_ascii_case("content-length") {
             let Some(length) = value.ok().and_then(|v| v.parse::<usize>().ok()) else {
-                return Parsed::Error(Status::BadRequest);
+                return HeadParse::Error(Status::BadRequest);
             };
             if content_length.is_some_and(|l| l != length) {
-                return Parsed::Error(Status::BadRequest);
+                return HeadParse::Error(Status::BadRequest);
             }
             content_length = Some(length);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            return Parsed::Error(Status::NotImplemented);
+            return HeadParse::Error(Status::NotImplemented);
         } else if header.name.eq_ignore_ascii_case("connection") {
             for token in value.unwrap_or("").split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
@@ -149,15 +200,25 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
         }
     }
     let body_len = content_length.unwrap_or(0);
-    if body_len > limits.max_body {
-        return Parsed::Error(Status::PayloadTooLarge);
+    if body_len > limits.max_body || head_len.checked_add(body_len).is_none() {
+        return HeadParse::Error(Status::PayloadTooLarge);
     }
-    let Some(end) = head_len.checked_add(body_len) else { return Parsed::Error(Status::PayloadTooLarge) };
-    if buf.len() < end {
-        return Parsed::Incomplete;
+    HeadParse::Complete(Head { method, path, keep_alive, head_len, body_len })
+}
+
+/// Parses the request at the start of `buf` (copying its fields out; 503
+/// when memory for them could not be had).
+pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
+    match parse_head(buf, limits) {
+        HeadParse::Partial => Parsed::Incomplete,
+        HeadParse::Error(status) => Parsed::Error(status),
+        HeadParse::Complete(head) if buf.len() < head.end() => Parsed::Incomplete,
+        HeadParse::Complete(head) => {
+            let fields = (try_string(head.method), try_string(head.path), try_copy(&buf[head.head_len..head.end()]));
+            let (Ok(method), Ok(path), Ok(body)) = fields else { return Parsed::Error(Status::ServiceUnavailable) };
+            Parsed::Request(Request { method, path, keep_alive: head.keep_alive, body }, head.end())
+        }
     }
-    let request = Request { method: method.to_string(), path: path.to_string(), keep_alive, body: buf[head_len..end].to_vec() };
-    Parsed::Request(request, end)
 }
 
 /// A response to send.
@@ -167,6 +228,10 @@ pub struct Response {
     pub content_type: &'static str,
     pub body: Vec<u8>,
 }
+
+/// Bodies up to this size go out in one buffer with their head; larger
+/// ones are written after it, without a copy.
+const COALESCE: usize = 16 * 1024;
 
 impl Response {
     pub fn new(status: Status, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
@@ -178,21 +243,106 @@ impl Response {
         Response::new(status, "text/plain; charset=utf-8", body.as_bytes())
     }
 
-    /// The bytes on the wire, announcing whether the connection stays open.
-    pub fn encode(&self, keep_alive: bool) -> Vec<u8> {
-        let mut head = String::new();
-        let _ = write!(
-            head,
+    /// A response with a copy of `body`, allocated fallibly (for bodies a
+    /// client's request decides the size of).
+    pub fn try_copy(status: Status, content_type: &'static str, body: &[u8]) -> Result<Self, OutOfMemory> {
+        Ok(Response { status, content_type, body: try_copy(body)? })
+    }
+
+    /// Writes the head (status line and headers) to `out`.
+    fn write_head(&self, keep_alive: bool, out: &mut impl Write) -> core::fmt::Result {
+        write!(
+            out,
             "HTTP/1.1 {} {}\r\nServer: bravo\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: {}\r\n\r\n",
             self.status.code(),
             self.status.reason(),
             self.content_type,
             self.body.len(),
             if keep_alive { "keep-alive" } else { "close" }
-        );
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(&self.body);
-        bytes
+        )
+    }
+
+    /// The head, then `body` if asked, in one buffer allocated fallibly.
+    fn encode_with(&self, keep_alive: bool, with_body: bool) -> Result<Vec<u8>, OutOfMemory> {
+        // The head's fixed text, status, reason and a 20-digit length take
+        // fewer than 160 bytes.
+        let body = if with_body { self.body.len() } else { 0 };
+        let mut bytes = Vec::new();
+        bytes.try_reserve_exact(160 + self.content_type.len() + body).map_err(|_| OutOfMemory)?;
+        self.write_head(keep_alive, &mut Bounded(&mut bytes)).map_err(|_| OutOfMemory)?;
+        if with_body {
+            bytes.extend_from_slice(&self.body);
+        }
+        Ok(bytes)
+    }
+
+    /// The bytes on the wire, announcing whether the connection stays
+    /// open; `OutOfMemory` when the allocator refuses the buffer.
+    pub fn try_encode(&self, keep_alive: bool) -> Result<Vec<u8>, OutOfMemory> {
+        self.encode_with(keep_alive, true)
+    }
+}
+
+/// Writes into a vector's spare capacity only: never reallocates (an
+/// error when the text does not fit).
+struct Bounded<'a>(&'a mut Vec<u8>);
+
+impl Write for Bounded<'_> {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        if self.0.capacity() - self.0.len() < text.len() {
+            return Err(core::fmt::Error);
+        }
+        self.0.extend_from_slice(text.as_bytes());
+        Ok(())
+    }
+}
+
+/// A short response built on the stack: for answers that must go out
+/// when memory is short (errors, 503).
+struct StackResponse {
+    bytes: [u8; 256],
+    len: usize,
+}
+
+impl Write for StackResponse {
+    fn write_str(&mut self, text: &str) -> core::fmt::Result {
+        let room = self.bytes.len() - self.len;
+        if room < text.len() {
+            return Err(core::fmt::Error);
+        }
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text.as_bytes());
+        self.len += text.len();
+        Ok(())
+    }
+}
+
+/// Answers `status` (its reason as the body) and ends the connection,
+/// allocating nothing.
+fn answer_and_close(transport: &mut impl Transport, status: Status) {
+    let mut out = StackResponse { bytes: [0; 256], len: 0 };
+    let written = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nServer: bravo\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        status.code(),
+        status.reason(),
+        status.reason().len(),
+        status.reason()
+    );
+    // (Every status's answer fits: the longest is under 200 bytes.)
+    if written.is_ok() {
+        let _ = transport.write_last(&out.bytes[..out.len]);
+    }
+}
+
+/// Reads and drops up to `bytes` bytes (the rest of a refused request),
+/// until the peer stops sending or the transport times out.
+fn discard(transport: &mut impl Transport, chunk: &mut [u8], mut bytes: usize) {
+    while bytes > 0 {
+        let want = bytes.min(chunk.len());
+        match transport.read(&mut chunk[..want]) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => bytes -= n.min(bytes),
+        }
     }
 }
 
@@ -222,7 +372,8 @@ pub trait Transport {
 pub enum End {
     /// The client closed, or asked to close after a response.
     Closed,
-    /// An unacceptable request was answered with this status.
+    /// An unacceptable request was answered with this status (503: memory
+    /// for the request or its response could not be had).
     Rejected(Status),
     /// The client was idle or too slow (answered with 408).
     TimedOut,
@@ -230,41 +381,115 @@ pub enum End {
     Broken,
 }
 
+/// Bodies at least this large leave the read buffer by moving it, not by
+/// a copy, when nothing follows them.
+const MOVE_BODY: usize = 16 * 1024;
+/// An empty read buffer bigger than this is released between requests.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// What the buffer holds next.
+enum Next {
+    Request(Request),
+    /// More bytes are needed; the request ends here when known.
+    Read(Option<usize>),
+    Reject(Status),
+}
+
+/// Takes the request at the start of `buffer` out of it (fallibly).
+fn next_request(buffer: &mut Vec<u8>, limits: &Limits) -> Next {
+    let (method, path, keep_alive, head_len, end) = match parse_head(buffer, limits) {
+        HeadParse::Partial => return Next::Read(None),
+        HeadParse::Error(status) => return Next::Reject(status),
+        HeadParse::Complete(head) if buffer.len() < head.end() => return Next::Read(Some(head.end())),
+        HeadParse::Complete(head) => match (try_string(head.method), try_string(head.path)) {
+            (Ok(method), Ok(path)) => (method, path, head.keep_alive, head.head_len, head.end()),
+            _ => return Next::Reject(Status::ServiceUnavailable),
+        },
+    };
+    let body = if end == buffer.len() && end - head_len >= MOVE_BODY {
+        let mut body = core::mem::take(buffer);
+        body.drain(..head_len);
+        body
+    } else {
+        let Ok(body) = try_copy(&buffer[head_len..end]) else { return Next::Reject(Status::ServiceUnavailable) };
+        buffer.drain(..end);
+        body
+    };
+    if buffer.is_empty() && buffer.capacity() > KEEP_BUFFER {
+        *buffer = Vec::new();
+    }
+    Next::Request(Request { method, path, keep_alive, body })
+}
+
+/// Sends `response`; `Err(None)` when the connection broke, `Err(Some(503))`
+/// when memory for its bytes could not be had (answered, and closed).
+fn send(transport: &mut impl Transport, response: &Response, keep_alive: bool) -> Result<(), Option<Status>> {
+    let coalesce = response.body.len() <= COALESCE;
+    let Ok(bytes) = response.encode_with(keep_alive, coalesce) else {
+        answer_and_close(transport, Status::ServiceUnavailable);
+        return Err(Some(Status::ServiceUnavailable));
+    };
+    let written = match (coalesce, keep_alive) {
+        (true, true) => transport.write_all(&bytes),
+        (true, false) => transport.write_last(&bytes),
+        (false, true) => transport.write_all(&bytes).and_then(|()| transport.write_all(&response.body)),
+        (false, false) => transport.write_all(&bytes).and_then(|()| transport.write_last(&response.body)),
+    };
+    written.map_err(|_| None)
+}
+
 /// Serves requests on `transport` until the connection ends: reads,
 /// parses (pipelined requests too), calls `handler`, writes responses;
-/// answers bad or slow requests with their status and closes.
+/// answers bad or slow requests with their status and closes. Memory for
+/// what the client sends (the head, the body) and for the response's
+/// bytes is allocated fallibly: when the allocator refuses it, the client
+/// gets 503 and the connection is closed.
 pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl FnMut(&Request) -> Response) -> End {
     let mut buffer: Vec<u8> = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        match parse(&buffer, limits) {
-            Parsed::Request(request, used) => {
-                buffer.drain(..used);
-                let response = handler(&request).encode(request.keep_alive);
-                if !request.keep_alive {
-                    return match transport.write_last(&response) {
-                        Ok(()) => End::Closed,
-                        Err(_) => End::Broken,
-                    };
-                }
-                if transport.write_all(&response).is_err() {
-                    return End::Broken;
+        match next_request(&mut buffer, limits) {
+            Next::Request(request) => {
+                let keep_alive = request.keep_alive;
+                let response = handler(&request);
+                drop(request);
+                match send(transport, &response, keep_alive) {
+                    Ok(()) if keep_alive => {}
+                    Ok(()) => return End::Closed,
+                    Err(Some(status)) => return End::Rejected(status),
+                    Err(None) => return End::Broken,
                 }
             }
-            Parsed::Error(status) => {
-                let _ = transport.write_last(&Response::text(status, status.reason()).encode(false));
+            Next::Reject(status) => {
+                answer_and_close(transport, status);
                 return End::Rejected(status);
             }
-            Parsed::Incomplete => match transport.read(&mut chunk) {
-                Ok(0) => return End::Closed,
-                Ok(n) => buffer.extend_from_slice(&chunk[..n]),
-                Err(TransportError::TimedOut) => {
-                    let response = Response::text(Status::RequestTimeout, "Request Timeout");
-                    let _ = transport.write_last(&response.encode(false));
-                    return End::TimedOut;
+            Next::Read(end) => {
+                // Room for the whole request at once when its length is known.
+                let room = end.map_or(0, |end| end - buffer.len());
+                if buffer.try_reserve_exact(room).is_err() {
+                    answer_and_close(transport, Status::ServiceUnavailable);
+                    // The client may still be sending the body: take it (into
+                    // the stack) so that it reads the answer, not a reset.
+                    discard(transport, &mut chunk, room);
+                    return End::Rejected(Status::ServiceUnavailable);
                 }
-                Err(TransportError::Closed) => return End::Broken,
-            },
+                match transport.read(&mut chunk) {
+                    Ok(0) => return End::Closed,
+                    Ok(n) => {
+                        if buffer.try_reserve(n).is_err() {
+                            answer_and_close(transport, Status::ServiceUnavailable);
+                            return End::Rejected(Status::ServiceUnavailable);
+                        }
+                        buffer.extend_from_slice(&chunk[..n]);
+                    }
+                    Err(TransportError::TimedOut) => {
+                        answer_and_close(transport, Status::RequestTimeout);
+                        return End::TimedOut;
+                    }
+                    Err(TransportError::Closed) => return End::Broken,
+                }
+            }
         }
     }
 }
@@ -324,8 +549,14 @@ mod tests {
     }
 
     /// A transport fed from a script of reads; records what is written.
+    /// (Reading allocates nothing, and `written` has its room up front, so
+    /// that tests can refuse the service's allocations without the
+    /// script's failing.)
     struct Script {
         reads: Vec<Result<Vec<u8>, TransportError>>,
+        /// The next read and how much of it was read.
+        next: usize,
+        offset: usize,
         written: Vec<u8>,
         /// Where the bytes written by `write_last` start.
         last_from: Option<usize>,
@@ -333,20 +564,20 @@ mod tests {
 
     impl Transport for Script {
         fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
-            if self.reads.is_empty() {
-                return Ok(0);
-            }
-            let next = self.reads.remove(0)?;
-            let n = next.len().min(buf.len());
-            buf[..n].copy_from_slice(&next[..n]);
-            if n < next.len() {
-                self.reads.insert(0, Ok(next[n..].to_vec()));
+            let Some(next) = self.reads.get(self.next) else { return Ok(0) };
+            let next = next.as_ref().map_err(|e| *e)?;
+            let n = (next.len() - self.offset).min(buf.len());
+            buf[..n].copy_from_slice(&next[self.offset..self.offset + n]);
+            self.offset += n;
+            if self.offset == next.len() {
+                (self.next, self.offset) = (self.next + 1, 0);
             }
             Ok(n)
         }
 
         fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
             assert!(self.last_from.is_none(), "a write after the last one");
+            assert!(self.written.capacity() - self.written.len() >= data.len(), "the script's room for writes is too small");
             self.written.extend_from_slice(data);
             Ok(())
         }
@@ -359,7 +590,8 @@ mod tests {
     }
 
     fn script(reads: Vec<Result<&[u8], TransportError>>) -> Script {
-        Script { reads: reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect(), written: Vec::new(), last_from: None }
+        let reads = reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect();
+        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None }
     }
 
     fn run(reads: Vec<Result<&[u8], TransportError>>) -> (End, String) {
@@ -405,6 +637,174 @@ mod tests {
         let (end, out) = run(vec![Ok(b"\x00\x01\x02\r\n\r\n")]);
         assert_eq!(end, End::Rejected(Status::BadRequest));
         assert!(out.starts_with("HTTP/1.1 400 Bad Request") && out.contains("Connection: close"), "{out}");
+    }
+
+    /// A global allocator for this test binary that refuses, on threads
+    /// that ask for it, every allocation larger than a limit: memory
+    /// exhaustion as `serve` meets it in the kernel (a null from the
+    /// allocator), on the host.
+    mod refusing {
+        use std::alloc::{GlobalAlloc, Layout, System};
+        use std::cell::Cell;
+
+        thread_local! {
+            static LARGEST: Cell<usize> = const { Cell::new(usize::MAX) };
+        }
+
+        fn refused(size: usize) -> bool {
+            LARGEST.try_with(|largest| size > largest.get()).unwrap_or(false)
+        }
+
+        pub struct Refusing;
+
+        // SAFETY: every call is passed to the system allocator unchanged,
+        // or answered with null (a valid answer of `alloc`/`realloc`).
+        unsafe impl GlobalAlloc for Refusing {
+            unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: the caller's contract, passed on.
+                if refused(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc(layout) } }
+            }
+
+            unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+                // SAFETY: as above.
+                if refused(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc_zeroed(layout) } }
+            }
+
+            unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+                // SAFETY: as above.
+                if refused(new_size) { std::ptr::null_mut() } else { unsafe { System.realloc(ptr, layout, new_size) } }
+            }
+
+            unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+                // SAFETY: as above.
+                unsafe { System.dealloc(ptr, layout) }
+            }
+        }
+
+        #[global_allocator]
+        static ALLOCATOR: Refusing = Refusing;
+
+        /// Runs `f` with allocations over `largest` bytes refused on this
+        /// thread.
+        pub fn refusing_over<R>(largest: usize, f: impl FnOnce() -> R) -> R {
+            LARGEST.with(|l| l.set(largest));
+            let result = f();
+            LARGEST.with(|l| l.set(usize::MAX));
+            result
+        }
+    }
+
+    use refusing::refusing_over;
+
+    fn post(path: &str, body: &[u8]) -> Vec<u8> {
+        let mut raw = alloc::format!("POST {path} HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        raw.extend_from_slice(body);
+        raw
+    }
+
+    fn big_limits() -> Limits {
+        Limits { max_head: 16 * 1024, max_body: 1 << 20 }
+    }
+
+    /// Serves `raw` with allocations over `largest` refused; the handler
+    /// answers with the body's length.
+    fn serve_refusing(raw: &[u8], largest: usize) -> (End, String) {
+        let mut t = script(vec![Ok(raw)]);
+        let end = refusing_over(largest, || {
+            serve(&mut t, &big_limits(), |r| Response::new(Status::Ok, "text/plain", r.body.len().to_string()))
+        });
+        (end, String::from_utf8_lossy(&t.written).into_owned())
+    }
+
+    #[test]
+    fn a_body_the_allocator_refuses_gets_503_and_a_close() {
+        let raw = post("/put", &[7u8; 100_000]);
+        // The same request is served when memory allows.
+        let (end, out) = serve_refusing(&raw, usize::MAX);
+        assert_eq!(end, End::Closed);
+        assert!(out.starts_with("HTTP/1.1 200 OK") && out.ends_with("100000"), "{out}");
+        let (end, out) = serve_refusing(&raw, 32 * 1024);
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
+        assert!(out.starts_with("HTTP/1.1 503 Service Unavailable") && out.contains("Connection: close"), "{out}");
+        // The rest of the body was read (and dropped), so that the client
+        // gets the answer rather than a reset.
+        let mut t = script(vec![Ok(&raw[..5000]), Ok(&raw[5000..])]);
+        let end = refusing_over(32 * 1024, || serve(&mut t, &big_limits(), |_| Response::text(Status::Ok, "")));
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
+        assert_eq!(t.next, 2, "the body was not read to its end");
+    }
+
+    #[test]
+    fn request_fields_the_allocator_refuses_get_503() {
+        let long_path = alloc::format!("GET /{} HTTP/1.1\r\n\r\n", "p".repeat(10_000));
+        let (end, out) = serve_refusing(long_path.as_bytes(), 4096);
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable), "{out}");
+        // parse() says the same.
+        let parsed = refusing_over(4096, || parse(long_path.as_bytes(), &big_limits()));
+        assert_eq!(parsed, Parsed::Error(Status::ServiceUnavailable));
+        let body = post("/x", &[1u8; 8000]);
+        assert_eq!(refusing_over(4096, || parse(&body, &big_limits())), Parsed::Error(Status::ServiceUnavailable));
+        assert!(matches!(parse(&body, &big_limits()), Parsed::Request(ref r, _) if r.body.len() == 8000));
+    }
+
+    #[test]
+    fn a_response_the_allocator_refuses_gets_503() {
+        // A 12 KiB answer is encoded with its head in one buffer: refused
+        // over 8 KiB.
+        let mut t = script(vec![Ok(b"GET /big HTTP/1.1\r\n\r\nGET /next HTTP/1.1\r\n\r\n")]);
+        let mut answer = Some(Response::new(Status::Ok, "text/plain", vec![b'a'; 12 * 1024]));
+        let end = refusing_over(8 * 1024, || serve(&mut t, &limits(), |_| answer.take().expect("one request served")));
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
+        let out = String::from_utf8_lossy(&t.written);
+        assert!(out.starts_with("HTTP/1.1 503 Service Unavailable") && out.contains("Connection: close"), "{out}");
+        assert_eq!(t.last_from, Some(0));
+    }
+
+    #[test]
+    fn a_large_response_goes_out_without_a_copy() {
+        // 200 KiB after its head: no allocation near its size is needed.
+        let body: Vec<u8> = (0..200 * 1024).map(|i| (i % 251) as u8).collect();
+        let mut t = script(vec![Ok(b"GET /big HTTP/1.1\r\nConnection: close\r\n\r\n")]);
+        let mut answer = Some(Response::new(Status::Ok, "application/octet-stream", body.clone()));
+        let end = refusing_over(4096, || serve(&mut t, &limits(), |_| answer.take().expect("one request served")));
+        assert_eq!(end, End::Closed);
+        let head = alloc::format!("HTTP/1.1 200 OK\r\nServer: bravo\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+        assert_eq!(&t.written[..head.len()], head.as_bytes());
+        assert_eq!(&t.written[head.len()..], &body[..]);
+        assert_eq!(t.last_from, Some(head.len()), "the body is the last write");
+    }
+
+    #[test]
+    fn a_large_body_reaches_the_handler_intact_and_pipelining_still_works() {
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i * 31 % 256) as u8).collect();
+        for pipelined in [false, true] {
+            let mut bytes = post("/a", &body);
+            if pipelined {
+                bytes.extend_from_slice(b"GET /b HTTP/1.1\r\nConnection: close\r\n\r\n");
+            }
+            // Split in uneven reads.
+            let reads: Vec<Result<&[u8], TransportError>> = bytes.chunks(7000).map(Ok).collect();
+            let mut t = script(reads);
+            let mut seen = Vec::new();
+            let end = serve(&mut t, &big_limits(), |r| {
+                seen.push((r.path.clone(), r.body == body));
+                Response::text(Status::Ok, "ok")
+            });
+            assert_eq!(end, End::Closed);
+            let expected: Vec<(String, bool)> = if pipelined {
+                vec![("/a".into(), true), ("/b".into(), false)]
+            } else {
+                vec![("/a".into(), true)]
+            };
+            assert_eq!(seen, expected);
+        }
+    }
+
+    #[test]
+    fn insufficient_storage_is_507() {
+        assert_eq!((Status::InsufficientStorage.code(), Status::InsufficientStorage.reason()), (507, "Insufficient Storage"));
+        let bytes = Response::text(Status::InsufficientStorage, "full").try_encode(true).unwrap();
+        assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 507 Insufficient Storage\r\n"));
     }
 
     proptest! {

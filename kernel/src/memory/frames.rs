@@ -9,6 +9,13 @@
 //! counting each fallback. Every section holding a node's lock runs inside
 //! `lazy::frame_lock_section`, so the page-fault handler, which may take
 //! that lock, knows when the faulting cpu holds it.
+//!
+//! Each node also keeps its free bytes in an atomic counter, so that the
+//! memory-pressure signal and the reserve (`reserve`) read it without a
+//! lock; [`alloc_frames_above`] takes a block only when the node keeps at
+//! least a given floor of free bytes afterwards, deciding that on the
+//! counter atomically so that cpus racing for the last frames cannot
+//! together take the node below the floor.
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
@@ -26,13 +33,21 @@ struct NodeFrames {
     buddy: Mutex<Heap<40>>,
     /// Bytes of RAM given to this node.
     total: AtomicUsize,
+    /// Bytes free: `total` minus the blocks handed out (a block is taken
+    /// off before the buddy allocator is asked, and put back if it fails).
+    free: AtomicUsize,
     /// Allocations for this node that another node served.
     fallbacks: AtomicUsize,
 }
 
 impl NodeFrames {
     const fn new() -> Self {
-        Self { buddy: Mutex::new(Heap::new()), total: AtomicUsize::new(0), fallbacks: AtomicUsize::new(0) }
+        Self {
+            buddy: Mutex::new(Heap::new()),
+            total: AtomicUsize::new(0),
+            free: AtomicUsize::new(0),
+            fallbacks: AtomicUsize::new(0),
+        }
     }
 }
 
@@ -57,6 +72,7 @@ pub(super) fn init(topology: &'static Topology, ranges: &[(u64, u64, usize)]) {
         // and reached through the direct map.
         unsafe { n.buddy.lock().add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
         n.total.fetch_add((end - start) as usize, Ordering::Relaxed);
+        n.free.fetch_add((end - start) as usize, Ordering::Relaxed);
     }
     TOPOLOGY.call_once(|| topology);
 }
@@ -68,12 +84,39 @@ fn block_layout(order: usize) -> Option<Layout> {
 
 /// Allocates `4 KiB << order` bytes, aligned to their size, from `node`
 /// only. Returns the physical address, or `None` when the node has no
-/// block that large.
+/// block that large. (May use the reserve: for the kernel's own frames.)
 pub fn alloc_frames_exact(node: usize, order: usize) -> Option<u64> {
+    alloc_frames_above(node, order, 0)
+}
+
+/// Like [`alloc_frames_exact`], but only when at least `floor` bytes of
+/// `node` stay free afterwards.
+pub fn alloc_frames_above(node: usize, order: usize, floor: usize) -> Option<u64> {
     let layout = block_layout(order)?;
     let n = NODES.get(node)?;
-    let block = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))).ok()?;
-    Some(block.as_ptr() as u64 - PHYS_MAP_BASE)
+    let size = layout.size();
+    n.free
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(size).filter(|&left| left >= floor))
+        .ok()?;
+    match x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))) {
+        Ok(block) => Some(block.as_ptr() as u64 - PHYS_MAP_BASE),
+        Err(_) => {
+            // Enough bytes, but no block of this order (fragmented).
+            n.free.fetch_add(size, Ordering::AcqRel);
+            None
+        }
+    }
+}
+
+/// Free bytes of `node` (one atomic load; 0 for a node that does not
+/// exist).
+pub fn free_bytes(node: usize) -> usize {
+    NODES.get(node).map_or(0, |n| n.free.load(Ordering::Relaxed))
+}
+
+/// Bytes of RAM given to `node`.
+pub fn total_bytes(node: usize) -> usize {
+    NODES.get(node).map_or(0, |n| n.total.load(Ordering::Relaxed))
 }
 
 /// Allocates from `node`, or, when it is exhausted, from the nearest other
@@ -86,6 +129,12 @@ pub fn alloc_frames(node: usize, order: usize) -> Option<u64> {
     let phys = topology.fallback_order(node).find_map(|other| alloc_frames_exact(other, order))?;
     NODES[node.min(MAX_NODES - 1)].fallbacks.fetch_add(1, Ordering::Relaxed);
     Some(phys)
+}
+
+/// Counts an allocation for `node` that another node served (for callers
+/// that pick the node themselves).
+pub(super) fn count_fallback(node: usize) {
+    NODES[node.min(MAX_NODES - 1)].fallbacks.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Frees a block from [`alloc_frames`] to the node that owns it, whichever
@@ -103,6 +152,7 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
         // another node).
         super::lazy::frame_lock_section(|| unsafe { NODES[owner].buddy.lock().dealloc(ptr, layout) })
     });
+    NODES[owner].free.fetch_add(layout.size(), Ordering::AcqRel);
 }
 
 /// A node's frame counts, in bytes.

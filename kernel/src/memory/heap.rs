@@ -7,6 +7,14 @@
 //! counted as a fallback); a free goes back to the node that owns the
 //! address, whichever cpu frees it. Failure returns null, which Rust turns
 //! into `try_reserve` errors or `handle_alloc_error`.
+//!
+//! Taking frames (heap growth, large blocks) obeys the reserve (see
+//! `reserve`): ordinary code gets them only above the node's floor. The
+//! heap never gives memory back on its own; when a large block finds too
+//! few free frames, [`reclaim`] first returns the heap's wholly free 1 MiB
+//! chunks to the frames (memory freed by many small blocks, say a store's
+//! deleted values, thus serves large blocks again). Each node's free space
+//! inside its heap is kept in an atomic for the pressure signal.
 
 use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::{null_mut, NonNull};
@@ -25,13 +33,35 @@ const LARGE: usize = 64 * 1024;
 /// Heaps grow by this many frames (1 MiB) at a time.
 const GROW_ORDER: usize = 8;
 
+/// The heap's growth step, in bytes (every chunk is one such frame block).
+const CHUNK: usize = FRAME_SIZE << GROW_ORDER;
+
 struct NodeHeap {
     heap: Mutex<Heap<33>>,
     fallbacks: AtomicUsize,
+    /// Bytes free inside the heap (as of its last change).
+    free: AtomicUsize,
 }
 
-static HEAPS: [NodeHeap; MAX_NODES] =
-    [const { NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0) } }; MAX_NODES];
+static HEAPS: [NodeHeap; MAX_NODES] = [const {
+    NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0), free: AtomicUsize::new(0) }
+}; MAX_NODES];
+
+/// Runs `f` on `node`'s heap under its lock (the caller has interrupts
+/// off), then records the heap's free bytes.
+fn with_heap<R>(node: usize, f: impl FnOnce(&mut Heap<33>) -> R) -> R {
+    let mut heap = HEAPS[node].heap.lock();
+    let result = f(&mut heap);
+    let free = heap.stats_total_bytes() - heap.stats_alloc_actual();
+    HEAPS[node].free.store(free, Ordering::Relaxed);
+    result
+}
+
+/// Bytes free inside `node`'s heap, not counting blocks in cpu caches
+/// (one atomic load).
+pub fn free_bytes(node: usize) -> usize {
+    HEAPS.get(node).map_or(0, |h| h.free.load(Ordering::Relaxed))
+}
 
 /// The order of the frame block that holds `layout`.
 fn frame_order(layout: &Layout) -> usize {
@@ -43,24 +73,60 @@ fn is_large(layout: &Layout) -> bool {
     layout.size() >= LARGE || layout.align() > FRAME_SIZE
 }
 
-/// Allocates from `node`'s heap, growing it from `node`'s own frames.
+/// Allocates from `node`'s heap, growing it from `node`'s own frames when
+/// the reserve allows.
 fn alloc_small(node: usize, layout: Layout) -> Option<NonNull<u8>> {
-    let mut heap = HEAPS[node].heap.lock();
-    if let Ok(block) = heap.alloc(layout) {
+    if let Some(block) = with_heap(node, |heap| heap.alloc(layout).ok()) {
         return Some(block);
     }
-    let chunk_order = GROW_ORDER.max(frame_order(&layout));
-    let phys = frames::alloc_frames_exact(node, chunk_order)?;
+    let critical = super::reserve::current_may_use();
+    let floor = super::reserve::floor(node, layout.size(), critical);
+    // (Chunks are exactly one CHUNK: `reclaim` relies on it; small blocks
+    // are under 64 KiB, so one chunk always holds them.)
+    let phys = frames::alloc_frames_above(node, GROW_ORDER, floor)?;
+    if critical {
+        super::reserve::note_critical_use(node);
+    }
     let start = phys_to_virt(phys) as usize;
-    // SAFETY: the chunk was just allocated from this node's frames for this
-    // heap alone; it stays in the heap for good.
-    unsafe { heap.add_to_heap(start, start + (FRAME_SIZE << chunk_order)) };
-    heap.alloc(layout).ok()
+    with_heap(node, |heap| {
+        // SAFETY: the chunk was just allocated from this node's frames for
+        // this heap alone; it stays in the heap until `reclaim` takes it
+        // back whole.
+        unsafe { heap.add_to_heap(start, start + CHUNK) };
+        heap.alloc(layout).ok()
+    })
+}
+
+/// Takes a block of frames for a large allocation of `bytes` from `node`
+/// above its floor, reclaiming the heap's free chunks when frames are short.
+fn large_on(node: usize, order: usize, bytes: usize, critical: bool) -> Option<u64> {
+    let floor = super::reserve::floor(node, bytes, critical);
+    let phys = frames::alloc_frames_above(node, order, floor).or_else(|| {
+        let short = (FRAME_SIZE << order) + floor;
+        (reclaim(node, short.saturating_sub(frames::free_bytes(node))) > 0)
+            .then(|| frames::alloc_frames_above(node, order, floor))
+            .flatten()
+    })?;
+    if critical {
+        super::reserve::note_critical_use(node);
+    }
+    Some(phys)
 }
 
 fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
     if is_large(&layout) {
-        return frames::alloc_frames(node, frame_order(&layout)).map_or(null_mut(), phys_to_virt);
+        let (order, critical) = (frame_order(&layout), super::reserve::current_may_use());
+        if let Some(phys) = large_on(node, order, layout.size(), critical) {
+            return phys_to_virt(phys);
+        }
+        let Some(topology) = crate::topology::get() else { return null_mut() };
+        for other in topology.fallback_order(node) {
+            if let Some(phys) = large_on(other, order, layout.size(), critical) {
+                frames::count_fallback(node);
+                return phys_to_virt(phys);
+            }
+        }
+        return null_mut();
     }
     if let Some(block) = alloc_small(node, layout) {
         return block.as_ptr();
@@ -73,6 +139,28 @@ fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
         }
     }
     null_mut()
+}
+
+/// Gives wholly free 1 MiB chunks of `node`'s heap back to its frames
+/// until at least `bytes` are back (or none is left); returns the bytes.
+/// (The heap counts a reclaimed chunk as allocated for good, so its free
+/// space and the node's statistics stay right.)
+pub fn reclaim(node: usize, bytes: usize) -> usize {
+    if node >= MAX_NODES {
+        return 0;
+    }
+    let chunk = Layout::from_size_align(CHUNK, CHUNK).expect("power of two");
+    let mut back = 0;
+    while back < bytes {
+        let Some(block) = without_interrupts(|| with_heap(node, |heap| heap.alloc(chunk).ok())) else { break };
+        // SAFETY: a free, 1 MiB-aligned 1 MiB block of this heap is exactly
+        // one chunk the heap took from `node`'s frames at order GROW_ORDER
+        // (chunks are 1 MiB-aligned frame blocks of that order), and the
+        // heap will not hand it out again: it is now allocated there.
+        unsafe { frames::free_frames(block.as_ptr() as u64 - PHYS_MAP_BASE, GROW_ORDER) };
+        back += CHUNK;
+    }
+    back
 }
 
 /// Allocates `layout` from `node` (falling back like the global allocator).
@@ -108,14 +196,15 @@ pub(super) fn alloc_batch(node: usize, layout: Layout, out: &mut [*mut u8]) -> u
 fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
     let mut got = 0;
     while got < out.len() {
-        {
-            let mut heap = HEAPS[node].heap.lock();
-            while got < out.len() {
+        got += with_heap(node, |heap| {
+            let mut n = 0;
+            while got + n < out.len() {
                 let Ok(block) = heap.alloc(layout) else { break };
-                out[got] = block.as_ptr();
-                got += 1;
+                out[got + n] = block.as_ptr();
+                n += 1;
             }
-        }
+            n
+        });
         if got == out.len() {
             break;
         }
@@ -130,12 +219,13 @@ fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize
 /// Frees small blocks of `layout` to `node`'s heap, which owns them.
 pub(super) fn free_batch(node: usize, layout: Layout, blocks: &[*mut u8]) {
     without_interrupts(|| {
-        let mut heap = HEAPS[node].heap.lock();
-        for &block in blocks {
-            // SAFETY: the caller passes live blocks of this layout owned by
-            // `node`'s heap (cached blocks never change node).
-            unsafe { heap.dealloc(NonNull::new(block).expect("cached blocks are never null"), layout) };
-        }
+        with_heap(node, |heap| {
+            for &block in blocks {
+                // SAFETY: the caller passes live blocks of this layout owned
+                // by `node`'s heap (cached blocks never change node).
+                unsafe { heap.dealloc(NonNull::new(block).expect("cached blocks are never null"), layout) };
+            }
+        })
     });
 }
 
@@ -156,9 +246,12 @@ pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
         return;
     }
     without_interrupts(|| {
-        // SAFETY: a small block lives in the heap of the node owning its
-        // memory, since heaps grow only from their own node's frames.
-        unsafe { HEAPS[owner].heap.lock().dealloc(block, layout) }
+        with_heap(owner, |heap| {
+            // SAFETY: a small block lives in the heap of the node owning
+            // its memory, since heaps grow only from their own node's
+            // frames.
+            unsafe { heap.dealloc(block, layout) }
+        })
     });
 }
 
@@ -200,7 +293,11 @@ unsafe impl GlobalAlloc for NumaAllocator {
         }
         // Exhausted: give this cpu's cached blocks back and try once more.
         super::cpu_cache::flush_this_cpu();
-        alloc_in(node, layout)
+        let block = alloc_in(node, layout);
+        if block.is_null() {
+            super::reserve::count_refused(layout.size());
+        }
+        block
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

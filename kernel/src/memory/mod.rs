@@ -10,12 +10,19 @@
 //! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
 //! - [`lazy`]: lazily committed ranges (a frame per page on first touch).
 //! - [`stack`]: kernel stacks above guard pages, lazily committed or not.
+//! - [`reserve`]: the memory applications cannot take (kept for the
+//!   kernel, the network stack and open connections), enforced by the heap
+//!   when it takes frames.
+//! - [`pressure`](mod@pressure): the signal services read per request
+//!   (`Normal`, `Low`, `Critical`) against each node's marks.
 
 mod boot_frames;
 mod cpu_cache;
 pub mod frames;
 pub mod heap;
 pub mod lazy;
+pub mod pressure;
+pub mod reserve;
 pub mod stack;
 
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -26,10 +33,32 @@ use x86_64::PhysAddr;
 
 pub use boot_frames::BootFrames;
 pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
-pub use heap::{alloc_in, leak_in};
+pub use heap::{alloc_in, leak_in, reclaim};
+pub use pressure::{node_pressure, pressure, Level, Pressure};
 
 use crate::boot::{MemoryRegion, RegionKind};
 use crate::topology::Topology;
+
+/// Moves `value` into a new `Box`, or hands it back when the allocator
+/// refuses the memory (`Box::try_new` is not stable). A `Box<F>` coerces
+/// to `Box<dyn Trait>` as usual.
+pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
+    let layout = core::alloc::Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(alloc::boxed::Box::new(value));
+    }
+    // SAFETY: the layout has a non-zero size.
+    let block = unsafe { alloc::alloc::alloc(layout) } as *mut T;
+    if block.is_null() {
+        return Err(value);
+    }
+    // SAFETY: `block` is fresh memory from the global allocator with T's
+    // layout, which is what a Box<T> frees; it is written before use.
+    unsafe {
+        block.write(value);
+        Ok(alloc::boxed::Box::from_raw(block))
+    }
+}
 
 /// Low memory stays free for real-mode trampolines.
 pub const LOW_MEMORY_END: u64 = 1 << 20;
@@ -80,6 +109,7 @@ pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
         }
     }
     frames::init(topology, &regions[..n]);
+    reserve::init(topology.node_count());
     SEVERAL_NODES.store(topology.node_count() > 1, Ordering::Relaxed);
 }
 

@@ -396,6 +396,9 @@ impl Stack {
 
 /// The network thread's loop.
 pub fn run(mut stack: Stack) -> ! {
+    if let Err(e) = crate::memory::reserve::allow_for_current_thread() {
+        log::warn!("net: the network thread cannot use the memory reserve: {e:?}");
+    }
     if let Some(pin) = stack.pin {
         IRQ_PIN.store(pin, Ordering::Relaxed);
     }
