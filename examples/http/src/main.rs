@@ -167,8 +167,15 @@ fn stats() -> String {
     let net = bravo::net::stats();
     let _ = write!(
         json,
-        "\"net\":{{\"sockets\":{},\"tcp_refused\":{},\"half_open_evicted\":{},\"timed_out\":{},\"arp_requests_dropped\":{},\"rounds\":{},\"last_round_ms\":{}}},",
-        net.sockets, net.tcp_refused, net.half_open_evicted, net.timed_out, net.arp_requests_dropped, net.rounds, net.last_round_ms
+        "\"net\":{{\"sockets\":{},\"tcp_refused\":{},\"half_open_evicted\":{},\"timed_out\":{},\"arp_requests_dropped\":{},\"buffer_bytes\":{},\"rounds\":{},\"last_round_ms\":{}}},",
+        net.sockets,
+        net.tcp_refused,
+        net.half_open_evicted,
+        net.timed_out,
+        net.arp_requests_dropped,
+        net.buffer_bytes,
+        net.rounds,
+        net.last_round_ms
     );
     let _ = writeln!(json, "\"memory\":[{}]}}", memory.join(","));
     json

@@ -25,6 +25,8 @@ pub struct NetStats {
     pub last_round_ms: u64,
     /// ARP requests dropped over the rate smoltcp is given (a flood).
     pub arp_requests_dropped: u64,
+    /// Memory committed in TCP sockets' buffers (updated every second).
+    pub buffer_bytes: u64,
 }
 
 static SOCKETS: AtomicU64 = AtomicU64::new(0);
@@ -34,6 +36,7 @@ static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
 static ROUNDS: AtomicU64 = AtomicU64::new(0);
 static LAST_ROUND_MS: AtomicU64 = AtomicU64::new(0);
 static ARP_REQUESTS_DROPPED: AtomicU64 = AtomicU64::new(0);
+static BUFFER_BYTES: AtomicU64 = AtomicU64::new(0);
 
 pub fn read() -> NetStats {
     NetStats {
@@ -44,11 +47,16 @@ pub fn read() -> NetStats {
         rounds: ROUNDS.load(Ordering::Relaxed),
         last_round_ms: LAST_ROUND_MS.load(Ordering::Relaxed),
         arp_requests_dropped: ARP_REQUESTS_DROPPED.load(Ordering::Relaxed),
+        buffer_bytes: BUFFER_BYTES.load(Ordering::Relaxed),
     }
 }
 
 pub fn set_sockets(count: usize) {
     SOCKETS.store(count as u64, Ordering::Relaxed);
+}
+
+pub fn set_buffer_bytes(bytes: usize) {
+    BUFFER_BYTES.store(bytes as u64, Ordering::Relaxed);
 }
 
 pub fn set_arp_requests_dropped(count: u64) {

@@ -15,7 +15,8 @@
 //! Submodules: `nic` (the driver's hardware glue, interrupt routing),
 //! `stack` (the network thread and requests), `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
-//! bounded handshakes and accept queue), `tcp`, `udp`, `raw`, `counters`
+//! bounded handshakes and accept queue), `socket_memory` (TCP buffers,
+//! committed as used), `tcp`, `udp`, `raw`, `counters`
 //! (the stack's statistics), `watchdog`.
 
 mod counters;
@@ -24,6 +25,7 @@ mod ingress_guard;
 mod listener;
 mod nic;
 mod raw;
+mod socket_memory;
 mod stack;
 mod tcp;
 mod udp;

@@ -27,6 +27,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 
 use super::ingress_guard::{Guarded, IngressGuard};
 use super::listener::Listener;
+use super::socket_memory::{NewSocket, SocketMemory};
 use super::nic::Nic;
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
@@ -34,10 +35,6 @@ use crate::sync::WaitQueue;
 
 /// How long a closed stream may take to finish its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Free memory (of the network cpu's node) below which new connections
-/// are refused: what is left serves the open ones.
-const MIN_FREE_FOR_CONNECTIONS: usize = 16 << 20;
 
 /// Frames taken in per round, so that a flood cannot starve requests and
 /// transmission.
@@ -64,13 +61,21 @@ pub struct Stack {
     pin: Option<u8>,
     /// Sockets in `sockets` (smoltcp's set cannot count them cheaply).
     socket_count: usize,
-    /// The set's slots, all made at start: smoltcp grows a full set with
-    /// an infallible reallocation, which must never happen.
+    /// The most sockets the set may hold.
     max_sockets: usize,
+    /// Slots in the set, used or not. smoltcp looks at every slot for each
+    /// frame, so the set starts empty and grows only when full, by one
+    /// slot, with a reallocation of its storage that cannot fail cleanly:
+    /// [`add_socket`](Self::add_socket) checks first that it can succeed.
+    slots: usize,
     /// Whether memory allows new connections (checked once per round).
     admit: bool,
     /// Drops what smoltcp should not see (an ARP request flood).
     guard: IngressGuard,
+    /// The TCP sockets' buffers.
+    pub socket_memory: SocketMemory,
+    /// When idle send buffers are next given back (TSC).
+    next_sweep: u64,
 }
 
 /// A closed stream waiting for its close to complete.
@@ -162,7 +167,7 @@ where
     }
     let reply = Arc::new(Reply { value: spin::Mutex::new(None), ready: WaitQueue::new() });
     let theirs = reply.clone();
-    let job: Job = Box::new(move |stack, expired| match op(stack, expired) {
+    let job = move |stack: &mut Stack, expired| match op(stack, expired) {
         Poll::Ready(result) => {
             *theirs.value.lock() = Some(result);
             theirs.ready.notify_one();
@@ -174,24 +179,20 @@ where
             true
         }
         Poll::Pending => false,
-    });
+    };
+    // The operation's closure holds what the caller sent (a write's
+    // bytes): allocated fallibly, like them.
+    let job: Job = crate::memory::try_box(job).map_err(|_| NetError::NoBufferSpace)?;
     let deadline = timeout.map(|t| tsc::now().saturating_add(crate::time::duration_to_ticks(t)));
     submit(Request { job, deadline });
     reply.ready.wait_until(|| reply.value.lock().take())
 }
 
-/// The socket set's slots: one per 16 KiB of RAM (a connection needs at
-/// least that much), between 1,024 and 65,536; fewer if memory is short.
-fn socket_slots() -> (Vec<SocketStorage<'static>>, usize) {
+/// The most sockets the stack holds: one per 16 KiB of RAM (a
+/// connection needs more than that), between 1,024 and 65,536.
+fn max_sockets() -> usize {
     let ram: usize = (0..crate::memory::node_count()).map(|n| crate::memory::stats(n).total).sum();
-    let mut slots = Vec::new();
-    for want in [(ram / (16 << 10)).clamp(1024, 65536), 1024, 64] {
-        if slots.try_reserve_exact(want).is_ok() {
-            slots.resize_with(want, || SocketStorage::EMPTY);
-            return (slots, want);
-        }
-    }
-    (slots, 0)
+    (ram / (16 << 10)).clamp(1024, 65536)
 }
 
 fn smol_now() -> SmolInstant {
@@ -205,10 +206,9 @@ impl Stack {
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
         config.random_seed = tsc::now();
         let iface = Interface::new(config, &mut nic, smol_now());
-        let (slots, max_sockets) = socket_slots();
         let mut stack = Stack {
             iface,
-            sockets: SocketSet::new(slots),
+            sockets: SocketSet::new(Vec::new()),
             nic,
             reap: Vec::new(),
             listeners: Vec::new(),
@@ -219,9 +219,12 @@ impl Stack {
             gateway: None,
             pin,
             socket_count: 0,
-            max_sockets,
+            max_sockets: max_sockets(),
+            slots: 0,
             admit: true,
             guard: IngressGuard::new(),
+            socket_memory: SocketMemory::new(),
+            next_sweep: 0,
         };
         match options.ip {
             Some((addr, prefix)) => {
@@ -274,14 +277,35 @@ impl Stack {
         if self.socket_count >= self.max_sockets {
             return Err(NetError::NoBufferSpace);
         }
+        if self.socket_count == self.slots {
+            // smoltcp will push a slot: its storage may move to a block of
+            // twice the size. Make sure one can be had (the network thread
+            // may use the memory reserve, so this fails only when memory
+            // is really gone).
+            let bytes = (2 * self.slots).max(4) * core::mem::size_of::<SocketStorage>();
+            let mut probe: Vec<u8> = Vec::new();
+            probe.try_reserve_exact(bytes).map_err(|_| NetError::NoBufferSpace)?;
+            drop(probe);
+            self.slots += 1;
+        }
         self.socket_count += 1;
         Ok(self.sockets.add(socket))
     }
 
-    /// Removes a socket from the set (freeing its buffers).
+    /// Adds a TCP socket and keeps its buffers; `NoBufferSpace` when the
+    /// set is full.
+    pub fn add_tcp_socket(&mut self, new: NewSocket) -> Result<SocketHandle, NetError> {
+        let mut memory = core::mem::replace(&mut self.socket_memory, SocketMemory::new());
+        let added = memory.keep(new, |socket| self.add_socket(socket));
+        self.socket_memory = memory;
+        added
+    }
+
+    /// Removes a socket from the set, then frees its buffers.
     pub fn remove_socket(&mut self, handle: SocketHandle) {
         self.socket_count -= 1;
         drop(self.sockets.remove(handle));
+        self.socket_memory.release(handle);
     }
 
     /// Frees a closed stream's socket once its close completes (at most
@@ -309,8 +333,7 @@ impl Stack {
             let socket = self.sockets.get_mut::<tcp::Socket>(entry.handle);
             let done = entry.aborted || matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
             if done {
-                self.socket_count -= 1;
-                drop(self.sockets.remove(entry.handle));
+                self.remove_socket(entry.handle);
             } else if now >= entry.deadline {
                 socket.abort();
                 entry.aborted = true;
@@ -322,15 +345,17 @@ impl Stack {
         counters::add_timed_out(timed_out);
     }
 
-    /// Whether memory allows new connections: a connection's buffers must
-    /// not take what open connections and the kernel need.
+    /// Whether memory allows new connections: not while the network cpu's
+    /// node is under pressure (below its low-water mark), so that a new
+    /// connection's buffers do not take what open connections and the
+    /// kernel need.
     pub fn admits_connections(&self) -> bool {
         self.admit
     }
 
     /// One round; returns whether there may be more to do at once.
     fn round(&mut self, requests: &mut Vec<Request>) -> bool {
-        self.admit = crate::memory::stats(crate::memory::current_node()).free >= MIN_FREE_FOR_CONNECTIONS;
+        self.admit = crate::memory::node_pressure(crate::memory::current_node()).is_normal();
         let irq = IRQ.swap(false, Ordering::AcqRel);
         if irq {
             self.nic.handle_interrupt();
@@ -366,6 +391,11 @@ impl Stack {
         }
         self.nic.flush();
         self.reap_closed();
+        if tsc::now() >= self.next_sweep {
+            self.next_sweep = tsc::now() + tsc::hz();
+            self.socket_memory.sweep(&self.sockets);
+            counters::set_buffer_bytes(self.socket_memory.committed_bytes());
+        }
         counters::set_sockets(self.socket_count);
         counters::set_arp_requests_dropped(self.guard.arp_dropped);
         counters::round_done(tsc::nanos_since_boot() / 1_000_000);

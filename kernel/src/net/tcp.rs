@@ -13,7 +13,8 @@ use smoltcp::socket::tcp;
 
 use super::listener::{Events, Limits, Listener, Table};
 use super::stack::{call, Stack};
-use super::{buffer, copy_of, counters, socket_addr, NetError};
+use super::socket_memory::NewSocket;
+use super::{copy_of, counters, socket_addr, NetError};
 use crate::arch::tsc;
 use crate::time::RateLimit;
 
@@ -40,11 +41,12 @@ fn listen_limits(backlog: usize) -> Limits {
     }
 }
 
-/// A socket with its buffers; `NoBufferSpace` when memory is exhausted.
-fn new_socket() -> Result<tcp::Socket<'static>, NetError> {
-    let mut socket = tcp::Socket::new(tcp::SocketBuffer::new(buffer(BUFFER_SIZE)?), tcp::SocketBuffer::new(buffer(BUFFER_SIZE)?));
-    socket.set_nagle_enabled(false);
-    Ok(socket)
+/// A socket with its buffers (see `socket_memory`); `NoBufferSpace` when
+/// memory is exhausted.
+fn new_socket() -> Result<NewSocket, NetError> {
+    let mut new = NewSocket::new(BUFFER_SIZE)?;
+    new.socket.set_nagle_enabled(false);
+    Ok(new)
 }
 
 /// The stack's sockets as the listeners see them.
@@ -58,9 +60,9 @@ impl Table for Sockets<'_> {
     }
 
     fn listen(&mut self, port: u16) -> Result<SocketHandle, NetError> {
-        let mut socket = new_socket()?;
-        socket.listen(port).map_err(|_| NetError::InvalidInput)?;
-        self.0.add_socket(socket)
+        let mut new = new_socket()?;
+        new.socket.listen(port).map_err(|_| NetError::InvalidInput)?;
+        self.0.add_tcp_socket(new)
     }
 
     fn forget(&mut self, handle: SocketHandle) {
@@ -233,16 +235,16 @@ impl TcpStream {
             let h = match handle {
                 Some(h) => h,
                 None => {
-                    let mut socket = match new_socket() {
-                        Ok(socket) => socket,
+                    let mut new = match new_socket() {
+                        Ok(new) => new,
                         Err(e) => return Poll::Ready(Err(e)),
                     };
                     let local = stack.ephemeral_port();
                     let cx = stack.iface.context();
-                    if socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
+                    if new.socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
                         return Poll::Ready(Err(NetError::InvalidInput));
                     }
-                    let h = match stack.add_socket(socket) {
+                    let h = match stack.add_tcp_socket(new) {
                         Ok(h) => h,
                         Err(e) => return Poll::Ready(Err(e)),
                     };
