@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+pub mod attack;
 pub mod http_client;
 pub mod linux_peer;
 pub mod netns;
@@ -262,6 +263,28 @@ impl Machine {
             .flat_map(|(host, guest)| ["tcp", "udp"].map(|p| format!(",hostfwd={p}:127.0.0.1:{host}-:{guest}")))
             .collect();
         self.args(["-device", "e1000,netdev=n0", "-netdev", &format!("user,id=n0{rules}")])
+    }
+
+    /// An e1000 on restricted QEMU user networking (nothing the guest sends
+    /// leaves for the host's networks; each `(host, guest)` TCP port pair
+    /// is forwarded from 127.0.0.1) with the harness spliced into the link
+    /// by two net filters (see [`attack::Lan`]): frames written to
+    /// `lan.inject` reach the guest, and every frame the guest sends goes
+    /// to `lan.guest_out`; what the harness writes back to
+    /// `lan.to_user_net` goes on to the user network. QEMU connects to the
+    /// three sockets as it starts. Restricted user networking offers no
+    /// router by DHCP: give the guest [`attack::GUEST_CMDLINE`].
+    pub fn user_net_spliced(self, forwards: &[(u16, u16)], lan: &attack::LanPaths) -> Self {
+        let rules: String = forwards.iter().map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}")).collect();
+        let chardev = |id: &str, path: &Path| format!("socket,id={id},path={}", path.display());
+        self.args(["-device", "e1000,netdev=n0", "-netdev", &format!("user,id=n0,restrict=on{rules}")])
+            .args(["-chardev", &chardev("lan-inject", &lan.inject)])
+            .args(["-chardev", &chardev("lan-guest-out", &lan.guest_out)])
+            .args(["-chardev", &chardev("lan-to-user-net", &lan.to_user_net)])
+            // A filter's transmit queue carries what the netdev sends (to
+            // the guest), its receive queue what the netdev receives.
+            .args(["-object", "filter-redirector,id=lan-in,netdev=n0,queue=tx,indev=lan-inject"])
+            .args(["-object", "filter-redirector,id=lan-out,netdev=n0,queue=rx,outdev=lan-guest-out,indev=lan-to-user-net"])
     }
 
     /// An e1000 whose wire is a pair of unix datagram sockets, one frame
