@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 pub mod linux_peer;
 pub mod netns;
 pub mod report;
+pub mod tcp_load;
 pub mod traffic;
 
 /// QEMU exit status for a kernel that ended with success.
