@@ -30,6 +30,8 @@ const STEADY_CLIENTS: usize = 4;
 const FLOOD_RATE: u32 = 2_000;
 /// Bravo's per-request timeout in the soak (its default).
 const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// How long a client waits after a failure before it tries again.
+const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 /// How long the guest gets to become quiet after the load.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -315,7 +317,11 @@ fn malformed(length: Duration) -> (u64, u64) {
         });
         match refused {
             Ok(true) => ok += 1,
-            _ => failed += 1,
+            Ok(false) => failed += 1,
+            Err(_) => {
+                failed += 1;
+                std::thread::sleep(REFUSED_PAUSE);
+            }
         }
     }
     (ok, failed)
@@ -365,7 +371,10 @@ fn slow_client(trickle: bool, length: Duration) -> (u64, u64) {
         });
         match served {
             Ok(true) => ok += 1,
-            _ => failed += 1,
+            _ => {
+                failed += 1;
+                std::thread::sleep(REFUSED_PAUSE);
+            }
         }
         if !trickle || start.elapsed() + Duration::from_secs(5) >= length {
             break;
