@@ -33,6 +33,10 @@ test: build
     cargo test --lib -p bravo -p e1000 -p microhttp
     cargo test -p bravo-tests
 
-# Run a benchmark: pps, http, boot (each beside a Linux guest), alloc, sched
+# Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build
     cargo run -q --release -p bravo-tests --bin bravo-bench -- {{WHAT}} {{ARGS}}
+
+# Mixed load and floods against examples/http for ~10 minutes (root; not in `just test`): --minutes N
+soak *ARGS: build
+    cargo run -q --release -p bravo-tests --bin bravo-bench -- soak {{ARGS}}

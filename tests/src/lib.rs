@@ -24,6 +24,7 @@ pub mod http_client;
 pub mod linux_peer;
 pub mod netns;
 pub mod report;
+pub mod tcp_load;
 pub mod traffic;
 
 /// QEMU exit status for a kernel that ended with success.

@@ -374,6 +374,8 @@ while [ ! -e /sys/class/net/eth0 ]; do
 done
 echo 4194304 > /proc/sys/net/core/rmem_max
 echo 4194304 > /proc/sys/net/core/wmem_max
+echo 8192 > /proc/sys/net/core/somaxconn
+echo 8192 > /proc/sys/net/ipv4/tcp_max_syn_backlog
 ip link set lo up || fail "ip link set lo up"
 ip link set eth0 up || fail "ip link set eth0 up"
 ip addr add "$IP" dev eth0 || fail "ip addr add $IP dev eth0"

@@ -1,4 +1,4 @@
-//! Smoke tests of `bravo-bench pps|http|boot`: each runs for a second or
+//! Smoke tests of `bravo-bench pps|http|boot|conns`: each runs for a second or
 //! two per measure, Bravo beside the Linux peer (and the e1000 ceiling for
 //! pps), and its report must hold sane numbers: every rate non-zero, every
 //! time positive, a Linux column, files written. No timing thresholds:
@@ -123,8 +123,33 @@ fn boot_bench_reports_boot_times_and_image_sizes() {
 }
 
 #[test]
+fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo_and_linux() {
+    if !bravo_tests::tcp_load::is_root() {
+        eprintln!("skipped: bench conns needs root (a network namespace, raw frames)");
+        return;
+    }
+    let rows = bench("conns", &["conns", "--runs", "1", "--secs", "1", "--cap", "300", "--syn-rate", "200"]);
+    for system in ["bravo", "linux"] {
+        let of = |unit: &str| values(&rows, unit, system);
+        let (conn_rates, req_rates, conns, kib, ms) = (of("conn/s"), of("req/s"), of("conn"), of("KiB"), of("ms"));
+        // New connections alone and during the flood; kept-alive alone and
+        // during the flood; held and served again.
+        assert_eq!((conn_rates.len(), req_rates.len(), conns.len(), kib.len(), ms.len()), (2, 2, 2, 1, 1), "{system}: {rows:?}");
+        for r in conn_rates.iter().chain(&req_rates) {
+            assert!(r.4 > 0.0 && r.4 < 1e7, "{system} {} {}: {} {}", r.0, r.1, r.4, r.2);
+        }
+        for r in &conns {
+            assert!(r.4 > 0.0 && r.4 <= 300.0, "{system} {} {}: {}", r.0, r.1, r.4);
+        }
+        // The idle connections cost something, and less than 1 MiB each.
+        assert!(kib[0].4 > 0.0 && kib[0].4 < 1024.0, "{system}: {} KiB per idle connection", kib[0].4);
+        assert!(ms[0].4 > 0.0 && ms[0].4 <= 10_000.0, "{system}: served {} ms after the flood", ms[0].4);
+    }
+}
+
+#[test]
 fn bench_rejects_bad_options_with_a_message() {
-    for args in [&["pps", "--sizes", "20"][..], &["http", "--runs", "x"], &["boot", "--what"], &["nothing"]] {
+    for args in [&["pps", "--sizes", "20"][..], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"]] {
         let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench")).args(args).output().expect("bravo-bench runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);

@@ -1,5 +1,10 @@
 //! The `http` mode: a small single-threaded, level-triggered epoll HTTP/1.1
-//! server. `GET /health` answers `ok`; every other path is a 404.
+//! server. `GET /health` answers `ok`; `GET /stats` answers the guest's
+//! memory as `{"memory":[{"node":0,"total_bytes":T,"free_bytes":F}]}` (the
+//! keys of Bravo's `examples/http`, from `/proc/meminfo`); every other path
+//! is a 404. It holds tens of thousands of connections: the descriptor
+//! limit is raised at start and the backlog is 8192 (the init script raises
+//! `somaxconn` to match).
 //!
 //! Connections are kept alive by default for HTTP/1.1 and closed after the
 //! response for `Connection: close` or HTTP/1.0 without `keep-alive`.
@@ -17,8 +22,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 pub const MAX_HEAD: usize = 8192;
 /// Longest request body we are willing to skip.
 pub const MAX_BODY: usize = 1 << 20;
-/// Listen backlog.
-const BACKLOG: libc::c_int = 1024;
+/// Listen backlog (capped by `net.core.somaxconn`, which the guest's init
+/// script raises to the same value).
+const BACKLOG: libc::c_int = 8192;
+/// Open descriptors the server asks for: connections plus a few.
+const MAX_FILES: libc::rlim_t = 65536;
 /// Epoll token of the listening socket.
 const LISTENER: u64 = u64::MAX;
 /// Bytes read from one connection per readiness event (fairness).
@@ -42,6 +50,8 @@ pub struct Request {
     pub consumed: usize,
     /// `GET` or `HEAD` of `/health`.
     pub health: bool,
+    /// `GET` or `HEAD` of `/stats`.
+    pub stats: bool,
     /// `HEAD`: the response has no body.
     pub head_only: bool,
     /// The connection stays open after the response.
@@ -97,8 +107,9 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     }
     let path = target.split('?').next().unwrap_or(target);
     let head_only = method == "HEAD";
-    let health = (method == "GET" || head_only) && path == "/health";
-    Parsed::Request(Request { consumed, health, head_only, keep_alive, http10 })
+    let get = method == "GET" || head_only;
+    let (health, stats) = (get && path == "/health", get && path == "/stats");
+    Parsed::Request(Request { consumed, health, stats, head_only, keep_alive, http10 })
 }
 
 /// The length of the head (through `\r\n\r\n`), if it is within [`MAX_HEAD`].
@@ -119,8 +130,15 @@ fn parse_request_line(line: &str) -> Option<(&str, &str, &str)> {
 
 /// Appends the response to `request` to `out`.
 pub fn respond(request: &Request, out: &mut Vec<u8>) {
-    let (status, body): (&str, &[u8]) =
-        if request.health { ("200 OK", b"ok") } else { ("404 Not Found", b"not found\n") };
+    let stats;
+    let (status, content_type, body): (&str, &str, &[u8]) = if request.health {
+        ("200 OK", "text/plain", b"ok")
+    } else if request.stats {
+        stats = memory_json(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
+        ("200 OK", "application/json", stats.as_bytes())
+    } else {
+        ("404 Not Found", "text/plain", b"not found\n")
+    };
     let connection = match (request.keep_alive, request.http10) {
         (false, _) => "Connection: close\r\n",
         (true, true) => "Connection: keep-alive\r\n",
@@ -128,12 +146,37 @@ pub fn respond(request: &Request, out: &mut Vec<u8>) {
     };
     let _ = write!(
         out,
-        "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{connection}\r\n",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{connection}\r\n",
         body.len()
     );
     if !request.head_only {
         out.extend_from_slice(body);
     }
+}
+
+/// `/stats`: MemTotal and MemFree of `/proc/meminfo` (in kB there) as
+/// Bravo's `memory` array, so that one parser reads both guests.
+pub fn memory_json(meminfo: &str) -> String {
+    let kib = |key: &str| -> u64 {
+        meminfo
+            .lines()
+            .find_map(|line| line.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    format!(
+        "{{\"memory\":[{{\"node\":0,\"total_bytes\":{},\"free_bytes\":{}}}]}}\n",
+        kib("MemTotal") * 1024,
+        kib("MemFree") * 1024
+    )
+}
+
+/// Raises the soft and hard limits on open descriptors to [`MAX_FILES`]
+/// (the guest runs the server as root; the default soft limit is 1024).
+fn raise_descriptor_limit() -> io::Result<()> {
+    let limit = libc::rlimit { rlim_cur: MAX_FILES, rlim_max: MAX_FILES };
+    // SAFETY: plain syscall reading a valid rlimit; the result is checked.
+    cvt(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }).map(drop)
 }
 
 /// Appends a 400 (the connection then closes).
@@ -311,6 +354,9 @@ fn listen(port: u16) -> io::Result<TcpListener> {
 
 /// `http PORT`: serves forever.
 pub fn serve(port: u16) -> io::Result<()> {
+    if let Err(e) = raise_descriptor_limit() {
+        say(&format!("peer: cannot raise the descriptor limit to {MAX_FILES}: {e}"));
+    }
     let listener = listen(port)?;
     let epoll = Epoll::new()?;
     epoll.ctl(libc::EPOLL_CTL_ADD, listener.as_raw_fd(), EPOLLIN, LISTENER)?;
@@ -390,7 +436,7 @@ mod tests {
     #[test]
     fn complete_request_keeps_alive_by_default() {
         let r = request(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(r, Request { consumed: 33, health: true, head_only: false, keep_alive: true, http10: false });
+        assert_eq!(r, Request { consumed: 33, health: true, stats: false, head_only: false, keep_alive: true, http10: false });
     }
 
     #[test]
@@ -441,5 +487,12 @@ mod tests {
         respond(&request(b"GET /nope HTTP/1.0\r\n\r\n"), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n") && text.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn stats_reports_meminfo_in_bytes() {
+        assert!(request(b"GET /stats HTTP/1.1\r\n\r\n").stats);
+        let meminfo = "MemTotal:         254000 kB\nMemFree:          200000 kB\nMemAvailable:     210000 kB\n";
+        assert_eq!(memory_json(meminfo), "{\"memory\":[{\"node\":0,\"total_bytes\":260096000,\"free_bytes\":204800000}]}\n");
     }
 }

@@ -5,12 +5,19 @@
 //! ```text
 //! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
 //! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+//! bravo-bench conns [--runs 3] [--secs 5] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]
+//! bravo-bench soak  [--minutes 10]
 //! bravo-bench boot  [--runs 5] [--systems bravo,linux]
 //! bravo-bench alloc [--runs 5]
 //! bravo-bench sched [--runs 5] [--cpus 1,2,4]
 //! ```
 //!
-//! `pps`, `http` and `boot` put Bravo beside a Linux guest (Debian's kernel,
+//! `conns` measures many connections (new ones per second, idle ones a
+//! 256 MiB guest holds, service during a SYN flood), and `soak` runs mixed
+//! load and floods against `examples/http` for minutes, then compares its
+//! memory and sockets with the start (see each module).
+//!
+//! `pps`, `http`, `conns` and `boot` put Bravo beside a Linux guest (Debian's kernel,
 //! busybox and `tests/linux-peer`, built on the fly and cached) on the same
 //! QEMU command line, and `pps` beside its ceiling (Bravo with `net=raw`:
 //! only e1000 descriptors recycled). See each module. The accelerator comes
@@ -25,8 +32,10 @@
 //! global locked heap in the same run.
 
 mod boot;
+mod conns;
 mod http;
 mod pps;
+mod soak;
 
 use std::time::Duration;
 
@@ -56,6 +65,8 @@ fn main() {
         Some("sched") => sched(&args[1..]),
         Some("pps") => pps::run(&args[1..]),
         Some("http") => http::run(&args[1..]),
+        Some("conns") => conns::run(&args[1..]),
+        Some("soak") => soak::run(&args[1..]),
         Some("help" | "--help" | "-h") => println!("{USAGE}"),
         _ => fail(USAGE),
     }
@@ -64,6 +75,8 @@ fn main() {
 const USAGE: &str = "usage: bravo-bench WHAT [--accel tcg|kvm] [OPTIONS]
   pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
   http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+  conns [--runs 3] [--secs 5] [--cpus 1] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]   (root)
+  soak  [--minutes 10] [--cpus 1]   (root)
   boot  [--runs 5] [--systems bravo,linux]
   alloc [--runs 5]
   sched [--runs 5] [--cpus 1,2,4]
@@ -77,13 +90,29 @@ struct Options {
     sizes: Vec<usize>,
     window: usize,
     systems: Vec<System>,
+    /// `conns`: the most idle connections opened.
+    cap: usize,
+    /// `conns`: SYNs per second in the flood.
+    syn_rate: u32,
+    /// `soak`: how long it runs.
+    minutes: f64,
 }
 
 impl Options {
     /// Defaults: 3 runs of 2 s on 1 cpu; 64/512/1500-byte frames, 16 in
     /// flight; every system.
     fn new() -> Self {
-        Options { runs: 3, secs: 2.0, cpus: 1, sizes: vec![64, 512, 1500], window: 16, systems: vec![System::Bravo, System::Ceiling, System::Linux] }
+        Options {
+            runs: 3,
+            secs: 2.0,
+            cpus: 1,
+            sizes: vec![64, 512, 1500],
+            window: 16,
+            systems: vec![System::Bravo, System::Ceiling, System::Linux],
+            cap: 12_000,
+            syn_rate: 2_000,
+            minutes: 10.0,
+        }
     }
 
     /// Reads `args`, accepting only the flags in `accepted` (e.g. `--runs`).
@@ -106,6 +135,9 @@ impl Options {
                 }
                 "--window" => self.window = value.parse().ok().filter(|&w| w > 0 && w <= 256).unwrap_or_else(|| fail("--window: expected 1-256")),
                 "--systems" => self.systems = System::parse_list(&value).unwrap_or_else(|e| fail(&e)),
+                "--cap" => self.cap = value.parse().ok().filter(|&c| (1..=60_000).contains(&c)).unwrap_or_else(|| fail("--cap: expected 1-60000")),
+                "--syn-rate" => self.syn_rate = value.parse().ok().filter(|&r| (1..=1_000_000).contains(&r)).unwrap_or_else(|| fail("--syn-rate: expected 1-1000000 per second")),
+                "--minutes" => self.minutes = value.parse().ok().filter(|&m: &f64| m > 0.0 && m <= 24.0 * 60.0).unwrap_or_else(|| fail("--minutes: expected more than 0, at most a day")),
                 _ => unreachable!("an accepted flag without a parser: {arg}"),
             }
         }
@@ -244,6 +276,20 @@ impl System {
             System::Linux => System::linux_machine("http", 80, "10.0.2.15/24"),
         };
         machine.args(qemu_args())
+    }
+
+    /// The guest of `bench conns` and `bench soak`: an HTTP service on
+    /// port 80 of [`GUEST_CIDR`](bravo_tests::tcp_load::GUEST_CIDR) in
+    /// 256 MiB; Bravo's keeps idle connections for `idle_ms`.
+    fn conns_machine(self, idle_ms: u64) -> Machine {
+        use bravo_tests::tcp_load::GUEST_CIDR;
+        let machine = match self {
+            System::Bravo | System::Ceiling => {
+                Machine::new("http").cmdline(&format!("log=warn ip={GUEST_CIDR}{} -- timeout_ms={idle_ms}", extra_options()))
+            }
+            System::Linux => System::linux_machine("http", 80, GUEST_CIDR),
+        };
+        machine.memory_mib(256).args(qemu_args())
     }
 
     fn http_ready_line(self) -> &'static str {
