@@ -177,6 +177,12 @@ impl<H: Hardware> E1000<H> {
         self.rx.peek().is_some()
     }
 
+    /// The next received frame, left in place (`None` when nothing waits
+    /// or the device marked it bad): a stack can choose where it goes.
+    pub fn peek_frame(&self) -> Option<&[u8]> {
+        self.rx.peek_frame()
+    }
+
     /// Passes the next received frame to `f` (`None` when the device
     /// marked it bad); returns `None` when nothing waits.
     pub fn receive_with<R>(&mut self, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
@@ -278,6 +284,19 @@ mod tests {
         assert_eq!(sim.reg(RDT), 2, "the last processed descriptor becomes the tail");
         let stats = nic.stats();
         assert_eq!((stats.rx_packets, stats.rx_bytes), (3, (60 + 61 + 62) as u64));
+    }
+
+    #[test]
+    fn peeking_shows_the_next_frame_without_taking_it() {
+        let (mut nic, sim) = driver();
+        assert_eq!(nic.peek_frame(), None);
+        assert!(sim.deliver(&frame(1)));
+        assert!(sim.deliver(&frame(2)));
+        assert_eq!(nic.peek_frame(), Some(&frame(1)[..]));
+        assert_eq!(nic.peek_frame(), Some(&frame(1)[..]), "peeking twice takes nothing");
+        assert_eq!(nic.receive_with(|f| f.unwrap().to_vec()), Some(frame(1)));
+        assert_eq!(nic.peek_frame(), Some(&frame(2)[..]));
+        assert_eq!(nic.stats().rx_packets, 1, "a peeked frame is counted once, when taken");
     }
 
     #[test]

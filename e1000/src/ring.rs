@@ -166,6 +166,18 @@ impl RxRing {
         (d.status & STATUS_DD != 0).then_some(d.length as usize)
     }
 
+    /// The waiting frame, without taking it (None when none waits or it is
+    /// bad): lets the caller decide where it goes before it is taken.
+    pub fn peek_frame(&self) -> Option<&[u8]> {
+        let d = self.descriptor(self.next);
+        let length = (d.length as usize).min(BUFFER_SIZE);
+        let good = d.status & STATUS_DD != 0 && d.status & STATUS_EOP != 0 && d.errors == 0 && length > 0;
+        // SAFETY: as in `take`: the device is done with a buffer whose
+        // descriptor has DD, until the descriptor is given back, which
+        // needs `&mut self` while this borrow of `self` lives.
+        good.then(|| unsafe { core::slice::from_raw_parts(self.buffers.virt.as_ptr().add(self.next * BUFFER_SIZE), length) })
+    }
+
     /// Hands the waiting frame to `f` (None when it is bad), then gives the
     /// descriptor back to the device (at the next flush).
     pub fn take<R>(&mut self, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {

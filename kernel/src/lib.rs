@@ -57,6 +57,7 @@ mod net {
     mod error;
     mod ingress_guard;
     mod listener;
+    mod sockets;
     pub use error::NetError;
 }
 #[cfg(not(test))]

@@ -7,8 +7,9 @@
 //! port's state is bounded here, as Linux bounds its SYN and accept
 //! queues:
 //!
-//! - a few sockets wait in LISTEN ([`Limits::spare`]), topped up after
-//!   every SYN, so that the next SYN always finds one;
+//! - a few sockets wait in LISTEN ([`Limits::spare`]) in each socket set
+//!   (a SYN is handed to smoltcp with its connection's set only), topped
+//!   up after every SYN, so that the next SYN always finds one;
 //! - at most [`Limits::max_half_open`] connections are in their handshake;
 //!   past that the oldest one still in SYN-RECEIVED is forgotten without a
 //!   word (its peer is most likely forged), or, when all are younger than
@@ -36,7 +37,7 @@ use super::NetError;
 /// A port's bounds; times are in ticks of the caller's clock.
 #[derive(Clone, Copy, Debug)]
 pub struct Limits {
-    /// Sockets kept in LISTEN.
+    /// Sockets kept in LISTEN, in each socket set.
     pub spare: usize,
     /// Connections in their handshake, or done but not yet queued.
     pub max_half_open: usize,
@@ -55,8 +56,12 @@ pub struct Limits {
 pub trait Table {
     type Handle: Copy + PartialEq + core::fmt::Debug;
     fn state(&self, handle: Self::Handle) -> State;
-    /// A new socket in LISTEN on `port`.
-    fn listen(&mut self, port: u16) -> Result<Self::Handle, NetError>;
+    /// How many socket sets there are.
+    fn sets(&self) -> usize;
+    /// The set a socket is in.
+    fn set_of(&self, handle: Self::Handle) -> usize;
+    /// A new socket in LISTEN on `port`, in `set`.
+    fn listen(&mut self, port: u16, set: usize) -> Result<Self::Handle, NetError>;
     /// Frees a socket without sending anything (a half-open connection,
     /// most likely from a forged address, or one already closed).
     fn forget(&mut self, handle: Self::Handle);
@@ -105,13 +110,20 @@ pub struct Listener<H> {
 }
 
 impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
-    /// A listener on `port` with one socket already in LISTEN (so that
-    /// binding fails early when no socket can be made).
+    /// A listener on `port` with one socket already in LISTEN in every
+    /// set (so that binding fails early when sockets cannot be made).
     pub fn new<T: Table<Handle = H>>(table: &mut T, port: u16, limits: Limits) -> Result<Self, NetError> {
-        let first = table.listen(port)?;
         let mut listening = Vec::new();
-        listening.try_reserve(limits.spare.max(1)).map_err(|_| NetError::NoBufferSpace)?;
-        listening.push(first);
+        listening.try_reserve(limits.spare.max(1) * table.sets()).map_err(|_| NetError::NoBufferSpace)?;
+        for set in 0..table.sets() {
+            match table.listen(port, set) {
+                Ok(handle) => listening.push(handle),
+                Err(e) => {
+                    listening.into_iter().for_each(|h| table.forget(h));
+                    return Err(e);
+                }
+            }
+        }
         Ok(Listener { port, limits, listening, half_open: VecDeque::new(), queue: VecDeque::new() })
     }
 
@@ -161,7 +173,7 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                     events.timed_out += 1;
                 }
                 // A reset in SYN-RECEIVED sends smoltcp's socket back to LISTEN.
-                State::Listen if self.listening.len() < self.limits.spare => self.listening.push(handle),
+                State::Listen if self.listening.len() < self.limits.spare * table.sets() => self.listening.push(handle),
                 State::SynReceived => {
                     self.half_open.push_back((handle, since));
                     kept += 1;
@@ -212,11 +224,16 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 i += 1;
             }
         }
-        // The next SYN must find a socket in LISTEN.
-        while self.listening.len() < self.limits.spare.max(1) {
-            match table.listen(self.port) {
-                Ok(handle) => self.listening.push(handle),
-                Err(_) => break,
+        // The next SYN must find a socket in LISTEN, whatever its set.
+        if self.listening.len() < self.limits.spare.max(1) * table.sets() {
+            for set in 0..table.sets() {
+                let listening = self.listening.iter().filter(|&&h| table.set_of(h) == set).count();
+                for _ in listening..self.limits.spare.max(1) {
+                    match table.listen(self.port, set) {
+                        Ok(handle) => self.listening.push(handle),
+                        Err(_) => break,
+                    }
+                }
             }
         }
         events
@@ -260,6 +277,9 @@ mod tests {
     struct FakeTable {
         next: u32,
         states: BTreeMap<u32, State>,
+        /// The set of each socket; one set unless `sets` says more.
+        set_of: BTreeMap<u32, usize>,
+        sets: usize,
         forgotten: Vec<u32>,
         refused: Vec<u32>,
         fail_listen: bool,
@@ -285,12 +305,19 @@ mod tests {
         fn state(&self, h: u32) -> State {
             self.states[&h]
         }
-        fn listen(&mut self, _port: u16) -> Result<u32, NetError> {
+        fn sets(&self) -> usize {
+            self.sets.max(1)
+        }
+        fn set_of(&self, h: u32) -> usize {
+            self.set_of[&h]
+        }
+        fn listen(&mut self, _port: u16, set: usize) -> Result<u32, NetError> {
             if self.fail_listen {
                 return Err(NetError::NoBufferSpace);
             }
             self.next += 1;
             self.states.insert(self.next, State::Listen);
+            self.set_of.insert(self.next, set);
             Ok(self.next)
         }
         fn forget(&mut self, h: u32) {
@@ -336,6 +363,28 @@ mod tests {
         table.set(a, State::CloseWait); // data and FIN came with the ACK
         l.update(&mut table, 3, true);
         assert_eq!((l.accept(), l.accept(), l.accept()), (Some(b), Some(a), None));
+    }
+
+    #[test]
+    fn every_socket_set_keeps_its_listening_sockets() {
+        let mut table = FakeTable { sets: 3, ..FakeTable::default() };
+        let mut l = listener(&mut table);
+        let listening_per_set = |table: &FakeTable| {
+            let mut counts = [0; 3];
+            for (h, _) in table.states.iter().filter(|(_, &s)| s == State::Listen) {
+                counts[table.set_of[h]] += 1;
+            }
+            counts
+        };
+        assert_eq!(listening_per_set(&table), [2, 2, 2]);
+        // SYNs all land in set 1: only set 1 is topped up.
+        for now in 1..=5 {
+            let h = *table.states.iter().find(|(h, &s)| s == State::Listen && table.set_of[h] == 1).unwrap().0;
+            table.set(h, State::SynReceived);
+            l.update(&mut table, now, true);
+        }
+        assert_eq!(listening_per_set(&table), [2, 2, 2]);
+        assert_eq!(table.states.len(), 6 + 4, "six listening, four half-open (the cap)");
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! Submodules: `nic` (the driver's hardware glue, interrupt routing),
 //! `stack` (the network thread and requests), `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
-//! bounded handshakes and accept queue), `socket_memory` (TCP buffers,
+//! bounded handshakes and accept queue), `sockets` (the socket sets a
+//! frame's connection picks), `socket_memory` (TCP buffers,
 //! committed as used), `tcp`, `udp`, `raw`, `counters`
 //! (the stack's statistics), `watchdog`.
 
@@ -26,6 +27,7 @@ mod listener;
 mod nic;
 mod raw;
 mod socket_memory;
+mod sockets;
 mod stack;
 mod tcp;
 mod udp;

@@ -16,9 +16,9 @@
 
 use alloc::collections::BTreeMap;
 
-use smoltcp::iface::{SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 
+use super::sockets::{SocketId, Sockets};
 use super::NetError;
 use crate::memory::lazy::Buffer;
 
@@ -32,7 +32,7 @@ struct Buffers {
 
 /// The buffers of every TCP socket in the stack's set, by handle.
 pub struct SocketMemory {
-    by_socket: BTreeMap<SocketHandle, Buffers>,
+    by_socket: BTreeMap<SocketId, Buffers>,
 }
 
 /// A TCP socket and the memory it borrows: the socket must be dropped
@@ -70,8 +70,8 @@ impl SocketMemory {
     pub fn keep(
         &mut self,
         new: NewSocket,
-        add: impl FnOnce(tcp::Socket<'static>) -> Result<SocketHandle, NetError>,
-    ) -> Result<SocketHandle, NetError> {
+        add: impl FnOnce(tcp::Socket<'static>) -> Result<SocketId, NetError>,
+    ) -> Result<SocketId, NetError> {
         let NewSocket { socket, buffers } = new;
         // On failure `add` drops the socket, then `buffers` drops here.
         let handle = add(socket)?;
@@ -81,13 +81,13 @@ impl SocketMemory {
 
     /// Frees the buffers of `handle`'s socket, which the caller has just
     /// removed from the set and dropped (a no-op for other sockets).
-    pub fn release(&mut self, handle: SocketHandle) {
+    pub fn release(&mut self, handle: SocketId) {
         self.by_socket.remove(&handle);
     }
 
     /// Gives back the pages of send buffers empty since the last sweep.
     /// Returns the bytes given back.
-    pub fn sweep(&mut self, sockets: &SocketSet) -> usize {
+    pub fn sweep(&mut self, sockets: &Sockets) -> usize {
         let mut freed = 0;
         for (&handle, buffers) in self.by_socket.iter_mut() {
             let empty = sockets.get::<tcp::Socket>(handle).send_queue() == 0;

@@ -19,7 +19,7 @@ use core::task::Poll;
 use core::time::Duration;
 
 use e1000::E1000;
-use smoltcp::iface::{Interface, SocketHandle, SocketSet, SocketStorage};
+use smoltcp::iface::Interface;
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
@@ -28,6 +28,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 use super::ingress_guard::{Guarded, IngressGuard};
 use super::listener::Listener;
 use super::socket_memory::{NewSocket, SocketMemory};
+use super::sockets::{SocketId, Sockets, SETS};
 use super::nic::Nic;
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
@@ -43,31 +44,22 @@ pub const INGRESS_BUDGET: usize = 128;
 /// Everything the network thread owns.
 pub struct Stack {
     pub iface: Interface,
-    pub sockets: SocketSet<'static>,
+    pub sockets: Sockets,
     pub nic: E1000<Nic>,
     /// Closed streams whose sockets are removed once smoltcp is done with
     /// them, or reset at their deadline if the peer never finishes.
     reap: Vec<Reaped>,
     /// Bound TCP ports, each with its listening sockets, handshakes and
     /// accept queue.
-    pub listeners: Vec<Listener<SocketHandle>>,
+    pub listeners: Vec<Listener<SocketId>>,
     /// Bound UDP ports.
     pub udp_ports: Vec<u16>,
     next_port: u16,
-    dhcp: Option<SocketHandle>,
+    dhcp: Option<SocketId>,
     pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Address>,
     /// The NIC's I/O APIC pin (None: polled).
     pin: Option<u8>,
-    /// Sockets in `sockets` (smoltcp's set cannot count them cheaply).
-    socket_count: usize,
-    /// The most sockets the set may hold.
-    max_sockets: usize,
-    /// Slots in the set, used or not. smoltcp looks at every slot for each
-    /// frame, so the set starts empty and grows only when full, by one
-    /// slot, with a reallocation of its storage that cannot fail cleanly:
-    /// [`add_socket`](Self::add_socket) checks first that it can succeed.
-    slots: usize,
     /// Whether memory allows new connections (checked once per round).
     admit: bool,
     /// Drops what smoltcp should not see (an ARP request flood).
@@ -80,7 +72,7 @@ pub struct Stack {
 
 /// A closed stream waiting for its close to complete.
 struct Reaped {
-    handle: SocketHandle,
+    handle: SocketId,
     /// When it is reset if still not closed (TSC ticks).
     deadline: u64,
     /// Reset at the deadline: removed at the next reaping.
@@ -208,7 +200,7 @@ impl Stack {
         let iface = Interface::new(config, &mut nic, smol_now());
         let mut stack = Stack {
             iface,
-            sockets: SocketSet::new(Vec::new()),
+            sockets: Sockets::new(max_sockets(), tsc::now()),
             nic,
             reap: Vec::new(),
             listeners: Vec::new(),
@@ -218,9 +210,6 @@ impl Stack {
             address: None,
             gateway: None,
             pin,
-            socket_count: 0,
-            max_sockets: max_sockets(),
-            slots: 0,
             admit: true,
             guard: IngressGuard::new(),
             socket_memory: SocketMemory::new(),
@@ -231,7 +220,7 @@ impl Stack {
                 let cidr = Ipv4Cidr::new(addr, prefix);
                 stack.configure(cidr, options.gateway);
             }
-            None => stack.dhcp = stack.add_socket(dhcpv4::Socket::new()).ok(),
+            None => stack.dhcp = stack.add_socket(0, dhcpv4::Socket::new()).ok(),
         }
         stack
     }
@@ -271,46 +260,27 @@ impl Stack {
         }
     }
 
-    /// Adds a socket to the set, counting it; `NoBufferSpace` when the
-    /// set is full.
-    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, socket: T) -> Result<SocketHandle, NetError> {
-        if self.socket_count >= self.max_sockets {
-            return Err(NetError::NoBufferSpace);
-        }
-        if self.socket_count == self.slots {
-            // smoltcp will push a slot: its storage may move to a block of
-            // twice the size. Make sure one can be had (the network thread
-            // may use the memory reserve, so this fails only when memory
-            // is really gone).
-            let bytes = (2 * self.slots).max(4) * core::mem::size_of::<SocketStorage>();
-            let mut probe: Vec<u8> = Vec::new();
-            probe.try_reserve_exact(bytes).map_err(|_| NetError::NoBufferSpace)?;
-            drop(probe);
-            self.slots += 1;
-        }
-        self.socket_count += 1;
-        Ok(self.sockets.add(socket))
+    /// Adds a socket to `set` (see `sockets`); `NoBufferSpace` when the
+    /// stack holds its most sockets or memory is gone.
+    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, set: usize, socket: T) -> Result<SocketId, NetError> {
+        self.sockets.add(set, socket)
     }
 
-    /// Adds a TCP socket and keeps its buffers; `NoBufferSpace` when the
-    /// set is full.
-    pub fn add_tcp_socket(&mut self, new: NewSocket) -> Result<SocketHandle, NetError> {
-        let mut memory = core::mem::replace(&mut self.socket_memory, SocketMemory::new());
-        let added = memory.keep(new, |socket| self.add_socket(socket));
-        self.socket_memory = memory;
-        added
+    /// Adds a TCP socket to `set` and keeps its buffers.
+    pub fn add_tcp_socket(&mut self, set: usize, new: NewSocket) -> Result<SocketId, NetError> {
+        let sockets = &mut self.sockets;
+        self.socket_memory.keep(new, |socket| sockets.add(set, socket))
     }
 
-    /// Removes a socket from the set, then frees its buffers.
-    pub fn remove_socket(&mut self, handle: SocketHandle) {
-        self.socket_count -= 1;
-        drop(self.sockets.remove(handle));
-        self.socket_memory.release(handle);
+    /// Removes a socket, then frees its buffers.
+    pub fn remove_socket(&mut self, id: SocketId) {
+        drop(self.sockets.remove(id));
+        self.socket_memory.release(id);
     }
 
     /// Frees a closed stream's socket once its close completes (at most
     /// [`CLOSE_TIMEOUT`] later).
-    pub fn reap_later(&mut self, handle: SocketHandle) {
+    pub fn reap_later(&mut self, handle: SocketId) {
         let deadline = tsc::now().saturating_add(crate::time::duration_to_ticks(CLOSE_TIMEOUT));
         self.reap.push(Reaped { handle, deadline, aborted: false });
     }
@@ -363,8 +333,18 @@ impl Stack {
         let now = smol_now();
         let mut frames = 0;
         while frames < INGRESS_BUDGET {
+            // smoltcp sees the frame with its connection's socket set only.
+            let Some(set) = self.nic.peek_frame().map(|frame| self.sockets.set_of_frame(frame)) else {
+                // Nothing waits, or a bad frame: taken here (and counted
+                // by the driver), as smoltcp would discard it.
+                if self.nic.receive_with(|_| ()).is_none() {
+                    break;
+                }
+                frames += 1;
+                continue;
+            };
             let mut nic = Guarded { device: &mut self.nic, guard: &mut self.guard };
-            match self.iface.poll_ingress_single(now, &mut nic, &mut self.sockets) {
+            match self.iface.poll_ingress_single(now, &mut nic, self.sockets.set_mut(set)) {
                 smoltcp::iface::PollIngressSingleResult::None => break,
                 smoltcp::iface::PollIngressSingleResult::PacketProcessed => frames += 1,
                 smoltcp::iface::PollIngressSingleResult::SocketStateChanged => {
@@ -384,9 +364,11 @@ impl Stack {
             let expired = r.deadline.is_some_and(|d| tick >= d);
             !(r.job)(self, expired)
         });
-        for _ in 0..INGRESS_BUDGET {
-            if self.iface.poll_egress(now, &mut self.nic, &mut self.sockets) == smoltcp::iface::PollResult::None {
-                break;
+        for set in 0..SETS {
+            for _ in 0..INGRESS_BUDGET {
+                if self.iface.poll_egress(now, &mut self.nic, self.sockets.set_mut(set)) == smoltcp::iface::PollResult::None {
+                    break;
+                }
             }
         }
         self.nic.flush();
@@ -396,7 +378,7 @@ impl Stack {
             self.socket_memory.sweep(&self.sockets);
             counters::set_buffer_bytes(self.socket_memory.committed_bytes());
         }
-        counters::set_sockets(self.socket_count);
+        counters::set_sockets(self.sockets.len());
         counters::set_arp_requests_dropped(self.guard.arp_dropped);
         counters::round_done(tsc::nanos_since_boot() / 1_000_000);
         if irq {
@@ -410,7 +392,8 @@ impl Stack {
     /// How long the thread may sleep: until smoltcp's next timer or the
     /// earliest request deadline.
     fn sleep_for(&mut self, requests: &[Request]) -> Option<Duration> {
-        let smol = self.iface.poll_delay(smol_now(), &self.sockets).map(|d| Duration::from_micros(d.total_micros()));
+        let now_smol = smol_now();
+        let smol = self.sockets.sets().iter().filter_map(|set| self.iface.poll_delay(now_smol, set)).min().map(|d| Duration::from_micros(d.total_micros()));
         let now = tsc::now();
         let request = requests
             .iter()

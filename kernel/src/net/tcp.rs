@@ -8,12 +8,12 @@ use core::net::SocketAddrV4;
 use core::task::Poll;
 use core::time::Duration;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
 
 use super::listener::{Events, Limits, Listener, Table};
 use super::stack::{call, Stack};
 use super::socket_memory::NewSocket;
+use super::sockets::{SocketId, SETS};
 use super::{copy_of, counters, socket_addr, NetError};
 use crate::arch::tsc;
 use crate::time::RateLimit;
@@ -32,7 +32,8 @@ const ACCEPT_BATCH: usize = 32;
 fn listen_limits(backlog: usize) -> Limits {
     let ticks = |d: Duration| crate::time::duration_to_ticks(d);
     Limits {
-        spare: 4,
+        // In each of the 32 socket sets; topped up after every SYN.
+        spare: 1,
         max_half_open: 1024,
         syn_timeout: ticks(Duration::from_secs(4)),
         evictable_after: ticks(Duration::from_secs(1)),
@@ -53,23 +54,31 @@ fn new_socket() -> Result<NewSocket, NetError> {
 struct Sockets<'a>(&'a mut Stack);
 
 impl Table for Sockets<'_> {
-    type Handle = SocketHandle;
+    type Handle = SocketId;
 
-    fn state(&self, handle: SocketHandle) -> tcp::State {
+    fn state(&self, handle: SocketId) -> tcp::State {
         self.0.sockets.get::<tcp::Socket>(handle).state()
     }
 
-    fn listen(&mut self, port: u16) -> Result<SocketHandle, NetError> {
-        let mut new = new_socket()?;
-        new.socket.listen(port).map_err(|_| NetError::InvalidInput)?;
-        self.0.add_tcp_socket(new)
+    fn sets(&self) -> usize {
+        SETS
     }
 
-    fn forget(&mut self, handle: SocketHandle) {
+    fn set_of(&self, handle: SocketId) -> usize {
+        handle.set()
+    }
+
+    fn listen(&mut self, port: u16, set: usize) -> Result<SocketId, NetError> {
+        let mut new = new_socket()?;
+        new.socket.listen(port).map_err(|_| NetError::InvalidInput)?;
+        self.0.add_tcp_socket(set, new)
+    }
+
+    fn forget(&mut self, handle: SocketId) {
         self.0.remove_socket(handle);
     }
 
-    fn refuse(&mut self, handle: SocketHandle) {
+    fn refuse(&mut self, handle: SocketId) {
         self.0.tcp(handle).abort();
         self.0.reap_later(handle);
     }
@@ -94,11 +103,11 @@ impl Stack {
         counters::add_listener_events(events);
     }
 
-    fn listener(&mut self, port: u16) -> Option<&mut Listener<SocketHandle>> {
+    fn listener(&mut self, port: u16) -> Option<&mut Listener<SocketId>> {
         self.listeners.iter_mut().find(|l| l.port == port)
     }
 
-    fn tcp(&mut self, handle: SocketHandle) -> &mut tcp::Socket<'static> {
+    fn tcp(&mut self, handle: SocketId) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(handle)
     }
 }
@@ -108,7 +117,7 @@ pub struct TcpListener {
     port: u16,
     accept_timeout: Option<Duration>,
     /// Connections taken from the accept queue and not yet handed out.
-    taken: spin::Mutex<VecDeque<(SocketHandle, SocketAddrV4)>>,
+    taken: spin::Mutex<VecDeque<(SocketId, SocketAddrV4)>>,
 }
 
 impl TcpListener {
@@ -214,27 +223,30 @@ fn unsendable(socket: &tcp::Socket) -> Option<NetError> {
 
 /// A TCP connection.
 pub struct TcpStream {
-    handle: Option<SocketHandle>,
+    handle: Option<SocketId>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
 
 impl TcpStream {
-    fn new(handle: SocketHandle) -> Self {
+    fn new(handle: SocketId) -> Self {
         TcpStream { handle: Some(handle), read_timeout: None, write_timeout: None }
     }
 
-    fn handle(&self) -> Result<SocketHandle, NetError> {
+    fn handle(&self) -> Result<SocketId, NetError> {
         self.handle.ok_or(NetError::NotConnected)
     }
 
     /// Connects to `peer`, giving up after `timeout`.
     pub fn connect(peer: SocketAddrV4, timeout: Duration) -> Result<TcpStream, NetError> {
-        let mut handle: Option<SocketHandle> = None;
+        let mut handle: Option<SocketId> = None;
         let handle = call(Some(timeout), move |stack, expired| {
             let h = match handle {
                 Some(h) => h,
                 None => {
+                    if !stack.sockets.has_room() {
+                        return Poll::Ready(Err(NetError::NoBufferSpace));
+                    }
                     let mut new = match new_socket() {
                         Ok(new) => new,
                         Err(e) => return Poll::Ready(Err(e)),
@@ -244,7 +256,8 @@ impl TcpStream {
                     if new.socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
                         return Poll::Ready(Err(NetError::InvalidInput));
                     }
-                    let h = match stack.add_tcp_socket(new) {
+                    let set = stack.sockets.set_of_connection(*peer.ip(), peer.port(), local);
+                    let h = match stack.add_tcp_socket(set, new) {
                         Ok(h) => h,
                         Err(e) => return Poll::Ready(Err(e)),
                     };

@@ -9,9 +9,9 @@ use core::net::SocketAddrV4;
 use core::task::Poll;
 use core::time::Duration;
 
-use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 
+use super::sockets::SocketId;
 use super::stack::call;
 use super::{buffer, copy_of, socket_addr, NetError};
 
@@ -61,7 +61,7 @@ impl Datagrams {
 }
 
 pub struct UdpSocket {
-    handle: SocketHandle,
+    handle: SocketId,
     port: u16,
     read_timeout: Option<Duration>,
 }
@@ -94,7 +94,8 @@ impl UdpSocket {
             if stack.udp_ports.try_reserve(1).is_err() {
                 return Poll::Ready(Err(NetError::NoBufferSpace));
             }
-            let handle = stack.add_socket(socket);
+            // Datagrams all go to set 0 (see `sockets`).
+            let handle = stack.add_socket(0, socket);
             if handle.is_ok() {
                 stack.udp_ports.push(port);
             }

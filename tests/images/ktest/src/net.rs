@@ -23,9 +23,9 @@ pub fn refused(port: Option<&str>) -> Result<(), String> {
     }
 }
 
-/// Binds TCP listeners until memory runs out: the error must be
-/// `NoBufferSpace` (no panic), and after the listeners are dropped the
-/// memory comes back and binding works again.
+/// Binds TCP listeners until the stack's sockets or memory run out: the
+/// error must be `NoBufferSpace` (no panic), and after the listeners are
+/// dropped the memory comes back and binding works again.
 pub fn exhaust() -> Result<(), String> {
     use bravo::net::{TcpListener, UdpSocket};
     let mut listeners = alloc::vec::Vec::new();
@@ -42,12 +42,22 @@ pub fn exhaust() -> Result<(), String> {
         return Err(alloc::format!("binding with memory exhausted failed with {error:?}, not NoBufferSpace"));
     }
     bravo::println!("net-exhaust: {} listeners bound before memory ran out", listeners.len());
+    // A listener takes a socket in every socket set at once: fill what
+    // room is left with single sockets.
+    let mut udp = alloc::vec::Vec::new();
+    while let Ok(socket) = UdpSocket::bind(20_000 + udp.len() as u16) {
+        udp.push(socket);
+        if udp.len() > 1_000 {
+            return Err("UDP sockets never ran out".into());
+        }
+    }
     let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 1);
     match TcpStream::connect(peer, Duration::from_secs(5)) {
         Err(NetError::NoBufferSpace) => {}
         other => return Err(alloc::format!("connect with memory exhausted: {:?}", other.map(|_| ()))),
     }
     drop(listeners);
+    drop(udp);
     // Aborted sockets are freed by the network thread's next rounds.
     let mut again = None;
     for _ in 0..100 {
