@@ -11,6 +11,12 @@
 //! goes to set 0, where the UDP and DHCP sockets live. A listening port
 //! keeps listening sockets in every set (see `listener`).
 //!
+//! smoltcp also asks every socket for its next timer, and for what it has
+//! to send on each transmit pass: the stack does that only for the sets
+//! that changed. Every mutable access to a set marks it touched
+//! ([`Sockets::take_touched`]); a set untouched since its last pass keeps
+//! the timer then computed.
+//!
 //! A set also starts empty and grows only when full, by one slot: its
 //! storage then moves to a block twice its size with an allocation that
 //! cannot fail cleanly, so [`Sockets::add`] first checks that one can be
@@ -49,7 +55,11 @@ pub struct Sockets {
     max: usize,
     /// The hash's key, so that a peer cannot aim at one set.
     key: u64,
+    /// Sets mutably reached since the last [`take_touched`](Self::take_touched), one bit each.
+    touched: u32,
 }
+
+const _: () = assert!(SETS <= 32, "touched sets are bits of a u32");
 
 impl Sockets {
     /// Room for at most `max` sockets; `key` seeds the hash.
@@ -61,6 +71,7 @@ impl Sockets {
             count: 0,
             max,
             key: key | 1,
+            touched: 0,
         }
     }
 
@@ -104,6 +115,7 @@ impl Sockets {
         }
         self.counts[set] += 1;
         self.count += 1;
+        self.touched |= 1 << set;
         Ok(SocketId { set: set as u8, handle: self.sets[set].add(socket) })
     }
 
@@ -111,6 +123,7 @@ impl Sockets {
     pub fn remove(&mut self, id: SocketId) -> Socket<'static> {
         self.counts[id.set()] -= 1;
         self.count -= 1;
+        self.touched |= 1 << id.set();
         self.sets[id.set()].remove(id.handle)
     }
 
@@ -119,12 +132,42 @@ impl Sockets {
     }
 
     pub fn get_mut<T: AnySocket<'static>>(&mut self, id: SocketId) -> &mut T {
+        self.touched |= 1 << id.set();
+        self.sets[id.set()].get_mut::<T>(id.handle)
+    }
+
+    /// A socket, to take something from that the transmit pass does not
+    /// care about (the DHCP socket's last event): its set is not marked.
+    pub fn get_mut_quietly<T: AnySocket<'static>>(&mut self, id: SocketId) -> &mut T {
         self.sets[id.set()].get_mut::<T>(id.handle)
     }
 
     /// One set, to hand to smoltcp.
     pub fn set_mut(&mut self, set: usize) -> &mut SocketSet<'static> {
+        self.touched |= 1 << set;
         &mut self.sets[set]
+    }
+
+    /// One set for smoltcp's transmit pass, without marking it touched:
+    /// the stack wakes the requests of the sets it passed over itself.
+    pub fn set_for_transmit(&mut self, set: usize) -> &mut SocketSet<'static> {
+        &mut self.sets[set]
+    }
+
+    /// The sets touched since the last call (one bit each), forgetting them.
+    pub fn take_touched(&mut self) -> u32 {
+        core::mem::take(&mut self.touched)
+    }
+
+    /// The sets touched since the last [`take_touched`](Self::take_touched).
+    pub fn touched(&self) -> u32 {
+        self.touched
+    }
+
+    /// Marks every set touched (something all of them may wait for
+    /// happened: a neighbour's address arrived).
+    pub fn touch_all(&mut self) {
+        self.touched = u32::MAX;
     }
 
     /// Every set.
@@ -192,6 +235,25 @@ mod tests {
             per_set[sockets.set_of_connection(Ipv4Address::from((0x0a00_0000 + i / 50).to_be_bytes()), 40000 + (i % 50) as u16, 80)] += 1;
         }
         assert!(per_set.iter().all(|&n| (50..=150).contains(&n)), "uneven: {per_set:?}");
+    }
+
+    #[test]
+    fn mutable_access_marks_a_set_touched_until_taken() {
+        let mut sockets = Sockets::new(100, 3);
+        assert_eq!(sockets.take_touched(), 0);
+        let id = sockets.add(5, smoltcp::socket::udp::Socket::new(udp_buffer(), udp_buffer())).unwrap();
+        assert_eq!(sockets.take_touched(), 1 << 5);
+        let _ = sockets.get::<smoltcp::socket::udp::Socket>(id);
+        assert_eq!(sockets.touched(), 0, "reading does not touch");
+        let _ = sockets.get_mut::<smoltcp::socket::udp::Socket>(id);
+        let _ = sockets.set_mut(7);
+        assert_eq!(sockets.take_touched(), 1 << 5 | 1 << 7);
+        drop(sockets.remove(id));
+        assert_eq!(sockets.take_touched(), 1 << 5);
+    }
+
+    fn udp_buffer() -> smoltcp::socket::udp::PacketBuffer<'static> {
+        smoltcp::socket::udp::PacketBuffer::new(vec![smoltcp::socket::udp::PacketMetadata::EMPTY; 4], vec![0; 64])
     }
 
     #[test]

@@ -68,6 +68,15 @@ pub struct Stack {
     pub socket_memory: SocketMemory,
     /// When idle send buffers are next given back (TSC).
     next_sweep: u64,
+    /// Each socket set's next timer, as smoltcp last computed it (None:
+    /// none); recomputed after each transmit pass over the set.
+    next_at: [Option<SmolInstant>; SETS],
+    /// Sets passed over for transmission last round (their sockets may
+    /// have changed: timeouts, retransmissions).
+    transmitted: u32,
+    /// When every request and every set is next looked at, changed or not
+    /// (TSC): a bound on any change the marks would miss.
+    next_full_pass: u64,
 }
 
 /// A closed stream waiting for its close to complete.
@@ -86,6 +95,10 @@ type Job = Box<dyn FnMut(&mut Stack, bool) -> bool + Send>;
 struct Request {
     job: Job,
     deadline: Option<u64>,
+    /// The socket set of the socket it waits on (None: any change).
+    set: Option<usize>,
+    /// Not run yet.
+    fresh: bool,
 }
 
 /// Requests for the network thread; only the network cpu touches it (with
@@ -149,7 +162,17 @@ struct Reply<R> {
 /// Runs `op` on the network thread until it returns `Ready` (retrying it
 /// after each round of packets), or until `timeout` passes (then `op` is
 /// called once more with `expired = true` to clean up and answer).
-pub fn call<R, F>(timeout: Option<Duration>, mut op: F) -> Result<R, NetError>
+pub fn call<R, F>(timeout: Option<Duration>, op: F) -> Result<R, NetError>
+where
+    R: Send + 'static,
+    F: FnMut(&mut Stack, bool) -> Poll<Result<R, NetError>> + Send + 'static,
+{
+    call_on(None, timeout, op)
+}
+
+/// Like [`call`], for an operation that waits on one socket: it is
+/// retried only after rounds that changed that socket's set.
+pub fn call_on<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, mut op: F) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool) -> Poll<Result<R, NetError>> + Send + 'static,
@@ -176,7 +199,7 @@ where
     // bytes): allocated fallibly, like them.
     let job: Job = crate::memory::try_box(job).map_err(|_| NetError::NoBufferSpace)?;
     let deadline = timeout.map(|t| tsc::now().saturating_add(crate::time::duration_to_ticks(t)));
-    submit(Request { job, deadline });
+    submit(Request { job, deadline, set: socket.map(SocketId::set), fresh: true });
     reply.ready.wait_until(|| reply.value.lock().take())
 }
 
@@ -214,6 +237,9 @@ impl Stack {
             guard: IngressGuard::new(),
             socket_memory: SocketMemory::new(),
             next_sweep: 0,
+            next_at: [None; SETS],
+            transmitted: 0,
+            next_full_pass: 0,
         };
         match options.ip {
             Some((addr, prefix)) => {
@@ -244,7 +270,7 @@ impl Stack {
 
     fn poll_dhcp(&mut self) {
         let Some(handle) = self.dhcp else { return };
-        let event = match self.sockets.get_mut::<dhcpv4::Socket>(handle).poll() {
+        let event = match self.sockets.get_mut_quietly::<dhcpv4::Socket>(handle).poll() {
             Some(dhcpv4::Event::Configured(config)) => Some(Some((config.address, config.router))),
             Some(dhcpv4::Event::Deconfigured) => Some(None),
             None => None,
@@ -343,8 +369,15 @@ impl Stack {
                 frames += 1;
                 continue;
             };
+            let arp = self.nic.peek_frame().is_some_and(|frame| frame.get(12..14) == Some(&[0x08, 0x06]));
             let mut nic = Guarded { device: &mut self.nic, guard: &mut self.guard };
-            match self.iface.poll_ingress_single(now, &mut nic, self.sockets.set_mut(set)) {
+            let result = self.iface.poll_ingress_single(now, &mut nic, self.sockets.set_mut(set));
+            if arp {
+                // A neighbour's address may have come: sockets of every set
+                // may have been waiting for it.
+                self.sockets.touch_all();
+            }
+            match result {
                 smoltcp::iface::PollIngressSingleResult::None => break,
                 smoltcp::iface::PollIngressSingleResult::PacketProcessed => frames += 1,
                 smoltcp::iface::PollIngressSingleResult::SocketStateChanged => {
@@ -360,16 +393,42 @@ impl Stack {
         self.poll_dhcp();
         self.update_listeners();
         let tick = tsc::now();
+        let full_pass = tick >= self.next_full_pass;
+        if full_pass {
+            self.next_full_pass = tick + tsc::hz() / 10;
+            self.sockets.touch_all();
+        }
+        // A request waiting on a socket runs again only if its set changed.
+        let woken = self.sockets.touched() | self.transmitted;
+        let mut waiting_sets = 0u32;
         requests.retain_mut(|r| {
             let expired = r.deadline.is_some_and(|d| tick >= d);
-            !(r.job)(self, expired)
+            let run = r.fresh || expired || r.set.is_none_or(|set| woken & (1 << set) != 0);
+            r.fresh = false;
+            let done = run && (r.job)(self, expired);
+            if !done {
+                waiting_sets |= r.set.map_or(0, |set| 1 << set);
+            }
+            !done
         });
+        // Transmit passes over the sets that changed or whose timer is due.
+        let touched = self.sockets.take_touched();
+        self.transmitted = 0;
+        let mut timers_due = 0u32;
         for set in 0..SETS {
+            let due = self.next_at[set].is_some_and(|at| at <= now);
+            if touched & (1 << set) == 0 && !due {
+                continue;
+            }
+            timers_due |= (due as u32) << set;
             for _ in 0..INGRESS_BUDGET {
-                if self.iface.poll_egress(now, &mut self.nic, self.sockets.set_mut(set)) == smoltcp::iface::PollResult::None {
+                let sockets = self.sockets.set_for_transmit(set);
+                if self.iface.poll_egress(now, &mut self.nic, sockets) == smoltcp::iface::PollResult::None {
                     break;
                 }
             }
+            self.next_at[set] = self.iface.poll_at(now, &self.sockets.sets()[set]);
+            self.transmitted |= 1 << set;
         }
         self.nic.flush();
         self.reap_closed();
@@ -386,14 +445,18 @@ impl Stack {
                 ioapic::unmask(pin);
             }
         }
-        frames == INGRESS_BUDGET || self.nic.rx_ready()
+        // Requests waiting on sets whose timers just ran look again at once
+        // (a timer may have closed their socket).
+        frames == INGRESS_BUDGET || self.nic.rx_ready() || timers_due & waiting_sets != 0
     }
 
     /// How long the thread may sleep: until smoltcp's next timer or the
     /// earliest request deadline.
     fn sleep_for(&mut self, requests: &[Request]) -> Option<Duration> {
         let now_smol = smol_now();
-        let smol = self.sockets.sets().iter().filter_map(|set| self.iface.poll_delay(now_smol, set)).min().map(|d| Duration::from_micros(d.total_micros()));
+        let smol = self.next_at.iter().flatten().min().map(|&at| {
+            Duration::from_micros(if at > now_smol { (at - now_smol).total_micros() } else { 0 })
+        });
         let now = tsc::now();
         let request = requests
             .iter()

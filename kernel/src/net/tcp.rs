@@ -11,7 +11,7 @@ use core::time::Duration;
 use smoltcp::socket::tcp;
 
 use super::listener::{Events, Limits, Listener, Table};
-use super::stack::{call, Stack};
+use super::stack::{call, call_on, Stack};
 use super::socket_memory::NewSocket;
 use super::sockets::{SocketId, SETS};
 use super::{copy_of, counters, socket_addr, NetError};
@@ -107,8 +107,14 @@ impl Stack {
         self.listeners.iter_mut().find(|l| l.port == port)
     }
 
+    /// A TCP socket, to change (its socket set is marked changed).
     fn tcp(&mut self, handle: SocketId) -> &mut tcp::Socket<'static> {
         self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    /// A TCP socket, to look at.
+    fn tcp_ref(&self, handle: SocketId) -> &tcp::Socket<'static> {
+        self.sockets.get::<tcp::Socket>(handle)
     }
 }
 
@@ -297,10 +303,11 @@ impl TcpStream {
         if want == 0 {
             return Ok(0);
         }
-        let data = call(self.read_timeout, move |stack, _| {
-            let socket = stack.tcp(h);
+        let data = call_on(Some(h), self.read_timeout, move |stack, _| {
+            // Looking does not mark the socket's set changed; taking does.
+            let socket = stack.tcp_ref(h);
             if socket.can_recv() {
-                let data = socket.recv(|b| {
+                let data = stack.tcp(h).recv(|b| {
                     let n = b.len().min(want);
                     (n, b[..n].to_vec())
                 });
@@ -327,13 +334,13 @@ impl TcpStream {
             return Ok(0);
         }
         let chunk = copy_of(&data[..data.len().min(WRITE_CHUNK)])?;
-        call(self.write_timeout, move |stack, _| {
-            let socket = stack.tcp(h);
+        call_on(Some(h), self.write_timeout, move |stack, _| {
+            let socket = stack.tcp_ref(h);
             if let Some(e) = unsendable(socket) {
                 return Poll::Ready(Err(e));
             }
             if socket.can_send() {
-                return Poll::Ready(socket.send_slice(&chunk).map_err(|_| NetError::Reset));
+                return Poll::Ready(stack.tcp(h).send_slice(&chunk).map_err(|_| NetError::Reset));
             }
             Poll::Pending
         })
@@ -358,16 +365,17 @@ impl TcpStream {
         }
         let h = self.handle()?;
         let mut rest = copy_of(data)?;
-        call(self.write_timeout, move |stack, _| {
-            let socket = stack.tcp(h);
-            if let Some(e) = unsendable(socket) {
+        call_on(Some(h), self.write_timeout, move |stack, _| {
+            if let Some(e) = unsendable(stack.tcp_ref(h)) {
                 return Poll::Ready(Err(e));
             }
-            if socket.can_send() {
-                match socket.send_slice(&rest) {
-                    Ok(n) => drop(rest.drain(..n)),
-                    Err(_) => return Poll::Ready(Err(NetError::Reset)),
-                }
+            if !rest.is_empty() && !stack.tcp_ref(h).can_send() {
+                return Poll::Pending;
+            }
+            let socket = stack.tcp(h);
+            match socket.send_slice(&rest) {
+                Ok(n) => drop(rest.drain(..n)),
+                Err(_) => return Poll::Ready(Err(NetError::Reset)),
             }
             if !rest.is_empty() {
                 return Poll::Pending;
@@ -381,7 +389,7 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        call(None, move |stack, _| Poll::Ready(stack.tcp(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
+        call(None, move |stack, _| Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
     }
 
     /// Ends our side (FIN after the queued data); reading still works.

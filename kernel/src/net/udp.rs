@@ -12,7 +12,7 @@ use core::time::Duration;
 use smoltcp::socket::udp;
 
 use super::sockets::SocketId;
-use super::stack::call;
+use super::stack::{call, call_on};
 use super::{buffer, copy_of, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
@@ -119,7 +119,7 @@ impl UdpSocket {
             return Err(NetError::NoBufferSpace);
         }
         let (h, data) = (self.handle, copy_of(data)?);
-        call(Some(Duration::from_secs(5)), move |stack, _| {
+        call_on(Some(h), Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             match socket.send_slice(&data, (*peer.ip(), peer.port())) {
                 Ok(()) => Poll::Ready(Ok(data.len())),
@@ -133,9 +133,12 @@ impl UdpSocket {
     /// and returns its length and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4), NetError> {
         let h = self.handle;
-        let (data, peer): (Vec<u8>, SocketAddrV4) = call(self.read_timeout, move |stack, _| {
-            let socket = stack.sockets.get_mut::<udp::Socket>(h);
-            match socket.recv() {
+        let (data, peer): (Vec<u8>, SocketAddrV4) = call_on(Some(h), self.read_timeout, move |stack, _| {
+            // Looking does not mark the socket's set changed; taking does.
+            if !stack.sockets.get::<udp::Socket>(h).can_recv() {
+                return Poll::Pending;
+            }
+            match stack.sockets.get_mut::<udp::Socket>(h).recv() {
                 Ok((data, meta)) => Poll::Ready(Ok((data.to_vec(), socket_addr(meta.endpoint)))),
                 Err(_) => Poll::Pending,
             }
@@ -153,11 +156,11 @@ impl UdpSocket {
     pub fn recv_batch(&self, batch: Datagrams, max: usize) -> Result<Datagrams, NetError> {
         let h = self.handle;
         let mut batch = Some(batch);
-        call(self.read_timeout, move |stack, _| {
-            let socket = stack.sockets.get_mut::<udp::Socket>(h);
-            if !socket.can_recv() {
+        call_on(Some(h), self.read_timeout, move |stack, _| {
+            if !stack.sockets.get::<udp::Socket>(h).can_recv() {
                 return Poll::Pending;
             }
+            let socket = stack.sockets.get_mut::<udp::Socket>(h);
             let mut batch = batch.take().unwrap_or_default();
             batch.clear();
             while batch.len() < max.max(1) {
@@ -178,7 +181,7 @@ impl UdpSocket {
         }
         let h = self.handle;
         let (mut batch, mut next) = (Some(batch), 0usize);
-        call(Some(Duration::from_secs(5)), move |stack, _| {
+        call_on(Some(h), Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             let Some(pending) = batch.as_ref() else { return Poll::Ready(Err(NetError::InvalidInput)) };
             for (data, peer) in pending.iter().skip(next) {
