@@ -97,8 +97,56 @@ struct Request {
     deadline: Option<u64>,
     /// The socket set of the socket it waits on (None: any change).
     set: Option<usize>,
-    /// Not run yet.
+}
+
+/// The requests waiting for the network thread, in one list per socket
+/// set (those waiting on a socket) and one for the rest, so that a round
+/// looks only at the lists it may have woken: ten thousand reads waiting
+/// on idle connections cost nothing per round.
+struct Waiting {
+    lists: [List; SETS + 1],
+}
+
+#[derive(Default)]
+struct List {
+    requests: Vec<Request>,
+    /// Requests not run yet.
     fresh: bool,
+    /// The earliest deadline in the list.
+    earliest: Option<u64>,
+}
+
+/// The earlier of two optional deadlines (None: no deadline).
+fn earlier(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The list of requests waiting on no particular socket.
+const ANY: usize = SETS;
+
+impl Waiting {
+    fn new() -> Self {
+        Waiting { lists: core::array::from_fn(|_| List::default()) }
+    }
+
+    fn add(&mut self, request: Request) {
+        let list = &mut self.lists[request.set.unwrap_or(ANY)];
+        list.fresh = true;
+        list.earliest = earlier(list.earliest, request.deadline);
+        list.requests.push(request);
+    }
+
+    fn len(&self) -> usize {
+        self.lists.iter().map(|l| l.requests.len()).sum()
+    }
+
+    /// The earliest deadline of any request.
+    fn earliest(&self) -> Option<u64> {
+        self.lists.iter().filter_map(|l| l.earliest).min()
+    }
 }
 
 /// Requests for the network thread; only the network cpu touches it (with
@@ -199,7 +247,7 @@ where
     // bytes): allocated fallibly, like them.
     let job: Job = crate::memory::try_box(job).map_err(|_| NetError::NoBufferSpace)?;
     let deadline = timeout.map(|t| tsc::now().saturating_add(crate::time::duration_to_ticks(t)));
-    submit(Request { job, deadline, set: socket.map(SocketId::set), fresh: true });
+    submit(Request { job, deadline, set: socket.map(SocketId::set) });
     reply.ready.wait_until(|| reply.value.lock().take())
 }
 
@@ -350,7 +398,7 @@ impl Stack {
     }
 
     /// One round; returns whether there may be more to do at once.
-    fn round(&mut self, requests: &mut Vec<Request>) -> bool {
+    fn round(&mut self, waiting: &mut Waiting) -> bool {
         self.admit = crate::memory::node_pressure(crate::memory::current_node()).is_normal();
         let irq = IRQ.swap(false, Ordering::AcqRel);
         if irq {
@@ -398,19 +446,29 @@ impl Stack {
             self.next_full_pass = tick + tsc::hz() / 10;
             self.sockets.touch_all();
         }
-        // A request waiting on a socket runs again only if its set changed.
+        // A request waiting on a socket runs again only if its set changed
+        // (or it is new, or its deadline passed).
         let woken = self.sockets.touched() | self.transmitted;
         let mut waiting_sets = 0u32;
-        requests.retain_mut(|r| {
-            let expired = r.deadline.is_some_and(|d| tick >= d);
-            let run = r.fresh || expired || r.set.is_none_or(|set| woken & (1 << set) != 0);
-            r.fresh = false;
-            let done = run && (r.job)(self, expired);
-            if !done {
-                waiting_sets |= r.set.map_or(0, |set| 1 << set);
+        for (at, list) in waiting.lists.iter_mut().enumerate() {
+            let due = list.earliest.is_some_and(|d| tick >= d);
+            if at == ANY || list.fresh || due || woken & (1 << at) != 0 {
+                list.fresh = false;
+                let mut earliest = None;
+                list.requests.retain_mut(|r| {
+                    let expired = r.deadline.is_some_and(|d| tick >= d);
+                    let done = (r.job)(self, expired);
+                    if !done {
+                        earliest = earlier(earliest, r.deadline);
+                    }
+                    !done
+                });
+                list.earliest = earliest;
             }
-            !done
-        });
+            if at != ANY && !list.requests.is_empty() {
+                waiting_sets |= 1 << at;
+            }
+        }
         // Transmit passes over the sets that changed or whose timer is due.
         let touched = self.sockets.take_touched();
         self.transmitted = 0;
@@ -452,17 +510,13 @@ impl Stack {
 
     /// How long the thread may sleep: until smoltcp's next timer or the
     /// earliest request deadline.
-    fn sleep_for(&mut self, requests: &[Request]) -> Option<Duration> {
+    fn sleep_for(&mut self, waiting: &Waiting) -> Option<Duration> {
         let now_smol = smol_now();
         let smol = self.next_at.iter().flatten().min().map(|&at| {
             Duration::from_micros(if at > now_smol { (at - now_smol).total_micros() } else { 0 })
         });
         let now = tsc::now();
-        let request = requests
-            .iter()
-            .filter_map(|r| r.deadline)
-            .min()
-            .map(|d| crate::time::ticks_to_duration(d.saturating_sub(now)));
+        let request = waiting.earliest().map(|d| crate::time::ticks_to_duration(d.saturating_sub(now)));
         match (smol, request) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -480,28 +534,28 @@ pub fn run(mut stack: Stack) -> ! {
     }
     NET_CPU.store(crate::sched::current_cpu(), Ordering::Relaxed);
     RUNNING.store(true, Ordering::Release);
-    let mut requests: Vec<Request> = Vec::new();
+    let mut waiting = Waiting::new();
     let mut next_report = tsc::now();
     loop {
         if log::log_enabled!(log::Level::Debug) && tsc::now() >= next_report {
             next_report = tsc::now() + tsc::hz() * 5;
             let half_open: usize = stack.listeners.iter().map(|l| l.half_open()).sum();
-            log::debug!("net: {:?}, {:?}, {half_open} half-open, {} requests waiting", stack.nic.stats(), counters::read(), requests.len());
+            log::debug!("net: {:?}, {:?}, {half_open} half-open, {} requests waiting", stack.nic.stats(), counters::read(), waiting.len());
         }
         WORK.store(false, Ordering::Release);
         without_interrupts(|| {
             let mut inbox = INBOX.lock();
             TAKEN.fetch_add(inbox.len() as u64, Ordering::Release);
-            requests.extend(inbox.drain(..));
+            inbox.drain(..).for_each(|request| waiting.add(request));
         });
-        if stack.round(&mut requests) {
+        if stack.round(&mut waiting) {
             crate::sched::yield_now();
             continue;
         }
         let idle = || (WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)).then_some(());
         // Without an interrupt line, poll the NIC every millisecond.
         let limit = if stack.pin.is_some() { None } else { Some(Duration::from_millis(1)) };
-        match (stack.sleep_for(&requests), limit) {
+        match (stack.sleep_for(&waiting), limit) {
             (Some(d), Some(l)) => drop(WAKE.wait_timeout(idle, d.min(l))),
             (Some(d), None) | (None, Some(d)) => drop(WAKE.wait_timeout(idle, d)),
             (None, None) => WAKE.wait_until(idle),
