@@ -1,14 +1,20 @@
 //! The network cpu: one thread owns the NIC, the smoltcp interface and
 //! every socket. Threads on any cpu reach it with requests ([`call`]): a
 //! request is an operation run on the network thread against the
-//! [`Stack`], retried after each round of packets until it completes or
-//! its deadline passes; the caller sleeps until then.
+//! [`Stack`], retried after rounds that may have changed what it waits
+//! for, until it completes or its deadline passes; the caller sleeps
+//! until then.
 //!
 //! Each round: acknowledge the NIC's interrupt if one came, take in at most
-//! [`INGRESS_BUDGET`] frames, run the waiting requests, send what sockets
-//! have to send, write the NIC's tail registers once, and unmask the NIC's
-//! line. With nothing to do the thread sleeps until the next smoltcp timer,
-//! request deadline, request or interrupt.
+//! [`INGRESS_BUDGET`] frames (each with its connection's socket set, see
+//! `sockets`), run the requests waiting on the socket sets that changed
+//! (and every new or expired one), pass over the changed sets and those
+//! whose timer is due for what they have to send, write the NIC's tail
+//! registers once, and unmask the NIC's line. The work of a round thus
+//! follows what changed, not how many connections are open. With nothing
+//! to do the thread sleeps until the next smoltcp timer, request
+//! deadline, request or interrupt. The first round 100 ms after the last
+//! full one looks at everything, a bound on anything the marks miss.
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
