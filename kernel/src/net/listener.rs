@@ -13,8 +13,10 @@
 //! - at most [`Limits::max_half_open`] connections are in their handshake;
 //!   past that the oldest one still in SYN-RECEIVED is forgotten without a
 //!   word (its peer is most likely forged), or, when all are younger than
-//!   [`Limits::evictable_after`], the newest SYN is dropped (a real client
-//!   retransmits it); none is older than [`Limits::syn_timeout`];
+//!   their peer needs to answer (four times the smoothed time real
+//!   handshakes took on this port, at most [`Limits::evictable_after`]),
+//!   the newest SYN is dropped (a real client retransmits it); none is
+//!   older than [`Limits::syn_timeout`];
 //! - connections whose handshake completed wait in the accept queue, at
 //!   most [`Limits::backlog`] of them and for at most
 //!   [`Limits::accept_timeout`]; a completed connection finding the queue
@@ -43,8 +45,9 @@ pub struct Limits {
     pub max_half_open: usize,
     /// How long a connection may stay in SYN-RECEIVED.
     pub syn_timeout: u64,
-    /// How long a SYN-RECEIVED connection is spared from eviction (its
-    /// peer's ACK may be on its way).
+    /// The longest a SYN-RECEIVED connection is spared from eviction (its
+    /// peer's ACK may be on its way); once handshakes have completed, four
+    /// times their smoothed duration, but not under 1/10 of this.
     pub evictable_after: u64,
     /// The accept queue's length.
     pub backlog: usize,
@@ -107,6 +110,9 @@ pub struct Listener<H> {
     half_open: VecDeque<(H, u64)>,
     /// Completed connections, oldest first, with the tick they were queued.
     queue: VecDeque<(H, u64)>,
+    /// The smoothed duration of this port's completed handshakes, in
+    /// ticks (0 before the first).
+    handshake: u64,
 }
 
 impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
@@ -124,7 +130,7 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 }
             }
         }
-        Ok(Listener { port, limits, listening, half_open: VecDeque::new(), queue: VecDeque::new() })
+        Ok(Listener { port, limits, listening, half_open: VecDeque::new(), queue: VecDeque::new(), handshake: 0 })
     }
 
     /// Brings the bookkeeping up to date with the sockets' states at tick
@@ -163,6 +169,8 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
             match table.state(handle) {
                 state if handshake_done(state) && self.queue.len() < self.limits.backlog => {
                     self.queue.push_back((handle, now));
+                    let took = now.saturating_sub(since).max(1);
+                    self.handshake = if self.handshake == 0 { took } else { self.handshake - self.handshake / 8 + took / 8 };
                 }
                 state if handshake_done(state) => {
                     self.half_open.push_back((handle, since));
@@ -191,7 +199,7 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
         while self.half_open.len() > self.limits.max_half_open {
             let syn_received = |&(h, _): &(H, u64)| table.state(h) == State::SynReceived;
             let victim = match self.half_open.iter().position(syn_received) {
-                Some(oldest) if now.saturating_sub(self.half_open[oldest].1) >= self.limits.evictable_after => Some(oldest),
+                Some(oldest) if now.saturating_sub(self.half_open[oldest].1) >= self.protection() => Some(oldest),
                 Some(_) => self.half_open.iter().rposition(syn_received),
                 None => None,
             };
@@ -237,6 +245,14 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
             }
         }
         events
+    }
+
+    /// How long a SYN-RECEIVED connection is spared from eviction.
+    fn protection(&self) -> u64 {
+        match self.handshake {
+            0 => self.limits.evictable_after,
+            smoothed => smoothed.saturating_mul(4).clamp(self.limits.evictable_after / 10, self.limits.evictable_after),
+        }
     }
 
     /// Takes the oldest completed connection.
@@ -452,6 +468,33 @@ mod tests {
         }
         l.update(&mut table, 2, true);
         assert_eq!(l.queued() + l.half_open(), 4);
+    }
+
+    #[test]
+    fn once_handshakes_are_seen_to_be_quick_a_flood_is_evicted_sooner() {
+        let mut table = FakeTable::default();
+        let limits = Limits { evictable_after: 100, ..LIMITS };
+        let mut l = Listener::new(&mut table, 80, limits).unwrap();
+        // A real client completes its handshake in 2 ticks.
+        let client = table.syn();
+        l.update(&mut table, 100, true);
+        table.set(client, State::Established);
+        l.update(&mut table, 102, true);
+        assert_eq!(l.accept(), Some(client));
+        // A flood fills the four slots; 10 ticks later (past 4 x 2 and the
+        // floor of 100 / 10, well under the 100 at most) the oldest goes
+        // for a new SYN.
+        let flood: Vec<u32> = (0..4)
+            .map(|_| {
+                let h = table.syn();
+                l.update(&mut table, 200, true);
+                h
+            })
+            .collect();
+        let late = table.syn();
+        assert_eq!(l.update(&mut table, 210, true).evicted, 1);
+        assert_eq!(table.forgotten, vec![flood[0]]);
+        assert_eq!(table.state(late), State::SynReceived, "the new SYN keeps its slot");
     }
 
     #[test]
