@@ -438,6 +438,9 @@ fn send(transport: &mut impl Transport, response: &Response, keep_alive: bool) -
     written.map_err(|_| None)
 }
 
+/// The most body bytes read at once, straight into the request's buffer.
+const BODY_READ: usize = 64 * 1024;
+
 /// Serves requests on `transport` until the connection ends: reads,
 /// parses (pipelined requests too), calls `handler`, writes responses;
 /// answers bad or slow requests with their status and closes. Memory for
@@ -446,7 +449,10 @@ fn send(transport: &mut impl Transport, response: &Response, keep_alive: bool) -
 /// gets 503 and the connection is closed.
 pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl FnMut(&Request) -> Response) -> End {
     let mut buffer: Vec<u8> = Vec::new();
-    let mut chunk = [0u8; 4096];
+    // Heads are read through a small chunk on the stack (a connection
+    // waiting for its next request then holds one page of stack); bodies
+    // of known length straight into the buffer.
+    let mut chunk = [0u8; 1024];
     loop {
         match next_request(&mut buffer, limits) {
             Next::Request(request) => {
@@ -454,7 +460,13 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
                 let response = handler(&request);
                 drop(request);
                 match send(transport, &response, keep_alive) {
-                    Ok(()) if keep_alive => {}
+                    Ok(()) if keep_alive => {
+                        // A connection waiting for its next request keeps no
+                        // buffer.
+                        if buffer.is_empty() {
+                            buffer = Vec::new();
+                        }
+                    }
                     Ok(()) => return End::Closed,
                     Err(Some(status)) => return End::Rejected(status),
                     Err(None) => return End::Broken,
@@ -474,15 +486,27 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
                     discard(transport, &mut chunk, room);
                     return End::Rejected(Status::ServiceUnavailable);
                 }
-                match transport.read(&mut chunk) {
-                    Ok(0) => return End::Closed,
-                    Ok(n) => {
+                let read = if room > chunk.len() {
+                    // Reserved above: no allocation.
+                    let start = buffer.len();
+                    buffer.resize(start + room.min(BODY_READ), 0);
+                    let read = transport.read(&mut buffer[start..]);
+                    buffer.truncate(start + *read.as_ref().unwrap_or(&0));
+                    read
+                } else {
+                    let read = transport.read(&mut chunk);
+                    if let Ok(n) = read {
                         if buffer.try_reserve(n).is_err() {
                             answer_and_close(transport, Status::ServiceUnavailable);
                             return End::Rejected(Status::ServiceUnavailable);
                         }
                         buffer.extend_from_slice(&chunk[..n]);
                     }
+                    read
+                };
+                match read {
+                    Ok(0) => return End::Closed,
+                    Ok(_) => {}
                     Err(TransportError::TimedOut) => {
                         answer_and_close(transport, Status::RequestTimeout);
                         return End::TimedOut;
