@@ -221,15 +221,16 @@ impl Churn {
     }
 }
 
-/// `threads` clients open connections of one request each ([`one_shot`])
-/// until `total` were tried or `duration` has passed.
+/// `threads` clients open connections of one request each ([`one_shot`],
+/// 3 s each at most) until `total` were tried or `duration` has passed.
 pub fn churn(netns: &str, addr: SocketAddrV4, threads: usize, total: usize, duration: Duration) -> Result<Churn, String> {
     let (served, failed, tried) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let start = Instant::now();
     on_threads_in_netns(netns, threads, |_| {
         while start.elapsed() < duration && tried.fetch_add(1, Ordering::Relaxed) < total {
-            let left = duration.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-            match one_shot(addr, left.min(Duration::from_secs(3))) {
+            // Every attempt gets the whole 3 s, even the last one (cut to
+            // what was left of `duration`, it failed for want of time).
+            match one_shot(addr, Duration::from_secs(3)) {
                 Ok(()) => served.fetch_add(1, Ordering::Relaxed),
                 Err(_) => {
                     // A refused client waits a moment before it tries again.

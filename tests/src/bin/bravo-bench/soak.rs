@@ -35,7 +35,9 @@ const REFUSED_PAUSE: Duration = Duration::from_millis(100);
 /// How long the guest gets to become quiet after the load.
 const SETTLE: Duration = Duration::from_secs(60);
 
-/// Requests that deserve a 4xx or a closed connection, never a hang.
+/// Requests that deserve a 4xx (501 for a transfer coding the service
+/// does not implement, as RFC 9110 says) or a closed connection, never a
+/// hang.
 const MALFORMED: &[&[u8]] = &[
     b"GARBAGE\r\n\r\n",
     b"GET / HTTP/9.9\r\n\r\n",
@@ -64,7 +66,7 @@ impl Phase {
     fn name(self) -> &'static str {
         match self {
             Phase::Churn => "churn of one-request connections",
-            Phase::Malformed => "malformed requests (answered 4xx or closed)",
+            Phase::Malformed => "malformed requests (answered 4xx/501 or closed)",
             Phase::SlowClients => "slow clients (trickling, or silent halfway)",
             Phase::SynFlood => "SYN flood (new connections tried meanwhile)",
             Phase::RstFlood => "RST flood (new connections tried meanwhile)",
@@ -300,7 +302,8 @@ fn sum(counts: Vec<(u64, u64)>) -> (u64, u64) {
 }
 
 /// Sends malformed requests on fresh connections for `length`: each must
-/// be answered with a 4xx or see its connection closed within 15 s.
+/// be answered with a 4xx (or 501) or see its connection closed within
+/// 15 s.
 fn malformed(length: Duration) -> (u64, u64) {
     let start = Instant::now();
     let (mut ok, mut failed) = (0, 0);
@@ -327,8 +330,8 @@ fn malformed(length: Duration) -> (u64, u64) {
     (ok, failed)
 }
 
-/// Whether the server answered a 4xx, or closed or reset the connection,
-/// before the read timeout.
+/// Whether the server answered a 4xx or 501, or closed or reset the
+/// connection, before the read timeout.
 fn refused_cleanly(stream: &mut TcpStream) -> bool {
     let mut head = [0u8; 12];
     let mut got = 0;
@@ -338,7 +341,7 @@ fn refused_cleanly(stream: &mut TcpStream) -> bool {
             Ok(n) => {
                 got += n;
                 if got == head.len() {
-                    return head.starts_with(b"HTTP/1.1 4");
+                    return head.starts_with(b"HTTP/1.1 4") || head.starts_with(b"HTTP/1.1 501");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
