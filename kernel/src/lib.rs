@@ -55,8 +55,11 @@ pub mod net;
 mod net {
     #[allow(dead_code)] // only NetError::NoBufferSpace is used by the tests
     mod error;
+    // Parts the kernel uses but these tests do not.
+    #[allow(dead_code)]
     mod ingress_guard;
     mod listener;
+    #[allow(dead_code)]
     mod sockets;
     pub use error::NetError;
 }
