@@ -38,7 +38,7 @@ fn every_route_answers() {
     let stats = get(port, "/stats");
     assert_eq!(stats.status, 200);
     let json = String::from_utf8_lossy(&stats.body).into_owned();
-    for key in ["\"uptime_ms\":", "\"cpus\":2", "\"threads_per_cpu\":[", "\"requests\":", "\"rx_packets\":", "\"tx_bytes\":", "\"tx_dropped\":", "\"free_bytes\":", "\"sockets\":", "\"tcp_refused\":", "\"half_open_evicted\":", "\"timed_out\":", "\"rounds\":", "\"last_round_ms\":"] {
+    for key in ["\"uptime_ms\":", "\"cpus\":2", "\"threads_per_cpu\":[", "\"requests\":", "\"rx_packets\":", "\"tx_bytes\":", "\"tx_dropped\":", "\"free_bytes\":", "\"sockets\":", "\"tcp_refused\":", "\"half_open_evicted\":", "\"timed_out\":", "\"rounds\":", "\"last_round_ms\":", "\"stack_bytes\":", "\"page_table_bytes\":"] {
         assert_eq!(json.matches(key).count(), 1, "{key} not once in /stats: {json}");
     }
     let echo = request(&mut connect(port).unwrap(), "POST", "/echo", b"some \x00 bytes").unwrap();

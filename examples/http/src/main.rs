@@ -5,7 +5,9 @@
 //! - `GET /stats`: JSON with uptime, cpus, threads per cpu, requests
 //!   served, the NIC's packets, bytes, drops and errors, the network
 //!   stack's sockets, refused, evicted and timed-out connections and
-//!   rounds, and free memory per NUMA node;
+//!   rounds and socket buffer memory, the memory committed in thread
+//!   stacks (and the page tables of lazily committed memory), and free
+//!   memory per NUMA node;
 //! - `POST /echo`: the request body back.
 //!
 //! Each connection gets a thread, created in turn on every cpu with
@@ -176,6 +178,12 @@ fn stats() -> String {
         net.buffer_bytes,
         net.rounds,
         net.last_round_ms
+    );
+    let lazy = bravo::memory::lazy::stats();
+    let _ = write!(
+        json,
+        "\"lazy\":{{\"stack_bytes\":{},\"page_table_bytes\":{}}},",
+        lazy.stack_bytes, lazy.page_table_bytes
     );
     let _ = writeln!(json, "\"memory\":[{}]}}", memory.join(","));
     json
