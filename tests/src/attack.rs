@@ -537,13 +537,18 @@ impl std::fmt::Display for FloodReport {
 
 /// A small, seeded xorshift64* generator (frames must be repeatable, and
 /// need no cryptographic quality).
-struct Rng(u64);
+pub struct Rng(u64);
 
 impl Rng {
-    fn new(seed: u64) -> Rng {
+    pub fn new(seed: u64) -> Rng {
         Rng(seed | 1)
     }
-    fn next(&mut self) -> u64 {
+    /// Seeded from the clock (a different sequence each run).
+    pub fn seeded() -> Rng {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        Rng::new(nanos)
+    }
+    pub fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -639,9 +644,7 @@ fn ip_checksum(src: Ipv4Address, protocol: IpProtocol, segment: &[u8]) -> u16 {
 
 /// A TCP segment to the guest as a [`TcpRepr`] says (valid checksums).
 fn tcp_frame(src: Source, repr: &TcpRepr) -> Vec<u8> {
-    let mut segment = vec![0u8; repr.buffer_len()];
-    repr.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), &src.ip.into(), &GUEST_IP.into(), &ChecksumCapabilities::default());
-    ipv4_frame(src, IpProtocol::Tcp, &segment)
+    crate::traffic::tcp_frame(src.mac, GUEST_MAC, src.ip, GUEST_IP, repr)
 }
 
 /// The flags of a hand-made TCP header.

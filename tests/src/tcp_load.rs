@@ -18,11 +18,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use smoltcp::phy::ChecksumCapabilities;
-use smoltcp::wire::{
-    EthernetAddress, EthernetFrame, EthernetProtocol, EthernetRepr, IpProtocol, Ipv4Address, Ipv4Packet, Ipv4Repr,
-    TcpControl, TcpPacket, TcpRepr, TcpSeqNumber,
-};
+use smoltcp::wire::{EthernetAddress, Ipv4Address, TcpControl, TcpRepr, TcpSeqNumber};
+
+use crate::attack::Rng;
 
 /// The guest's address and prefix on the tap: a /16, so that spoofed
 /// sources in 10.0.1.0–10.0.254.255 are on its link (it answers them
@@ -488,7 +486,7 @@ impl Flood {
                     return Err(e);
                 }
             };
-            let mut random = XorShift::seeded();
+            let mut random = Rng::seeded();
             let (start, mut sent) = (Instant::now(), 0u64);
             while !stopped.load(Ordering::Relaxed) {
                 let due = (start.elapsed().as_secs_f64() * f64::from(rate)) as u64;
@@ -559,28 +557,11 @@ impl PacketSocket {
     }
 }
 
-/// A small xorshift generator: spoofed addresses need no cryptography.
-pub struct XorShift(u64);
-
-impl XorShift {
-    pub fn seeded() -> XorShift {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
-        XorShift(nanos | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// One spoofed segment of `kind` to `target`, as an Ethernet frame with
 /// valid checksums: a random on-link source (10.0.1.0–10.0.254.255) with a
 /// random locally administered MAC, port and sequence number.
-pub fn spoofed_segment(random: &mut XorShift, kind: FloodKind, target: SocketAddrV4) -> Vec<u8> {
-    let r = random.next_u64();
+pub fn spoofed_segment(random: &mut Rng, kind: FloodKind, target: SocketAddrV4) -> Vec<u8> {
+    let r = random.next();
     let source = Ipv4Address::new(10, 0, 1 + (r % 254) as u8, (r >> 8) as u8);
     let mac = EthernetAddress([0x02, (r >> 16) as u8, (r >> 24) as u8, (r >> 32) as u8, (r >> 40) as u8, 0x01]);
     let (control, max_seg_size) = match kind {
@@ -591,7 +572,7 @@ pub fn spoofed_segment(random: &mut XorShift, kind: FloodKind, target: SocketAdd
         src_port: 1024 + (r >> 48) as u16 % 64000,
         dst_port: target.port(),
         control,
-        seq_number: TcpSeqNumber(random.next_u64() as i32),
+        seq_number: TcpSeqNumber(random.next() as i32),
         ack_number: None,
         window_len: 64240,
         window_scale: None,
@@ -601,22 +582,13 @@ pub fn spoofed_segment(random: &mut XorShift, kind: FloodKind, target: SocketAdd
         timestamp: None,
         payload: &[],
     };
-    let target_ip = *target.ip();
-    let eth = EthernetRepr { src_addr: mac, dst_addr: GUEST_MAC, ethertype: EthernetProtocol::Ipv4 };
-    let ip = Ipv4Repr { src_addr: source, dst_addr: target_ip, next_header: IpProtocol::Tcp, payload_len: segment.buffer_len(), hop_limit: 64 };
-    let mut bytes = vec![0u8; eth.buffer_len() + ip.buffer_len() + segment.buffer_len()];
-    let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
-    eth.emit(&mut frame);
-    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-    let checksums = ChecksumCapabilities::default();
-    ip.emit(&mut packet, &checksums);
-    segment.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &source.into(), &target_ip.into(), &checksums);
-    bytes
+    crate::traffic::tcp_frame(mac, GUEST_MAC, source, *target.ip(), &segment)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use smoltcp::wire::{EthernetFrame, Ipv4Packet, TcpPacket};
 
     #[test]
     fn stats_are_read_with_and_without_the_net_object() {
@@ -631,7 +603,7 @@ mod tests {
 
     #[test]
     fn spoofed_segments_parse_with_valid_checksums() {
-        let mut random = XorShift::seeded();
+        let mut random = Rng::seeded();
         for kind in [FloodKind::Syn, FloodKind::Rst] {
             let bytes = spoofed_segment(&mut random, kind, GUEST);
             let frame = EthernetFrame::new_checked(&bytes[..]).unwrap();

@@ -438,6 +438,21 @@ pub fn udp_frame(
     bytes
 }
 
+/// An Ethernet/IPv4/TCP frame of the segment `repr` says, with valid
+/// checksums.
+pub fn tcp_frame(src_mac: EthernetAddress, dst_mac: EthernetAddress, src_ip: Ipv4Address, dst_ip: Ipv4Address, repr: &TcpRepr) -> Vec<u8> {
+    let eth = EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv4 };
+    let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Tcp, payload_len: repr.buffer_len(), hop_limit: 64 };
+    let mut bytes = vec![0u8; eth.buffer_len() + ip.buffer_len() + repr.buffer_len()];
+    let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
+    eth.emit(&mut frame);
+    let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
+    let checksums = ChecksumCapabilities::default();
+    ip.emit(&mut packet, &checksums);
+    repr.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src_ip.into(), &dst_ip.into(), &checksums);
+    bytes
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
