@@ -134,14 +134,34 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
     }
 
     /// Brings the bookkeeping up to date with the sockets' states at tick
-    /// `now`: new connections move from LISTEN to the handshake list,
-    /// completed ones to the accept queue; the bounds are enforced; LISTEN
-    /// is topped up. `admit` false refuses every new connection (memory
-    /// is short). Cheap when nothing changed: it looks at this port's
-    /// sockets only.
+    /// `now` (once per round): new connections move from LISTEN to the
+    /// handshake list, completed ones to the accept queue; the bounds are
+    /// enforced; LISTEN is topped up. `admit` false refuses every new
+    /// connection (memory is short).
     pub fn update<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, admit: bool) -> Events {
         let mut events = Events::default();
-        // Sockets that took a SYN.
+        self.take_syns(table, now, admit, &mut events);
+        self.settle_handshakes(table, now, &mut events);
+        self.enforce_half_open_limit(table, now, &mut events);
+        self.expire_queue(table, now, &mut events);
+        self.top_up(table);
+        events
+    }
+
+    /// What the next SYN needs, after a frame changed a socket: sockets
+    /// that took a SYN leave LISTEN and LISTEN is topped up. It looks at
+    /// the listening sockets only; the half-open limit waits for the
+    /// round's [`update`](Self::update), so it is passed by at most one
+    /// round's frames.
+    pub fn refill<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, admit: bool) -> Events {
+        let mut events = Events::default();
+        self.take_syns(table, now, admit, &mut events);
+        self.top_up(table);
+        events
+    }
+
+    /// Sockets that took a SYN join the handshakes (or are refused).
+    fn take_syns<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, admit: bool, events: &mut Events) {
         let mut i = 0;
         while i < self.listening.len() {
             let handle = self.listening[i];
@@ -162,7 +182,11 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 }
             }
         }
-        // Handshakes: completed, failed, too old.
+    }
+
+    /// Handshakes: completed ones go to the queue, failed or too old ones
+    /// away.
+    fn settle_handshakes<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, events: &mut Events) {
         let mut kept = 0;
         for _ in 0..self.half_open.len() {
             let Some((handle, since)) = self.half_open.pop_front() else { break };
@@ -190,12 +214,15 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
             }
         }
         debug_assert_eq!(kept, self.half_open.len());
-        // Too many handshakes. The oldest SYN-RECEIVED goes, if its peer
-        // has had time to answer (a flood's forged SYNs never do); while
-        // every one is young (a burst of real clients) the newest SYN is
-        // dropped instead, before its SYN-ACK leaves, and its client
-        // retransmits. Slots all held by completed connections: the
-        // newest is refused.
+    }
+
+    /// Too many handshakes. The oldest SYN-RECEIVED goes, if its peer
+    /// has had time to answer (a flood's forged SYNs never do); while
+    /// every one is young (a burst of real clients) the newest SYN is
+    /// dropped instead, before its SYN-ACK leaves, and its client
+    /// retransmits. Slots all held by completed connections: the newest
+    /// is refused.
+    fn enforce_half_open_limit<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, events: &mut Events) {
         while self.half_open.len() > self.limits.max_half_open {
             let syn_received = |&(h, _): &(H, u64)| table.state(h) == State::SynReceived;
             let victim = match self.half_open.iter().position(syn_received) {
@@ -216,8 +243,11 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 }
             }
         }
-        // The accept queue: connections reset before they were accepted
-        // are dropped; none waits for ever.
+    }
+
+    /// The accept queue: connections reset before they were accepted are
+    /// dropped; none waits for ever.
+    fn expire_queue<T: Table<Handle = H>>(&mut self, table: &mut T, now: u64, events: &mut Events) {
         let mut i = 0;
         while i < self.queue.len() {
             let (handle, queued) = self.queue[i];
@@ -232,7 +262,10 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 i += 1;
             }
         }
-        // The next SYN must find a socket in LISTEN, whatever its set.
+    }
+
+    /// The next SYN must find a socket in LISTEN, whatever its set.
+    fn top_up<T: Table<Handle = H>>(&mut self, table: &mut T) {
         if self.listening.len() < self.limits.spare.max(1) * table.sets() {
             for set in 0..table.sets() {
                 let listening = self.listening.iter().filter(|&&h| table.set_of(h) == set).count();
@@ -244,7 +277,6 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 }
             }
         }
-        events
     }
 
     /// How long a SYN-RECEIVED connection is spared from eviction.
@@ -401,6 +433,22 @@ mod tests {
         }
         assert_eq!(listening_per_set(&table), [2, 2, 2]);
         assert_eq!(table.states.len(), 6 + 4, "six listening, four half-open (the cap)");
+    }
+
+    #[test]
+    fn refilling_after_a_frame_only_replaces_the_listening_socket() {
+        let mut table = FakeTable::default();
+        let mut l = listener(&mut table);
+        let done = table.syn();
+        l.update(&mut table, 1, true);
+        table.set(done, State::Established);
+        let syn = table.syn();
+        l.refill(&mut table, 2, true);
+        assert_eq!(table.states.values().filter(|&&s| s == State::Listen).count(), 2);
+        assert_eq!((l.half_open(), l.queued()), (2, 0), "completed handshakes wait for the round");
+        assert_eq!(table.state(syn), State::SynReceived);
+        l.update(&mut table, 3, true);
+        assert_eq!((l.half_open(), l.queued()), (1, 1));
     }
 
     #[test]

@@ -414,7 +414,8 @@ impl Stack {
         let mut frames = 0;
         while frames < INGRESS_BUDGET {
             // smoltcp sees the frame with its connection's socket set only.
-            let Some(set) = self.nic.peek_frame().map(|frame| self.sockets.set_of_frame(frame)) else {
+            let peeked = self.nic.peek_frame().map(|frame| (self.sockets.set_of_frame(frame), frame.get(12..14) == Some(&[0x08, 0x06])));
+            let Some((set, arp)) = peeked else {
                 // Nothing waits, or a bad frame: taken here (and counted
                 // by the driver), as smoltcp would discard it.
                 if self.nic.receive_with(|_| ()).is_none() {
@@ -423,7 +424,6 @@ impl Stack {
                 frames += 1;
                 continue;
             };
-            let arp = self.nic.peek_frame().is_some_and(|frame| frame.get(12..14) == Some(&[0x08, 0x06]));
             let mut nic = Guarded { device: &mut self.nic, guard: &mut self.guard };
             let result = self.iface.poll_ingress_single(now, &mut nic, self.sockets.set_mut(set));
             if arp {
@@ -436,10 +436,8 @@ impl Stack {
                 smoltcp::iface::PollIngressSingleResult::PacketProcessed => frames += 1,
                 smoltcp::iface::PollIngressSingleResult::SocketStateChanged => {
                     frames += 1;
-                    // A SYN may have taken a listening socket: put another
-                    // in place before the next frame, which may be a SYN
-                    // too (smoltcp resets connections nobody listens for).
-                    self.update_listeners();
+                    // A SYN may have taken a listening socket.
+                    self.refill_listeners();
                 }
             }
         }

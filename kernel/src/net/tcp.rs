@@ -85,15 +85,26 @@ impl Table for Sockets<'_> {
 }
 
 impl Stack {
-    /// Brings every listening port up to date (after a frame changed a
-    /// socket's state, and once per round): see `listener`.
+    /// Brings every listening port up to date, once per round: see
+    /// `listener`.
     pub fn update_listeners(&mut self) {
+        self.each_listener(|listener, sockets, now, admit| listener.update(sockets, now, admit));
+    }
+
+    /// Puts a socket back in LISTEN wherever a frame's SYN took one, before
+    /// the next frame (which may be a SYN too: smoltcp resets connections
+    /// nobody listens for).
+    pub fn refill_listeners(&mut self) {
+        self.each_listener(|listener, sockets, now, admit| listener.refill(sockets, now, admit));
+    }
+
+    fn each_listener(&mut self, step: impl Fn(&mut Listener<SocketId>, &mut Sockets<'_>, u64, bool) -> Events) {
         let now = tsc::now();
         let admit = self.admits_connections();
         let mut listeners = core::mem::take(&mut self.listeners);
         let mut events = Events::default();
         for listener in &mut listeners {
-            events += listener.update(&mut Sockets(self), now, admit);
+            events += step(listener, &mut Sockets(self), now, admit);
         }
         self.listeners = listeners;
         static SHORT: RateLimit = RateLimit::new();
