@@ -32,17 +32,17 @@
 //! *Critical* allocations may use the reserve: the scheduler loop's (no
 //! thread runs: messages, timers, remote thread creation), those of threads
 //! that called [`allow_for_current_thread`] (the network thread, for good),
-//! and the frames the kernel takes directly (page tables, thread stacks:
-//! `frames::alloc_frames` has no floor). A critical thread doing work on
-//! an application's behalf (a new connection's socket buffers) wraps it in
-//! [`as_ordinary`], so that applications cannot reach the reserve through
-//! it. Thread control blocks are ordinary: under pressure `spawn_on` fails
+//! and the frames the kernel takes directly (page tables, thread stacks
+//! and socket buffers, committed page by page: `frames::alloc_frames` has
+//! no floor). Applications cannot reach the reserve through the network
+//! thread: it refuses new connections once memory is under pressure.
+//! Thread control blocks are ordinary: under pressure `spawn_on` fails
 //! with `OutOfMemory` instead of using the reserve.
 //!
 //! Counters: allocations the global allocator refused (and their bytes),
 //! and critical allocations that took a node below its reserve.
 
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::frames;
 use crate::topology::MAX_NODES;
@@ -58,8 +58,6 @@ static RESERVE: [AtomicUsize; MAX_NODES] = [const { AtomicUsize::new(0) }; MAX_N
 
 /// Raw ids of the threads that may use the reserve (0: a free slot).
 static MARKED: [AtomicU64; MARKS] = [const { AtomicU64::new(0) }; MARKS];
-/// Set while a marked thread runs [`as_ordinary`] work.
-static SUSPENDED: [AtomicBool; MARKS] = [const { AtomicBool::new(false) }; MARKS];
 
 static REFUSED: AtomicUsize = AtomicUsize::new(0);
 static REFUSED_BYTES: AtomicUsize = AtomicUsize::new(0);
@@ -128,23 +126,11 @@ pub fn allow_for_current_thread() -> Result<(), MarkError> {
     Err(MarkError::NoSlot)
 }
 
-/// Runs `f` with the calling thread's allocations ordinary, whatever its
-/// mark (for work a critical thread does on an application's behalf, such
-/// as a new connection's buffers). `f` must not park the thread (it would
-/// stay ordinary while asleep; nothing else changes).
-pub fn as_ordinary<R>(f: impl FnOnce() -> R) -> R {
-    let Some(slot) = current_thread().and_then(slot_of) else { return f() };
-    let was = SUSPENDED[slot].swap(true, Ordering::AcqRel);
-    let result = f();
-    SUSPENDED[slot].store(was, Ordering::Release);
-    result
-}
-
 /// Whether the running code may use the reserve.
 pub fn current_may_use() -> bool {
     match current_thread() {
         None => true,
-        Some(me) => slot_of(me).is_some_and(|slot| !SUSPENDED[slot].load(Ordering::Acquire)),
+        Some(me) => slot_of(me).is_some(),
     }
 }
 
@@ -158,13 +144,6 @@ pub(super) fn floor(node: usize, bytes: usize, critical: bool) -> usize {
     } else {
         reserve(node)
     }
-}
-
-/// Whether an ordinary allocation of `bytes` of frames on `node` would be
-/// admitted now (for kernel code that takes frames on an application's
-/// behalf, such as an application thread's stack).
-pub fn admits(node: usize, bytes: usize) -> bool {
-    frames::free_bytes(node).checked_sub(bytes).is_some_and(|left| left >= floor(node, bytes, current_may_use()))
 }
 
 /// Counts an allocation the global allocator returned null for.

@@ -89,11 +89,6 @@ impl GuardedStack {
         }
     }
 
-    /// Whether the stack is lazily committed.
-    pub fn is_lazy(&self) -> bool {
-        matches!(self.0, Memory::Lazy(_))
-    }
-
     /// Hands the stack over for good (for cpus' own stacks).
     pub fn leak(self) -> u64 {
         let top = self.top();
