@@ -1,6 +1,7 @@
 # Bravo's commands. `just` lists them.
 #
 # Environment: BOOT=limine|limine-uefi|pvh, ACCEL=kvm|tcg, CPUS, MEM (MiB),
+# MACHINE=q35|microvm (microvm: PVH boot, virtio over MMIO), NIC=e1000|virtio,
 # LIMINE_DIR (where Limine's files are, else /usr/share/limine).
 
 set shell := ["bash", "-euo", "pipefail", "-c"]

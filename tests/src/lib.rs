@@ -100,6 +100,122 @@ impl Accel {
     }
 }
 
+/// The guest's network card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Nic {
+    /// QEMU's Intel 82540EM (`-device e1000`), PCI: q35 only.
+    E1000,
+    /// virtio-net, modern (virtio 1.x) only: `virtio-net-pci,disable-legacy=on`
+    /// on q35, `virtio-net-device` (virtio over MMIO) on microvm.
+    Virtio,
+}
+
+impl Nic {
+    /// Both cards, for tests that run on each.
+    pub const ALL: [Nic; 2] = [Nic::E1000, Nic::Virtio];
+
+    /// `e1000` or `virtio`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "e1000" => Ok(Nic::E1000),
+            "virtio" => Ok(Nic::Virtio),
+            other => Err(format!("NIC={other}: expected e1000 or virtio")),
+        }
+    }
+
+    /// `NIC=e1000|virtio` from the environment, else the machine type's
+    /// card (virtio on microvm, which has no PCI bus; e1000 on q35).
+    pub fn from_env_or_default(machine: MachineType) -> Result<Self, String> {
+        match std::env::var("NIC").as_deref() {
+            Ok("") | Err(_) => Ok(machine.default_nic()),
+            Ok(text) => Nic::parse(text),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Nic::E1000 => "e1000",
+            Nic::Virtio => "virtio",
+        }
+    }
+}
+
+/// QEMU's machine type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MachineType {
+    /// `-machine q35`: PCI(e), firmware (SeaBIOS, or OVMF), ACPI.
+    Q35,
+    /// `-M microvm` (Firecracker's machine model): no PCI, no firmware
+    /// beyond qboot, the ELF booted by PVH (`-kernel`), devices on
+    /// virtio over MMIO. See [`MICROVM`] for the options the harness sets.
+    Microvm,
+}
+
+/// The `-M` value of [`MachineType::Microvm`]. `acpi=off`: with ACPI,
+/// QEMU 10 describes its virtio-mmio transports only in the DSDT; without,
+/// it appends a `virtio_mmio.device=SIZE@ADDR:IRQ` word per device to the
+/// kernel command line (its `auto-kernel-cmdline`), as Firecracker does.
+/// Without ACPI there is no MADT either, so the guest finds one cpu; an
+/// option after the type (`MACHINE=microvm,acpi=on`) overrides it.
+pub const MICROVM: &str = "microvm,acpi=off";
+
+impl MachineType {
+    /// Both machine types.
+    pub const ALL: [MachineType; 2] = [MachineType::Q35, MachineType::Microvm];
+
+    /// `q35` or `microvm`, optionally followed by QEMU `-M` options
+    /// (`microvm,pit=off`): the type and the options.
+    pub fn parse(text: &str) -> Result<(Self, Vec<String>), String> {
+        let mut parts = text.split(',');
+        let kind = match parts.next().unwrap_or("") {
+            "q35" => MachineType::Q35,
+            "microvm" => MachineType::Microvm,
+            other => return Err(format!("MACHINE={other}: expected q35 or microvm (optionally with QEMU -M options: microvm,pit=off)")),
+        };
+        let options: Vec<String> = parts.map(String::from).collect();
+        if let Some(bad) = options.iter().find(|o| !o.contains('=')) {
+            return Err(format!("MACHINE={text}: `{bad}` is not a KEY=VALUE option"));
+        }
+        Ok((kind, options))
+    }
+
+    /// `MACHINE=q35|microvm[,OPTIONS]` from the environment, else q35.
+    pub fn from_env_or_default() -> Result<(Self, Vec<String>), String> {
+        match std::env::var("MACHINE").as_deref() {
+            Ok("") | Err(_) => Ok((MachineType::Q35, Vec::new())),
+            Ok(text) => MachineType::parse(text),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MachineType::Q35 => "q35",
+            MachineType::Microvm => "microvm",
+        }
+    }
+
+    /// The card this machine type has when none is chosen.
+    pub fn default_nic(self) -> Nic {
+        match self {
+            MachineType::Q35 => Nic::E1000,
+            MachineType::Microvm => Nic::Virtio,
+        }
+    }
+
+    /// QEMU's `-device` for `nic` on this machine type, attached to netdev
+    /// `n0`; `Err` for a card the machine cannot have.
+    pub fn nic_device(self, nic: Nic) -> Result<&'static str, String> {
+        match (self, nic) {
+            (MachineType::Q35, Nic::E1000) => Ok("e1000,netdev=n0"),
+            (MachineType::Q35, Nic::Virtio) => Ok("virtio-net-pci,disable-legacy=on,netdev=n0"),
+            (MachineType::Microvm, Nic::Virtio) => Ok("virtio-net-device,netdev=n0"),
+            (MachineType::Microvm, Nic::E1000) => {
+                Err("an e1000 needs a PCI bus and microvm has none: use NIC=virtio (virtio over MMIO) or MACHINE=q35".into())
+            }
+        }
+    }
+}
+
 extern "C" {
     fn sysconf(name: i32) -> i64;
 }
@@ -198,12 +314,19 @@ pub struct Machine {
     timeout: Duration,
     gdb: bool,
     netns: Option<String>,
+    nic: Nic,
+    machine_type: MachineType,
+    /// Extra `-M` options (`pit=off`), after the type's own.
+    machine_options: Vec<String>,
+    /// The `-netdev` of the guest's card, if it has one (the card itself
+    /// is added by [`Machine::command`], from `nic` and `machine_type`).
+    netdev: Option<String>,
 }
 
 impl Machine {
     /// A machine booting image `name` (a package name under
     /// `target/x86_64-unknown-none/release/`, or a path) by PVH under TCG,
-    /// 1 cpu, 256 MiB.
+    /// 1 cpu, 256 MiB, on q35 with an e1000 (when a network is added).
     pub fn new(name: &str) -> Self {
         Self {
             image: image_path(name),
@@ -218,7 +341,40 @@ impl Machine {
             timeout: Duration::from_secs(60),
             gdb: false,
             netns: None,
+            nic: Nic::E1000,
+            machine_type: MachineType::Q35,
+            machine_options: Vec::new(),
+            netdev: None,
         }
+    }
+
+    /// The network card the network builders ([`Machine::user_net`] and
+    /// the others) attach, whenever this is called.
+    pub fn nic(mut self, nic: Nic) -> Self {
+        self.nic = nic;
+        self
+    }
+    /// QEMU's machine type. [`MachineType::Microvm`] boots by PVH only,
+    /// has no NUMA and no PCI (so its card is virtio over MMIO).
+    pub fn machine_type(mut self, machine_type: MachineType) -> Self {
+        self.machine_type = machine_type;
+        self
+    }
+    /// An extra `-M` option (`pit=off`, `acpi=on`).
+    pub fn machine_option(mut self, option: &str) -> Self {
+        self.machine_options.push(option.into());
+        self
+    }
+    /// A virtio card on microvm (virtio over MMIO): `machine_type(Microvm)`
+    /// and `nic(Virtio)`.
+    pub fn microvm(self) -> Self {
+        self.machine_type(MachineType::Microvm).nic(Nic::Virtio)
+    }
+    pub fn nic_kind(&self) -> Nic {
+        self.nic
+    }
+    pub fn machine_kind(&self) -> MachineType {
+        self.machine_type
     }
 
     pub fn boot(mut self, boot: Boot) -> Self {
@@ -255,7 +411,7 @@ impl Machine {
             .cpus(4)
             .args(["-numa", "dist,src=0,dst=1,val=30"])
     }
-    /// An e1000 on QEMU user networking (the guest gets 10.0.2.15 by DHCP;
+    /// The guest's card on QEMU user networking (the guest gets 10.0.2.15 by DHCP;
     /// 10.0.2.2 is the host's loopback), with each `(host, guest)` port
     /// pair forwarded from 127.0.0.1 for TCP and UDP.
     pub fn user_net(self, forwards: &[(u16, u16)]) -> Self {
@@ -263,10 +419,16 @@ impl Machine {
             .iter()
             .flat_map(|(host, guest)| ["tcp", "udp"].map(|p| format!(",hostfwd={p}:127.0.0.1:{host}-:{guest}")))
             .collect();
-        self.args(["-device", "e1000,netdev=n0", "-netdev", &format!("user,id=n0{rules}")])
+        self.netdev(format!("user,id=n0{rules}"))
     }
 
-    /// An e1000 on restricted QEMU user networking (nothing the guest sends
+    /// The guest's card (see [`Machine::nic`]) on netdev `n0` = `netdev`.
+    fn netdev(mut self, netdev: String) -> Self {
+        self.netdev = Some(netdev);
+        self
+    }
+
+    /// The guest's card on restricted QEMU user networking (nothing the guest sends
     /// leaves for the host's networks; each `(host, guest)` TCP port pair
     /// is forwarded from 127.0.0.1) with the harness spliced into the link
     /// by two net filters (see [`attack::Lan`]): frames written to
@@ -278,7 +440,7 @@ impl Machine {
     pub fn user_net_spliced(self, forwards: &[(u16, u16)], lan: &attack::LanPaths) -> Self {
         let rules: String = forwards.iter().map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}")).collect();
         let chardev = |id: &str, path: &Path| format!("socket,id={id},path={}", path.display());
-        self.args(["-device", "e1000,netdev=n0", "-netdev", &format!("user,id=n0,restrict=on{rules}")])
+        self.netdev(format!("user,id=n0,restrict=on{rules}"))
             .args(["-chardev", &chardev("lan-inject", &lan.inject)])
             .args(["-chardev", &chardev("lan-guest-out", &lan.guest_out)])
             .args(["-chardev", &chardev("lan-to-user-net", &lan.to_user_net)])
@@ -288,7 +450,7 @@ impl Machine {
             .args(["-object", "filter-redirector,id=lan-out,netdev=n0,queue=rx,outdev=lan-guest-out,indev=lan-to-user-net"])
     }
 
-    /// An e1000 whose wire is a pair of unix datagram sockets, one frame
+    /// The guest's card with a wire that is a pair of unix datagram sockets, one frame
     /// per datagram: QEMU receives on `guest` and sends to `host`.
     pub fn dgram_net(self, guest: &Path, host: &Path) -> Self {
         let netdev = format!(
@@ -296,15 +458,14 @@ impl Machine {
             guest.display(),
             host.display()
         );
-        self.args(["-device", "e1000,netdev=n0", "-netdev", &netdev])
+        self.netdev(netdev)
     }
 
-    /// An e1000 on the tap device `tap` of network namespace `netns`
+    /// The guest's card on the tap device `tap` of network namespace `netns`
     /// (QEMU then runs inside that namespace; see [`netns::Netns`]).
     pub fn tap_net(mut self, netns: &str, tap: &str) -> Self {
         self.netns = Some(netns.into());
-        let netdev = format!("tap,id=n0,ifname={tap},script=no,downscript=no");
-        self.args(["-device", "e1000,netdev=n0", "-netdev", &netdev])
+        self.netdev(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
     }
 
     pub fn cmdline(mut self, cmdline: &str) -> Self {
@@ -353,13 +514,35 @@ impl Machine {
             Accel::Tcg => "max".into(),
             Accel::Kvm => "host".into(),
         });
-        cmd.args(["-machine", "q35", "-accel", self.accel.name(), "-cpu", &cpu_model]);
+        let machine = match self.machine_type {
+            MachineType::Q35 => "q35".to_string(),
+            MachineType::Microvm => {
+                if self.boot != Boot::Pvh {
+                    return Err(format!(
+                        "microvm has no firmware to boot a Limine ISO ({:?}): it boots the ELF by PVH (BOOT=pvh)",
+                        self.boot
+                    ));
+                }
+                if !self.numa.is_empty() {
+                    return Err("microvm ignores -numa (its guest sees one node): use MACHINE=q35 for NUMA".into());
+                }
+                MICROVM.to_string()
+            }
+        };
+        let machine = self.machine_options.iter().fold(machine, |m, o| format!("{m},{o}"));
+        cmd.args(["-machine", &machine, "-accel", self.accel.name(), "-cpu", &cpu_model]);
         cmd.args(["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
         for (id, node) in self.numa.iter().enumerate() {
             cmd.args(["-object", &format!("memory-backend-ram,id=m{id},size={}M", node.memory_mib)]);
             cmd.args(["-numa", &format!("node,nodeid={id},cpus={}-{},memdev=m{id}", node.cpus.start(), node.cpus.end())]);
         }
         cmd.args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
+        if self.machine_type == MachineType::Microvm {
+            // No ~/.config/qemu or /etc/qemu files; modern virtio-mmio
+            // (QEMU's microvm makes its transports legacy, version 1, by
+            // default, and Firecracker's are version 2).
+            cmd.args(["-no-user-config", "-global", "virtio-mmio.force-legacy=false"]);
+        }
         cmd.args(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]);
         match self.boot {
             Boot::Pvh => {
@@ -378,6 +561,9 @@ impl Machine {
         }
         if self.gdb {
             cmd.args(["-s", "-S"]);
+        }
+        if let Some(netdev) = &self.netdev {
+            cmd.args(["-device", self.machine_type.nic_device(self.nic)?, "-netdev", netdev]);
         }
         cmd.args(&self.extra);
         Ok(cmd)
@@ -639,5 +825,63 @@ impl Run {
         assert!(failed == 0 && passed > 0, "suite {suite}: {counts}; serial:\n{}", self.serial());
         self.assert_success();
         passed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A machine whose image exists (the test binary itself: `command`
+    /// only checks that the file is there).
+    fn machine() -> Machine {
+        Machine::new(std::env::current_exe().unwrap().to_str().unwrap())
+    }
+
+    fn words(machine: &Machine) -> Vec<String> {
+        let cmd = machine.command().unwrap();
+        cmd.get_args().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    fn has(words: &[String], pair: [&str; 2]) -> bool {
+        words.windows(2).any(|w| w[0] == pair[0] && w[1] == pair[1])
+    }
+
+    #[test]
+    fn the_card_follows_the_nic_and_machine_type_whenever_they_are_chosen() {
+        let q35 = words(&machine().user_net(&[(8080, 80)]));
+        assert!(has(&q35, ["-machine", "q35"]) && has(&q35, ["-device", "e1000,netdev=n0"]), "{q35:?}");
+        // The card may be chosen after the network.
+        let pci = words(&machine().user_net(&[]).nic(Nic::Virtio));
+        assert!(has(&pci, ["-device", "virtio-net-pci,disable-legacy=on,netdev=n0"]), "{pci:?}");
+        let mmio = words(&machine().microvm().cpus(1).tap_net("ns", "tap0"));
+        assert!(has(&mmio, ["-machine", MICROVM]) && has(&mmio, ["-device", "virtio-net-device,netdev=n0"]), "{mmio:?}");
+        assert!(has(&mmio, ["-global", "virtio-mmio.force-legacy=false"]) && has(&mmio, ["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]));
+        assert!(has(&mmio, ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]) && has(&mmio, ["-serial", "stdio"]));
+        assert!(mmio.iter().any(|w| w == "-no-user-config"));
+        // No network, no card.
+        assert!(!words(&machine().nic(Nic::Virtio)).iter().any(|w| w.contains("virtio-net")));
+        let options = words(&machine().microvm().machine_option("pit=off"));
+        assert!(has(&options, ["-machine", &format!("{MICROVM},pit=off")]), "{options:?}");
+    }
+
+    #[test]
+    fn what_microvm_cannot_do_is_a_clear_error() {
+        let err = |m: Machine| m.command().err().expect("an error");
+        assert!(err(machine().machine_type(MachineType::Microvm).user_net(&[])).contains("microvm has none"));
+        assert!(err(machine().microvm().boot(Boot::Limine)).contains("PVH"));
+        assert!(err(machine().microvm().two_numa_nodes()).contains("-numa"));
+    }
+
+    #[test]
+    fn nic_and_machine_names_are_parsed() {
+        assert_eq!(Nic::parse("virtio"), Ok(Nic::Virtio));
+        assert_eq!(Nic::parse("e1000"), Ok(Nic::E1000));
+        assert!(Nic::parse("rtl8139").unwrap_err().contains("expected e1000 or virtio"));
+        assert_eq!(MachineType::parse("q35"), Ok((MachineType::Q35, vec![])));
+        assert_eq!(MachineType::parse("microvm,pit=off,rtc=off"), Ok((MachineType::Microvm, vec!["pit=off".into(), "rtc=off".into()])));
+        assert!(MachineType::parse("pc").unwrap_err().contains("expected q35 or microvm"));
+        assert!(MachineType::parse("microvm,fast").unwrap_err().contains("KEY=VALUE"));
+        assert_eq!(MachineType::Microvm.default_nic(), Nic::Virtio);
     }
 }

@@ -5,10 +5,15 @@
 //! bravo-run [--gdb] [--append CMDLINE] IMAGE
 //! ```
 //!
-//! The environment chooses the machine: `BOOT=limine|limine-uefi|pvh`
-//! (default: Limine when installed, else PVH), `ACCEL=kvm|tcg` (default: KVM
+//! The environment chooses the machine: `MACHINE=q35|microvm` (default
+//! q35; microvm is QEMU's Firecracker-like machine: PVH boot, no PCI, the
+//! card on virtio over MMIO; QEMU `-M` options may follow, e.g.
+//! `microvm,pit=off`), `NIC=e1000|virtio` (default: e1000 on q35, virtio on
+//! microvm), `BOOT=limine|limine-uefi|pvh`
+//! (default: Limine when installed, else PVH; always PVH on microvm),
+//! `ACCEL=kvm|tcg` (default: KVM
 //! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB),
-//! `FORWARD` (the guest's network: an e1000 on QEMU user networking with
+//! `FORWARD` (the guest's network: the card on QEMU user networking with
 //! `HOST:GUEST` port pairs forwarded from 127.0.0.1 for TCP and UDP,
 //! comma-separated; default `$PORT:80` with `PORT` 8080; `none` for no
 //! NIC) and `QEMU_ARGS`
@@ -17,7 +22,7 @@
 
 use std::process::{exit, Stdio};
 
-use bravo_tests::{limine_dir, Accel, Boot, Machine, QEMU_FAILURE, QEMU_SUCCESS};
+use bravo_tests::{limine_dir, Accel, Boot, Machine, MachineType, Nic, QEMU_FAILURE, QEMU_SUCCESS};
 
 fn fail(message: &str) -> ! {
     eprintln!("bravo-run: {message}");
@@ -53,7 +58,7 @@ fn main() {
             "--gdb" => gdb = true,
             "--append" => append = args.next().unwrap_or_else(|| fail("--append needs a value")),
             "-h" | "--help" => {
-                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: BOOT, ACCEL, CPUS, MEM, PORT, FORWARD, QEMU_ARGS)");
+                println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE   (env: MACHINE, NIC, BOOT, ACCEL, CPUS, MEM, PORT, FORWARD, QEMU_ARGS)");
                 return;
             }
             _ if image.is_none() && !arg.starts_with('-') => image = Some(arg),
@@ -61,10 +66,19 @@ fn main() {
         }
     }
     let image = image.unwrap_or_else(|| fail("which image? (see --help)"));
-    let boot = Boot::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let (machine_type, machine_options) = MachineType::from_env_or_default().unwrap_or_else(|e| fail(&e));
+    let nic = Nic::from_env_or_default(machine_type).unwrap_or_else(|e| fail(&e));
+    let boot_chosen = std::env::var("BOOT").is_ok_and(|b| !b.is_empty());
+    let boot = match machine_type {
+        // microvm has no firmware that boots an ISO: PVH unless asked
+        // otherwise (and then `Machine::command` says why not).
+        MachineType::Microvm if !boot_chosen => Boot::Pvh,
+        _ => Boot::from_env_or_default().unwrap_or_else(|e| fail(&e)),
+    };
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
 
-    let machine = Machine::new(&image)
+    let machine = machine_options.iter().fold(Machine::new(&image).machine_type(machine_type).nic(nic), |m, o| m.machine_option(o));
+    let machine = machine
         .boot(boot)
         .accel(accel)
         .cpus(env_number("CPUS", 1))
@@ -77,16 +91,21 @@ fn main() {
         None => machine,
     };
     let machine = machine.args(std::env::var("QEMU_ARGS").unwrap_or_default().split_whitespace());
-    let why = match (boot, std::env::var("BOOT").is_ok_and(|b| !b.is_empty())) {
+    let why = match (boot, boot_chosen) {
         (_, true) => "chosen by BOOT".to_string(),
+        (Boot::Pvh, false) if machine_type == MachineType::Microvm => "microvm boots by PVH".to_string(),
         (Boot::Pvh, false) => format!("{}; BOOT=limine to change", limine_dir().unwrap_err()),
         _ => "Limine found; BOOT=pvh to change".to_string(),
     };
     eprintln!(
-        "bravo-run: booting {} by {boot:?} under {} ({why})",
+        "bravo-run: booting {} by {boot:?} under {} on {} ({why})",
         machine.image().display(),
-        accel.name().to_uppercase()
+        accel.name().to_uppercase(),
+        machine_type.name(),
     );
+    if forwards.is_some() {
+        eprintln!("bravo-run: network card: {} (NIC=e1000|virtio to change)", machine_type.nic_device(nic).map(|d| d.split(',').next().unwrap_or(d)).unwrap_or_else(|e| fail(&e)));
+    }
     for (host, guest) in forwards.iter().flatten() {
         match guest {
             80 => eprintln!("bravo-run: the service's port 80 is at http://127.0.0.1:{host}/ (Ctrl-C to stop)"),
