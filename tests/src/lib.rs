@@ -147,17 +147,19 @@ pub enum MachineType {
     Q35,
     /// `-M microvm` (Firecracker's machine model): no PCI, no firmware
     /// beyond qboot, the ELF booted by PVH (`-kernel`), devices on
-    /// virtio over MMIO. See [`MICROVM`] for the options the harness sets.
+    /// virtio over MMIO. See [`MICROVM_DEFAULTS`] for the options the
+    /// harness sets.
     Microvm,
 }
 
-/// The `-M` value of [`MachineType::Microvm`]. `acpi=off`: with ACPI,
-/// QEMU 10 describes its virtio-mmio transports only in the DSDT; without,
-/// it appends a `virtio_mmio.device=SIZE@ADDR:IRQ` word per device to the
-/// kernel command line (its `auto-kernel-cmdline`), as Firecracker does.
-/// Without ACPI there is no MADT either, so the guest finds one cpu; an
-/// option after the type (`MACHINE=microvm,acpi=on`) overrides it.
-pub const MICROVM: &str = "microvm,acpi=off";
+/// The `-M` options the harness gives [`MachineType::Microvm`] unless
+/// [`Machine::machine_option`] sets the same key. `acpi=off`: only then
+/// does QEMU 10 append a `virtio_mmio.device=SIZE@ADDR:IRQ` word per
+/// device to the kernel command line (its `auto-kernel-cmdline`), as
+/// Firecracker does; with ACPI it describes its transports in the DSDT
+/// alone. Without ACPI there is no MADT either: the guest finds one cpu
+/// and the I/O APIC at its standard address.
+pub const MICROVM_DEFAULTS: &[&str] = &["acpi=off"];
 
 impl MachineType {
     /// Both machine types.
@@ -526,7 +528,9 @@ impl Machine {
                 if !self.numa.is_empty() {
                     return Err("microvm ignores -numa (its guest sees one node): use MACHINE=q35 for NUMA".into());
                 }
-                MICROVM.to_string()
+                let key = |option: &str| option.split('=').next().unwrap_or("").to_string();
+                let overridden = |default: &&str| self.machine_options.iter().any(|o| key(o) == key(default));
+                MICROVM_DEFAULTS.iter().filter(|d| !overridden(d)).fold("microvm".to_string(), |m, o| format!("{m},{o}"))
             }
         };
         let machine = self.machine_options.iter().fold(machine, |m, o| format!("{m},{o}"));
@@ -855,14 +859,17 @@ mod tests {
         let pci = words(&machine().user_net(&[]).nic(Nic::Virtio));
         assert!(has(&pci, ["-device", "virtio-net-pci,disable-legacy=on,netdev=n0"]), "{pci:?}");
         let mmio = words(&machine().microvm().cpus(1).tap_net("ns", "tap0"));
-        assert!(has(&mmio, ["-machine", MICROVM]) && has(&mmio, ["-device", "virtio-net-device,netdev=n0"]), "{mmio:?}");
+        assert!(has(&mmio, ["-machine", "microvm,acpi=off"]) && has(&mmio, ["-device", "virtio-net-device,netdev=n0"]), "{mmio:?}");
         assert!(has(&mmio, ["-global", "virtio-mmio.force-legacy=false"]) && has(&mmio, ["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]));
         assert!(has(&mmio, ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]) && has(&mmio, ["-serial", "stdio"]));
         assert!(mmio.iter().any(|w| w == "-no-user-config"));
         // No network, no card.
         assert!(!words(&machine().nic(Nic::Virtio)).iter().any(|w| w.contains("virtio-net")));
         let options = words(&machine().microvm().machine_option("pit=off"));
-        assert!(has(&options, ["-machine", &format!("{MICROVM},pit=off")]), "{options:?}");
+        assert!(has(&options, ["-machine", "microvm,acpi=off,pit=off"]), "{options:?}");
+        // An option replaces the harness's default of the same key.
+        let acpi = words(&machine().microvm().machine_option("acpi=on"));
+        assert!(has(&acpi, ["-machine", "microvm,acpi=on"]), "{acpi:?}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Linux guest peer: Debian's kernel, busybox and `bravo-linux-peer` in
 //! an initramfs, booted on the same QEMU command line (`-kernel`, `-initrd`,
-//! `-append`, the same e1000) as a Bravo image, so that benchmarks can put
-//! Linux beside Bravo in the same run.
+//! `-append`, the same card: e1000, virtio-net over PCI or, on microvm,
+//! over MMIO) as a Bravo image, so that benchmarks can put Linux beside
+//! Bravo in the same run.
 //!
 //! ```no_run
 //! let peer = bravo_tests::linux_peer::build().expect("a Debian host");
@@ -37,8 +38,11 @@ pub struct LinuxPeer {
 
 /// Debian's meta package that depends on the current kernel image package.
 const META_PACKAGE: &str = "linux-image-amd64";
-/// Modules the guest loads, with their dependencies resolved at build time.
-const MODULES: &[&str] = &["e1000"];
+/// Modules the guest loads, with their dependencies resolved at build time
+/// (Debian builds all of these as modules): both cards, and virtio's two
+/// transports (`virtio_mmio` finds microvm's in ACPI: see
+/// [`machine_options`]).
+const MODULES: &[&str] = &["e1000", "virtio_net", "virtio_pci", "virtio_mmio"];
 /// The peer's binary target (static glibc).
 const PEER_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Marks a complete kernel cache directory.
@@ -64,6 +68,18 @@ pub fn build() -> Result<LinuxPeer, String> {
         fs::write(dir.join("init"), &init).map_err(|e| format!("writing the init copy: {e}"))?;
     }
     Ok(LinuxPeer { kernel: dir.join("vmlinuz"), initrd, version })
+}
+
+/// The `-M` options the peer needs on `machine` beside the harness's own:
+/// on microvm, ACPI (`acpi=on`), because Debian's kernel is built without
+/// `CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES`, so its `virtio_mmio` ignores the
+/// `virtio_mmio.device=` words QEMU appends without ACPI and finds the
+/// transports only in the DSDT.
+pub fn machine_options(machine: crate::MachineType) -> &'static [&'static str] {
+    match machine {
+        crate::MachineType::Q35 => &[],
+        crate::MachineType::Microvm => &["acpi=on"],
+    }
 }
 
 /// Kernel command line for a mode: e.g. `cmdline("sink", 9000, "10.0.0.2/24")`.
@@ -124,7 +140,7 @@ fn ensure_kernel(cache: &Path) -> Result<String, String> {
         Err(e) => return newest_cached(cache).ok_or(e),
     };
     let version = package.strip_prefix("linux-image-").unwrap_or(&package).to_string();
-    if cache.join(&version).join(COMPLETE).is_file() {
+    if is_complete(&cache.join(&version)) {
         return Ok(version);
     }
     fetch_kernel(cache, &package, &version)?;
@@ -155,7 +171,7 @@ fn newest_cached(cache: &Path) -> Option<String> {
     let mut versions: Vec<String> = fs::read_dir(cache)
         .ok()?
         .filter_map(|entry| entry.ok())
-        .filter(|entry| entry.path().join(COMPLETE).is_file())
+        .filter(|entry| is_complete(&entry.path()))
         .filter_map(|entry| entry.file_name().into_string().ok())
         .collect();
     versions.sort();
@@ -204,20 +220,32 @@ fn fetch_into(work: &Path, cache: &Path, package: &str, version: &str) -> Result
     }
     let names: Vec<&str> = order.iter().map(|(name, _)| name.as_str()).collect();
     fs::write(staging.join("modules.order"), names.join("\n") + "\n").map_err(|e| e.to_string())?;
-    fs::write(staging.join(COMPLETE), package).map_err(|e| e.to_string())?;
+    fs::write(staging.join(COMPLETE), complete_marker(package)).map_err(|e| e.to_string())?;
 
     // Another process may have cached the same kernel meanwhile: keep its.
     let dest = cache.join(version);
-    if !dest.join(COMPLETE).is_file() {
+    if !is_complete(&dest) {
         let _ = fs::remove_dir_all(&dest);
         if let Err(e) = fs::rename(&staging, &dest) {
-            if !dest.join(COMPLETE).is_file() {
+            if !is_complete(&dest) {
                 return Err(format!("renaming {} to {}: {e}", staging.display(), dest.display()));
             }
         }
     }
     let _ = fs::remove_dir_all(&staging);
     Ok(())
+}
+
+/// What the `complete` file of a kernel cache directory says: the package
+/// and the modules wanted when it was made (a cache made for other modules
+/// is made again).
+fn complete_marker(package: &str) -> String {
+    format!("{package}\nmodules: {}\n", MODULES.join(","))
+}
+
+/// Whether `dir` is a complete kernel cache for today's [`MODULES`].
+fn is_complete(dir: &Path) -> bool {
+    fs::read_to_string(dir.join(COMPLETE)).is_ok_and(|text| text.lines().nth(1) == complete_marker("").lines().nth(1))
 }
 
 /// The `.deb` files in a directory.
@@ -357,7 +385,13 @@ mount -t proc proc /proc || fail "mount /proc"
 mount -t sysfs sysfs /sys || fail "mount /sys"
 mount -t devtmpfs devtmpfs /dev || fail "mount /dev"
 for m in {modules}; do
-    insmod /lib/modules/$m.ko || fail "insmod $m"
+    # As modprobe does: MODULE.KEY=VALUE words of the command line are the
+    # module's parameters.
+    params=
+    for arg in $(cat /proc/cmdline); do
+        case "$arg" in "$m".*=*) params="$params ${{arg#"$m".}}" ;; esac
+    done
+    insmod /lib/modules/$m.ko $params || fail "insmod $m$params"
 done
 MODE= PORT= IP=
 for arg in $(cat /proc/cmdline); do

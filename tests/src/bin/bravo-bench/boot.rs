@@ -2,56 +2,65 @@
 //! HTTP response of `GET /health` (the host polls the forwarded port), and
 //! the guest's own time from kernel entry to the application's `main`
 //! (each guest prints it), for Bravo's `examples/http` and the Linux
-//! peer's HTTP server on the same QEMU command line; then the size of
-//! every example image.
+//! peer's HTTP server on the same QEMU command line (the card and machine
+//! type of `--nic` and `--machine`: `--machine microvm` is a PVH boot
+//! with virtio over MMIO); then the size of every example image.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use bravo_tests::report::{Better, Report, Row, Samples};
-use bravo_tests::{free_port, image_path, linux_peer, workspace_root, Accel};
+use bravo_tests::{free_port, image_path, linux_peer, workspace_root, Accel, Machine, Nic};
 
 use crate::{fail, progress, Options, System};
 
 pub fn run(args: &[String]) {
-    let options = Options { runs: 5, ..Options::new() }.parse(args, &["--runs", "--systems"]);
+    let options = Options { runs: 11, ..Options::new() }.parse(args, &["--runs", "--systems", "--nic", "--machine"]);
     let runs = options.runs;
-    let wanted: Vec<System> = options.systems.into_iter().filter(|&s| s != System::Ceiling).collect();
+    let wanted: Vec<System> = options.systems.iter().copied().filter(|&s| s != System::Ceiling).collect();
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let (systems, notes) = System::available(&wanted);
-    // (system, to first response ms, entry to main ms)
-    let mut results: Vec<(System, Vec<f64>, Vec<f64>)> = Vec::new();
-    for &system in &systems {
-        let (mut first, mut main) = (Vec::new(), Vec::new());
-        for run in 0..runs {
-            progress(&format!("boot: {} run {}/{runs}", system.name(), run + 1));
-            let (to_response, to_main) = boot_once(system, accel);
-            first.push(to_response.as_secs_f64() * 1000.0);
-            main.push(to_main);
+    // (card, system, to first response ms, entry to main ms)
+    let mut results: Vec<(Nic, System, Vec<f64>, Vec<f64>)> = Vec::new();
+    for &nic in &options.nics {
+        for &system in &systems {
+            let (mut first, mut main) = (Vec::new(), Vec::new());
+            for run in 0..runs {
+                progress(&format!("boot: {} on {} run {}/{runs}", system.name(), nic.name(), run + 1));
+                let (to_response, to_main) = boot_once(system, options.place(system, system.boot_machine(), nic), accel);
+                first.push(to_response.as_secs_f64() * 1000.0);
+                main.push(to_main);
+            }
+            results.push((nic, system, first, main));
         }
-        results.push((system, first, main));
     }
     eprintln!();
 
-    let mut report = Report::new("boot", &format!("Boot of an HTTP service under {}, 1 vCPU, median of {runs} runs", accel.name().to_uppercase()));
+    let mut report = Report::new("boot", &format!(
+        "Boot of an HTTP service on QEMU ({}) under {}, 1 vCPU, median of {runs} runs",
+        options.hardware(), accel.name().to_uppercase()
+    ));
     report.notes.push("QEMU start to first response: the host polls GET /health through QEMU's port forwarding every 5 ms from the moment it starts QEMU".into());
     report.notes.push("entry to main: the guest's own clock (Bravo: TSC from kmain's first instruction; Linux: /proc/uptime when the peer starts)".into());
     report.notes.push("Bravo boots by PVH (-kernel, no firmware beyond QEMU's); Linux by -kernel/-initrd (bzImage through QEMU's boot code)".into());
+    report.notes.extend(options.hardware_notes());
     report.notes.extend(notes);
-    let pick = |system: System, k: usize| -> Option<Samples> {
-        results.iter().find(|r| r.0 == system).map(|r| Samples(if k == 0 { r.1.clone() } else { r.2.clone() }))
+    let pick = |nic: Nic, system: System, k: usize| -> Option<Samples> {
+        results.iter().find(|r| r.0 == nic && r.1 == system).map(|r| Samples(if k == 0 { r.2.clone() } else { r.3.clone() }))
     };
     for (k, label) in ["QEMU start to first HTTP response", "kernel entry to main (guest clock)"].into_iter().enumerate() {
-        report.rows.push(Row {
-            group: "boot".into(),
-            label: label.into(),
-            unit: "ms".into(),
-            better: Better::Lower,
-            bravo: pick(System::Bravo, k).unwrap_or_default(),
-            linux: pick(System::Linux, k),
-            ceiling: None,
-        });
+        for &nic in &options.nics {
+            report.rows.push(Row {
+                group: options.group("boot", nic),
+                label: label.into(),
+                unit: "ms".into(),
+                better: Better::Lower,
+                bravo: pick(nic, System::Bravo, k).unwrap_or_default(),
+                linux: pick(nic, System::Linux, k),
+                ceiling: None,
+            });
+        }
     }
     let linux_size = systems.contains(&System::Linux).then(|| {
         let peer = linux_peer::build().unwrap_or_else(|e| fail(&e));
@@ -83,11 +92,11 @@ fn examples() -> Vec<String> {
     names
 }
 
-/// Boots `system`'s HTTP service once: (QEMU start to first response,
-/// guest-reported ms from kernel entry to main).
-fn boot_once(system: System, accel: Accel) -> (Duration, f64) {
+/// Boots `system`'s HTTP service (`machine`) once: (QEMU start to first
+/// response, guest-reported ms from kernel entry to main).
+fn boot_once(system: System, machine: Machine, accel: Accel) -> (Duration, f64) {
     let port = free_port();
-    let machine = system.boot_machine().accel(accel).user_net(&[(port, 80)]).timeout(Duration::from_secs(300));
+    let machine = machine.accel(accel).user_net(&[(port, 80)]).timeout(Duration::from_secs(300));
     let mut vm = machine.start();
     let started = Instant::now();
     let answered = loop {

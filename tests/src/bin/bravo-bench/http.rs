@@ -2,15 +2,17 @@
 //! `wrk` (Debian package `wrk`), over a tap device in a network namespace
 //! the benchmark creates and deletes: Bravo's `examples/http` against the
 //! Linux peer's epoll server, both answering `GET /health` with `ok`, on
-//! the same QEMU command line. Loads: 1, 16 and 64 keep-alive connections,
-//! and 16 connections that each open a new connection per request.
+//! the same QEMU command line (the card and machine type of `--nic` and
+//! `--machine`; with several cards, both systems on each). Loads: 1, 16
+//! and 64 keep-alive connections, and 16 connections that each open a new
+//! connection per request.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bravo_tests::netns::{Netns, TAP};
 use bravo_tests::report::{Better, Report, Row, Samples};
-use bravo_tests::{Accel, Running};
+use bravo_tests::{Accel, Machine, Nic, Running};
 
 use crate::{fail, progress, Options, System};
 
@@ -41,35 +43,39 @@ struct WrkResult {
 
 pub fn run(args: &[String]) {
     let mut options = Options { secs: 5.0, ..Options::new() };
-    options = options.parse(args, &["--runs", "--secs", "--cpus", "--systems"]);
+    options = options.parse(args, &["--runs", "--secs", "--cpus", "--systems", "--nic", "--machine"]);
     if options.secs.fract() != 0.0 {
         fail("--secs: wrk takes whole seconds");
     }
     let (runs, secs, cpus) = (options.runs, options.secs as u64, options.cpus);
-    let wanted: Vec<System> = options.systems.into_iter().filter(|&s| s != System::Ceiling).collect();
+    let wanted: Vec<System> = options.systems.iter().copied().filter(|&s| s != System::Ceiling).collect();
     if Command::new("wrk").arg("--version").output().is_err() {
         fail("`wrk` is not installed (Debian package `wrk`; `.ci/install-deps` installs it)");
     }
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let (systems, notes) = System::available(&wanted);
-    // results[system][load] = runs
-    let mut results: Vec<(System, Vec<Vec<WrkResult>>)> = Vec::new();
-    for &system in &systems {
-        results.push((system, measure(system, runs, secs, cpus, accel)));
+    // results[(nic, system)][load] = runs
+    let mut results: Vec<(Nic, System, Vec<Vec<WrkResult>>)> = Vec::new();
+    for &nic in &options.nics {
+        for &system in &systems {
+            let machine = options.place(system, system.http_machine(), nic);
+            results.push((nic, system, measure(system, machine, runs, secs, cpus, accel)));
+        }
     }
     eprintln!();
 
     let mut report = Report::new("http", &format!(
-        "HTTP GET /health with wrk under {}, {cpus} vCPU{}, median of {runs} runs of {secs} s",
-        accel.name().to_uppercase(), if cpus == 1 { "" } else { "s" }
+        "HTTP GET /health with wrk through QEMU ({}) under {}, {cpus} vCPU{}, median of {runs} runs of {secs} s",
+        options.hardware(), accel.name().to_uppercase(), if cpus == 1 { "" } else { "s" }
     ));
-    report.notes.push("wire: e1000 on a tap device inside a network namespace made by the benchmark; wrk runs in that namespace".into());
+    report.notes.push("wire: the card on a tap device inside a network namespace made by the benchmark; wrk runs in that namespace".into());
     report.notes.push("Bravo: examples/http; Linux: the peer's single-threaded epoll server (tests/linux-peer), same QEMU command line".into());
+    report.notes.extend(options.hardware_notes());
     report.notes.extend(notes);
-    let errors: u64 = results.iter().flat_map(|(_, l)| l.iter().flatten()).map(|r| r.errors).sum();
+    let errors: u64 = results.iter().flat_map(|(_, _, l)| l.iter().flatten()).map(|r| r.errors).sum();
     report.notes.push(format!("wrk socket errors and non-2xx answers over all runs: {errors}"));
-    let pick = |system: System, load: usize, f: fn(&WrkResult) -> f64| -> Option<Samples> {
-        let (_, loads) = results.iter().find(|(s, _)| *s == system)?;
+    let pick = |nic: Nic, system: System, load: usize, f: fn(&WrkResult) -> f64| -> Option<Samples> {
+        let (_, _, loads) = results.iter().find(|(n, s, _)| *n == nic && *s == system)?;
         Some(Samples(loads[load].iter().map(f).collect()))
     };
     let measures: [(&str, &str, Better, fn(&WrkResult) -> f64); 3] = [
@@ -79,25 +85,29 @@ pub fn run(args: &[String]) {
     ];
     for (label, unit, better, f) in measures {
         for (l, load) in LOADS.iter().enumerate() {
-            report.rows.push(Row {
-                group: load.name.into(),
-                label: label.into(),
-                unit: unit.into(),
-                better,
-                bravo: pick(System::Bravo, l, f).unwrap_or_default(),
-                linux: pick(System::Linux, l, f),
-                ceiling: None,
-            });
+            for &nic in &options.nics {
+                report.rows.push(Row {
+                    group: options.group(load.name, nic),
+                    label: label.into(),
+                    unit: unit.into(),
+                    better,
+                    bravo: pick(nic, System::Bravo, l, f).unwrap_or_default(),
+                    linux: pick(nic, System::Linux, l, f),
+                    ceiling: None,
+                });
+            }
         }
     }
     crate::finish(&report);
 }
 
-/// Boots `system`'s HTTP service on a fresh tap and runs every load.
-fn measure(system: System, runs: usize, secs: u64, cpus: usize, accel: Accel) -> Vec<Vec<WrkResult>> {
+/// Boots `system`'s HTTP service (`machine`) on a fresh tap and runs
+/// every load.
+fn measure(system: System, machine: Machine, runs: usize, secs: u64, cpus: usize, accel: Accel) -> Vec<Vec<WrkResult>> {
     let netns = Netns::create().unwrap_or_else(|e| fail(&format!("bench http needs a network namespace: {e}")));
-    progress(&format!("http: booting {}", system.name()));
-    let machine = system.http_machine().accel(accel).cpus(cpus).tap_net(netns.name(), TAP).timeout(Duration::from_secs(3600));
+    let nic = machine.nic_kind().name();
+    progress(&format!("http: booting {} on {nic}", system.name()));
+    let machine = machine.accel(accel).cpus(cpus).tap_net(netns.name(), TAP).timeout(Duration::from_secs(3600));
     let mut vm: Running = machine.start();
     if let Err(e) = vm.wait_for_line(system.http_ready_line(), Duration::from_secs(120)) {
         fail(&format!("{} did not come up: {e}\n{}", system.name(), vm.serial()));
@@ -114,10 +124,10 @@ fn measure(system: System, runs: usize, secs: u64, cpus: usize, accel: Accel) ->
     let mut results: Vec<Vec<WrkResult>> = LOADS.iter().map(|_| Vec::new()).collect();
     for run in 0..runs {
         for (l, load) in LOADS.iter().enumerate() {
-            progress(&format!("http: {} run {}/{runs}: {}", system.name(), run + 1, load.name));
+            progress(&format!("http: {} on {nic} run {}/{runs}: {}", system.name(), run + 1, load.name));
             let result = wrk(&netns, load.connections, load.keep_alive, secs).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
             eprintln!(
-                "\rhttp: {} run {}: {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+                "\rhttp: {} on {nic} run {}: {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
                 system.name(), run + 1, load.name, result.requests_per_sec, result.p50_us, result.p99_us, result.errors
             );
             results[l].push(result);

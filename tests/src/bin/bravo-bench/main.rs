@@ -3,11 +3,11 @@
 //! and an SVG chart under `target/bench/`.
 //!
 //! ```text
-//! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
-//! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+//! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000] [--machine q35]
+//! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux] [--nic e1000] [--machine q35]
 //! bravo-bench conns [--runs 3] [--secs 5] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]
 //! bravo-bench soak  [--minutes 10]
-//! bravo-bench boot  [--runs 5] [--systems bravo,linux]
+//! bravo-bench boot  [--runs 11] [--systems bravo,linux] [--nic e1000] [--machine q35]
 //! bravo-bench alloc [--runs 5]
 //! bravo-bench sched [--runs 5] [--cpus 1,2,4]
 //! ```
@@ -20,8 +20,14 @@
 //! `pps`, `http`, `conns` and `boot` put Bravo beside a Linux guest (Debian's kernel,
 //! busybox and `tests/linux-peer`, built on the fly and cached) on the same
 //! QEMU command line, and `pps` beside its ceiling (Bravo with `net=raw`:
-//! only e1000 descriptors recycled). See each module. The accelerator comes
+//! only the card's descriptors recycled). See each module. The accelerator comes
 //! from `ACCEL` (default: KVM where it runs guests natively, else TCG).
+//!
+//! `--nic` and `--machine` choose the guests' card and machine type for
+//! `pps`, `http` and `boot`: `--nic virtio` (virtio-net over PCI on q35),
+//! `--machine microvm` (virtio over MMIO; QEMU `-M` options may follow:
+//! `microvm,pit=off`). `--nic virtio,e1000` measures every system on each
+//! card in the same run, one group of rows per card.
 //!
 //! `sched` boots the `bench-sched` image N times for each cpu count:
 //! context switch, local and remote spawn (+join), mailbox round trip, one
@@ -40,7 +46,7 @@ mod soak;
 use std::time::Duration;
 
 use bravo_tests::report::{bench_dir, Report};
-use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine};
+use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine, MachineType, Nic};
 
 fn fail(message: &str) -> ! {
     eprintln!("\nbravo-bench: {message}");
@@ -73,11 +79,11 @@ fn main() {
 }
 
 const USAGE: &str = "usage: bravo-bench WHAT [--accel tcg|kvm] [OPTIONS]
-  pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux]
-  http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux]
+  pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]
+  http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]   (root)
   conns [--runs 3] [--secs 5] [--cpus 1] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]   (root)
   soak  [--minutes 10] [--cpus 1]   (root)
-  boot  [--runs 5] [--systems bravo,linux]
+  boot  [--runs 11] [--systems bravo,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]
   alloc [--runs 5]
   sched [--runs 5] [--cpus 1,2,4]
 environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", BRAVO_CMDLINE=\"kernel options for the Bravo guests\" (e.g. netpoll=on), BENCH_DIR (default target/bench)";
@@ -96,6 +102,12 @@ struct Options {
     syn_rate: u32,
     /// `soak`: how long it runs.
     minutes: f64,
+    /// The cards every system is measured on, one after the other (empty:
+    /// the machine type's own).
+    nics: Vec<Nic>,
+    /// The guests' machine type and its extra `-M` options.
+    machine: MachineType,
+    machine_options: Vec<String>,
 }
 
 impl Options {
@@ -112,6 +124,9 @@ impl Options {
             cap: 12_000,
             syn_rate: 2_000,
             minutes: 10.0,
+            nics: Vec::new(),
+            machine: MachineType::Q35,
+            machine_options: Vec::new(),
         }
     }
 
@@ -138,10 +153,66 @@ impl Options {
                 "--cap" => self.cap = value.parse().ok().filter(|&c| (1..=60_000).contains(&c)).unwrap_or_else(|| fail("--cap: expected 1-60000")),
                 "--syn-rate" => self.syn_rate = value.parse().ok().filter(|&r| (1..=1_000_000).contains(&r)).unwrap_or_else(|| fail("--syn-rate: expected 1-1000000 per second")),
                 "--minutes" => self.minutes = value.parse().ok().filter(|&m: &f64| m > 0.0 && m <= 24.0 * 60.0).unwrap_or_else(|| fail("--minutes: expected more than 0, at most a day")),
+                "--nic" => {
+                    self.nics = value.split(',').map(|n| Nic::parse(n.trim()).unwrap_or_else(|e| fail(&format!("--nic: {e}")))).collect();
+                    self.nics.dedup();
+                }
+                "--machine" => (self.machine, self.machine_options) = MachineType::parse(&value).unwrap_or_else(|e| fail(&format!("--machine: {e}"))),
                 _ => unreachable!("an accepted flag without a parser: {arg}"),
             }
         }
+        if self.nics.is_empty() {
+            self.nics = vec![self.machine.default_nic()];
+        }
+        for &nic in &self.nics {
+            if let Err(e) = self.machine.nic_device(nic) {
+                fail(&format!("--nic {} --machine {}: {e}", nic.name(), self.machine.name()));
+            }
+        }
         self
+    }
+
+    /// `system`'s `machine` on the chosen machine type with card `nic`
+    /// (and what the Linux peer needs there, see
+    /// [`linux_peer::machine_options`]).
+    fn place(&self, system: System, machine: Machine, nic: Nic) -> Machine {
+        let machine = machine.machine_type(self.machine).nic(nic);
+        let peer_options = match system {
+            System::Linux => linux_peer::machine_options(self.machine),
+            System::Bravo | System::Ceiling => &[],
+        };
+        let options = peer_options.iter().copied().chain(self.machine_options.iter().map(String::as_str));
+        options.fold(machine, |m, o| m.machine_option(o))
+    }
+
+    /// The report's group for `group` measured on `nic`: as it is on the
+    /// default hardware (q35, e1000 alone), else with the card named.
+    fn group(&self, group: &str, nic: Nic) -> String {
+        if self.nics == [Nic::E1000] {
+            group.to_string()
+        } else {
+            format!("{group} ({})", nic.name())
+        }
+    }
+
+    /// What the report should say of the machine type, if anything.
+    fn hardware_notes(&self) -> Vec<String> {
+        match self.machine {
+            MachineType::Q35 => Vec::new(),
+            MachineType::Microvm => vec![format!(
+                "microvm: Bravo with -M microvm,{} (virtio-mmio transports announced on the kernel command line, as Firecracker does), \
+                 Linux with -M microvm,{} (Debian's virtio_mmio finds them only in ACPI)",
+                bravo_tests::MICROVM_DEFAULTS.join(","),
+                linux_peer::machine_options(self.machine).join(",")
+            )],
+        }
+    }
+
+    /// For titles: `q35, e1000` or `microvm, virtio`.
+    fn hardware(&self) -> String {
+        let machine = std::iter::once(self.machine.name().to_string()).chain(self.machine_options.iter().cloned()).collect::<Vec<_>>().join(",");
+        let nics: Vec<&str> = self.nics.iter().map(|n| n.name()).collect();
+        format!("{machine}, {}", nics.join(" and "))
     }
 }
 
@@ -185,7 +256,7 @@ fn qemu_args() -> Vec<String> {
 enum System {
     /// Bravo with its network stack (smoltcp).
     Bravo,
-    /// Bravo with `net=raw`: the e1000's rings with no stack at all.
+    /// Bravo with `net=raw`: the card's rings with no stack at all.
     Ceiling,
     /// The Linux peer (Debian's kernel, busybox, `bravo-linux-peer`).
     Linux,
