@@ -6,6 +6,7 @@
 //! [`phy::Device`] by dispatch. Register access is `arch::mmio`'s.
 
 mod e1000;
+mod virtio;
 
 use alloc::string::String;
 use core::fmt;
@@ -16,6 +17,7 @@ use smoltcp::time::Instant;
 
 use super::device::{NetDevice, NicStats};
 use crate::arch::ioapic::{self, Trigger};
+use crate::arch::mmio::Window;
 use crate::arch::{paging, percpu, traps};
 
 /// The vector the NIC's interrupt is routed to, on the network cpu.
@@ -45,14 +47,22 @@ impl fmt::Display for Interrupt {
 
 /// The NIC, whichever driver runs it.
 pub enum Nic {
-    E1000(::e1000::E1000<e1000::Registers>),
+    E1000(E1000Device),
+    VirtioPci(VirtioPciDevice),
+    VirtioMmio(VirtioMmioDevice),
 }
+
+type E1000Device = ::e1000::E1000<e1000::Registers>;
+type VirtioPciDevice = virtio_net::VirtioNet<virtio_net::Pci<Window>>;
+type VirtioMmioDevice = virtio_net::VirtioNet<virtio_net::Mmio<Window>>;
 
 /// Runs `$body` with `$driver` bound to the driver inside `$nic`.
 macro_rules! dispatch {
     ($nic:expr, $driver:ident => $body:expr) => {
         match $nic {
             Nic::E1000($driver) => $body,
+            Nic::VirtioPci($driver) => $body,
+            Nic::VirtioMmio($driver) => $body,
         }
     };
 }
@@ -60,23 +70,26 @@ macro_rules! dispatch {
 /// A NIC found at boot, its driver not set up yet.
 pub enum Found {
     E1000(e1000::Found),
+    VirtioPci(virtio::PciFound),
+    VirtioMmio(virtio::MmioFound),
 }
 
 /// Finds the NIC (see the module doc). `None`, with a log line, when there
 /// is none or it cannot be used.
-pub fn find(_options: &crate::cmdline::KernelOptions) -> Option<Found> {
-    match e1000::find() {
-        Some(Ok(found)) => return Some(Found::E1000(found)),
-        Some(Err(e)) => log::warn!("net: cannot use the {e}"),
-        None => {}
-    }
-    None
+pub fn find(options: &crate::cmdline::KernelOptions) -> Option<Found> {
+    let found = e1000::find()
+        .map(|r| r.map(Found::E1000))
+        .or_else(|| virtio::find_pci().map(|r| r.map(Found::VirtioPci)))
+        .or_else(|| virtio::find_mmio(options.mmio_devices.as_slice()).map(|r| r.map(Found::VirtioMmio)))?;
+    found.map_err(|e| log::warn!("net: cannot use the NIC: {e}; networking is off")).ok()
 }
 
 impl Found {
     pub fn name(&self) -> &'static str {
         match self {
             Found::E1000(_) => "e1000",
+            Found::VirtioPci(_) => "virtio-net-pci",
+            Found::VirtioMmio(_) => "virtio-net-mmio",
         }
     }
 
@@ -90,6 +103,14 @@ impl Found {
                 let (driver, interrupt) = found.start(poll)?;
                 (Nic::E1000(driver), interrupt)
             }
+            Found::VirtioPci(found) => {
+                let (driver, interrupt) = found.start(poll)?;
+                (Nic::VirtioPci(driver), interrupt)
+            }
+            Found::VirtioMmio(found) => {
+                let (driver, interrupt) = found.start(poll)?;
+                (Nic::VirtioMmio(driver), interrupt)
+            }
         };
         if !nic.link_up() {
             return Err(alloc::format!("{}: link down", nic.name()));
@@ -97,7 +118,7 @@ impl Found {
         let interrupt = match interrupt {
             Interrupt::Line { gsi, trigger } => match route_line(gsi, trigger, handler) {
                 Ok(()) => interrupt,
-                Err(_) => Interrupt::Polled("cannot route its interrupt line"),
+                Err(why) => Interrupt::Polled(why),
             },
             Interrupt::Message => {
                 traps::set_handler(NIC_VECTOR, handler);
@@ -144,6 +165,8 @@ impl Nic {
     pub fn name(&self) -> &'static str {
         match self {
             Nic::E1000(_) => "e1000",
+            Nic::VirtioPci(_) => "virtio-net-pci",
+            Nic::VirtioMmio(_) => "virtio-net-mmio",
         }
     }
 }
@@ -194,21 +217,26 @@ impl NetDevice for Nic {
     }
 }
 
-/// The driver types' smoltcp tokens, by name.
-type E1000Device = ::e1000::E1000<e1000::Registers>;
-
+/// A receive token of the driver that runs the NIC.
 pub enum RxToken<'a> {
     E1000(<E1000Device as phy::Device>::RxToken<'a>),
+    VirtioPci(<VirtioPciDevice as phy::Device>::RxToken<'a>),
+    VirtioMmio(<VirtioMmioDevice as phy::Device>::RxToken<'a>),
 }
 
+/// A transmit token of the driver that runs the NIC.
 pub enum TxToken<'a> {
     E1000(<E1000Device as phy::Device>::TxToken<'a>),
+    VirtioPci(<VirtioPciDevice as phy::Device>::TxToken<'a>),
+    VirtioMmio(<VirtioMmioDevice as phy::Device>::TxToken<'a>),
 }
 
 impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {
             RxToken::E1000(token) => token.consume(f),
+            RxToken::VirtioPci(token) => token.consume(f),
+            RxToken::VirtioMmio(token) => token.consume(f),
         }
     }
 }
@@ -217,6 +245,8 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             TxToken::E1000(token) => token.consume(len, f),
+            TxToken::VirtioPci(token) => token.consume(len, f),
+            TxToken::VirtioMmio(token) => token.consume(len, f),
         }
     }
 }
@@ -234,12 +264,16 @@ impl phy::Device for Nic {
     fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         match self {
             Nic::E1000(d) => d.receive(now).map(|(rx, tx)| (RxToken::E1000(rx), TxToken::E1000(tx))),
+            Nic::VirtioPci(d) => d.receive(now).map(|(rx, tx)| (RxToken::VirtioPci(rx), TxToken::VirtioPci(tx))),
+            Nic::VirtioMmio(d) => d.receive(now).map(|(rx, tx)| (RxToken::VirtioMmio(rx), TxToken::VirtioMmio(tx))),
         }
     }
 
     fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
         match self {
             Nic::E1000(d) => d.transmit(now).map(TxToken::E1000),
+            Nic::VirtioPci(d) => d.transmit(now).map(TxToken::VirtioPci),
+            Nic::VirtioMmio(d) => d.transmit(now).map(TxToken::VirtioMmio),
         }
     }
 
