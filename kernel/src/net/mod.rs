@@ -54,10 +54,7 @@ pub use udp::{Datagrams, UdpSocket};
 /// the main thread, before the application's `main`). Logs and returns
 /// quietly when there is no NIC or it cannot start.
 pub(crate) fn start(options: crate::cmdline::KernelOptions) {
-    let Some(found) = drivers::find(&options) else {
-        log::info!("net: no NIC found; networking is off");
-        return;
-    };
+    let Some(found) = drivers::find(&options) else { return };
     if options.net_raw {
         log::info!("net: {} left to the application (net=raw)", found.name());
         raw::keep(found);

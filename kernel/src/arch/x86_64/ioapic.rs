@@ -42,7 +42,9 @@ pub fn init(chips: impl Iterator<Item = crate::topology::IoApic>) -> Result<u8, 
             // good, and this is the only handle to them.
             let mut apic = unsafe { IoApic::new(base as u64) };
             // SAFETY: reading the version register has no side effects.
-            let pins = unsafe { apic.max_table_entry() } + 1;
+            let last = unsafe { apic.max_table_entry() };
+            // Nothing at the address reads as all ones.
+            let pins = last.checked_add(1).ok_or("no I/O APIC answers at its address")?;
             for pin in 0..pins {
                 // SAFETY: masking a pin only stops its interrupts.
                 unsafe { apic.disable_irq(pin) };

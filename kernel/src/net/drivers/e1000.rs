@@ -144,7 +144,7 @@ fn probe_interrupt(_vector: u8) {
 /// firmware wrote, then the PCI lines 16-23. Runs on the cpu that will take
 /// the interrupts, with interrupts enabled.
 fn find_interrupt_line(nic: &mut E1000<Registers>, line: u8) -> Option<u32> {
-    let pins = super::init_io_apics()?;
+    let pins = super::init_io_apics(false)?;
     traps::set_handler(PROBE_VECTOR, probe_interrupt);
     let me = percpu::this().apic_id;
     let candidates = core::iter::once(line).filter(|&l| l < 16).chain(16..pins.min(24));

@@ -74,14 +74,24 @@ pub enum Found {
     VirtioMmio(virtio::MmioFound),
 }
 
-/// Finds the NIC (see the module doc). `None`, with a log line, when there
-/// is none or it cannot be used.
+/// Finds the NIC (see the module doc). `None`, with one log line, when
+/// there is none or it cannot be used.
 pub fn find(options: &crate::cmdline::KernelOptions) -> Option<Found> {
     let found = e1000::find()
         .map(|r| r.map(Found::E1000))
         .or_else(|| virtio::find_pci().map(|r| r.map(Found::VirtioPci)))
-        .or_else(|| virtio::find_mmio(options.mmio_devices.as_slice()).map(|r| r.map(Found::VirtioMmio)))?;
-    found.map_err(|e| log::warn!("net: cannot use the NIC: {e}; networking is off")).ok()
+        .or_else(|| virtio::find_mmio(options.mmio_devices.as_slice()).map(|r| r.map(Found::VirtioMmio)));
+    match found {
+        Some(Ok(found)) => Some(found),
+        Some(Err(e)) => {
+            log::warn!("net: cannot use the NIC: {e}; networking is off");
+            None
+        }
+        None => {
+            log::info!("net: no NIC found; networking is off");
+            None
+        }
+    }
 }
 
 impl Found {
@@ -116,7 +126,7 @@ impl Found {
             return Err(alloc::format!("{}: link down", nic.name()));
         }
         let interrupt = match interrupt {
-            Interrupt::Line { gsi, trigger } => match route_line(gsi, trigger, handler) {
+            Interrupt::Line { gsi, trigger } => match route_line(gsi, trigger, handler, matches!(nic, Nic::VirtioMmio(_))) {
                 Ok(()) => interrupt,
                 Err(why) => Interrupt::Polled(why),
             },
@@ -131,21 +141,32 @@ impl Found {
 }
 
 /// Routes I/O APIC line `gsi` to [`NIC_VECTOR`] on this cpu, with
-/// `handler`, and unmasks it.
-fn route_line(gsi: u32, trigger: Trigger, handler: traps::Handler) -> Result<(), &'static str> {
-    init_io_apics().ok_or("no I/O APIC")?;
+/// `handler`, and unmasks it (see [`init_io_apics`] for
+/// `standard_fallback`).
+fn route_line(gsi: u32, trigger: Trigger, handler: traps::Handler, standard_fallback: bool) -> Result<(), &'static str> {
+    init_io_apics(standard_fallback).ok_or("no I/O APIC")?;
     traps::set_handler(NIC_VECTOR, handler);
     ioapic::route(gsi, trigger, NIC_VECTOR, percpu::this().apic_id)?;
     ioapic::unmask(gsi);
     Ok(())
 }
 
-/// Maps the I/O APICs the firmware describes (once); the number of lines
-/// of the one at GSI 0. `None` without any.
-fn init_io_apics() -> Option<u8> {
+/// Where a PC's (only) I/O APIC is when no ACPI table says so: QEMU's
+/// microvm with `acpi=off` and Firecracker, which announce their
+/// virtio-mmio devices on the command line instead.
+const STANDARD_IO_APIC: crate::topology::IoApic = crate::topology::IoApic { address: 0xfec0_0000, gsi_base: 0 };
+
+/// Maps the I/O APICs the firmware describes (once), or without any, when
+/// `standard_fallback`, the one at the standard address. Returns the
+/// number of lines of the one at GSI 0; `None` without any.
+fn init_io_apics(standard_fallback: bool) -> Option<u8> {
     let topology = crate::topology::get()?;
-    topology.io_apics().next()?;
-    ioapic::init(topology.io_apics()).ok()
+    let described = topology.io_apics().next().is_some();
+    if !described && !standard_fallback {
+        return None;
+    }
+    let standard = (!described).then_some(STANDARD_IO_APIC);
+    ioapic::init(topology.io_apics().chain(standard)).ok()
 }
 
 /// `size` bytes of zeroed DMA memory from `node` (whole frames, a power of
