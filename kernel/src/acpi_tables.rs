@@ -101,10 +101,14 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
 
     if let Some(madt) = &madt {
         topology.local_apic = madt.get().local_apic_address as u64;
-        topology.io_apic = madt.get().entries().find_map(|e| match e {
-            MadtEntry::IoApic(io) => Some(io.io_apic_address as u64),
-            _ => None,
-        });
+        for entry in madt.get().entries() {
+            if let MadtEntry::IoApic(io) = entry {
+                let io_apic = topology::IoApic { address: io.io_apic_address as u64, gsi_base: io.global_system_interrupt_base };
+                if !topology.add_io_apic(io_apic) {
+                    log::warn!("acpi: more than {} I/O APICs; {:#x} ignored", topology::MAX_IO_APICS, io_apic.address);
+                }
+            }
+        }
     }
     if let Some(slit) = tables.find_table::<RawTable<SLIT>>() {
         match topology::parse_slit(table_bytes(&slit)) {

@@ -8,6 +8,12 @@
 //! log=debug ip=10.0.2.15/24 gw=10.0.2.2 -- --port 80 verbose
 //! ```
 //!
+//! Monitors that announce virtio-mmio devices on the command line (QEMU's
+//! `microvm`, Firecracker) add words `virtio_mmio.device=SIZE@ADDR:IRQ`,
+//! QEMU at the very end, after the application's arguments: they are
+//! parsed wherever they are ([`KernelOptions::mmio_devices`]) and are never
+//! application arguments ([`app_words`]).
+//!
 //! Problems never stop the boot: an unknown option or a malformed value is
 //! reported through a callback (the kernel logs a warning) and the default is
 //! kept.
@@ -33,12 +39,103 @@ pub struct KernelOptions {
     /// `net=stack|raw`: `raw` starts no network stack and leaves the NIC
     /// to the application ([`crate::net::RawNic`]); default `stack`.
     pub net_raw: bool,
+    /// `virtio_mmio.device=SIZE@ADDR:IRQ` (any number of times, anywhere
+    /// on the line): virtio-mmio devices the monitor announces.
+    pub mmio_devices: MmioDevices,
 }
 
 impl Default for KernelOptions {
     fn default() -> Self {
-        Self { log_level: LevelFilter::Info, ip: None, gateway: None, net_cpu: None, net_poll: false, net_raw: false }
+        Self {
+            log_level: LevelFilter::Info,
+            ip: None,
+            gateway: None,
+            net_cpu: None,
+            net_poll: false,
+            net_raw: false,
+            mmio_devices: MmioDevices::new(),
+        }
     }
+}
+
+/// A virtio-mmio device's register window and interrupt line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct MmioDevice {
+    /// Physical address of the registers.
+    pub address: u64,
+    /// Size of the window in bytes.
+    pub size: u64,
+    /// The interrupt line (a global system interrupt on the I/O APICs).
+    pub irq: u32,
+}
+
+/// The virtio-mmio devices on the command line, at most [`MmioDevices::CAPACITY`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MmioDevices {
+    devices: [MmioDevice; MmioDevices::CAPACITY],
+    len: usize,
+}
+
+impl MmioDevices {
+    /// QEMU's microvm has at most 24 transports.
+    pub const CAPACITY: usize = 32;
+
+    const fn new() -> Self {
+        MmioDevices { devices: [MmioDevice { address: 0, size: 0, irq: 0 }; Self::CAPACITY], len: 0 }
+    }
+
+    fn push(&mut self, device: MmioDevice) -> bool {
+        if self.len == Self::CAPACITY {
+            return false;
+        }
+        self.devices[self.len] = device;
+        self.len += 1;
+        true
+    }
+
+    pub fn as_slice(&self) -> &[MmioDevice] {
+        &self.devices[..self.len]
+    }
+}
+
+/// The key of a virtio-mmio device word.
+const MMIO_DEVICE_KEY: &str = "virtio_mmio.device";
+
+fn is_mmio_device_word(word: &str) -> bool {
+    word.split_once('=').is_some_and(|(key, _)| key == MMIO_DEVICE_KEY)
+}
+
+/// Parses `SIZE@ADDR:IRQ[:ID]` as Linux's virtio_mmio module does: SIZE
+/// and ADDR decimal or `0x` hex, SIZE with an optional K, M or G suffix;
+/// IRQ decimal; a trailing platform device id is ignored.
+fn parse_mmio_device(value: &str) -> Option<MmioDevice> {
+    let (size, rest) = value.split_once('@')?;
+    let (address, rest) = rest.split_once(':')?;
+    let irq = rest.split(':').next()?;
+    let (digits, shift) = match size.as_bytes().last()? {
+        b'k' | b'K' => (&size[..size.len() - 1], 10),
+        b'm' | b'M' => (&size[..size.len() - 1], 20),
+        b'g' | b'G' => (&size[..size.len() - 1], 30),
+        _ => (size, 0),
+    };
+    let size = parse_number(digits)?.checked_mul(1 << shift)?;
+    let address = parse_number(address)?;
+    let irq = irq.parse().ok()?;
+    (size > 0 && address.checked_add(size).is_some()).then_some(MmioDevice { address, size, irq })
+}
+
+/// A decimal or `0x`-prefixed hexadecimal number.
+fn parse_number(text: &str) -> Option<u64> {
+    match text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => text.parse().ok(),
+    }
+}
+
+/// The application's arguments: the words of `app_args` that are not
+/// virtio-mmio device words (which a monitor may append after them).
+pub fn app_words(app_args: &str) -> impl Iterator<Item = &str> {
+    app_args.split_whitespace().filter(|word| !is_mmio_device_word(word))
 }
 
 fn parse_cidr(value: &str) -> Option<(Ipv4Addr, u8)> {
@@ -85,6 +182,9 @@ impl<'a> CommandLine<'a> {
     pub fn parse(line: &'a str, mut report: impl FnMut(Problem<'a>)) -> Self {
         let (kernel_part, app_args) = split_app_args(line);
         let mut options = KernelOptions::default();
+        for token in app_args.split_whitespace().filter(|w| is_mmio_device_word(w)) {
+            options.add_mmio_device(token, &mut report);
+        }
         for token in kernel_part.split_whitespace() {
             let Some((key, value)) = token.split_once('=') else {
                 report(Problem::MissingValue(token));
@@ -117,10 +217,23 @@ impl<'a> CommandLine<'a> {
                     Ok(cpu) => options.net_cpu = Some(cpu),
                     Err(_) => report(Problem::BadValue { key, value, expected: "a cpu number" }),
                 },
+                MMIO_DEVICE_KEY => options.add_mmio_device(token, &mut report),
                 _ => report(Problem::UnknownOption(token)),
             }
         }
         Self { options, app_args }
+    }
+}
+
+impl KernelOptions {
+    /// Adds the device of a `virtio_mmio.device=` word.
+    fn add_mmio_device<'a>(&mut self, token: &'a str, report: &mut impl FnMut(Problem<'a>)) {
+        let (key, value) = token.split_once('=').unwrap_or((token, ""));
+        match parse_mmio_device(value) {
+            Some(device) if self.mmio_devices.push(device) => {}
+            Some(_) => report(Problem::BadValue { key, value, expected: "at most 32 virtio-mmio devices" }),
+            None => report(Problem::BadValue { key, value, expected: "SIZE@ADDRESS:IRQ, e.g. 512@0xfeb00e00:12" }),
+        }
     }
 }
 
@@ -225,6 +338,53 @@ mod tests {
         let (cmdline, problems) = parse("log= log=error =x");
         assert_eq!(cmdline.options.log_level, LevelFilter::Error);
         assert_eq!(problems.len(), 2);
+    }
+
+    fn mmio(address: u64, size: u64, irq: u32) -> MmioDevice {
+        MmioDevice { address, size, irq }
+    }
+
+    #[test]
+    fn virtio_mmio_devices_are_found_before_and_after_the_double_dash() {
+        // QEMU's microvm appends its words at the end of the line, after
+        // the application's arguments.
+        let line = "log=debug virtio_mmio.device=4K@0xd0000000:5 -- --port 80 virtio_mmio.device=512@0xfeb00e00:31 virtio_mmio.device=512@0xfeb00000:24";
+        let (c, problems) = parse(line);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.options.log_level, LevelFilter::Debug);
+        assert_eq!(
+            c.options.mmio_devices.as_slice(),
+            [mmio(0xfeb00e00, 512, 31), mmio(0xfeb00000, 512, 24), mmio(0xd000_0000, 4096, 5)]
+        );
+        assert_eq!(app_words(c.app_args).collect::<Vec<_>>(), ["--port", "80"]);
+    }
+
+    #[test]
+    fn virtio_mmio_device_values_follow_linux_syntax() {
+        assert_eq!(parse_mmio_device("512@0xfeb00e00:12"), Some(mmio(0xfeb00e00, 512, 12)));
+        assert_eq!(parse_mmio_device("1M@4096:7:3"), Some(mmio(4096, 1 << 20, 7)), "a device id is ignored");
+        assert_eq!(parse_mmio_device("0x200@0XFEB00000:24"), Some(mmio(0xfeb00000, 0x200, 24)));
+        for bad in ["", "512", "512@0xfeb00000", "@0x1:1", "0@0x1000:1", "4K@0xzz:1", "4K@0x1000:x", "4Q@0x1000:1", "2G@0xffffffffffffffff:1", "99999999999G@0:1"] {
+            assert_eq!(parse_mmio_device(bad), None, "{bad}");
+        }
+        let (c, problems) = parse("virtio_mmio.device=4K@nowhere:5 -- app");
+        assert_eq!(c.options.mmio_devices.as_slice(), []);
+        assert!(matches!(problems[..], [Problem::BadValue { key: "virtio_mmio.device", value: "4K@nowhere:5", .. }]), "{problems:?}");
+    }
+
+    #[test]
+    fn at_most_capacity_virtio_mmio_devices_are_kept() {
+        let words: Vec<String> = (0..MmioDevices::CAPACITY + 2).map(|i| format!("virtio_mmio.device=512@{:#x}:{}", 0x1000 * i, i)).collect();
+        let line = words.join(" ");
+        let (c, problems) = parse(&line);
+        assert_eq!(c.options.mmio_devices.as_slice().len(), MmioDevices::CAPACITY);
+        assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
+    fn application_words_that_only_look_like_devices_stay() {
+        let (c, _) = parse("-- virtio_mmio.devicex=1 virtio_mmio.device");
+        assert_eq!(app_words(c.app_args).collect::<Vec<_>>(), ["virtio_mmio.devicex=1", "virtio_mmio.device"]);
     }
 
     #[test]

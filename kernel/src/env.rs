@@ -13,9 +13,10 @@ pub fn cmdline() -> &'static str {
     crate::runtime::boot_info().cmdline()
 }
 
-/// The application's arguments: the words after `--` on the command line.
+/// The application's arguments: the words after `--` on the command line
+/// (without the `virtio_mmio.device=` words a monitor may append).
 pub fn args() -> impl Iterator<Item = &'static str> {
-    APP_ARGS.get().copied().unwrap_or("").split_whitespace()
+    crate::cmdline::app_words(APP_ARGS.get().copied().unwrap_or(""))
 }
 
 /// Which loader booted the kernel: "Limine" or "PVH".

@@ -1,6 +1,6 @@
 //! PCI devices: enumeration of configuration space (bus 0 and every bus
 //! behind a bridge), lookup by vendor/device id or class, BAR decoding and
-//! mapping, bus mastering. (Configuration access itself is in
+//! mapping, bus mastering, the capability list and MSI-X's enable bits. (Configuration access itself is in
 //! `arch::pci`; interrupt routing in `net`'s device glue and
 //! `arch::ioapic`.)
 
@@ -31,6 +31,39 @@ pub enum Bar {
     Io { port: u16, size: u32 },
 }
 
+/// A capability in a function's configuration space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capability {
+    /// Its id (0x09 vendor-specific, 0x11 MSI-X, ...).
+    pub id: u8,
+    /// Its offset in configuration space.
+    pub offset: u8,
+}
+
+/// Capability id of MSI-X.
+pub const CAP_MSIX: u8 = 0x11;
+
+/// A function's MSI-X capability: where its table is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Msix {
+    /// Offset of the capability in configuration space.
+    offset: u8,
+    /// Table entries.
+    pub table_size: u16,
+    /// The BAR holding the table, and the table's offset in it.
+    pub table_bar: u8,
+    pub table_offset: u32,
+}
+
+const MSIX_ENABLE: u32 = 1 << 31;
+const MSIX_FUNCTION_MASK: u32 = 1 << 30;
+
+const STATUS_CAPABILITIES: u32 = 1 << 20;
+const CAPABILITIES_POINTER: u8 = 0x34;
+/// Capabilities fit in the 192 bytes after the header (4-byte aligned):
+/// a list longer than that loops.
+const MAX_CAPABILITIES: usize = 48;
+
 const COMMAND: u8 = 0x04;
 const COMMAND_IO: u32 = 1 << 0;
 const COMMAND_MEMORY: u32 = 1 << 1;
@@ -44,6 +77,49 @@ impl Device {
 
     fn write(&self, offset: u8, value: u32) {
         write32(self.bus, self.device, self.function, offset, value)
+    }
+
+    /// Reads the 32-bit configuration register at `offset` (aligned down
+    /// to 4 bytes).
+    pub fn config_read32(&self, offset: u8) -> u32 {
+        self.read(offset & !3)
+    }
+
+    /// Reads the byte at `offset` in configuration space.
+    pub fn config_read8(&self, offset: u8) -> u8 {
+        (self.read(offset & !3) >> ((offset & 3) * 8)) as u8
+    }
+
+    /// The capability list (empty when the function has none). Bounded: a
+    /// list that loops ends after [`MAX_CAPABILITIES`] entries.
+    pub fn capabilities(&self) -> impl Iterator<Item = Capability> + '_ {
+        let has_list = self.read(COMMAND) & STATUS_CAPABILITIES != 0;
+        let mut next = if has_list { self.config_read8(CAPABILITIES_POINTER) & !3 } else { 0 };
+        core::iter::from_fn(move || {
+            if next < 0x40 {
+                return None;
+            }
+            let offset = next;
+            let header = self.read(offset);
+            next = (header >> 8) as u8 & !3;
+            Some(Capability { id: header as u8, offset })
+        })
+        .take(MAX_CAPABILITIES)
+    }
+
+    /// The MSI-X capability, when the function has one.
+    pub fn msix(&self) -> Option<Msix> {
+        let cap = self.capabilities().find(|c| c.id == CAP_MSIX)?;
+        let control = self.read(cap.offset);
+        let table = self.read(cap.offset + 4);
+        Some(Msix { offset: cap.offset, table_size: ((control >> 16) & 0x7ff) as u16 + 1, table_bar: (table & 7) as u8, table_offset: table & !7 })
+    }
+
+    /// Turns MSI-X on (with the function mask off) or off. With MSI-X on
+    /// the function no longer raises its INTx line.
+    pub fn set_msix(&self, msix: &Msix, enabled: bool) {
+        let control = self.read(msix.offset) & !(MSIX_ENABLE | MSIX_FUNCTION_MASK);
+        self.write(msix.offset, if enabled { control | MSIX_ENABLE } else { control });
     }
 
     /// Decodes BAR `index` (0-5), sizing it by the standard write-ones

@@ -11,6 +11,15 @@ use spin::Once;
 pub const MAX_CPUS: usize = 256;
 pub const MAX_NODES: usize = 8;
 pub const MAX_RANGES: usize = 32;
+pub const MAX_IO_APICS: usize = 4;
+
+/// An I/O APIC: where its registers are and the first global system
+/// interrupt (GSI) its pins carry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IoApic {
+    pub address: u64,
+    pub gsi_base: u32,
+}
 
 /// One cpu: its APIC id and NUMA node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,8 +45,9 @@ pub struct Topology {
     range_count: usize,
     /// SLIT distances (10 = local), when the firmware gives them.
     distance: Option<[[u8; MAX_NODES]; MAX_NODES]>,
-    /// I/O APIC physical address (first one in the MADT).
-    pub io_apic: Option<u64>,
+    /// The I/O APICs in the MADT (QEMU's microvm has two: GSIs 0-23 and
+    /// 24-47), at most [`MAX_IO_APICS`].
+    io_apics: [Option<IoApic>; MAX_IO_APICS],
     /// Local APIC physical address from the MADT.
     pub local_apic: u64,
 }
@@ -59,7 +69,7 @@ impl Topology {
             ranges: [MemoryRange { start: 0, end: 0, node: 0 }; MAX_RANGES],
             range_count: 0,
             distance: None,
-            io_apic: None,
+            io_apics: [None; MAX_IO_APICS],
             local_apic: 0xfee0_0000,
         }
     }
@@ -71,6 +81,22 @@ impl Topology {
         self.cpus[self.cpu_count] = Cpu { apic_id, node: 0 };
         self.cpu_count += 1;
         true
+    }
+
+    /// The I/O APICs the firmware describes.
+    pub fn io_apics(&self) -> impl Iterator<Item = IoApic> + '_ {
+        self.io_apics.iter().flatten().copied()
+    }
+
+    /// Records an I/O APIC; false when there are already [`MAX_IO_APICS`].
+    pub fn add_io_apic(&mut self, io_apic: IoApic) -> bool {
+        match self.io_apics.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some(io_apic);
+                true
+            }
+            None => false,
+        }
     }
 
     pub fn cpus(&self) -> &[Cpu] {

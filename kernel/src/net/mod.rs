@@ -1,4 +1,5 @@
-//! Networking: QEMU's e1000 (through the `e1000` crate) and smoltcp, run
+//! Networking: a NIC (QEMU's e1000 through the `e1000` crate, or
+//! virtio-net through the `virtio-net` crate) and smoltcp, run
 //! by one thread on the network cpu (`netcpu=`, default the last cpu),
 //! which also takes the NIC's interrupts (or polls it every millisecond
 //! when idle, with `netpoll=on` or when no interrupt line is found).
@@ -12,7 +13,9 @@
 //! With `net=raw` no stack starts and the application drives the NIC
 //! itself through [`RawNic`].
 //!
-//! Submodules: `nic` (the driver's hardware glue, interrupt routing),
+//! Submodules: `device` (the interface every NIC driver offers, and the
+//! kernel's [`NicStats`]), `drivers` (each driver's hardware glue, finding
+//! the NIC, interrupt routing),
 //! `stack` (the network thread and requests), `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
 //! bounded handshakes and accept queue), `sockets` (the socket sets a
@@ -21,10 +24,11 @@
 //! (the stack's statistics), `watchdog`.
 
 mod counters;
+mod device;
+mod drivers;
 mod error;
 mod ingress_guard;
 mod listener;
-mod nic;
 mod raw;
 mod socket_memory;
 mod sockets;
@@ -37,9 +41,11 @@ use core::net::{Ipv4Addr, SocketAddrV4};
 use core::task::Poll;
 use core::time::Duration;
 
+use device::NetDevice;
+
 pub use counters::NetStats;
 pub use error::NetError;
-pub use e1000::Stats as NicStats;
+pub use device::NicStats;
 pub use raw::RawNic;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::{Datagrams, UdpSocket};
@@ -48,20 +54,10 @@ pub use udp::{Datagrams, UdpSocket};
 /// the main thread, before the application's `main`). Logs and returns
 /// quietly when there is no NIC or it cannot start.
 pub(crate) fn start(options: crate::cmdline::KernelOptions) {
-    let nic = match nic::Nic::find() {
-        Ok(Some(found)) => found,
-        Ok(None) => {
-            log::info!("net: no e1000 NIC found; networking is off");
-            return;
-        }
-        Err(e) => {
-            log::warn!("net: cannot use the e1000 NIC: {e}");
-            return;
-        }
-    };
+    let Some(found) = drivers::find(&options) else { return };
     if options.net_raw {
-        log::info!("net: e1000 left to the application (net=raw)");
-        raw::keep(nic.0);
+        log::info!("net: {} left to the application (net=raw)", found.name());
+        raw::keep(found);
         return;
     }
     let cpus = crate::sched::cpu_count();
@@ -75,33 +71,23 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
     };
     let (ready_send, ready) = crate::sync::channel::channel::<bool>();
     let started = crate::sched::spawn_on(cpu, move || {
-        let (hardware, device) = nic;
-        // DMA memory comes from this (the network) cpu's node.
-        let hardware = nic::Nic::rebind_to_this_node(hardware);
-        let mut driver = match e1000::E1000::new(hardware) {
-            Ok(driver) => driver,
+        // DMA memory comes from this (the network) cpu's node, and the
+        // interrupt comes here.
+        let (nic, interrupt) = match found.start(options.net_poll, stack::nic_interrupt) {
+            Ok(started) => started,
             Err(e) => {
-                log::warn!("net: e1000 setup failed: {e:?}");
+                log::warn!("net: {e}; networking is off");
                 let _ = ready_send.send(false);
                 return;
             }
         };
-        let pin = if options.net_poll { None } else { find_pin(&mut driver, &device) };
-        let mac = driver.mac();
         log::info!(
-            "net: e1000 {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} on cpu {cpu}, link {}, {}",
-            mac[0], mac[1], mac[2], mac[3], mac[4], mac[5],
-            if driver.link_up() { "up" } else { "down" },
-            match pin {
-                Some(pin) => alloc::format!("interrupt on I/O APIC pin {pin}"),
-                None if options.net_poll => "polling (netpoll=on)".into(),
-                None => "no interrupt line found: polling".into(),
-            }
+            "net: {} {} on cpu {cpu}, link {}, {interrupt}",
+            nic.name(),
+            device::Mac(nic.mac()),
+            if nic.link_up() { "up" } else { "down" },
         );
-        if pin.is_some() {
-            driver.enable_interrupts();
-        }
-        let stack = stack::Stack::new(driver, pin, &options);
+        let stack = stack::Stack::new(nic, interrupt, &options);
         let _ = ready_send.send(true);
         stack::run(stack)
     });
@@ -114,15 +100,6 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
         return;
     }
     watchdog::start(cpu);
-}
-
-/// Finds and routes the NIC's interrupt line to this cpu.
-fn find_pin(driver: &mut e1000::E1000<nic::Nic>, device: &crate::pci::Device) -> Option<u8> {
-    let io_apic = crate::topology::get().and_then(|t| t.io_apic)?;
-    let pins = crate::arch::ioapic::init(io_apic).ok()?;
-    let pin = nic::find_interrupt_pin(driver, device.interrupt_line, pins)?;
-    nic::route_interrupt(pin, stack::nic_interrupt).ok()?;
-    Some(pin)
 }
 
 /// The interface's address, waiting up to `timeout` for DHCP.

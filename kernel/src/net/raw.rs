@@ -1,34 +1,36 @@
 //! The NIC without a network stack (`net=raw` on the command line): the
-//! application takes the e1000 and moves Ethernet frames itself, polled.
+//! application takes the NIC and moves Ethernet frames itself, polled.
 //! The benchmarks use it to measure what the device model can move with
-//! a driver that does nothing but recycle descriptors (their "ceiling").
+//! a driver that does nothing but recycle buffers (their "ceiling").
 
-use e1000::E1000;
-
-use super::nic::Nic;
-use super::{NetError, NicStats};
+use super::device::{NetDevice, NicStats};
+use super::drivers::{Found, Nic};
+use super::NetError;
 
 /// The NIC found at boot, until the application takes it.
-static UNCLAIMED: spin::Mutex<Option<Nic>> = spin::Mutex::new(None);
+static UNCLAIMED: spin::Mutex<Option<Found>> = spin::Mutex::new(None);
 
 /// Keeps the NIC for [`RawNic::open`] (called at boot with `net=raw`).
-pub(super) fn keep(nic: Nic) {
+pub(super) fn keep(nic: Found) {
     *UNCLAIMED.lock() = Some(nic);
 }
 
-/// The e1000, driven directly by the thread that opened it.
+/// The NIC, driven directly by the thread that opened it.
 pub struct RawNic {
-    driver: E1000<Nic>,
+    driver: Nic,
 }
 
+fn unused_interrupt(_vector: u8) {}
+
 impl RawNic {
-    /// Takes the NIC and sets it up for the calling thread, with its rings
-    /// in the calling cpu's node. `NoNetwork` without `net=raw`, without a
-    /// NIC, when it is already taken, or when its setup fails.
+    /// Takes the NIC and sets it up for the calling thread, polled, with
+    /// its rings in the calling cpu's node. `NoNetwork` without `net=raw`,
+    /// without a NIC, when it is already taken, or when its setup fails.
     pub fn open() -> Result<RawNic, NetError> {
         let nic = UNCLAIMED.lock().take().ok_or(NetError::NoNetwork)?;
-        let driver = E1000::new(nic.rebind_to_this_node()).map_err(|e| {
-            log::warn!("net: e1000 setup failed: {e:?}");
+        let name = nic.name();
+        let (driver, _) = nic.start(true, unused_interrupt).map_err(|e| {
+            log::warn!("net: {name} setup failed: {e}");
             NetError::NoNetwork
         })?;
         Ok(RawNic { driver })
@@ -57,7 +59,7 @@ impl RawNic {
     }
 
     /// Hands the device the recycled receive buffers and the queued frames
-    /// (one register write per ring).
+    /// (one doorbell per ring).
     pub fn flush(&mut self) {
         self.driver.flush()
     }

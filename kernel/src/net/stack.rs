@@ -20,11 +20,10 @@ use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use core::task::Poll;
 use core::time::Duration;
 
-use e1000::E1000;
 use smoltcp::iface::Interface;
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
@@ -35,7 +34,8 @@ use super::ingress_guard::{Guarded, IngressGuard};
 use super::listener::Listener;
 use super::socket_memory::{NewSocket, SocketMemory};
 use super::sockets::{SocketId, Sockets, SETS};
-use super::nic::Nic;
+use super::device::NetDevice;
+use super::drivers::{Interrupt, Nic};
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
 use crate::sync::WaitQueue;
@@ -51,7 +51,7 @@ pub const INGRESS_BUDGET: usize = 128;
 pub struct Stack {
     pub iface: Interface,
     pub sockets: Sockets,
-    pub nic: E1000<Nic>,
+    pub nic: Nic,
     /// Closed streams whose sockets are removed once smoltcp is done with
     /// them, or reset at their deadline if the peer never finishes.
     reap: Vec<Reaped>,
@@ -64,8 +64,8 @@ pub struct Stack {
     dhcp: Option<SocketId>,
     pub address: Option<Ipv4Cidr>,
     pub gateway: Option<Ipv4Address>,
-    /// The NIC's I/O APIC pin (None: polled).
-    pin: Option<u8>,
+    /// How the NIC interrupts (or that it is polled).
+    interrupt: Interrupt,
     /// Whether memory allows new connections (checked once per round).
     admit: bool,
     /// Drops what smoltcp should not see (an ARP request flood).
@@ -162,7 +162,10 @@ static INBOX: spin::Mutex<VecDeque<Request>> = spin::Mutex::new(VecDeque::new())
 static WAKE: WaitQueue = WaitQueue::new();
 static WORK: AtomicBool = AtomicBool::new(false);
 static IRQ: AtomicBool = AtomicBool::new(false);
-static IRQ_PIN: AtomicU8 = AtomicU8::new(0);
+/// The NIC's I/O APIC line, masked by the interrupt handler ([`NO_LINE`]:
+/// none, an MSI-X message).
+static IRQ_LINE: AtomicU32 = AtomicU32::new(NO_LINE);
+const NO_LINE: u32 = u32::MAX;
 static RUNNING: AtomicBool = AtomicBool::new(false);
 
 pub fn running() -> bool {
@@ -181,10 +184,14 @@ pub fn work_waiting() -> bool {
     TAKEN.load(Ordering::Acquire) < SUBMITTED.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)
 }
 
-/// The NIC's interrupt: mask the line (it stays asserted until the
-/// network thread reads the cause) and wake the network thread.
+/// The NIC's interrupt: mask its I/O APIC line if it has one (the line
+/// stays asserted until the network thread acknowledges the device) and
+/// wake the network thread.
 pub fn nic_interrupt(_vector: u8) {
-    ioapic::mask(IRQ_PIN.load(Ordering::Relaxed));
+    let line = IRQ_LINE.load(Ordering::Relaxed);
+    if line != NO_LINE {
+        ioapic::mask(line);
+    }
     IRQ.store(true, Ordering::Release);
     WAKE.notify_one();
 }
@@ -269,7 +276,9 @@ fn smol_now() -> SmolInstant {
 }
 
 impl Stack {
-    pub fn new(mut nic: E1000<Nic>, pin: Option<u8>, options: &crate::cmdline::KernelOptions) -> Self {
+    /// The stack over `nic`, whose interrupt (routed to this cpu) is
+    /// enabled here.
+    pub fn new(mut nic: Nic, interrupt: Interrupt, options: &crate::cmdline::KernelOptions) -> Self {
         use smoltcp::iface::Config;
         use smoltcp::wire::{EthernetAddress, HardwareAddress};
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
@@ -286,7 +295,7 @@ impl Stack {
             dhcp: None,
             address: None,
             gateway: None,
-            pin,
+            interrupt,
             admit: true,
             guard: IngressGuard::new(),
             socket_memory: SocketMemory::new(),
@@ -301,6 +310,13 @@ impl Stack {
                 stack.configure(cidr, options.gateway);
             }
             None => stack.dhcp = stack.add_socket(0, dhcpv4::Socket::new()).ok(),
+        }
+        match interrupt {
+            Interrupt::Line { gsi, .. } => IRQ_LINE.store(gsi, Ordering::Relaxed),
+            Interrupt::Message | Interrupt::Polled(_) => IRQ_LINE.store(NO_LINE, Ordering::Relaxed),
+        }
+        if !matches!(interrupt, Interrupt::Polled(_)) {
+            stack.nic.enable_interrupts();
         }
         stack
     }
@@ -408,7 +424,7 @@ impl Stack {
         self.admit = crate::memory::node_pressure(crate::memory::current_node()).is_normal();
         let irq = IRQ.swap(false, Ordering::AcqRel);
         if irq {
-            self.nic.handle_interrupt();
+            self.nic.acknowledge_interrupt();
         }
         let now = smol_now();
         let mut frames = 0;
@@ -502,10 +518,8 @@ impl Stack {
         counters::set_sockets(self.sockets.len());
         counters::set_arp_requests_dropped(self.guard.arp_dropped);
         counters::round_done(tsc::nanos_since_boot() / 1_000_000);
-        if irq {
-            if let Some(pin) = self.pin {
-                ioapic::unmask(pin);
-            }
+        if let (true, Interrupt::Line { gsi, .. }) = (irq, self.interrupt) {
+            ioapic::unmask(gsi);
         }
         // Requests waiting on sets whose timers just ran look again at once
         // (a timer may have closed their socket).
@@ -533,9 +547,6 @@ pub fn run(mut stack: Stack) -> ! {
     if let Err(e) = crate::memory::reserve::allow_for_current_thread() {
         log::warn!("net: the network thread cannot use the memory reserve: {e:?}");
     }
-    if let Some(pin) = stack.pin {
-        IRQ_PIN.store(pin, Ordering::Relaxed);
-    }
     NET_CPU.store(crate::sched::current_cpu(), Ordering::Relaxed);
     RUNNING.store(true, Ordering::Release);
     let mut waiting = Waiting::new();
@@ -557,8 +568,8 @@ pub fn run(mut stack: Stack) -> ! {
             continue;
         }
         let idle = || (WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)).then_some(());
-        // Without an interrupt line, poll the NIC every millisecond.
-        let limit = if stack.pin.is_some() { None } else { Some(Duration::from_millis(1)) };
+        // Without an interrupt, poll the NIC every millisecond.
+        let limit = matches!(stack.interrupt, Interrupt::Polled(_)).then_some(Duration::from_millis(1));
         match (stack.sleep_for(&waiting), limit) {
             (Some(d), Some(l)) => drop(WAKE.wait_timeout(idle, d.min(l))),
             (Some(d), None) | (None, Some(d)) => drop(WAKE.wait_timeout(idle, d)),

@@ -1,6 +1,6 @@
 //! Everything that touches x86_64 hardware directly: boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features, per-cpu data,
-//! local and I/O APICs, PCI configuration space, starting cpus, context switches and VM exit.
+//! local and I/O APICs, device register windows, MSI-X tables, PCI configuration space, starting cpus, context switches and VM exit.
 
 pub mod acpi_handler;
 pub mod apic;
@@ -9,6 +9,8 @@ pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
+pub mod mmio;
+pub mod msix;
 pub mod paging;
 pub mod pci;
 pub mod percpu;

@@ -1,0 +1,170 @@
+//! e1000's glue: QEMU's e1000 (82540EM, PCI 8086:100E) found on PCI, the
+//! driver's view of the machine ([`e1000::Hardware`]: registers through
+//! the uncached BAR 0 window, DMA memory from the network cpu's node), and
+//! finding its INTx line on the I/O APIC by making it interrupt.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use alloc::format;
+use alloc::string::String;
+use e1000::{Dma, Hardware, E1000};
+
+use super::Interrupt;
+use crate::arch::ioapic::{self, Trigger};
+use crate::arch::mmio::Window;
+use crate::arch::{percpu, traps, tsc};
+use crate::net::device::{NetDevice, NicStats};
+use crate::pci;
+
+/// The vector used while looking for the NIC's line.
+const PROBE_VECTOR: u8 = 0x41;
+
+/// The e1000's registers and the node its DMA memory comes from.
+pub struct Registers {
+    window: Window,
+    node: usize,
+}
+
+impl Hardware for Registers {
+    fn read(&self, register: u32) -> u32 {
+        self.window.read32(register as usize)
+    }
+
+    fn write(&self, register: u32, value: u32) {
+        self.window.write32(register as usize, value)
+    }
+
+    fn alloc_dma(&self, size: usize) -> Option<Dma> {
+        let (virt, phys) = super::alloc_dma(self.node, size)?;
+        Some(Dma { virt, phys, size })
+    }
+
+    fn delay_us(&self, micros: u64) {
+        tsc::spin_for_micros(micros);
+    }
+}
+
+/// An e1000 found on PCI, not set up yet.
+pub struct Found {
+    window: Window,
+    device: pci::Device,
+}
+
+/// Finds QEMU's e1000, maps BAR 0 and enables DMA. `None` when there is
+/// no such device.
+pub fn find() -> Option<Result<Found, String>> {
+    let device = pci::find(0x8086, 0x100e)?;
+    Some(map(device).map_err(|e| format!("e1000: {e}")))
+}
+
+fn map(device: pci::Device) -> Result<Found, &'static str> {
+    let Some(pci::Bar::Memory { phys, size }) = device.bar(0) else { return Err("BAR 0 is not a memory window") };
+    if phys == 0 {
+        return Err("BAR 0 not assigned by the firmware");
+    }
+    let window = Window::map(phys, size as usize)?;
+    device.enable();
+    Ok(Found { window, device })
+}
+
+impl Found {
+    /// Sets the driver up on the calling cpu (DMA memory from its node),
+    /// with its interrupt line routed here unless `poll`.
+    pub fn start(self, poll: bool) -> Result<(E1000<Registers>, Interrupt), String> {
+        let registers = Registers { window: self.window, node: percpu::this().node };
+        let mut driver = E1000::new(registers).map_err(|e| format!("e1000 setup failed: {e:?}"))?;
+        let interrupt = if poll {
+            Interrupt::Polled("netpoll=on")
+        } else {
+            match find_interrupt_line(&mut driver, self.device.interrupt_line) {
+                Some(gsi) => Interrupt::Line { gsi, trigger: Trigger::LevelLow },
+                None => Interrupt::Polled("no interrupt line found"),
+            }
+        };
+        Ok((driver, interrupt))
+    }
+}
+
+impl NetDevice for E1000<Registers> {
+    fn mac(&self) -> [u8; 6] {
+        E1000::mac(self)
+    }
+
+    fn link_up(&self) -> bool {
+        E1000::link_up(self)
+    }
+
+    fn enable_interrupts(&mut self) {
+        E1000::enable_interrupts(self)
+    }
+
+    fn acknowledge_interrupt(&mut self) -> u32 {
+        self.handle_interrupt()
+    }
+
+    fn rx_ready(&self) -> bool {
+        E1000::rx_ready(self)
+    }
+
+    fn peek_frame(&self) -> Option<&[u8]> {
+        E1000::peek_frame(self)
+    }
+
+    fn receive_with<R>(&mut self, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R> {
+        E1000::receive_with(self, f)
+    }
+
+    fn can_transmit(&mut self) -> bool {
+        E1000::can_transmit(self)
+    }
+
+    fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
+        E1000::transmit_with(self, len, f)
+    }
+
+    fn flush(&mut self) {
+        E1000::flush(self)
+    }
+
+    fn stats(&mut self) -> NicStats {
+        E1000::stats(self).into()
+    }
+}
+
+static PROBED: AtomicBool = AtomicBool::new(false);
+static PROBE_GSI: AtomicU32 = AtomicU32::new(0);
+
+fn probe_interrupt(_vector: u8) {
+    ioapic::mask(PROBE_GSI.load(Ordering::Relaxed));
+    PROBED.store(true, Ordering::Release);
+}
+
+/// Finds the I/O APIC line the NIC's INTx reaches, by making the NIC
+/// interrupt with one candidate line unmasked at a time: the line the
+/// firmware wrote, then the PCI lines 16-23. Runs on the cpu that will take
+/// the interrupts, with interrupts enabled.
+fn find_interrupt_line(nic: &mut E1000<Registers>, line: u8) -> Option<u32> {
+    let pins = super::init_io_apics(false)?;
+    traps::set_handler(PROBE_VECTOR, probe_interrupt);
+    let me = percpu::this().apic_id;
+    let candidates = core::iter::once(line).filter(|&l| l < 16).chain(16..pins.min(24));
+    for gsi in candidates.map(u32::from) {
+        PROBE_GSI.store(gsi, Ordering::Relaxed);
+        PROBED.store(false, Ordering::Release);
+        if ioapic::route(gsi, Trigger::LevelLow, PROBE_VECTOR, me).is_err() {
+            continue;
+        }
+        ioapic::unmask(gsi);
+        nic.raise_test_interrupt();
+        let deadline = tsc::now() + tsc::hz() / 200; // 5 ms
+        while !PROBED.load(Ordering::Acquire) && tsc::now() < deadline {
+            core::hint::spin_loop();
+        }
+        ioapic::mask(gsi);
+        nic.handle_interrupt();
+        if PROBED.load(Ordering::Acquire) {
+            return Some(gsi);
+        }
+    }
+    None
+}
