@@ -887,51 +887,52 @@ mod tests {
         assert_eq!(caps.max_transmission_unit, 1514);
     }
 
-    /// An IPv4 frame from smoltcp's emitters, TCP or UDP, with the TCP/UDP
-    /// checksum as smoltcp leaves it with `tx_checksum` (zero when it is
-    /// left to the device).
+    /// An Ethernet/IPv4 frame around a TCP or UDP segment that smoltcp
+    /// emits, its checksum filled in only with `tx_checksum` (else zero, as
+    /// smoltcp leaves it to a device that offloads).
     fn ip_frame(tcp: bool, payload: &[u8], tx_checksum: bool) -> Vec<u8> {
         use smoltcp::phy::{Checksum, ChecksumCapabilities};
         use smoltcp::wire::*;
-        let (src, dst) = (Ipv4Address::new(10, 0, 0, 2), Ipv4Address::new(10, 0, 0, 1));
-        let l4_len = if tcp { 20 } else { 8 } + payload.len();
-        let mut bytes = vec![0u8; 14 + 20 + l4_len];
-        let eth = EthernetRepr { src_addr: EthernetAddress(MAC), dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]), ethertype: EthernetProtocol::Ipv4 };
-        let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: if tcp { IpProtocol::Tcp } else { IpProtocol::Udp }, payload_len: l4_len, hop_limit: 64 };
         let mut caps = ChecksumCapabilities::default();
         if !tx_checksum {
-            caps.tcp = Checksum::Rx;
-            caps.udp = Checksum::Rx;
+            (caps.tcp, caps.udp) = (Checksum::Rx, Checksum::Rx);
         }
-        let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
-        eth.emit(&mut frame);
-        let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
-        ip.emit(&mut packet, &caps);
+        let (src, dst) = (Ipv4Address::new(192, 168, 7, 2), Ipv4Address::new(192, 168, 7, 1));
+        let mut segment = vec![0; if tcp { 20 } else { 8 } + payload.len()];
         if tcp {
             let repr = TcpRepr {
-                src_port: 80, dst_port: 40000, control: TcpControl::Psh, seq_number: TcpSeqNumber(7), ack_number: Some(TcpSeqNumber(9)),
-                window_len: 1000, window_scale: None, max_seg_size: None, sack_permitted: false, sack_ranges: [None; 3],
-                timestamp: None, payload,
+                src_port: 8080, dst_port: 51000, control: TcpControl::Psh, seq_number: TcpSeqNumber(1000),
+                ack_number: Some(TcpSeqNumber(2000)), window_len: 4096, window_scale: None, max_seg_size: None,
+                sack_permitted: false, sack_ranges: [None; 3], timestamp: None, payload,
             };
-            repr.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), &caps);
+            repr.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), &src.into(), &dst.into(), &caps);
         } else {
-            let repr = UdpRepr { src_port: 9001, dst_port: 40000 };
-            repr.emit(&mut UdpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), payload.len(), |b| b.copy_from_slice(payload), &caps);
+            let udp = UdpRepr { src_port: 5353, dst_port: 51001 };
+            let fill = |buffer: &mut [u8]| buffer.copy_from_slice(payload);
+            udp.emit(&mut UdpPacket::new_unchecked(&mut segment[..]), &src.into(), &dst.into(), payload.len(), fill, &caps);
         }
+        let protocol = if tcp { IpProtocol::Tcp } else { IpProtocol::Udp };
+        let mut bytes = vec![0; 34 + segment.len()];
+        EthernetRepr { src_addr: EthernetAddress(MAC), dst_addr: EthernetAddress([2, 0, 0, 0, 0, 9]), ethertype: EthernetProtocol::Ipv4 }
+            .emit(&mut EthernetFrame::new_unchecked(&mut bytes[..]));
+        Ipv4Repr { src_addr: src, dst_addr: dst, next_header: protocol, payload_len: segment.len(), hop_limit: 64 }
+            .emit(&mut Ipv4Packet::new_unchecked(&mut bytes[14..34]), &caps);
+        bytes[34..].copy_from_slice(&segment);
         bytes
     }
 
-    /// Whether a frame's TCP/UDP checksum is right (smoltcp's wire module).
+    /// Whether a frame's TCP/UDP checksum is right: smoltcp's parsers,
+    /// which verify it (a UDP checksum of 0, "none", does not count).
     fn l4_checksum_ok(bytes: &[u8]) -> bool {
+        use smoltcp::phy::ChecksumCapabilities;
         use smoltcp::wire::*;
-        let packet = Ipv4Packet::new_checked(&bytes[14..]).unwrap();
-        let (src, dst) = (packet.src_addr().into(), packet.dst_addr().into());
-        match packet.next_header() {
-            IpProtocol::Tcp => TcpPacket::new_checked(packet.payload()).unwrap().verify_checksum(&src, &dst),
-            IpProtocol::Udp => {
-                let udp = UdpPacket::new_checked(packet.payload()).unwrap();
-                udp.checksum() != 0 && udp.verify_checksum(&src, &dst)
-            }
+        let ip = Ipv4Packet::new_checked(&bytes[14..]).expect("an IPv4 frame");
+        let (src, dst) = (IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()));
+        let verify = ChecksumCapabilities::default();
+        match ip.next_header() {
+            IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).is_ok_and(|tcp| TcpRepr::parse(&tcp, &src, &dst, &verify).is_ok()),
+            IpProtocol::Udp => UdpPacket::new_checked(ip.payload())
+                .is_ok_and(|udp| udp.checksum() != 0 && UdpRepr::parse(&udp, &src, &dst, &verify).is_ok()),
             _ => false,
         }
     }
