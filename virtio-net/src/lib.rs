@@ -578,6 +578,20 @@ mod tests {
     }
 
     #[test]
+    fn a_device_that_does_not_reset_or_asks_for_a_reset_has_failed() {
+        let (error, sim) = setup_error(|s| {
+            s.status = status::ACKNOWLEDGE;
+            s.reset_stuck = true;
+        });
+        assert_eq!(error, Error::DeviceFailed);
+        assert_eq!(sim.state().status_writes, [0, status::ACKNOWLEDGE | status::FAILED], "nothing after the reset");
+        let (error, sim) = setup_error(|s| s.fails_at_driver_ok = true);
+        assert_eq!(error, Error::DeviceFailed);
+        assert_ne!(sim.state().status & status::FAILED, 0);
+        assert_eq!(sim.state().notifications, [0, 0], "a failed device is not notified");
+    }
+
+    #[test]
     fn queue_sizes_must_be_powers_of_two_above_zero_and_smaller_ones_are_used() {
         let (error, sim) = setup_error(|s| s.queues[0].max = 0);
         assert_eq!(error, Error::BadQueueSize(0));

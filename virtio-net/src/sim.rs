@@ -55,6 +55,10 @@ pub struct State {
     driver_features_sel: u32,
     /// The device clears FEATURES_OK whatever the driver accepted.
     pub refuse_features_ok: bool,
+    /// A write of 0 does not reset the device.
+    pub reset_stuck: bool,
+    /// The device sets DEVICE_NEEDS_RESET when the driver sets DRIVER_OK.
+    pub fails_at_driver_ok: bool,
     pub status: u8,
     pub status_writes: Vec<u8>,
     queue_sel: u16,
@@ -94,6 +98,8 @@ impl Default for State {
             device_features_sel: 0,
             driver_features_sel: 0,
             refuse_features_ok: false,
+            reset_stuck: false,
+            fails_at_driver_ok: false,
             status: 0,
             status_writes: Vec::new(),
             queue_sel: 0,
@@ -188,7 +194,7 @@ impl Sim {
     /// reports). False when the driver gave it no buffer.
     pub fn deliver_with(&self, header: NetHeader, frame: &[u8], used_len: Option<u32>) -> bool {
         let mut s = self.0.borrow_mut();
-        assert_ne!(s.status & status::DRIVER_OK, 0, "frames arrive once the driver is ready");
+        assert_eq!(s.status & (status::DRIVER_OK | status::FAILED), status::DRIVER_OK, "frames arrive once the driver is ready");
         let q = s.queues[0];
         assert!(q.ready);
         if read16(q.driver + 2) == q.next_avail {
@@ -310,7 +316,10 @@ impl Sim {
     fn write_status(s: &mut State, value: u8) {
         s.status_writes.push(value);
         if value == 0 {
-            return Self::reset(s);
+            if !s.reset_stuck {
+                Self::reset(s);
+            }
+            return;
         }
         let mut value = value;
         if value & status::FEATURES_OK != 0 && s.status & status::FEATURES_OK == 0 {
@@ -318,6 +327,9 @@ impl Sim {
             if s.refuse_features_ok || !known {
                 value &= !status::FEATURES_OK;
             }
+        }
+        if value & status::DRIVER_OK != 0 && s.fails_at_driver_ok {
+            value |= status::DEVICE_NEEDS_RESET;
         }
         s.status = value;
     }
