@@ -294,6 +294,58 @@ pub fn ovmf_firmware() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Where a network test runs: a machine type and its card.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hardware {
+    pub machine: MachineType,
+    pub nic: Nic,
+}
+
+impl Hardware {
+    /// q35 with an e1000 (what [`Machine::new`] gives).
+    pub const E1000: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::E1000 };
+    /// q35 with virtio-net over PCI (modern only).
+    pub const VIRTIO_PCI: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Virtio };
+    /// microvm with virtio-net over MMIO.
+    pub const VIRTIO_MMIO: Hardware = Hardware { machine: MachineType::Microvm, nic: Nic::Virtio };
+
+    /// How many cpus the guest gets when a test asks for `wanted`: on
+    /// microvm without ACPI (see [`MICROVM_DEFAULTS`]) the guest finds one.
+    pub fn cpus(self, wanted: usize) -> usize {
+        match self.machine {
+            MachineType::Q35 => wanted,
+            MachineType::Microvm => 1,
+        }
+    }
+
+    /// The name the kernel gives the card in its `net:` log line.
+    pub fn driver(self) -> &'static str {
+        match (self.machine, self.nic) {
+            (_, Nic::E1000) => "e1000",
+            (MachineType::Q35, Nic::Virtio) => "virtio-net-pci",
+            (MachineType::Microvm, Nic::Virtio) => "virtio-net-mmio",
+        }
+    }
+}
+
+/// `#[test]` wrappers that run one test body on several [`Hardware`]s,
+/// without repeating it: `on_hardware!(body: e1000 = E1000, virtio_mmio =
+/// VIRTIO_MMIO);` makes `mod body { #[test] fn e1000() .. }`, each calling
+/// `body(Hardware::E1000)` (a module and a function may share a name).
+#[macro_export]
+macro_rules! on_hardware {
+    ($body:ident: $($test:ident = $hardware:ident),+ $(,)?) => {
+        mod $body {
+            $(
+                #[test]
+                fn $test() {
+                    super::$body($crate::Hardware::$hardware)
+                }
+            )+
+        }
+    };
+}
+
 /// One NUMA node of the guest: its cpus and memory.
 #[derive(Clone, Debug)]
 pub struct NumaNode {
@@ -371,6 +423,10 @@ impl Machine {
     /// and `nic(Virtio)`.
     pub fn microvm(self) -> Self {
         self.machine_type(MachineType::Microvm).nic(Nic::Virtio)
+    }
+    /// The machine type and card of `hardware`.
+    pub fn on(self, hardware: Hardware) -> Self {
+        self.machine_type(hardware.machine).nic(hardware.nic)
     }
     pub fn nic_kind(&self) -> Nic {
         self.nic

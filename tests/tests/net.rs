@@ -3,22 +3,28 @@
 //! refused connection, and a flood of bad frames written straight onto the
 //! NIC's wire (a unix datagram socket) after which the service still
 //! answers.
+//!
+//! DHCP, the byte-exact echo, the 100 connections and the bad-frame flood
+//! run on each card: q35's e1000, virtio-net over PCI on q35 (MSI-X) and
+//! over MMIO on microvm (an I/O APIC line, one cpu), through
+//! `on_hardware!`; all three together add about 3 s to the file. The rest
+//! stays on the e1000: it tests the kernel, not the card.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use bravo_tests::{free_port, ktest, Machine, Running};
+use bravo_tests::{free_port, ktest, on_hardware, Hardware, Machine, Running};
 
-/// Boots `examples/echo` with user networking; returns the VM and the host
-/// port forwarded to the guest's port 7.
-fn echo_service(cpus: usize) -> (Running, u16) {
-    echo_service_with(cpus, &[])
+/// Boots `examples/echo` with user networking on `hardware`; returns the
+/// VM and the host port forwarded to the guest's port 7.
+fn echo_service(hardware: Hardware, cpus: usize) -> (Running, u16) {
+    echo_service_with(hardware, cpus, &[])
 }
 
-fn echo_service_with(cpus: usize, more: &[(u16, u16)]) -> (Running, u16) {
-    echo_service_on(Machine::new("echo").cpus(cpus), more)
+fn echo_service_with(hardware: Hardware, cpus: usize, more: &[(u16, u16)]) -> (Running, u16) {
+    echo_service_on(Machine::new("echo").on(hardware).cpus(hardware.cpus(cpus)), more)
 }
 
 fn echo_service_on(machine: Machine, more: &[(u16, u16)]) -> (Running, u16) {
@@ -79,7 +85,7 @@ fn pattern(len: usize, seed: usize) -> Vec<u8> {
 
 #[test]
 fn an_idle_network_service_sleeps() {
-    let (vm, port) = echo_service(2);
+    let (vm, port) = echo_service(Hardware::E1000, 2);
     drop(connect(port)); // traffic first, then quiet
     std::thread::sleep(Duration::from_millis(500));
     let (wall, cpu) = (Instant::now(), vm.cpu_time());
@@ -92,16 +98,15 @@ fn an_idle_network_service_sleeps() {
     assert!(share < 0.15, "an idle network service used {cpu:?} of cpu time in {wall:?}");
 }
 
-#[test]
-fn dhcp_gives_the_guest_an_address() {
-    let (mut vm, _) = echo_service(1);
+fn dhcp_gives_the_guest_an_address(hardware: Hardware) {
+    let (mut vm, _) = echo_service(hardware, 1);
     vm.wait_for_line("net: address 10.0.2.15/24, gateway 10.0.2.2", Duration::from_secs(1)).unwrap();
-    vm.wait_for_line("net: e1000 52:54:00:12:34:56", Duration::from_secs(1)).unwrap();
+    vm.wait_for_line(&format!("net: {} 52:54:00:12:34:56", hardware.driver()), Duration::from_secs(1)).unwrap();
 }
+on_hardware!(dhcp_gives_the_guest_an_address: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
 
-#[test]
-fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes() {
-    let (_vm, port) = echo_service(2);
+fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes(hardware: Hardware) {
+    let (_vm, port) = echo_service(hardware, 2);
     for (i, size) in [1, 1000, 65_536, 1 << 20, 3 << 20].into_iter().enumerate() {
         let data = pattern(size, i);
         let started = Instant::now();
@@ -112,6 +117,7 @@ fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes() {
         println!("tcp echo {size} B in {secs:.2} s ({:.2} MB/s each way)", size as f64 / secs / 1e6);
     }
 }
+on_hardware!(tcp_echo_is_byte_exact_from_one_byte_to_megabytes: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn the_polled_nic_serves_too() {
@@ -121,9 +127,8 @@ fn the_polled_nic_serves_too() {
     assert!(echo(connect(port), data.clone()) == data, "echo through the polled NIC differs");
 }
 
-#[test]
-fn a_hundred_concurrent_connections_all_complete() {
-    let (_vm, port) = echo_service(2);
+fn a_hundred_concurrent_connections_all_complete(hardware: Hardware) {
+    let (_vm, port) = echo_service(hardware, 2);
     // Open the connections one after the other (QEMU's port forwarding
     // accepts host connections slowly, and drops bursts of them), keep all
     // 100 open at once in the guest, then echo on all of them concurrently.
@@ -142,10 +147,11 @@ fn a_hundred_concurrent_connections_all_complete() {
     let failed = clients.into_iter().map(|c| c.join()).filter(Result::is_err).count();
     assert_eq!(failed, 0, "{failed} of 100 concurrent clients failed");
 }
+on_hardware!(a_hundred_concurrent_connections_all_complete: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn udp_echo_answers() {
-    let (_vm, port) = echo_service(1);
+    let (_vm, port) = echo_service(Hardware::E1000, 1);
     let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
     socket.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
     let mut answered = 0;
@@ -173,7 +179,7 @@ fn a_connection_to_a_closed_port_is_refused() {
     // Host side: the guest resets a connection to a port it does not serve
     // (QEMU accepts on the host, then closes it when the guest resets).
     let unserved = free_port();
-    let (_vm, port) = echo_service_with(1, &[(unserved, 9)]);
+    let (_vm, port) = echo_service_with(Hardware::E1000, 1, &[(unserved, 9)]);
     connect(port); // the guest is up
     let mut stream = TcpStream::connect(("127.0.0.1", unserved)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -284,8 +290,7 @@ fn bad_frames(guest_mac: [u8; 6]) -> Vec<Vec<u8>> {
     frames
 }
 
-#[test]
-fn a_flood_of_bad_frames_leaves_the_service_answering() {
+fn a_flood_of_bad_frames_leaves_the_service_answering(hardware: Hardware) {
     let dir = std::env::temp_dir().join(format!("bravo-wire-{}-{}", std::process::id(), free_port()));
     std::fs::create_dir_all(&dir).unwrap();
     let (guest_path, host_path) = (dir.join("guest.sock"), dir.join("host.sock"));
@@ -294,7 +299,8 @@ fn a_flood_of_bad_frames_leaves_the_service_answering() {
     // The flood never blocks the test for long if QEMU stops reading.
     wire.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
     let mut vm = Machine::new("echo")
-        .cpus(2)
+        .on(hardware)
+        .cpus(hardware.cpus(2))
         .dgram_net(&guest_path, &host_path)
         .cmdline("ip=10.0.0.2/24")
         .timeout(Duration::from_secs(300))
@@ -361,6 +367,7 @@ fn a_flood_of_bad_frames_leaves_the_service_answering() {
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
+on_hardware!(a_flood_of_bad_frames_leaves_the_service_answering: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn running_out_of_socket_memory_is_an_error_not_a_crash() {
