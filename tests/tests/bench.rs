@@ -1,8 +1,9 @@
 //! Smoke tests of `bravo-bench pps|http|boot|conns`: each runs for a second or
-//! two per measure, Bravo beside the Linux peer (and the e1000 ceiling for
+//! two per measure, Bravo beside the Linux peer (and the raw-ring ceiling for
 //! pps), and its report must hold sane numbers: every rate non-zero, every
-//! time positive, a Linux column, files written. No timing thresholds:
-//! speed is for the benchmarks themselves.
+//! time positive, a Linux column, files written. `pps` and `boot` run once
+//! more on virtio-net (`--nic virtio`, `--machine microvm`). No timing
+//! thresholds: speed is for the benchmarks themselves.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -106,20 +107,45 @@ fn http_bench_reports_requests_and_latencies_for_bravo_and_linux() {
     }
 }
 
-#[test]
-fn boot_bench_reports_boot_times_and_image_sizes() {
-    let rows = bench("boot", &["boot", "--runs", "1"]);
+/// Both systems' boot rows: first response after entry to main, which
+/// cannot come before QEMU started.
+fn assert_boot_times(rows: &[(String, String, String, String, f64)]) {
     for system in ["bravo", "linux"] {
-        let times = values(&rows, "ms", system);
+        let times = values(rows, "ms", system);
         assert_eq!(times.len(), 2, "{system}: {times:?}");
-        // Entry to main comes before the first response, which cannot
-        // come before QEMU started.
         let (first_response, to_main) = (times[0].4, times[1].4);
         assert!(to_main > 0.0 && first_response > to_main, "{system}: first response {first_response} ms, main {to_main} ms");
     }
+}
+
+#[test]
+fn boot_bench_reports_boot_times_and_image_sizes() {
+    let rows = bench("boot", &["boot", "--runs", "1"]);
+    assert_boot_times(&rows);
     let sizes = values(&rows, "KiB", "bravo");
     assert!(sizes.len() >= 5, "one size per example: {sizes:?}");
     assert!(sizes.iter().all(|r| r.4 > 16.0 && r.4 < 64.0 * 1024.0), "{sizes:?}");
+}
+
+/// `--machine microvm`: both guests boot by `-kernel` on microvm with
+/// virtio-net over MMIO (the Linux peer with its virtio modules).
+#[test]
+fn boot_bench_runs_on_microvm_with_virtio_beside_linux() {
+    let rows = bench("boot", &["boot", "--runs", "1", "--machine", "microvm", "--systems", "bravo,linux"]);
+    assert_boot_times(&rows);
+    assert!(rows.iter().filter(|r| r.2 == "ms").all(|r| r.0 == "boot (virtio)"), "{rows:?}");
+}
+
+/// `--nic virtio`: Bravo, the raw-ring ceiling and Linux on virtio-net
+/// over PCI.
+#[test]
+fn pps_bench_runs_on_virtio() {
+    let rows = bench("pps", &["pps", "--nic", "virtio", "--runs", "1", "--secs", "1", "--sizes", "64"]);
+    for system in ["bravo", "ceiling", "linux"] {
+        let rates: Vec<_> = rows.iter().filter(|r| (r.2 == "pkt/s" || r.2 == "rt/s") && r.3 == system).collect();
+        assert_eq!(rates.len(), 3, "{system}: RX, TX and echo: {rates:?}");
+        assert!(rates.iter().all(|r| r.0.ends_with("(virtio)") && r.4 > 100.0 && r.4 < 1e8), "{system}: {rates:?}");
+    }
 }
 
 #[test]
@@ -149,7 +175,7 @@ fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo
 
 #[test]
 fn bench_rejects_bad_options_with_a_message() {
-    for args in [&["pps", "--sizes", "20"][..], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"]] {
+    for args in [&["pps", "--sizes", "20"][..], &["pps", "--nic", "rtl8139"], &["http", "--machine", "pc"], &["boot", "--machine", "microvm", "--nic", "e1000"], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"]] {
         let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench")).args(args).output().expect("bravo-bench runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);
