@@ -768,6 +768,14 @@ impl Running {
         }
     }
 
+    /// Everything printed so far, including lines not yet waited for.
+    pub fn serial_now(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.serial()
+    }
+
     /// Everything printed so far.
     pub fn serial(&self) -> String {
         self.seen.iter().map(|l| l.text.as_str()).collect::<Vec<_>>().join("\n")

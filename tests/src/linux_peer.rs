@@ -85,12 +85,39 @@ pub fn machine_options(machine: crate::MachineType) -> &'static [&'static str] {
 /// Kernel command line for a mode: e.g. `cmdline("sink", 9000, "10.0.0.2/24")`.
 ///
 /// `mitigations=off` because Bravo has none either; `tsc=reliable` spares
-/// the TSC watchdog under TCG.
+/// the TSC watchdog under TCG; `tsc_early_khz=` gives the TSC rate (the
+/// host's: TCG's guest TSC is the host's, and so is KVM's without scaling)
+/// because on microvm, with no HPET and no ACPI PM timer, Linux's
+/// calibration against the PIT fails on a loaded host about one boot in
+/// two ("tsc: Unable to calibrate against PIT"), and the guest then hangs.
 pub fn cmdline(mode: &str, port: u16, ip_cidr: &str) -> String {
+    let tsc = host_tsc_khz().map(|khz| format!("tsc_early_khz={khz} ")).unwrap_or_default();
     format!(
-        "console=ttyS0 quiet panic=-1 tsc=reliable mitigations=off \
+        "console=ttyS0 quiet panic=-1 tsc=reliable {tsc}mitigations=off \
          bravo.mode={mode} bravo.port={port} bravo.ip={ip_cidr}"
     )
+}
+
+/// The host's TSC rate in kHz, measured once against the monotonic clock
+/// over 100 ms (0.1% is well within what Linux's TSC needs); `None` off
+/// x86_64.
+fn host_tsc_khz() -> Option<u64> {
+    static KHZ: std::sync::OnceLock<Option<u64>> = std::sync::OnceLock::new();
+    *KHZ.get_or_init(|| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::time::{Duration, Instant};
+            // SAFETY: RDTSC only reads the time-stamp counter, present on
+            // every x86_64 cpu.
+            let tsc = || unsafe { core::arch::x86_64::_rdtsc() };
+            let (start, ticks_before) = (Instant::now(), tsc());
+            std::thread::sleep(Duration::from_millis(100));
+            let (ticks, elapsed) = (tsc().wrapping_sub(ticks_before), start.elapsed());
+            Some((ticks as f64 / elapsed.as_secs_f64() / 1000.0) as u64).filter(|&khz| khz > 0)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        None
+    })
 }
 
 /// `<workspace>/target/linux-peer`.

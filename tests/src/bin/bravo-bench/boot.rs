@@ -104,7 +104,7 @@ fn boot_once(system: System, machine: Machine, accel: Accel) -> (Duration, f64) 
             break started.elapsed();
         }
         if started.elapsed() > Duration::from_secs(120) {
-            fail(&format!("{} did not answer HTTP within 120 s:\n{}", system.name(), vm.serial()));
+            fail(&format!("{} did not answer HTTP within 120 s:\n{}", system.name(), vm.serial_now()));
         }
         std::thread::sleep(Duration::from_millis(5));
     };
