@@ -415,8 +415,12 @@ impl Machine {
         self
     }
     /// An extra `-M` option (`pit=off`, `acpi=on`).
-    pub fn machine_option(mut self, option: &str) -> Self {
-        self.machine_options.push(option.into());
+    pub fn machine_option(self, option: &str) -> Self {
+        self.machine_options([option])
+    }
+    /// Extra `-M` options, in order.
+    pub fn machine_options<I: IntoIterator<Item = S>, S: Into<String>>(mut self, options: I) -> Self {
+        self.machine_options.extend(options.into_iter().map(Into::into));
         self
     }
     /// A virtio card on microvm (virtio over MMIO): `machine_type(Microvm)`

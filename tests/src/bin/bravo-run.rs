@@ -77,8 +77,10 @@ fn main() {
     };
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
 
-    let machine = machine_options.iter().fold(Machine::new(&image).machine_type(machine_type).nic(nic), |m, o| m.machine_option(o));
-    let machine = machine
+    let machine = Machine::new(&image)
+        .machine_type(machine_type)
+        .machine_options(&machine_options)
+        .nic(nic)
         .boot(boot)
         .accel(accel)
         .cpus(env_number("CPUS", 1))

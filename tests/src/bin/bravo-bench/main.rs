@@ -181,8 +181,7 @@ impl Options {
             System::Linux => linux_peer::machine_options(self.machine),
             System::Bravo | System::Ceiling => &[],
         };
-        let options = peer_options.iter().copied().chain(self.machine_options.iter().map(String::as_str));
-        options.fold(machine, |m, o| m.machine_option(o))
+        machine.machine_options(peer_options.iter().copied()).machine_options(&self.machine_options)
     }
 
     /// The report's group for `group` measured on `nic`: as it is on the
