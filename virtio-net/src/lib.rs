@@ -1049,6 +1049,18 @@ mod tests {
     }
 
     #[test]
+    fn a_boxed_transport_drives_the_device_as_well() {
+        let sim = Sim::new();
+        let transport: Box<dyn Transport> = Box::new(Mmio::new(sim.window(Window::Mmio)).unwrap());
+        let mut nic = VirtioNet::new(transport, &sim, Interrupt::Line).expect("sets up through the box");
+        assert!(sim.deliver(&frame(5)));
+        assert_eq!(nic.receive_with(|f| f.unwrap().to_vec()), Some(frame(5)));
+        nic.transmit_with(60, |b| b.fill(7));
+        nic.flush();
+        assert_eq!(sim.state().sent, [vec![7; 60]]);
+    }
+
+    #[test]
     fn pci_isr_read_acknowledges_the_interrupt() {
         let (nic, sim) = pci_driver(|_| {}, Interrupt::Line);
         let mut nic = nic.unwrap();

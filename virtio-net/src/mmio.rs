@@ -1,6 +1,9 @@
 //! The virtio-mmio transport, version 2 (virtio 1.1, 4.2.2): one window of
 //! 32-bit registers, the device configuration from offset 0x100. Version 1
-//! (legacy, page-frame queues) is refused.
+//! (legacy, page-frame queues) is refused. QEMU presents its virtio-mmio
+//! devices as version 1 unless told `-global virtio-mmio.force-legacy=false`
+//! (also on `-M microvm`: checked with QEMU 10's `info qtree`); Firecracker
+//! and Cloud Hypervisor present version 2.
 
 use crate::transport::{QueueAddresses, Transport, NO_VECTOR};
 use crate::{Error, Registers};

@@ -41,6 +41,7 @@ impl RxQueue {
     }
 
     fn buffer(&self, id: u16) -> *mut u8 {
+        debug_assert!(id < self.queue.len());
         // SAFETY: id < len, and the buffers hold len * BUFFER_SIZE bytes.
         unsafe { self.buffers.virt.as_ptr().add(usize::from(id) * BUFFER_SIZE) }
     }

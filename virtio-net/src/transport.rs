@@ -39,6 +39,8 @@ pub struct QueueAddresses {
 }
 
 /// A virtio transport. Methods that concern one queue select it first.
+/// Object safe: a kernel that drives both transports can use
+/// `VirtioNet<Box<dyn Transport + Send>>`.
 pub trait Transport {
     /// The device status byte.
     fn status(&self) -> u8;
@@ -70,4 +72,58 @@ pub trait Transport {
     fn read_config8(&self, offset: usize) -> u8;
     /// A little-endian 16-bit field of the device-specific configuration.
     fn read_config16(&self, offset: usize) -> u16;
+}
+
+impl<T: Transport + ?Sized> Transport for alloc::boxed::Box<T> {
+    fn status(&self) -> u8 {
+        (**self).status()
+    }
+
+    fn set_status(&self, status: u8) {
+        (**self).set_status(status)
+    }
+
+    fn device_features(&self) -> u64 {
+        (**self).device_features()
+    }
+
+    fn set_driver_features(&self, features: u64) {
+        (**self).set_driver_features(features)
+    }
+
+    fn queue_max_size(&self, queue: u16) -> u16 {
+        (**self).queue_max_size(queue)
+    }
+
+    fn set_up_queue(&mut self, queue: u16, size: u16, addresses: QueueAddresses) {
+        (**self).set_up_queue(queue, size, addresses)
+    }
+
+    fn set_config_vector(&self, vector: u16) -> bool {
+        (**self).set_config_vector(vector)
+    }
+
+    fn set_queue_vector(&self, queue: u16, vector: u16) -> bool {
+        (**self).set_queue_vector(queue, vector)
+    }
+
+    fn notify(&self, queue: u16) {
+        (**self).notify(queue)
+    }
+
+    fn acknowledge_interrupt(&self) -> u32 {
+        (**self).acknowledge_interrupt()
+    }
+
+    fn config_generation(&self) -> u32 {
+        (**self).config_generation()
+    }
+
+    fn read_config8(&self, offset: usize) -> u8 {
+        (**self).read_config8(offset)
+    }
+
+    fn read_config16(&self, offset: usize) -> u16 {
+        (**self).read_config16(offset)
+    }
 }
