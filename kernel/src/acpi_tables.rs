@@ -2,6 +2,8 @@
 //! tables and reads the MADT (cpus, I/O APIC); the SRAT (NUMA affinity) and
 //! SLIT (distances) bodies are read by [`crate::topology`]'s bounds-checked
 //! parsers, because acpi 7.0.0-pre1 misreads both for more than one node.
+//! Without an RSDP (QEMU's microvm with `acpi=off`, Firecracker) the MP
+//! tables stand in ([`crate::mptable`]).
 
 use acpi::sdt::madt::{Madt, MadtEntry};
 use acpi::sdt::{SdtHeader, Signature};
@@ -46,7 +48,11 @@ fn table_bytes<const SIG: u32>(mapping: &PhysicalMapping<KernelAcpiHandler, RawT
 /// a safe fallback (the boot cpu alone, one node).
 pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
     let Some(rsdp) = rsdp else {
-        log::warn!("acpi: the loader gave no RSDP; assuming one cpu and one node");
+        if let Some(topology) = crate::mptable::discover(boot_apic_id) {
+            log::info!("acpi: the loader gave no RSDP; cpus and I/O APICs from the MP tables");
+            return topology;
+        }
+        log::warn!("acpi: the loader gave no RSDP and there are no MP tables; assuming one cpu and one node");
         return Topology::single(boot_apic_id);
     };
     // SAFETY: the loader reports this as the RSDP's physical address; the

@@ -25,6 +25,7 @@ extern crate alloc;
 pub mod cmdline;
 pub mod spsc;
 pub mod topology;
+mod mptable;
 
 /// The lazily committed region's bookkeeping, tested on the host (in the
 /// kernel it is `memory::lazy`'s own module).
