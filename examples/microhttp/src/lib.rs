@@ -31,6 +31,9 @@ pub enum Status {
     MethodNotAllowed,
     RequestTimeout,
     PayloadTooLarge,
+    /// Well-formed content with the wrong meaning (wrong types, missing
+    /// fields, values out of range).
+    UnprocessableContent,
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
@@ -49,6 +52,7 @@ impl Status {
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
             Status::PayloadTooLarge => 413,
+            Status::UnprocessableContent => 422,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
@@ -67,6 +71,7 @@ impl Status {
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
             Status::PayloadTooLarge => "Payload Too Large",
+            Status::UnprocessableContent => "Unprocessable Content",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
@@ -364,6 +369,25 @@ pub trait Transport {
     /// (a TCP transport sends its FIN with them).
     fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.write_all(data)
+    }
+}
+
+/// A [`Transport`] over any `embedded-io` stream (a Bravo `TcpStream`):
+/// a read error of kind `TimedOut` is the client's idleness (408), any
+/// other error a broken connection. The stream's own read timeout
+/// applies.
+pub struct IoTransport<S>(pub S);
+
+impl<S: embedded_io::Read + embedded_io::Write> Transport for IoTransport<S> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        self.0.read(buf).map_err(|e| match embedded_io::Error::kind(&e) {
+            embedded_io::ErrorKind::TimedOut => TransportError::TimedOut,
+            _ => TransportError::Closed,
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.0.write_all(data).map_err(|_| TransportError::Closed)
     }
 }
 
@@ -822,6 +846,44 @@ mod tests {
             };
             assert_eq!(seen, expected);
         }
+    }
+
+    /// A stream of `embedded-io` whose reads time out after its data.
+    struct Idle(&'static [u8], Vec<u8>);
+
+    impl embedded_io::ErrorType for Idle {
+        type Error = embedded_io::ErrorKind;
+    }
+
+    impl embedded_io::Read for Idle {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, embedded_io::ErrorKind> {
+            if self.0.is_empty() {
+                return Err(embedded_io::ErrorKind::TimedOut);
+            }
+            let n = self.0.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    impl embedded_io::Write for Idle {
+        fn write(&mut self, data: &[u8]) -> Result<usize, embedded_io::ErrorKind> {
+            self.1.extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> Result<(), embedded_io::ErrorKind> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_embedded_io_stream_serves_and_its_timeout_is_a_408() {
+        let mut t = IoTransport(Idle(b"GET /a HTTP/1.1\r\n\r\n", Vec::new()));
+        assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::TimedOut);
+        let out = String::from_utf8_lossy(&t.0 .1).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains("\r\n\r\n/aHTTP/1.1 408 Request Timeout"), "{out}");
     }
 
     #[test]
