@@ -10,7 +10,8 @@
 //! client sends decides what is allocated, so all of it (the head buffer,
 //! the body, the request's fields, the response's bytes) is allocated
 //! fallibly (`try_reserve`), and error answers are built on the stack.
-//! [`serve`] runs one connection over any [`Transport`].
+//! [`serve`] runs one connection over any [`Transport`] ([`IoTransport`]:
+//! any `embedded-io` stream).
 
 #![cfg_attr(not(test), no_std)]
 

@@ -93,7 +93,7 @@ where
         return Err("write_ready is false on a new connection".into());
     }
     // 2.
-    write!(stream, "io-traits: hello from cpu {}\n", bravo::thread::current_cpu()).map_err(|e| format!("write_fmt: {e:?}"))?;
+    writeln!(stream, "io-traits: hello from cpu {}", bravo::thread::current_cpu()).map_err(|e| format!("write_fmt: {e:?}"))?;
     stream.flush().map_err(|e| format!("flush: {e}"))?;
     // 3.
     let waited = bravo::time::Instant::now();
