@@ -17,9 +17,8 @@ use crate::memory::leak_in;
 use crate::memory::stack::GuardedStack;
 use crate::topology::Topology;
 
-/// Sets up the boot cpu's part: its local APIC and scheduler.
+/// Sets up the boot cpu's scheduler (its local APIC is already on).
 pub fn init_boot_cpu() {
-    crate::arch::apic::init_boot_cpu();
     crate::sched::scheduler::init_this_cpu();
     percpu::this().online.store(true, Ordering::Release);
 }

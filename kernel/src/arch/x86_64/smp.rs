@@ -20,6 +20,9 @@ use super::percpu::PerCpu;
 
 /// How long a starting cpu has to report online.
 pub const START_TIMEOUT_MS: u64 = 1000;
+/// When a second start-up IPI goes out to a cpu not yet online (one that
+/// is already running ignores it).
+const RESEND_AFTER_MS: u64 = 10;
 /// Bytes of low memory the trampoline needs (code page + 3 page tables).
 pub const LOW_MEMORY_NEEDED: u64 = 4 * 4096;
 /// Size of each secondary cpu's own kernel stack.
@@ -223,13 +226,20 @@ impl Trampoline {
         self.write_u64(ENTRY, secondary_entry as *const () as u64);
         self.write_u64(ARG, startup as *const Startup as u64);
         core::sync::atomic::fence(Ordering::SeqCst);
-        super::apic::start_cpu(apic_id, (self.base >> 12) as u8);
+        let page = (self.base >> 12) as u8;
+        super::apic::start_cpu(apic_id, page);
         // SAFETY: the caller made `percpu` a live block for good.
         let percpu = unsafe { &*startup.percpu };
-        let deadline = super::tsc::now() + super::tsc::hz() / 1000 * START_TIMEOUT_MS;
-        while super::tsc::now() < deadline {
+        let started = super::tsc::now();
+        let ticks_per_ms = super::tsc::hz() / 1000;
+        let mut resent = false;
+        while super::tsc::now() - started < ticks_per_ms * START_TIMEOUT_MS {
             if percpu.online.load(Ordering::Acquire) {
                 return true;
+            }
+            if !resent && super::tsc::now() - started >= ticks_per_ms * RESEND_AFTER_MS {
+                super::apic::resend_startup(apic_id, page);
+                resent = true;
             }
             core::hint::spin_loop();
         }
