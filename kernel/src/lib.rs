@@ -33,6 +33,10 @@ pub mod tsc_rate;
 #[cfg(test)]
 #[path = "memory/lazy/slots.rs"]
 mod lazy_slots;
+/// The frame allocators' not-yet-given RAM, tested on the host.
+#[cfg(test)]
+#[path = "memory/pending.rs"]
+mod memory_pending;
 
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
