@@ -49,10 +49,12 @@ impl Source {
 
     /// How far (in parts per million) an estimate from this source may be
     /// off: counters read at any moment are exact to a tick and a read; the
-    /// RTC's flag is set by an event that a busy host delivers late.
+    /// RTC's flag is set by a timer event that QEMU's main loop delivers
+    /// late (by its 50 us timer slack, and more on a busy host), so the RTC
+    /// only rules out gross errors (a wrong APIC bus, a garbage reading).
     pub fn tolerance_ppm(self) -> u64 {
         match self {
-            Source::Rtc => 50_000,
+            Source::Rtc => 100_000,
             _ => 10_000,
         }
     }
@@ -214,7 +216,7 @@ mod tests {
     fn the_rtc_confirms_within_its_looser_tolerance() {
         let v = choose(&[e(Source::LocalApic, 2596.0), e(Source::Rtc, 2525.0)]);
         assert!(v.is_confirmed());
-        let v = choose(&[e(Source::LocalApic, 2596.0), e(Source::Rtc, 2800.0)]);
+        let v = choose(&[e(Source::LocalApic, 2596.0), e(Source::Rtc, 2900.0)]);
         assert!(!v.is_confirmed());
     }
 
