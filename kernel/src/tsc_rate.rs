@@ -30,7 +30,7 @@ pub enum Source {
     /// Measured against the local APIC timer at the 1 GHz bus QEMU and KVM
     /// give it.
     LocalApic,
-    /// Measured against the CMOS RTC's periodic flag (8192 Hz).
+    /// Measured against the CMOS RTC's periodic flag (2048 Hz).
     Rtc,
 }
 

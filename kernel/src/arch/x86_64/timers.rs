@@ -10,8 +10,10 @@ use x86_64::instructions::port::Port;
 pub const PIT_HZ: u64 = 1_193_182;
 /// ACPI PM timer clock.
 pub const PM_TIMER_HZ: u64 = 3_579_545;
-/// The RTC's periodic rate used for measuring (rate select 3).
-pub const RTC_PERIODIC_HZ: u64 = 8192;
+/// The RTC's periodic rate used for measuring (rate select 5): periods of
+/// 488 us, far longer than a poll, so that no rise of the flag is missed.
+pub const RTC_PERIODIC_HZ: u64 = 2048;
+const RTC_RATE_SELECT: u8 = 5;
 
 /// Reads of a counter that must show it moving before it counts as
 /// present: the slowest (the PIT, 1.19 MHz) moves between any two reads,
@@ -139,7 +141,7 @@ impl Rtc {
         if rtc.saved_a == 0xff && rtc.saved_b == 0xff {
             return None;
         }
-        rtc.set(RTC_A, (rtc.saved_a & 0xf0) | 3);
+        rtc.set(RTC_A, (rtc.saved_a & 0xf0) | RTC_RATE_SELECT);
         rtc.set(RTC_B, rtc.saved_b | PERIODIC_ENABLE);
         rtc.get(RTC_C);
         Some(rtc)

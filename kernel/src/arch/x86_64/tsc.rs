@@ -28,8 +28,8 @@ static TSC_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
 /// confirmations, which only need to be within 1%, half as long.
 const FIRST_WINDOW_PER_SECOND: u64 = 2000;
 const CONFIRM_WINDOW_PER_SECOND: u64 = 4000;
-/// RTC periods counted (16 periods of 8192 Hz: 1.95 ms).
-const RTC_PERIODS: u64 = 16;
+/// RTC periods counted (4 periods of 2048 Hz: 1.95 ms).
+const RTC_PERIODS: u64 = 4;
 /// RTC measurements made at most (a busy host can delay one edge).
 const RTC_ATTEMPTS: usize = 2;
 /// Reads of a counter before a measurement is abandoned (a timer that
@@ -228,10 +228,10 @@ pub struct Sample {
     pub count: u64,
 }
 
-/// The tightest of three bracketed reads (the one least delayed).
+/// The tightest of five bracketed reads (the one least delayed).
 pub fn sample(counter: &mut impl Counter) -> Sample {
     let mut best = (u64::MAX, Sample { tsc: 0, count: 0 });
-    for _ in 0..3 {
+    for _ in 0..5 {
         let before = now();
         let count = counter.read();
         let after = now();
@@ -267,7 +267,7 @@ fn measure(counter: &mut impl Counter, per_second: u64) -> Option<u64> {
 /// flag; `None` without an RTC or if the flag does not rise.
 fn measure_rtc() -> Option<u64> {
     let mut rtc = timers::Rtc::start()?;
-    // One period is 122 us; a poll takes well under 1 us, so 100,000 polls
+    // One period is 488 us; a poll takes about 1 us, so 100,000 polls
     // mean the flag is not rising.
     const MAX_POLLS: u32 = 100_000;
     rtc.wait_period(MAX_POLLS).then_some(())?;
