@@ -65,9 +65,10 @@ pub fn kmain(boot: BootInfo) -> ! {
     phases::done("acpi");
     arch::apic::init_boot_cpu();
     phases::done("apic");
-    arch::tsc::calibrate(&timers, arch::apic::hypervisor_bus_hz());
+    let apic_bus_hz = arch::apic::hypervisor_bus_hz();
+    arch::tsc::calibrate(&timers, apic_bus_hz);
     phases::done("tsc");
-    arch::apic::calibrate_timer();
+    arch::apic::calibrate_timer(apic_bus_hz);
     phases::done("apic timer");
 
     crate::memory::init(boot.memory_map(), topology);

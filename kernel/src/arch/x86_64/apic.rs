@@ -215,15 +215,27 @@ fn mask_legacy_pic() {
     }
 }
 
-/// Finds the one-shot timer's rate (divide by 16) against the TSC, over
-/// [`TIMER_CALIBRATION_MICROS`] (once, on the boot cpu, after the TSC is
-/// calibrated; nothing to do with TSC-deadline timers).
-pub fn calibrate_timer() {
+/// Finds the one-shot timer's rate (divide by 16), once, on the boot cpu,
+/// after the TSC is calibrated (nothing to do with TSC-deadline timers).
+/// When the TSC was measured against this timer (`bus_hz` known), the
+/// rate follows from that measurement; otherwise it is measured against
+/// the TSC over [`TIMER_CALIBRATION_MICROS`].
+pub fn calibrate_timer(bus_hz: Option<u64>) {
     let shared = SHARED.get().expect("boot cpu sets up the APIC first");
     if shared.tsc_deadline {
         return;
     }
     let tsc_hz = super::tsc::hz().max(1);
+    // The TSC measurement found `estimate` TSC ticks per `bus_hz / 16`
+    // timer ticks.
+    let derived = bus_hz.zip(super::tsc::local_apic_estimate()).map(|(bus, estimate)| (bus / 16) as u128 * tsc_hz as u128 / estimate as u128);
+    let hz = derived.map(|hz| hz as u64).unwrap_or_else(|| measure_timer(tsc_hz));
+    shared.timer_hz.store(hz, Ordering::Relaxed);
+}
+
+/// The one-shot timer's ticks per second (divide by 16), counted against
+/// the TSC.
+fn measure_timer(tsc_hz: u64) -> u64 {
     let mut timer = FreeRunningTimer::start(0);
     let start = super::tsc::sample(&mut timer);
     let window = tsc_hz / 1_000_000 * TIMER_CALIBRATION_MICROS;
@@ -232,8 +244,7 @@ pub fn calibrate_timer() {
     }
     let end = super::tsc::sample(&mut timer);
     let counted = crate::tsc_rate::elapsed_count(start.count, end.count, 32, true);
-    let hz = crate::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0);
-    shared.timer_hz.store(hz, Ordering::Relaxed);
+    crate::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0)
 }
 
 /// How long the one-shot timer's rate is measured.

@@ -22,6 +22,9 @@ use crate::tsc_rate::{self, Estimate, Source, Verdict};
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_CALIBRATION: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_ENTRY: AtomicU64 = AtomicU64::new(0);
+/// The TSC rate the local APIC timer gave, if it was measured (0 if not):
+/// the APIC timer's own rate follows from it.
+static LOCAL_APIC_ESTIMATE: AtomicU64 = AtomicU64::new(0);
 
 /// The first measurement lasts 1/2000 s (0.5 ms: a bracketed read is
 /// exact to a fraction of a microsecond, so the error stays near 0.05%);
@@ -102,6 +105,9 @@ pub fn calibrate(firmware: &FirmwareTimers, apic_bus_hz: Option<u64>) -> u64 {
                 _ => measure_rtc(),
             };
             let Some(hz) = measured else { break };
+            if source == Source::LocalApic {
+                LOCAL_APIC_ESTIMATE.store(hz, Ordering::Relaxed);
+            }
             estimates.push(Estimate { source, hz });
             estimates.measured += 1;
             if tsc_rate::choose(estimates.as_slice()).is_confirmed() {
@@ -171,6 +177,12 @@ impl Estimates {
     fn as_slice(&self) -> &[Estimate] {
         &self.list[..self.count]
     }
+}
+
+/// The TSC rate measured against the local APIC timer during
+/// [`calibrate`], if it was.
+pub fn local_apic_estimate() -> Option<u64> {
+    Some(LOCAL_APIC_ESTIMATE.load(Ordering::Relaxed)).filter(|&hz| hz != 0)
 }
 
 /// TSC ticks per second (0 before [`calibrate`]).
