@@ -189,6 +189,8 @@ pub struct Machine {
     image: PathBuf,
     boot: Boot,
     accel: Accel,
+    /// QEMU's `-machine` value.
+    machine_type: String,
     cpu_model: Option<String>,
     cpus: usize,
     memory_mib: usize,
@@ -209,6 +211,7 @@ impl Machine {
             image: image_path(name),
             boot: Boot::Pvh,
             accel: Accel::Tcg,
+            machine_type: "q35".into(),
             cpu_model: None,
             cpus: 1,
             memory_mib: 256,
@@ -227,6 +230,13 @@ impl Machine {
     }
     pub fn accel(mut self, accel: Accel) -> Self {
         self.accel = accel;
+        self
+    }
+    /// QEMU's `-machine` value (default `q35`), e.g. `microvm` or
+    /// `microvm,pit=off,rtc=off` (PVH boots only: microvm has no firmware
+    /// for Limine).
+    pub fn machine_type(mut self, machine: &str) -> Self {
+        self.machine_type = machine.into();
         self
     }
     /// QEMU's `-cpu` model (default: `max` under TCG, `host` under KVM).
@@ -353,7 +363,7 @@ impl Machine {
             Accel::Tcg => "max".into(),
             Accel::Kvm => "host".into(),
         });
-        cmd.args(["-machine", "q35", "-accel", self.accel.name(), "-cpu", &cpu_model]);
+        cmd.args(["-machine", &self.machine_type, "-accel", self.accel.name(), "-cpu", &cpu_model]);
         cmd.args(["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
         for (id, node) in self.numa.iter().enumerate() {
             cmd.args(["-object", &format!("memory-backend-ram,id=m{id},size={}M", node.memory_mib)]);

@@ -413,6 +413,20 @@ pub fn idle() -> Result<(), String> {
     Ok(())
 }
 
+/// How long `clock` sleeps between its two lines.
+pub const CLOCK_SLEEP: Duration = Duration::from_millis(1500);
+
+/// `clock`: the guest's uptime before and after a sleep of
+/// [`CLOCK_SLEEP`], in microseconds, for the host to hold against its own
+/// clock (a wrong TSC rate stretches or shrinks both the sleep and the
+/// guest's idea of it).
+pub fn clock() -> Result<(), String> {
+    bravo::println!("clock: start {}", bravo::time::uptime().as_micros());
+    thread::sleep(CLOCK_SLEEP);
+    bravo::println!("clock: end {}", bravo::time::uptime().as_micros());
+    Ok(())
+}
+
 /// `panic-on-cpu`: a thread on the last cpu panics.
 pub fn panic_on_last_cpu() -> Result<(), String> {
     let cpu = thread::cpu_count() - 1;
