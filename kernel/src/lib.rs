@@ -96,7 +96,7 @@ pub use runtime::Termination;
 #[cfg(not(test))]
 pub mod thread {
     pub use crate::sched::{
-        cpu_count, cpus_online, current_cpu, current_id, ping, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
+        cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
         SpawnError, ThreadId,
     };
 }

@@ -335,8 +335,8 @@ fn answer_and_close(transport: &mut impl Transport, status: Status) {
         status.reason()
     );
     // (Every status's answer fits: the longest is under 200 bytes.)
-    if written.is_ok() {
-        let _ = transport.write_last(&out.bytes[..out.len]);
+    if written.is_ok() && transport.write_last(&out.bytes[..out.len]).is_ok() {
+        transport.answered(status);
     }
 }
 
@@ -371,6 +371,12 @@ pub trait Transport {
     fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.write_all(data)
     }
+
+    /// Called once for every response written whole, after its last byte:
+    /// the handler's, or one [`serve`] made itself (400, 408, 413, 431,
+    /// 501, 503). For services that count what they answer; does nothing
+    /// by default.
+    fn answered(&mut self, _status: Status) {}
 }
 
 /// A [`Transport`] over any `embedded-io` stream (a Bravo `TcpStream`):
@@ -484,7 +490,11 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
                 let keep_alive = request.keep_alive;
                 let response = handler(&request);
                 drop(request);
-                match send(transport, &response, keep_alive) {
+                let sent = send(transport, &response, keep_alive);
+                if sent.is_ok() {
+                    transport.answered(response.status);
+                }
+                match sent {
                     Ok(()) if keep_alive => {
                         // A connection waiting for its next request keeps no
                         // buffer.
@@ -609,6 +619,8 @@ mod tests {
         written: Vec<u8>,
         /// Where the bytes written by `write_last` start.
         last_from: Option<usize>,
+        /// The statuses reported answered, in order.
+        answered: Vec<Status>,
     }
 
     impl Transport for Script {
@@ -636,11 +648,15 @@ mod tests {
             self.last_from = Some(self.written.len() - data.len());
             Ok(())
         }
+
+        fn answered(&mut self, status: Status) {
+            self.answered.push(status);
+        }
     }
 
     fn script(reads: Vec<Result<&[u8], TransportError>>) -> Script {
         let reads = reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect();
-        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None }
+        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None, answered: Vec::new() }
     }
 
     fn run(reads: Vec<Result<&[u8], TransportError>>) -> (End, String) {
@@ -664,6 +680,29 @@ mod tests {
         let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\n")]);
         assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::Closed);
         assert_eq!(t.last_from, None);
+    }
+
+    #[test]
+    fn every_response_written_is_reported_answered_once() {
+        // Two answered by the handler, then one refused by serve.
+        let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\nGET /missing HTTP/1.1\r\n\r\n\x00\x01\r\n\r\n")]);
+        let end = serve(&mut t, &limits(), |r| match r.path.as_str() {
+            "/a" => Response::text(Status::Ok, "a"),
+            _ => Response::text(Status::NotFound, "no"),
+        });
+        assert_eq!(end, End::Rejected(Status::BadRequest));
+        assert_eq!(t.answered, [Status::Ok, Status::NotFound, Status::BadRequest]);
+        // A response memory could not be had for: only its 503 is.
+        let mut t = script(vec![Ok(b"GET /big HTTP/1.1\r\n\r\n")]);
+        let mut answer = Some(Response::new(Status::Ok, "text/plain", vec![b'a'; 12 * 1024]));
+        let end = refusing_over(8 * 1024, || serve(&mut t, &limits(), |_| answer.take().expect("one request served")));
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
+        assert_eq!(t.answered, [Status::ServiceUnavailable]);
+        // An idle client's 408 too; nothing for a connection that broke.
+        let (mut idle, mut broken) = (script(vec![Err(TransportError::TimedOut)]), script(vec![Err(TransportError::Closed)]));
+        serve(&mut idle, &limits(), |_| Response::text(Status::Ok, ""));
+        serve(&mut broken, &limits(), |_| Response::text(Status::Ok, ""));
+        assert_eq!((idle.answered.as_slice(), broken.answered.as_slice()), (&[Status::RequestTimeout][..], &[][..]));
     }
 
     #[test]
