@@ -88,6 +88,11 @@ fn a_new_service_builds_boots_answers_and_tests_its_logic_on_the_host() {
     let stdout = text(&tested.stdout);
     assert!(tested.status.success(), "{stdout}{}", text(&tested.stderr));
     assert!(stdout.contains("test result: ok. 3 passed"), "{stdout}");
+    // A plain `cargo test` builds for the unikernel target: it must say
+    // where the tests run.
+    let plain = cargo_in(&service).arg("test").output().expect("cargo runs");
+    assert!(!plain.status.success());
+    assert!(text(&plain.stderr).contains("these unit tests run on the host: `cargo test-host`"), "{}", text(&plain.stderr));
 
     // `cargo run`: builds the image, and cargo hands it to bravo-run.
     let port = free_port();

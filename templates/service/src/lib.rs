@@ -2,7 +2,12 @@
 //! dependency, so that the unit tests below run on the host
 //! (`cargo test-host`); src/main.rs serves these routes in the VM.
 
-#![cfg_attr(not(test), no_std)]
+#![cfg_attr(any(not(test), target_os = "none"), no_std)]
+
+// `cargo test` builds for the unikernel target (.cargo/config.toml), which
+// has no test harness: say where the tests run instead.
+#[cfg(all(test, target_os = "none"))]
+compile_error!("these unit tests run on the host: `cargo test-host` (cargo test --lib --target x86_64-unknown-linux-gnu)");
 
 extern crate alloc;
 
