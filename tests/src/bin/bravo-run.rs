@@ -5,12 +5,6 @@
 //! bravo-run [--gdb] [--append CMDLINE] IMAGE [ARGS...]
 //! ```
 //!
-//! Words after `IMAGE` go to the application (after `--` on the kernel
-//! command line), which makes `bravo-run` a cargo runner: cargo runs it as
-//! `bravo-run IMAGE ARGS...` (`runner = "bravo-run"` in a service's
-//! `.cargo/config.toml`, see `just new`). Kernel options come from
-//! `--append`, else from `CMDLINE`.
-//!
 //! The environment chooses the machine: `BOOT=limine|limine-uefi|pvh`
 //! (default: Limine when installed, else PVH), `ACCEL=kvm|tcg` (default: KVM
 //! only where the cpu runs guests natively), `CPUS`, `MEM` (MiB),
@@ -20,11 +14,18 @@
 //! NIC) and `QEMU_ARGS`
 //! (extra QEMU arguments, split on spaces). The exit status is 0 when the
 //! kernel ends with success, 1 when it ends with failure.
+//!
+//! Words after `IMAGE` go to the application (after `--` on the kernel
+//! command line), which makes `bravo-run` a cargo runner: cargo runs it as
+//! `bravo-run IMAGE ARGS...` (`runner = "bravo-run"` in a service's
+//! `.cargo/config.toml`, see `just new`). Kernel options come from
+//! `--append`, else from `CMDLINE`. A missing image is named with the list
+//! of examples, a taken host port with how to pick another, before QEMU
+//! starts.
 
-use std::path::Path;
 use std::process::{exit, Stdio};
 
-use bravo_tests::{limine_dir, workspace_root, Accel, Boot, Machine, QEMU_FAILURE, QEMU_SUCCESS};
+use bravo_tests::{limine_dir, Accel, Boot, Machine, QEMU_FAILURE, QEMU_SUCCESS};
 
 fn fail(message: &str) -> ! {
     eprintln!("bravo-run: {message}");
@@ -55,9 +56,9 @@ fn forwards() -> Option<Vec<(u16, u16)>> {
 /// Why `image` cannot be booted when it is not a file: an example that is
 /// not built yet, or no such example (with the list of those there are).
 fn missing_image(image: &str) -> String {
-    let name = Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or(image);
+    let name = std::path::Path::new(image).file_name().and_then(|n| n.to_str()).unwrap_or(image);
     let binaries_in = |dir: &str| -> Vec<String> {
-        let Ok(entries) = std::fs::read_dir(workspace_root().join(dir)) else { return Vec::new() };
+        let Ok(entries) = std::fs::read_dir(bravo_tests::workspace_root().join(dir)) else { return Vec::new() };
         let mut names: Vec<String> = entries
             .flatten()
             .filter(|e| e.path().join("src/main.rs").is_file())
@@ -93,34 +94,42 @@ fn check_ports_free(forwards: &[(u16, u16)]) {
     }
 }
 
+/// The kernel command line: `append` (else `CMDLINE`), then the
+/// application's arguments after `--`.
+fn kernel_cmdline(append: String, app_args: &[String]) -> String {
+    let append = if append.is_empty() { std::env::var("CMDLINE").unwrap_or_default() } else { append };
+    if let Some(arg) = app_args.iter().find(|a| a.is_empty() || a.contains(char::is_whitespace)) {
+        fail(&format!("application argument {arg:?}: the kernel command line is split on whitespace, so arguments cannot be empty or contain it"));
+    }
+    match app_args {
+        [] => append,
+        _ => format!("{append} -- {}", app_args.join(" ")),
+    }
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
-    let (mut gdb, mut append, mut image) = (false, None, None);
+    let (mut gdb, mut append, mut image) = (false, String::new(), None);
     let mut app_args = Vec::new();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             _ if image.is_some() => app_args.push(arg),
             "--gdb" => gdb = true,
-            "--append" => append = Some(args.next().unwrap_or_else(|| fail("--append needs a value"))),
+            "--append" => append = args.next().unwrap_or_else(|| fail("--append needs a value")),
             "-h" | "--help" => {
                 println!("usage: bravo-run [--gdb] [--append CMDLINE] IMAGE [ARGS...]   (env: BOOT, ACCEL, CPUS, MEM, PORT, FORWARD, CMDLINE, QEMU_ARGS)");
                 return;
             }
-            _ if !arg.starts_with('-') => image = Some(arg),
+            _ if image.is_none() && !arg.starts_with('-') => image = Some(arg),
             _ => fail(&format!("unexpected argument `{arg}` (see --help)")),
         }
     }
+    if let Some(missing) = image.as_deref().filter(|i| !std::path::Path::new(i).is_file()) {
+        fail(&missing_image(missing));
+    }
+    let append = kernel_cmdline(append, &app_args);
+
     let image = image.unwrap_or_else(|| fail("which image? (see --help)"));
-    if !Path::new(&image).is_file() {
-        fail(&missing_image(&image));
-    }
-    let mut append = append.unwrap_or_else(|| std::env::var("CMDLINE").unwrap_or_default());
-    if let Some(arg) = app_args.iter().find(|a| a.is_empty() || a.contains(char::is_whitespace)) {
-        fail(&format!("application argument {arg:?}: the kernel command line is split on whitespace, so arguments cannot be empty or contain it"));
-    }
-    if !app_args.is_empty() {
-        append = format!("{append} -- {}", app_args.join(" "));
-    }
     let boot = Boot::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
 
