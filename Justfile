@@ -20,6 +20,10 @@ build:
 run-example NAME *ARGS: build
     cargo run -q -p bravo-tests --bin bravo-run -- --append "${CMDLINE:-}{{ if ARGS != "" { " -- " + ARGS } else { "" } }}" {{images}}/{{NAME}}
 
+# Create a service in a repository of its own at PATH (outside this checkout)
+new PATH:
+    @scripts/new-service "{{ if PATH =~ '^/' { PATH } else { invocation_directory() / PATH } }}"
+
 # Build a hybrid BIOS/UEFI Limine ISO of an example: target/iso/NAME.iso
 iso NAME: build
     scripts/make-iso {{images}}/{{NAME}} target/iso/{{NAME}}.iso "${CMDLINE:-}"

@@ -184,9 +184,15 @@ impl Trampoline {
         t
     }
 
+    /// Writes `value` at `at`, byte by byte: the jump operands and the
+    /// GDT pointer's base sit at unaligned offsets in the code.
     fn write_u32(&self, at: u64, value: u32) {
-        // SAFETY: `at` lies inside the trampoline page copied above.
-        unsafe { (phys_to_virt(self.base + at) as *mut u32).write_volatile(value) };
+        let field = phys_to_virt(self.base + at);
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            // SAFETY: `at..at + 4` lies inside the trampoline page copied
+            // above; a byte pointer needs no alignment.
+            unsafe { field.add(i).write_volatile(byte) };
+        }
     }
 
     fn write_u64(&self, at: u64, value: u64) {
