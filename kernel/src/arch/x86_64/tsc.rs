@@ -241,6 +241,14 @@ pub struct Sample {
 }
 
 /// The tightest of five bracketed reads (the one least delayed).
+///
+/// Never inlined, so that every caller runs the same code: under a binary
+/// translator (QEMU's TCG) code is translated the first time it runs, and
+/// translating the five (unrolled) reads took 8-20 us inside their
+/// brackets, which moved a cold sample's midpoint by microseconds (the
+/// PIT's 0.25 ms window came out 1.1-1.5% slow, so it never confirmed).
+/// [`measure`] therefore takes one sample to warm the code up first.
+#[inline(never)]
 pub fn sample(counter: &mut impl Counter) -> Sample {
     let mut best = (u64::MAX, Sample { tsc: 0, count: 0 });
     for _ in 0..5 {
@@ -263,6 +271,7 @@ fn measure(counter: &mut impl Counter, per_second: u64) -> Option<u64> {
     }
     let (bits, down) = (counter.bits(), counter.counts_down());
     let window = (counter.hz() / per_second).max(1);
+    sample(counter); // translated now, so that the timed samples run warm
     let start = sample(counter);
     let mut reads = 0;
     while tsc_rate::elapsed_count(start.count, counter.read(), bits, down) < window {
