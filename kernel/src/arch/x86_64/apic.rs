@@ -237,6 +237,7 @@ pub fn calibrate_timer(bus_hz: Option<u64>) {
 /// the TSC.
 fn measure_timer(tsc_hz: u64) -> u64 {
     let mut timer = FreeRunningTimer::start(0);
+    super::tsc::sample(&mut timer); // warms the code up (see `tsc::sample`)
     let start = super::tsc::sample(&mut timer);
     let window = tsc_hz / 1_000_000 * TIMER_CALIBRATION_MICROS;
     while super::tsc::now().wrapping_sub(start.tsc) < window {

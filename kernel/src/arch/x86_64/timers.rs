@@ -166,9 +166,20 @@ impl Rtc {
     }
 
     /// Waits for the next rise of the periodic flag, for at most `max_polls`
-    /// reads; returns whether it rose.
-    pub fn wait_period(&mut self, max_polls: u32) -> bool {
-        (0..max_polls).any(|_| self.get(RTC_C) & PERIODIC_FLAG != 0)
+    /// reads `pause_ticks` TSC ticks apart; returns whether it rose.
+    ///
+    /// The pause matters under QEMU: each read is a port access that takes
+    /// its big lock, and the flag is raised by a timer of QEMU's main loop,
+    /// which back-to-back reads starved (rises came milliseconds late: rates
+    /// of 5-30 GHz on a busy host).
+    pub fn wait_period(&mut self, max_polls: u32, pause_ticks: u64) -> bool {
+        (0..max_polls).any(|_| {
+            let start = super::tsc::now();
+            while super::tsc::now().wrapping_sub(start) < pause_ticks {
+                core::hint::spin_loop();
+            }
+            self.get(RTC_C) & PERIODIC_FLAG != 0
+        })
     }
 }
 

@@ -10,7 +10,7 @@
 //! against the PM timer and the APIC timer, microvm against the APIC timer
 //! and the PIT, microvm without a PIT against the APIC timer and the RTC
 //! (0.75 ms in all; 2.5 ms with the RTC, whose flag only rules out gross
-//! errors). A rate no second source
+//! errors, polled a few microseconds apart so that QEMU can raise it on time). A rate no second source
 //! confirms, or an impossible one, is logged as an error.
 
 use core::arch::x86_64::{__cpuid, _rdtsc};
@@ -35,6 +35,9 @@ const CONFIRM_WINDOW_PER_SECOND: u64 = 4000;
 const RTC_PERIODS: u64 = 4;
 /// RTC measurements made at most (a busy host can delay one edge).
 const RTC_ATTEMPTS: usize = 2;
+/// Time between two polls of the RTC's flag (each poll adds up to this
+/// much to an edge: 0.5% of 4 periods at most, well inside its tolerance).
+const RTC_POLL_MICROS: u64 = 5;
 /// Reads of a counter before a measurement is abandoned (a timer that
 /// stops moving halfway).
 const MAX_READS: u32 = 10_000_000;
@@ -102,7 +105,7 @@ pub fn calibrate(firmware: &FirmwareTimers, apic_bus_hz: Option<u64>) -> u64 {
                 Source::PmTimer => firmware.pm_timer.and_then(|(port, wide)| measure(&mut timers::PmTimer::new(port, wide), per_second)),
                 Source::Pit => measure(&mut timers::Pit::start(), per_second),
                 Source::LocalApic => apic_bus_hz.and_then(|bus| measure(&mut super::apic::FreeRunningTimer::start(bus), per_second)),
-                _ => measure_rtc(),
+                _ => measure_rtc(estimates.as_slice().first().map_or(0, |e| e.hz)),
             };
             let Some(hz) = measured else { break };
             if source == Source::LocalApic {
@@ -241,6 +244,14 @@ pub struct Sample {
 }
 
 /// The tightest of five bracketed reads (the one least delayed).
+///
+/// Never inlined, so that every caller runs the same code: under a binary
+/// translator (QEMU's TCG) code is translated the first time it runs, and
+/// translating the five (unrolled) reads took 8-20 us inside their
+/// brackets, which moved a cold sample's midpoint by microseconds (the
+/// PIT's 0.25 ms window came out 1.1-1.5% slow, so it never confirmed).
+/// [`measure`] therefore takes one sample to warm the code up first.
+#[inline(never)]
 pub fn sample(counter: &mut impl Counter) -> Sample {
     let mut best = (u64::MAX, Sample { tsc: 0, count: 0 });
     for _ in 0..5 {
@@ -263,6 +274,7 @@ fn measure(counter: &mut impl Counter, per_second: u64) -> Option<u64> {
     }
     let (bits, down) = (counter.bits(), counter.counts_down());
     let window = (counter.hz() / per_second).max(1);
+    sample(counter); // translated now, so that the timed samples run warm
     let start = sample(counter);
     let mut reads = 0;
     while tsc_rate::elapsed_count(start.count, counter.read(), bits, down) < window {
@@ -276,16 +288,19 @@ fn measure(counter: &mut impl Counter, per_second: u64) -> Option<u64> {
 }
 
 /// TSC ticks per second over [`RTC_PERIODS`] rises of the RTC's periodic
-/// flag; `None` without an RTC or if the flag does not rise.
-fn measure_rtc() -> Option<u64> {
+/// flag; `None` without an RTC or if the flag does not rise. `rough_hz`,
+/// an earlier estimate of the TSC rate (0 if none), spaces the polls
+/// [`RTC_POLL_MICROS`] apart.
+fn measure_rtc(rough_hz: u64) -> Option<u64> {
     let mut rtc = timers::Rtc::start()?;
-    // One period is 488 us; a poll takes about 1 us, so 100,000 polls
+    // One period is 488 us; a poll takes at least 1 us, so 100,000 polls
     // mean the flag is not rising.
     const MAX_POLLS: u32 = 100_000;
-    rtc.wait_period(MAX_POLLS).then_some(())?;
+    let pause = rough_hz / 1_000_000 * RTC_POLL_MICROS;
+    rtc.wait_period(MAX_POLLS, pause).then_some(())?;
     let start = now();
     for _ in 0..RTC_PERIODS {
-        rtc.wait_period(MAX_POLLS).then_some(())?;
+        rtc.wait_period(MAX_POLLS, pause).then_some(())?;
     }
     tsc_rate::rate(now() - start, RTC_PERIODS, timers::RTC_PERIODIC_HZ)
 }
