@@ -21,6 +21,10 @@ build:
 run-example NAME *ARGS: build
     cargo run -q -p bravo-tests --bin bravo-run -- --append "${CMDLINE:-}{{ if ARGS != "" { " -- " + ARGS } else { "" } }}" {{images}}/{{NAME}}
 
+# Create a service in a repository of its own at PATH (outside this checkout)
+new PATH:
+    @scripts/new-service "{{ if PATH =~ '^/' { PATH } else { invocation_directory() / PATH } }}"
+
 # Build a hybrid BIOS/UEFI Limine ISO of an example: target/iso/NAME.iso
 iso NAME: build
     scripts/make-iso {{images}}/{{NAME}} target/iso/{{NAME}}.iso "${CMDLINE:-}"
@@ -31,7 +35,7 @@ debug NAME: build
 
 # Run every test: host unit tests, then kernel images booted in QEMU
 test: build
-    cargo test --lib -p bravo -p e1000 -p microhttp
+    cargo test --lib -p bravo -p e1000 -p virtio-net -p microhttp -p todo -p prometheus-text
     cargo test -p bravo-tests
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched

@@ -2,12 +2,18 @@
 //! tables and reads the MADT (cpus, I/O APIC); the SRAT (NUMA affinity) and
 //! SLIT (distances) bodies are read by [`crate::topology`]'s bounds-checked
 //! parsers, because acpi 7.0.0-pre1 misreads both for more than one node.
+//! The FADT gives the ACPI PM timer the TSC is calibrated against.
+//! Without an RSDP (QEMU's microvm with `acpi=off`, Firecracker) the MP
+//! tables stand in ([`crate::mptable`]).
 
+use acpi::address::AddressSpace;
+use acpi::sdt::fadt::Fadt;
 use acpi::sdt::madt::{Madt, MadtEntry};
 use acpi::sdt::{SdtHeader, Signature};
 use acpi::{AcpiTable, AcpiTables, PhysicalMapping};
 
 use crate::arch::acpi_handler::KernelAcpiHandler;
+use crate::arch::tsc::FirmwareTimers;
 use crate::topology::{self, Entry, Topology};
 
 const ENABLED: u32 = 1;
@@ -42,12 +48,17 @@ fn table_bytes<const SIG: u32>(mapping: &PhysicalMapping<KernelAcpiHandler, RawT
     unsafe { core::slice::from_raw_parts(mapping.as_ptr() as *const u8, len) }
 }
 
-/// Reads the tables behind `rsdp`; any problem is logged and answered with
-/// a safe fallback (the boot cpu alone, one node).
-pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
+/// Reads the tables behind `rsdp`: the topology and the timers. Any
+/// problem is logged and answered with a safe fallback (the boot cpu
+/// alone, one node; no PM timer).
+pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> (Topology, FirmwareTimers) {
     let Some(rsdp) = rsdp else {
-        log::warn!("acpi: the loader gave no RSDP; assuming one cpu and one node");
-        return Topology::single(boot_apic_id);
+        if let Some(topology) = crate::mptable::discover(boot_apic_id) {
+            log::info!("acpi: the loader gave no RSDP; cpus and I/O APICs from the MP tables");
+            return (topology, FirmwareTimers::default());
+        }
+        log::warn!("acpi: the loader gave no RSDP and there are no MP tables; assuming one cpu and one node");
+        return (Topology::single(boot_apic_id), FirmwareTimers::default());
     };
     // SAFETY: the loader reports this as the RSDP's physical address; the
     // crate validates its signature and checksum before trusting it.
@@ -55,7 +66,7 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
         Ok(tables) => tables,
         Err(e) => {
             log::warn!("acpi: cannot read tables at RSDP {rsdp:#x} ({e:?}); assuming one cpu and one node");
-            return Topology::single(boot_apic_id);
+            return (Topology::single(boot_apic_id), FirmwareTimers::default());
         }
     };
 
@@ -117,5 +128,25 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> Topology {
             None => log::warn!("acpi: SLIT is truncated; distances ignored"),
         }
     }
-    topology
+    (topology, firmware_timers(&tables))
+}
+
+/// The ACPI PM timer from the FADT, when it has one in I/O space (a
+/// hardware-reduced FADT, as on microvm, has none).
+fn firmware_timers(tables: &AcpiTables<KernelAcpiHandler>) -> FirmwareTimers {
+    let Some(fadt) = tables.find_table::<Fadt>() else {
+        return FirmwareTimers::default();
+    };
+    let fadt = fadt.get();
+    let pm_timer = match fadt.pm_timer_block() {
+        Ok(Some(block)) if block.address_space == AddressSpace::SystemIo => {
+            u16::try_from(block.address).ok().map(|port| (port, { fadt.flags }.pm_timer_is_32_bit()))
+        }
+        Ok(_) => None,
+        Err(e) => {
+            log::warn!("acpi: unreadable PM timer block in the FADT ({e:?}); ignored");
+            None
+        }
+    };
+    FirmwareTimers { pm_timer }
 }

@@ -10,7 +10,8 @@
 //! Module map: `boot` (what the loader handed over), `arch` (all direct
 //! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
 //! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
-//! channel), `time` (monotonic clock), `pci` (devices), `net` (e1000 +
+//! channel), `time` (monotonic clock), `tsc_rate` (choosing the TSC rate),
+//! `boot_phases` (how long each boot step took), `pci` (devices), `net` (e1000 +
 //! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
@@ -25,12 +26,18 @@ extern crate alloc;
 pub mod cmdline;
 pub mod spsc;
 pub mod topology;
+mod mptable;
+pub mod tsc_rate;
 
 /// The lazily committed region's bookkeeping, tested on the host (in the
 /// kernel it is `memory::lazy`'s own module).
 #[cfg(test)]
 #[path = "memory/lazy/slots.rs"]
 mod lazy_slots;
+/// The frame allocators' not-yet-given RAM, tested on the host.
+#[cfg(test)]
+#[path = "memory/pending.rs"]
+mod memory_pending;
 
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
@@ -39,6 +46,8 @@ pub mod arch;
 mod acpi_tables;
 #[cfg(not(test))]
 pub mod boot;
+#[cfg(not(test))]
+mod boot_phases;
 #[cfg(not(test))]
 pub mod console;
 #[cfg(not(test))]
@@ -87,7 +96,7 @@ pub use runtime::Termination;
 #[cfg(not(test))]
 pub mod thread {
     pub use crate::sched::{
-        cpu_count, cpus_online, current_cpu, current_id, ping, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
+        cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
         SpawnError, ThreadId,
     };
 }

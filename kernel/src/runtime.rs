@@ -5,6 +5,7 @@ use spin::Once;
 
 use crate::arch::{self, power};
 use crate::boot::BootInfo;
+use crate::boot_phases as phases;
 use crate::cmdline::{CommandLine, KernelOptions, Problem};
 
 static BOOT_INFO: Once<BootInfo> = Once::new();
@@ -47,6 +48,7 @@ pub fn kmain(boot: BootInfo) -> ! {
 
     arch::gdt::init_boot_cpu();
     arch::traps::init();
+    phases::done("console, traps");
 
     let features = arch::cpu::features();
     arch::cpu::enable_protection(&features);
@@ -55,26 +57,43 @@ pub fn kmain(boot: BootInfo) -> ! {
     };
     arch::paging::install(boot, &features, &mut frames);
     crate::memory::set_boot_frames(frames);
-    arch::tsc::calibrate();
+    phases::done("page tables");
 
-    let topology = crate::topology::set(crate::acpi_tables::discover(boot.rsdp, arch::cpu::apic_id()));
+    let (topology, timers) = crate::acpi_tables::discover(boot.rsdp, arch::cpu::apic_id());
+    let topology = crate::topology::set(topology);
     arch::percpu::set_boot_cpu_identity(topology.cpus()[0].apic_id, topology.node_of_cpu(0));
+    phases::done("acpi");
+    arch::apic::init_boot_cpu();
+    phases::done("apic");
+    let apic_bus_hz = arch::apic::hypervisor_bus_hz();
+    arch::tsc::calibrate(&timers, apic_bus_hz);
+    phases::done("tsc");
+    arch::apic::calibrate_timer(apic_bus_hz);
+    phases::done("apic timer");
+
     crate::memory::init(boot.memory_map(), topology);
+    phases::done("memory");
     crate::cpus::init_boot_cpu();
+    phases::done("scheduler");
     let secondaries = crate::cpus::start_secondary_cpus(topology, boot.memory_map());
+    phases::done("cpus");
     log_summary(topology, secondaries + 1);
 
     crate::env::init(cmdline.app_args);
     if let Err(e) = crate::sched::spawn_main(run_app_main) {
         panic!("cannot start the main thread: {e}");
     }
+    phases::done("main thread");
     crate::sched::scheduler::run()
 }
 
 /// The application's main thread: runs `main`, then ends the VM with its
 /// result (whatever other threads are doing).
 fn run_app_main() {
+    phases::done("first switch");
     crate::net::start(*OPTIONS.get().expect("options are parsed first thing in kmain"));
+    phases::done("net");
+    phases::log();
     let since_entry = crate::arch::tsc::nanos_since_entry();
     log::info!("entering main {}.{:03} ms after kernel entry", since_entry / 1_000_000, since_entry / 1000 % 1000);
     // SAFETY: `__bravo_app_main` is defined by the application's `main!`

@@ -95,3 +95,65 @@ fn selftest_passes_when_booted_by_limine() {
     let run = Machine::new("ktest").boot(Boot::Limine).cmdline("-- selftest").run();
     run.assert_suite_passed("selftest");
 }
+
+/// The number after `prefix` in `line`.
+fn number_after(line: &str, prefix: &str) -> f64 {
+    let rest = &line[line.find(prefix).unwrap_or_else(|| panic!("no {prefix:?} in {line:?}")) + prefix.len()..];
+    let digits: String = rest.trim_start().chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    digits.parse().unwrap_or_else(|_| panic!("no number after {prefix:?} in {line:?}"))
+}
+
+/// Boots the `clock` scenario on `machine` and checks the guest's clock
+/// against the host's: the boot summary names a plausible TSC rate, and
+/// the 1.5 s the guest sleeps (and measures) last 1.5 s of host time.
+/// Returns the serial output. `machine` is spelt as `MACHINE=` is:
+/// `microvm,pit=off` (without `acpi=on`, microvm has no ACPI: see
+/// `bravo_tests::MICROVM_DEFAULTS`).
+fn clock_agrees_with_host(machine: &str, cpus: usize) -> String {
+    let (machine_type, options) = bravo_tests::MachineType::parse(machine).unwrap();
+    let mut vm = bravo_tests::ktest("clock").machine_type(machine_type).machine_options(options).cpus(cpus).start();
+    let start = vm.wait_for_line("clock: start", Duration::from_secs(30)).unwrap();
+    let end = vm.wait_for_line("clock: end", Duration::from_secs(30)).unwrap();
+    let serial = vm.serial();
+    vm.wait().assert_success();
+
+    let summary = serial.lines().find(|l| l.contains(" MHz, ")).unwrap_or_else(|| panic!("no boot summary:\n{serial}"));
+    let mhz = number_after(summary, "TSC");
+    assert!((100.0..=10_000.0).contains(&mhz), "{machine}: implausible TSC rate in {summary:?}");
+
+    let guest = (number_after(&end.text, "clock: end") - number_after(&start.text, "clock: start")) / 1e6;
+    let host = (end.at - start.at).as_secs_f64();
+    println!("{machine}, {cpus} cpus: TSC {mhz} MHz; the guest slept {guest:.4} s of its clock, {host:.4} s of the host's");
+    // The sleep lasts at least what was asked; a busy host may wake the
+    // guest late, but both clocks see the same lateness.
+    assert!((1.5..1.8).contains(&guest), "{machine}: the guest measured {guest} s for a 1.5 s sleep");
+    assert!((host - guest).abs() < 0.04 * guest, "{machine}: the guest measured {guest:.4} s where the host saw {host:.4} s");
+    serial
+}
+
+#[test]
+fn clock_is_right_on_q35() {
+    let serial = clock_agrees_with_host("q35", 1);
+    assert!(!serial.contains("TSC rate"), "no error about the TSC rate expected:\n{serial}");
+}
+
+#[test]
+fn clock_is_right_on_microvm() {
+    // With ACPI, for its MADT: without, the guest finds one cpu.
+    let serial = clock_agrees_with_host("microvm,acpi=on", 4);
+    assert!(!serial.contains("TSC rate"), "no error about the TSC rate expected:\n{serial}");
+}
+
+#[test]
+fn clock_is_right_on_microvm_without_a_pit() {
+    let serial = clock_agrees_with_host("microvm,pit=off", 1);
+    assert!(!serial.contains("TSC rate"), "no error about the TSC rate expected:\n{serial}");
+}
+
+#[test]
+fn a_tsc_rate_no_timer_confirms_is_an_error() {
+    // Without PIT and RTC only the local APIC timer is left: its rate is
+    // right (QEMU's 1 GHz bus) but nothing can confirm it, which is said.
+    let serial = clock_agrees_with_host("microvm,pit=off,rtc=off", 1);
+    assert!(serial.contains("[ERROR] TSC rate") && serial.contains("confirmed by no other timer"), "no error line:\n{serial}");
+}

@@ -1,9 +1,16 @@
 //! An HTTP/1.1 microservice on port 80 (`port=N` to change):
 //!
-//! - `GET /`: a small HTML page naming the service, its cpus and uptime;
+//! - `GET /`: a live status page (`status.html`, one self-contained page:
+//!   cpus, threads per cpu, requests per second and a chart of the last
+//!   minute, memory per node, NIC counters, refreshed every second from
+//!   `/stats`);
 //! - `GET /health`: `ok`;
-//! - `GET /stats`: JSON with uptime, cpus, threads per cpu, requests
-//!   served, the NIC's packets, bytes, drops and errors, the network
+//! - `GET /metrics`: the same and more for Prometheus (text format 0.0.4,
+//!   see `metrics`): responses by route and status class, latency
+//!   histograms, threads and run queues per cpu, memory per node, NIC and
+//!   network-stack counters;
+//! - `GET /stats`: JSON with uptime, cpus, threads and run-queue length
+//!   per cpu, requests served, the NIC's packets, bytes, drops and errors, the network
 //!   stack's sockets, refused, evicted and timed-out connections and
 //!   rounds and socket buffer memory, the memory committed in thread
 //!   stacks (and the page tables of lazily committed memory), and free
@@ -22,21 +29,25 @@
 
 extern crate alloc;
 
+mod metrics;
+
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::cell::Cell;
 use core::fmt::Write;
-use core::sync::atomic::{AtomicU64, Ordering};
 use core::time::Duration;
 
 use bravo::net::{NetError, TcpListener, TcpStream};
 use bravo::time::Instant;
 use bravo::{println, thread};
+use metrics::{CpuCounters, Metrics, Route};
 use microhttp::{Limits, Request, Response, Status, Transport, TransportError};
 
 bravo::main!(main);
 
-static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// The status page, served at `/` with its cpu count filled in.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 struct Config {
     port: u16,
@@ -60,27 +71,33 @@ fn main() -> Result<(), NetError> {
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
     let listener = TcpListener::bind(config.port)?;
     let cpus = thread::cpu_count();
+    let metrics = Metrics::leak();
     println!("http: serving on http://{address}:{} with {cpus} cpu{}", config.port, if cpus == 1 { "" } else { "s" });
     let mut next_cpu = 0;
     loop {
         let Ok((stream, _peer)) = listener.accept() else { continue };
         next_cpu = (next_cpu + 1) % thread::cpu_count();
         let timeout = config.timeout;
-        if let Err(e) = thread::spawn_on(next_cpu, move || connection(stream, timeout)) {
+        if let Err(e) = thread::spawn_on(next_cpu, move || connection(stream, timeout, metrics)) {
             println!("http: no thread for a connection: {e}");
         }
     }
 }
 
 /// A TCP stream as microhttp's transport, with a time budget per request:
-/// reads give up when the budget since the last response is spent.
-struct Connection {
+/// reads give up when the budget since the last response is spent. Counts
+/// each response in its cpu's counters when written.
+struct Connection<'a> {
     stream: TcpStream,
     budget: Duration,
     deadline: Instant,
+    counters: &'static CpuCounters,
+    /// The route being answered and when its request was parsed (set by
+    /// the handler; empty for the answers microhttp makes itself).
+    answering: &'a Cell<Option<(Route, Instant)>>,
 }
 
-impl Transport for Connection {
+impl Transport for Connection<'_> {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
         let now = Instant::now();
         if now >= self.deadline {
@@ -102,23 +119,39 @@ impl Transport for Connection {
     fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.stream.write_last(data).map_err(|_| TransportError::Closed)
     }
+
+    fn answered(&mut self, status: Status) {
+        let (route, latency) = match self.answering.take() {
+            Some((route, parsed)) => (route, Some(Instant::now().duration_since(parsed))),
+            None => (Route::Unparsed, None),
+        };
+        self.counters.answered(route, status.code(), latency);
+    }
 }
 
-fn connection(stream: TcpStream, budget: Duration) {
-    let mut connection = Connection { stream, budget, deadline: Instant::now() + budget };
-    microhttp::serve(&mut connection, &Limits::default(), route);
+fn connection(stream: TcpStream, budget: Duration, metrics: &'static Metrics) {
+    let answering = Cell::new(None);
+    let counters = metrics.this_cpu();
+    let mut connection = Connection { stream, budget, deadline: Instant::now() + budget, counters, answering: &answering };
+    microhttp::serve(&mut connection, &Limits::default(), |request| {
+        let route = Route::of(&request.path);
+        answering.set(Some((route, Instant::now())));
+        respond(route, request, metrics)
+    });
 }
 
-fn route(request: &Request) -> Response {
-    REQUESTS.fetch_add(1, Ordering::Relaxed);
-    let method = request.method.as_str();
-    match (request.path.as_str(), method) {
-        ("/", "GET") => Response::new(Status::Ok, "text/html; charset=utf-8", index()),
-        ("/health", "GET") => Response::text(Status::Ok, "ok"),
-        ("/stats", "GET") => Response::new(Status::Ok, "application/json", stats()),
-        ("/echo", "POST") => echo(request),
-        ("/" | "/health" | "/stats" | "/echo", _) => Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
-        _ => Response::text(Status::NotFound, "Not Found"),
+fn respond(route: Route, request: &Request, metrics: &Metrics) -> Response {
+    match (route, request.method.as_str()) {
+        (Route::Index, "GET") => Response::new(Status::Ok, "text/html; charset=utf-8", index()),
+        (Route::Health, "GET") => Response::text(Status::Ok, "ok"),
+        (Route::Stats, "GET") => Response::new(Status::Ok, "application/json", stats(metrics)),
+        (Route::Metrics, "GET") => match metrics.page() {
+            Ok(page) => Response::new(Status::Ok, prometheus_text::CONTENT_TYPE, page),
+            Err(e) => Response::text(Status::InternalServerError, &format!("metrics not written: {e}")),
+        },
+        (Route::Echo, "POST") => echo(request),
+        (Route::Other | Route::Unparsed, _) => Response::text(Status::NotFound, "Not Found"),
+        _ => Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
     }
 }
 
@@ -129,18 +162,15 @@ fn echo(request: &Request) -> Response {
         .unwrap_or_else(|_| Response::text(Status::ServiceUnavailable, "no memory for the echo"))
 }
 
+/// The status page; it names the cpus before its script first runs.
 fn index() -> String {
-    format!(
-        "<!doctype html><title>Bravo</title><h1>Bravo http service</h1>\
-         <p>{} cpus, up {} s. Try <a href=\"/stats\">/stats</a>.</p>\n",
-        thread::cpu_count(),
-        bravo::time::uptime().as_secs()
-    )
+    STATUS_PAGE.replacen("@CPUS@", &format!("{}", thread::cpu_count()), 1)
 }
 
-fn stats() -> String {
+fn stats(metrics: &Metrics) -> String {
     let cpus = thread::cpu_count();
     let threads: Vec<String> = (0..cpus).map(|c| format!("{}", thread::threads_on(c))).collect();
+    let run_queues: Vec<String> = (0..cpus).map(|c| format!("{}", thread::runnable_on(c))).collect();
     let nodes = bravo::memory::node_count();
     let memory: Vec<String> = (0..nodes)
         .map(|n| {
@@ -151,10 +181,11 @@ fn stats() -> String {
     let mut json = String::new();
     let _ = write!(
         json,
-        "{{\"uptime_ms\":{},\"cpus\":{cpus},\"threads_per_cpu\":[{}],\"requests\":{},",
+        "{{\"uptime_ms\":{},\"cpus\":{cpus},\"threads_per_cpu\":[{}],\"run_queue_per_cpu\":[{}],\"requests\":{},",
         bravo::time::uptime().as_millis(),
         threads.join(","),
-        REQUESTS.load(Ordering::Relaxed)
+        run_queues.join(","),
+        metrics.requests()
     );
     match bravo::net::nic_stats() {
         Ok(n) => {

@@ -10,7 +10,8 @@
 //! client sends decides what is allocated, so all of it (the head buffer,
 //! the body, the request's fields, the response's bytes) is allocated
 //! fallibly (`try_reserve`), and error answers are built on the stack.
-//! [`serve`] runs one connection over any [`Transport`].
+//! [`serve`] runs one connection over any [`Transport`] ([`IoTransport`]:
+//! any `embedded-io` stream).
 
 #![cfg_attr(not(test), no_std)]
 
@@ -31,6 +32,9 @@ pub enum Status {
     MethodNotAllowed,
     RequestTimeout,
     PayloadTooLarge,
+    /// Well-formed content with the wrong meaning (wrong types, missing
+    /// fields, values out of range).
+    UnprocessableContent,
     HeaderFieldsTooLarge,
     InternalServerError,
     NotImplemented,
@@ -49,6 +53,7 @@ impl Status {
             Status::MethodNotAllowed => 405,
             Status::RequestTimeout => 408,
             Status::PayloadTooLarge => 413,
+            Status::UnprocessableContent => 422,
             Status::HeaderFieldsTooLarge => 431,
             Status::InternalServerError => 500,
             Status::NotImplemented => 501,
@@ -67,6 +72,7 @@ impl Status {
             Status::MethodNotAllowed => "Method Not Allowed",
             Status::RequestTimeout => "Request Timeout",
             Status::PayloadTooLarge => "Payload Too Large",
+            Status::UnprocessableContent => "Unprocessable Content",
             Status::HeaderFieldsTooLarge => "Request Header Fields Too Large",
             Status::InternalServerError => "Internal Server Error",
             Status::NotImplemented => "Not Implemented",
@@ -329,8 +335,8 @@ fn answer_and_close(transport: &mut impl Transport, status: Status) {
         status.reason()
     );
     // (Every status's answer fits: the longest is under 200 bytes.)
-    if written.is_ok() {
-        let _ = transport.write_last(&out.bytes[..out.len]);
+    if written.is_ok() && transport.write_last(&out.bytes[..out.len]).is_ok() {
+        transport.answered(status);
     }
 }
 
@@ -364,6 +370,31 @@ pub trait Transport {
     /// (a TCP transport sends its FIN with them).
     fn write_last(&mut self, data: &[u8]) -> Result<(), TransportError> {
         self.write_all(data)
+    }
+
+    /// Called once for every response written whole, after its last byte:
+    /// the handler's, or one [`serve`] made itself (400, 408, 413, 431,
+    /// 501, 503). For services that count what they answer; does nothing
+    /// by default.
+    fn answered(&mut self, _status: Status) {}
+}
+
+/// A [`Transport`] over any `embedded-io` stream (a Bravo `TcpStream`):
+/// a read error of kind `TimedOut` is the client's idleness (408), any
+/// other error a broken connection. The stream's own read timeout
+/// applies.
+pub struct IoTransport<S>(pub S);
+
+impl<S: embedded_io::Read + embedded_io::Write> Transport for IoTransport<S> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
+        self.0.read(buf).map_err(|e| match embedded_io::Error::kind(&e) {
+            embedded_io::ErrorKind::TimedOut => TransportError::TimedOut,
+            _ => TransportError::Closed,
+        })
+    }
+
+    fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
+        self.0.write_all(data).map_err(|_| TransportError::Closed)
     }
 }
 
@@ -459,7 +490,11 @@ pub fn serve(transport: &mut impl Transport, limits: &Limits, mut handler: impl 
                 let keep_alive = request.keep_alive;
                 let response = handler(&request);
                 drop(request);
-                match send(transport, &response, keep_alive) {
+                let sent = send(transport, &response, keep_alive);
+                if sent.is_ok() {
+                    transport.answered(response.status);
+                }
+                match sent {
                     Ok(()) if keep_alive => {
                         // A connection waiting for its next request keeps no
                         // buffer.
@@ -584,6 +619,8 @@ mod tests {
         written: Vec<u8>,
         /// Where the bytes written by `write_last` start.
         last_from: Option<usize>,
+        /// The statuses reported answered, in order.
+        answered: Vec<Status>,
     }
 
     impl Transport for Script {
@@ -611,11 +648,15 @@ mod tests {
             self.last_from = Some(self.written.len() - data.len());
             Ok(())
         }
+
+        fn answered(&mut self, status: Status) {
+            self.answered.push(status);
+        }
     }
 
     fn script(reads: Vec<Result<&[u8], TransportError>>) -> Script {
         let reads = reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect();
-        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None }
+        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None, answered: Vec::new() }
     }
 
     fn run(reads: Vec<Result<&[u8], TransportError>>) -> (End, String) {
@@ -639,6 +680,29 @@ mod tests {
         let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\n")]);
         assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::Closed);
         assert_eq!(t.last_from, None);
+    }
+
+    #[test]
+    fn every_response_written_is_reported_answered_once() {
+        // Two answered by the handler, then one refused by serve.
+        let mut t = script(vec![Ok(b"GET /a HTTP/1.1\r\n\r\nGET /missing HTTP/1.1\r\n\r\n\x00\x01\r\n\r\n")]);
+        let end = serve(&mut t, &limits(), |r| match r.path.as_str() {
+            "/a" => Response::text(Status::Ok, "a"),
+            _ => Response::text(Status::NotFound, "no"),
+        });
+        assert_eq!(end, End::Rejected(Status::BadRequest));
+        assert_eq!(t.answered, [Status::Ok, Status::NotFound, Status::BadRequest]);
+        // A response memory could not be had for: only its 503 is.
+        let mut t = script(vec![Ok(b"GET /big HTTP/1.1\r\n\r\n")]);
+        let mut answer = Some(Response::new(Status::Ok, "text/plain", vec![b'a'; 12 * 1024]));
+        let end = refusing_over(8 * 1024, || serve(&mut t, &limits(), |_| answer.take().expect("one request served")));
+        assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
+        assert_eq!(t.answered, [Status::ServiceUnavailable]);
+        // An idle client's 408 too; nothing for a connection that broke.
+        let (mut idle, mut broken) = (script(vec![Err(TransportError::TimedOut)]), script(vec![Err(TransportError::Closed)]));
+        serve(&mut idle, &limits(), |_| Response::text(Status::Ok, ""));
+        serve(&mut broken, &limits(), |_| Response::text(Status::Ok, ""));
+        assert_eq!((idle.answered.as_slice(), broken.answered.as_slice()), (&[Status::RequestTimeout][..], &[][..]));
     }
 
     #[test]
@@ -822,6 +886,44 @@ mod tests {
             };
             assert_eq!(seen, expected);
         }
+    }
+
+    /// A stream of `embedded-io` whose reads time out after its data.
+    struct Idle(&'static [u8], Vec<u8>);
+
+    impl embedded_io::ErrorType for Idle {
+        type Error = embedded_io::ErrorKind;
+    }
+
+    impl embedded_io::Read for Idle {
+        fn read(&mut self, buf: &mut [u8]) -> Result<usize, embedded_io::ErrorKind> {
+            if self.0.is_empty() {
+                return Err(embedded_io::ErrorKind::TimedOut);
+            }
+            let n = self.0.len().min(buf.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    impl embedded_io::Write for Idle {
+        fn write(&mut self, data: &[u8]) -> Result<usize, embedded_io::ErrorKind> {
+            self.1.extend_from_slice(data);
+            Ok(data.len())
+        }
+
+        fn flush(&mut self) -> Result<(), embedded_io::ErrorKind> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn an_embedded_io_stream_serves_and_its_timeout_is_a_408() {
+        let mut t = IoTransport(Idle(b"GET /a HTTP/1.1\r\n\r\n", Vec::new()));
+        assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::TimedOut);
+        let out = String::from_utf8_lossy(&t.0 .1).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200 OK") && out.contains("\r\n\r\n/aHTTP/1.1 408 Request Timeout"), "{out}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! (`buddy_system_allocator::Heap`, whose free lists live inside the free
 //! frames themselves, reached through the direct map) that serves
 //! naturally aligned blocks of `4 KiB << order` and coalesces buddies on
-//! free. [`alloc_frames`] prefers the asked node and falls back to the
+//! free. It takes the node's RAM in as it needs it (`pending`), so that
+//! boot touches only the RAM it uses. [`alloc_frames`] prefers the asked node and falls back to the
 //! others in order of SLIT distance only when that node is exhausted,
 //! counting each fallback. Every section holding a node's lock runs inside
 //! `lazy::frame_lock_section`, so the page-fault handler, which may take
@@ -24,13 +25,14 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use buddy_system_allocator::Heap;
 use spin::{Mutex, Once};
 
+use super::pending::Pending;
 use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
 use crate::topology::{Topology, MAX_NODES};
 
 pub const FRAME_SIZE: usize = 4096;
 
 struct NodeFrames {
-    buddy: Mutex<Heap<40>>,
+    buddy: Mutex<Buddy>,
     /// Bytes of RAM given to this node.
     total: AtomicUsize,
     /// Bytes free: `total` minus the blocks handed out (a block is taken
@@ -43,10 +45,32 @@ struct NodeFrames {
 impl NodeFrames {
     const fn new() -> Self {
         Self {
-            buddy: Mutex::new(Heap::new()),
+            buddy: Mutex::new(Buddy { heap: Heap::new(), pending: Pending::new() }),
             total: AtomicUsize::new(0),
             free: AtomicUsize::new(0),
             fallbacks: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A node's buddy allocator and the RAM it grows into when it runs dry.
+struct Buddy {
+    heap: Heap<40>,
+    pending: Pending,
+}
+
+impl Buddy {
+    /// A block of `layout`, taking more of the node's RAM into the
+    /// allocator until one fits or none is left.
+    fn alloc(&mut self, layout: Layout) -> Option<NonNull<u8>> {
+        loop {
+            if let Ok(block) = self.heap.alloc(layout) {
+                return Some(block);
+            }
+            let (start, end) = self.pending.take(layout.size() as u64)?;
+            // SAFETY: pending RAM is free, belongs to this node only and is
+            // reached through the direct map (see `init`).
+            unsafe { self.heap.add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
         }
     }
 }
@@ -58,7 +82,8 @@ fn topology() -> Option<&'static Topology> {
     TOPOLOGY.get().copied()
 }
 
-/// Hands each `(start, end, node)` range to its node's allocator.
+/// Gives each `(start, end, node)` range to its node; the allocator takes
+/// it in as it needs it (see `pending`).
 pub(super) fn init(topology: &'static Topology, ranges: &[(u64, u64, usize)]) {
     for &(start, end, node) in ranges {
         let start = start.next_multiple_of(FRAME_SIZE as u64);
@@ -67,10 +92,13 @@ pub(super) fn init(topology: &'static Topology, ranges: &[(u64, u64, usize)]) {
             continue;
         }
         let n = &NODES[node];
-        // SAFETY: the range is free RAM (usable or reclaimed loader memory,
-        // outside the boot page-table frames), given to exactly one node,
-        // and reached through the direct map.
-        unsafe { n.buddy.lock().add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
+        let mut buddy = n.buddy.lock();
+        if let Err((start, end)) = buddy.pending.push(start, end) {
+            // SAFETY: the range is free RAM (usable or reclaimed loader
+            // memory, outside the boot page-table frames), given to exactly
+            // one node, and reached through the direct map.
+            unsafe { buddy.heap.add_to_heap(phys_to_virt(start) as usize, phys_to_virt(end) as usize) };
+        }
         n.total.fetch_add((end - start) as usize, Ordering::Relaxed);
         n.free.fetch_add((end - start) as usize, Ordering::Relaxed);
     }
@@ -99,8 +127,8 @@ pub fn alloc_frames_above(node: usize, order: usize, floor: usize) -> Option<u64
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(size).filter(|&left| left >= floor))
         .ok()?;
     match x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))) {
-        Ok(block) => Some(block.as_ptr() as u64 - PHYS_MAP_BASE),
-        Err(_) => {
+        Some(block) => Some(block.as_ptr() as u64 - PHYS_MAP_BASE),
+        None => {
             // Enough bytes, but no block of this order (fragmented).
             n.free.fetch_add(size, Ordering::AcqRel);
             None
@@ -150,7 +178,7 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
         // SAFETY: the caller guarantees a live block of this order, which
         // came from its owner node's allocator (nodes never hold memory of
         // another node).
-        super::lazy::frame_lock_section(|| unsafe { NODES[owner].buddy.lock().dealloc(ptr, layout) })
+        super::lazy::frame_lock_section(|| unsafe { NODES[owner].buddy.lock().heap.dealloc(ptr, layout) })
     });
     NODES[owner].free.fetch_add(layout.size(), Ordering::AcqRel);
 }
@@ -166,7 +194,7 @@ pub struct NodeStats {
 /// Frame statistics of `node`.
 pub fn stats(node: usize) -> NodeStats {
     let Some(n) = NODES.get(node) else { return NodeStats::default() };
-    let allocated = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().stats_alloc_actual()));
+    let allocated = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().heap.stats_alloc_actual()));
     let total = n.total.load(Ordering::Relaxed);
     NodeStats { total, free: total - allocated, fallbacks: n.fallbacks.load(Ordering::Relaxed) }
 }

@@ -1,4 +1,9 @@
-//! [`NetError`]: why a network call failed.
+//! [`NetError`]: why a network call failed, as a `core::error::Error`
+//! and as an `embedded_io::Error` (each variant with its
+//! [`ErrorKind`], so that crates written against `embedded-io` can tell a
+//! reset from a timeout).
+
+use embedded_io::ErrorKind;
 
 /// Why a network call failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,5 +39,76 @@ impl core::fmt::Display for NetError {
             NetError::InvalidInput => "invalid input",
             NetError::NoNetwork => "no network",
         })
+    }
+}
+
+impl core::error::Error for NetError {}
+
+impl embedded_io::Error for NetError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            NetError::Refused => ErrorKind::ConnectionRefused,
+            NetError::Reset => ErrorKind::ConnectionReset,
+            NetError::TimedOut => ErrorKind::TimedOut,
+            // Buffers and tables are memory: full when it runs out.
+            NetError::NoBufferSpace => ErrorKind::OutOfMemory,
+            NetError::AddrInUse => ErrorKind::AddrInUse,
+            NetError::NotConnected => ErrorKind::NotConnected,
+            NetError::InvalidInput => ErrorKind::InvalidInput,
+            // No interface to send from: embedded-io's kind for a
+            // nonexistent interface.
+            NetError::NoNetwork => ErrorKind::AddrNotAvailable,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_io::Error as _;
+
+    const ALL: [NetError; 8] = [
+        NetError::Refused,
+        NetError::Reset,
+        NetError::TimedOut,
+        NetError::NoBufferSpace,
+        NetError::AddrInUse,
+        NetError::NotConnected,
+        NetError::InvalidInput,
+        NetError::NoNetwork,
+    ];
+
+    #[test]
+    fn each_error_has_its_own_io_kind() {
+        let kinds: Vec<ErrorKind> = ALL.iter().map(|e| e.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                ErrorKind::ConnectionRefused,
+                ErrorKind::ConnectionReset,
+                ErrorKind::TimedOut,
+                ErrorKind::OutOfMemory,
+                ErrorKind::AddrInUse,
+                ErrorKind::NotConnected,
+                ErrorKind::InvalidInput,
+                ErrorKind::AddrNotAvailable,
+            ]
+        );
+        for (i, a) in kinds.iter().enumerate() {
+            assert!(!kinds[i + 1..].contains(a), "{a:?} stands for two errors");
+            assert_ne!(*a, ErrorKind::Other, "an error without a kind");
+        }
+    }
+
+    #[test]
+    fn it_is_a_core_error_with_its_message() {
+        let boxed: Box<dyn core::error::Error> = Box::new(NetError::Reset);
+        assert_eq!(boxed.to_string(), "connection reset");
+        assert!(boxed.source().is_none());
+        // `?` turns it into a boxed error, as applications' `main` uses.
+        fn fails() -> Result<(), Box<dyn core::error::Error>> {
+            Err(NetError::TimedOut)?
+        }
+        assert_eq!(fails().unwrap_err().to_string(), "timed out");
     }
 }

@@ -49,6 +49,9 @@ pub use device::NicStats;
 pub use raw::RawNic;
 pub use tcp::{TcpListener, TcpStream};
 pub use udp::{Datagrams, UdpSocket};
+/// The I/O traits [`TcpStream`] implements (`Read`, `Write`, `ReadReady`,
+/// `WriteReady`), for services without a dependency of their own on them.
+pub use embedded_io;
 
 /// Finds the NIC and starts the network thread on the network cpu (from
 /// the main thread, before the application's `main`). Logs and returns

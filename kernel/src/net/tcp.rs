@@ -1,6 +1,9 @@
 //! TCP for applications: [`TcpListener`] (a port's sockets, handshakes and
 //! accept queue are bounded by `listener`) and [`TcpStream`]. Every call
-//! runs on the network thread (see `stack`).
+//! runs on the network thread (see `stack`). `TcpStream` is also an
+//! `embedded_io` stream (`Read`, `Write`, `ReadReady`, `WriteReady`), its
+//! trait methods the inherent ones, so that crates written against those
+//! traits work on it.
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
@@ -397,6 +400,44 @@ impl TcpStream {
         })
     }
 
+    /// Sleeps until the peer has acknowledged everything written (the
+    /// send buffer is empty), or the write timeout passes: what was
+    /// written has then reached the peer's TCP. `Reset` when the
+    /// connection was reset before that.
+    pub fn flush(&mut self) -> Result<(), NetError> {
+        let h = self.handle()?;
+        call_on(Some(h), self.write_timeout, move |stack, _| {
+            let socket = stack.tcp_ref(h);
+            match socket.state() {
+                tcp::State::Closed => Poll::Ready(Err(NetError::Reset)),
+                _ if socket.send_queue() == 0 => Poll::Ready(Ok(())),
+                _ => Poll::Pending,
+            }
+        })
+    }
+
+    /// Whether [`read`](Self::read) would return without sleeping: bytes
+    /// have arrived, or the peer closed its side, or the connection is
+    /// reset. Asks the network thread, which answers at once.
+    pub fn read_ready(&self) -> Result<bool, NetError> {
+        let h = self.handle()?;
+        call_on(Some(h), None, move |stack, _| {
+            let socket = stack.tcp_ref(h);
+            Poll::Ready(Ok(socket.can_recv() || !socket.may_recv()))
+        })
+    }
+
+    /// Whether [`write`](Self::write) would return without sleeping: the
+    /// send buffer has room, or nothing more can be sent (the write then
+    /// fails at once). Asks the network thread, which answers at once.
+    pub fn write_ready(&self) -> Result<bool, NetError> {
+        let h = self.handle()?;
+        call_on(Some(h), None, move |stack, _| {
+            let socket = stack.tcp_ref(h);
+            Poll::Ready(Ok(socket.can_send() || unsendable(socket).is_some()))
+        })
+    }
+
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
@@ -431,5 +472,45 @@ impl TcpStream {
 impl Drop for TcpStream {
     fn drop(&mut self) {
         let _ = self.release();
+    }
+}
+
+impl embedded_io::ErrorType for TcpStream {
+    type Error = NetError;
+}
+
+impl embedded_io::Read for TcpStream {
+    /// [`TcpStream::read`]: sleeps until a byte arrives; 0 at the peer's
+    /// FIN.
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
+        TcpStream::read(self, buf)
+    }
+}
+
+impl embedded_io::Write for TcpStream {
+    /// [`TcpStream::write`]: sleeps until some of `buf` fits.
+    fn write(&mut self, buf: &[u8]) -> Result<usize, NetError> {
+        TcpStream::write(self, buf)
+    }
+
+    /// [`TcpStream::flush`]: sleeps until the peer acknowledged it all.
+    fn flush(&mut self) -> Result<(), NetError> {
+        TcpStream::flush(self)
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> Result<(), NetError> {
+        TcpStream::write_all(self, buf)
+    }
+}
+
+impl embedded_io::ReadReady for TcpStream {
+    fn read_ready(&mut self) -> Result<bool, NetError> {
+        TcpStream::read_ready(self)
+    }
+}
+
+impl embedded_io::WriteReady for TcpStream {
+    fn write_ready(&mut self) -> Result<bool, NetError> {
+        TcpStream::write_ready(self)
     }
 }

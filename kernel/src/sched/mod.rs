@@ -201,6 +201,12 @@ pub fn threads_on(cpu: usize) -> usize {
     scheduler::core(cpu).map_or(0, |c| c.threads.load(Ordering::Relaxed))
 }
 
+/// Threads on `cpu` ready to run and waiting for it (its run queue's
+/// length; the thread running now is not counted).
+pub fn runnable_on(cpu: usize) -> usize {
+    scheduler::core(cpu).map_or(0, |c| c.runnable.load(Ordering::Relaxed))
+}
+
 /// The running thread's stack as (guard page, top), for fault reports and
 /// tests that check where it lives.
 pub fn current_stack() -> Option<(u64, u64)> {

@@ -35,6 +35,9 @@ pub(crate) struct Core {
     local: UnsafeCell<Local>,
     /// Threads alive on this cpu (readable from anywhere).
     pub threads: AtomicUsize,
+    /// Threads in the run queue, waiting for this cpu (readable from
+    /// anywhere; written only by this cpu, with interrupts off).
+    pub runnable: AtomicUsize,
 }
 
 // SAFETY: `local` is only touched by the owning cpu with interrupts off
@@ -217,6 +220,7 @@ pub(crate) fn init_this_cpu() {
             next_thread: 1,
         }),
         threads: AtomicUsize::new(0),
+        runnable: AtomicUsize::new(0),
     }));
     CORES[cpu].store(core, Ordering::Release);
     crate::arch::traps::set_handler(apic::TIMER_VECTOR, |_| {});
@@ -293,9 +297,17 @@ fn alloc_control_block() -> Option<*mut Thread> {
 pub(crate) fn make_runnable(thread: ThreadRef) {
     debug_assert_eq!(thread.cpu, percpu::cpu_id());
     interrupts::without_interrupts(|| {
-        // SAFETY: interrupts are off; one short use.
-        unsafe { (*local()).run_queue.push_back(thread) };
+        queue(thread);
     });
+}
+
+/// Appends a thread of this cpu to its run queue. Interrupts must be off.
+fn queue(thread: ThreadRef) {
+    // SAFETY: interrupts are off (the caller's contract); one short use.
+    unsafe { (*local()).run_queue.push_back(thread) };
+    let core = this_core();
+    // Only this cpu writes its count, with interrupts off.
+    core.runnable.store(core.runnable.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
 }
 
 /// Wakes `thread` (any cpu's): queues it here, or asks its cpu by message.
@@ -332,8 +344,7 @@ fn switch_to_loop(thread: ThreadRef) {
 pub fn yield_now() {
     let Some(thread) = current() else { return };
     interrupts::without_interrupts(|| {
-        // SAFETY: interrupts are off; one short use.
-        unsafe { (*local()).run_queue.push_back(thread) };
+        queue(thread);
         switch_to_loop(thread);
     });
 }
@@ -458,6 +469,9 @@ pub(crate) fn run() -> ! {
         // SAFETY: interrupts are off; one short use.
         let next = unsafe { (*local()).run_queue.pop_front() };
         if let Some(thread) = next {
+            // Only this cpu writes its count, with interrupts off: no
+            // read-modify-write is needed.
+            core.runnable.store(core.runnable.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
             // SAFETY: interrupts are off; the thread is runnable, so it is
             // switched out with a saved stack pointer, and belongs here.
             unsafe {

@@ -17,6 +17,7 @@ use x86_64::instructions::interrupts::without_interrupts;
 use x86_64::registers::model_specific::Msr;
 
 use super::percpu::cpu_id;
+use super::timers::Counter;
 use crate::topology::MAX_CPUS;
 
 /// The timer's vector.
@@ -84,7 +85,8 @@ pub fn has_tsc_deadline() -> bool {
 }
 
 /// Chooses the mode, maps the xAPIC page if needed, masks the legacy PIC
-/// and enables the boot cpu's APIC.
+/// and enables the boot cpu's APIC. The one-shot timer is usable after
+/// [`calibrate_timer`], which needs the TSC rate.
 pub fn init_boot_cpu() -> Mode {
     let features = super::cpu::features();
     let shared = SHARED.call_once(|| {
@@ -100,10 +102,69 @@ pub fn init_boot_cpu() -> Mode {
     });
     mask_legacy_pic();
     init_this_cpu();
-    if !shared.tsc_deadline {
-        shared.timer_hz.store(calibrate_timer(), Ordering::Relaxed);
-    }
     shared.mode
+}
+
+/// The local APIC timer's input clock when the hypervisor fixes it: QEMU
+/// (TCG) and KVM both run it at 1 GHz (a 1 ns bus cycle).
+pub fn hypervisor_bus_hz() -> Option<u64> {
+    use core::arch::x86_64::__cpuid;
+    if __cpuid(1).ecx & (1 << 31) == 0 {
+        return None;
+    }
+    let leaf = __cpuid(0x4000_0000);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&leaf.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
+    vendor[8..].copy_from_slice(&leaf.edx.to_le_bytes());
+    matches!(&vendor, b"TCGTCGTCGTCG" | b"KVMKVMKVM\0\0\0").then_some(1_000_000_000)
+}
+
+/// The boot cpu's APIC timer counting down from its largest count with its
+/// interrupt masked, as a [`Counter`] for calibrating the TSC. Dropping it
+/// stops the count and unmasks the (silent) timer.
+pub struct FreeRunningTimer {
+    hz: u64,
+}
+
+impl FreeRunningTimer {
+    /// Starts the count; `bus_hz` is the timer's input clock.
+    pub fn start(bus_hz: u64) -> Self {
+        // SAFETY: the timer is this cpu's and nothing arms it yet; it is
+        // masked while it runs.
+        with_local(|apic| unsafe {
+            apic.disable_timer();
+            apic.set_timer_initial(u32::MAX);
+        });
+        Self { hz: bus_hz / 16 }
+    }
+}
+
+impl Counter for FreeRunningTimer {
+    fn read(&mut self) -> u64 {
+        // SAFETY: reading the current count has no side effects.
+        with_local(|apic| unsafe { apic.timer_current() }) as u64
+    }
+    fn hz(&self) -> u64 {
+        self.hz
+    }
+    fn bits(&self) -> u32 {
+        32
+    }
+    fn counts_down(&self) -> bool {
+        true
+    }
+}
+
+impl Drop for FreeRunningTimer {
+    fn drop(&mut self) {
+        // SAFETY: a zero count stops the one-shot timer, which then raises
+        // nothing once unmasked.
+        with_local(|apic| unsafe {
+            apic.set_timer_initial(0);
+            apic.enable_timer();
+        });
+    }
 }
 
 /// Enables this cpu's local APIC (every cpu calls this once).
@@ -154,26 +215,41 @@ fn mask_legacy_pic() {
     }
 }
 
-/// Counts APIC timer ticks (divide by 16) over 10 ms of TSC.
-fn calibrate_timer() -> u64 {
+/// Finds the one-shot timer's rate (divide by 16), once, on the boot cpu,
+/// after the TSC is calibrated (nothing to do with TSC-deadline timers).
+/// When the TSC was measured against this timer (`bus_hz` known), the
+/// rate follows from that measurement; otherwise it is measured against
+/// the TSC over [`TIMER_CALIBRATION_MICROS`].
+pub fn calibrate_timer(bus_hz: Option<u64>) {
+    let shared = SHARED.get().expect("boot cpu sets up the APIC first");
+    if shared.tsc_deadline {
+        return;
+    }
     let tsc_hz = super::tsc::hz().max(1);
-    with_local(|apic| {
-        // SAFETY: the timer is this cpu's and nothing else uses it yet; its
-        // interrupt is masked while measuring.
-        unsafe {
-            apic.disable_timer();
-            apic.set_timer_initial(u32::MAX);
-            let start = super::tsc::now();
-            while super::tsc::now() - start < tsc_hz / 100 {
-                core::hint::spin_loop();
-            }
-            let counted = u32::MAX - apic.timer_current();
-            apic.set_timer_initial(0);
-            apic.enable_timer();
-            counted as u64 * 100
-        }
-    })
+    // The TSC measurement found `estimate` TSC ticks per `bus_hz / 16`
+    // timer ticks.
+    let derived = bus_hz.zip(super::tsc::local_apic_estimate()).map(|(bus, estimate)| (bus / 16) as u128 * tsc_hz as u128 / estimate as u128);
+    let hz = derived.map(|hz| hz as u64).unwrap_or_else(|| measure_timer(tsc_hz));
+    shared.timer_hz.store(hz, Ordering::Relaxed);
 }
+
+/// The one-shot timer's ticks per second (divide by 16), counted against
+/// the TSC.
+fn measure_timer(tsc_hz: u64) -> u64 {
+    let mut timer = FreeRunningTimer::start(0);
+    super::tsc::sample(&mut timer); // warms the code up (see `tsc::sample`)
+    let start = super::tsc::sample(&mut timer);
+    let window = tsc_hz / 1_000_000 * TIMER_CALIBRATION_MICROS;
+    while super::tsc::now().wrapping_sub(start.tsc) < window {
+        core::hint::spin_loop();
+    }
+    let end = super::tsc::sample(&mut timer);
+    let counted = crate::tsc_rate::elapsed_count(start.count, end.count, 32, true);
+    crate::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0)
+}
+
+/// How long the one-shot timer's rate is measured.
+const TIMER_CALIBRATION_MICROS: u64 = 200;
 
 /// Arms this cpu's timer to fire once at TSC value `deadline`, or stops it.
 pub fn set_timer(deadline: Option<u64>) {
@@ -229,23 +305,28 @@ pub fn send_ipi(apic_id: u32, vector: u8) {
     });
 }
 
-/// INIT, then two start-up IPIs pointing at `page` (the trampoline's page
-/// number), with the waits the MP specification asks for.
+/// INIT, then a start-up IPI pointing at `page` (the trampoline's page
+/// number), without the MP specification's 10 ms wait: current cpus,
+/// QEMU and KVM take the start-up IPI right after INIT (as Linux relies on
+/// for modern cpus). The caller polls for the cpu and sends
+/// [`resend_startup`] if it does not show up.
 pub fn start_cpu(apic_id: u32, page: u8) {
     let dest = destination(apic_id);
     // SAFETY: INIT resets only the target cpu, which the kernel has not
     // started yet (or gave up on).
     with_local(|apic| unsafe { apic.send_init_ipi(dest) });
-    super::tsc::spin_for_micros(10_000);
-    for _ in 0..2 {
-        with_local(|apic| {
-            wait_for_delivery(apic);
-            // SAFETY: the start-up IPI makes the target run the trampoline
-            // at `page`, which the caller has prepared.
-            unsafe { apic.send_sipi(page, dest) };
-        });
-        super::tsc::spin_for_micros(200);
-    }
+    resend_startup(apic_id, page);
+}
+
+/// A (further) start-up IPI to `apic_id`; a cpu already running ignores it.
+pub fn resend_startup(apic_id: u32, page: u8) {
+    let dest = destination(apic_id);
+    with_local(|apic| {
+        wait_for_delivery(apic);
+        // SAFETY: the start-up IPI makes the target run the trampoline at
+        // `page`, which the caller has prepared.
+        unsafe { apic.send_sipi(page, dest) };
+    });
 }
 
 /// Puts a cpu that did not answer back into wait-for-SIPI.

@@ -1,6 +1,8 @@
 //! Everything that touches x86_64 hardware directly: boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features, per-cpu data,
-//! local and I/O APICs, device register windows, MSI-X tables, PCI configuration space, starting cpus, context switches and VM exit.
+//! local and I/O APICs, the TSC and the timers it is calibrated against,
+//! device register windows, MSI-X tables, PCI configuration space, starting
+//! cpus, context switches and VM exit.
 
 pub mod acpi_handler;
 pub mod apic;
@@ -17,6 +19,7 @@ pub mod percpu;
 pub mod power;
 pub mod serial;
 pub mod smp;
+pub mod timers;
 pub mod traps;
 pub mod tsc;
 

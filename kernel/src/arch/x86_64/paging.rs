@@ -220,6 +220,16 @@ pub fn ensure_direct_map(phys: u64, len: u64) {
     });
 }
 
+/// The firmware memory `[phys, phys + len)` (BIOS data area, EBDA, ROM,
+/// firmware tables), read through the direct map.
+pub fn firmware_bytes(phys: u64, len: usize) -> &'static [u8] {
+    ensure_direct_map(phys, len as u64);
+    // SAFETY: the direct map now covers the range, write-back; firmware
+    // memory is never handed to the allocators, so nothing writes it while
+    // the kernel reads it.
+    unsafe { core::slice::from_raw_parts(phys_to_virt(phys), len) }
+}
+
 /// Maps device memory `[phys, phys + len)` uncached and returns its virtual
 /// address. Mapping the same range again returns the same address.
 pub fn map_mmio(phys: u64, len: u64) -> Result<*mut u8, &'static str> {

@@ -7,7 +7,8 @@
 //! directory that identity-map the first 2 MiB (where the trampoline runs
 //! when paging comes on) and share the kernel's higher half (where it
 //! jumps next). The new cpu switches to the kernel's own tables at once.
-//! Cpus start one at a time; one that does not answer within
+//! Cpus leave the trampoline one at a time (they share it), then set
+//! themselves up in parallel; one that does not arrive within
 //! [`START_TIMEOUT_MS`] is reset and left out.
 
 use core::sync::atomic::Ordering;
@@ -20,6 +21,9 @@ use super::percpu::PerCpu;
 
 /// How long a starting cpu has to report online.
 pub const START_TIMEOUT_MS: u64 = 1000;
+/// When a second start-up IPI goes out to a cpu not yet online (one that
+/// is already running ignores it).
+const RESEND_AFTER_MS: u64 = 10;
 /// Bytes of low memory the trampoline needs (code page + 3 page tables).
 pub const LOW_MEMORY_NEEDED: u64 = 4 * 4096;
 /// Size of each secondary cpu's own kernel stack.
@@ -147,6 +151,9 @@ pub struct Startup {
     pub ist: super::gdt::IstTops,
     /// The kernel code the cpu runs once its tables are loaded.
     pub main: fn() -> !,
+    /// Set by the cpu once it has left the trampoline (its parameters may
+    /// then be rewritten for the next cpu).
+    pub arrived: core::sync::atomic::AtomicBool,
 }
 
 /// The low-memory window the trampoline runs in.
@@ -177,9 +184,15 @@ impl Trampoline {
         t
     }
 
+    /// Writes `value` at `at`, byte by byte: the jump operands and the
+    /// GDT pointer's base sit at unaligned offsets in the code.
     fn write_u32(&self, at: u64, value: u32) {
-        // SAFETY: `at` lies inside the trampoline page copied above.
-        unsafe { (phys_to_virt(self.base + at) as *mut u32).write_volatile(value) };
+        let field = phys_to_virt(self.base + at);
+        for (i, byte) in value.to_le_bytes().into_iter().enumerate() {
+            // SAFETY: `at..at + 4` lies inside the trampoline page copied
+            // above; a byte pointer needs no alignment.
+            unsafe { field.add(i).write_volatile(byte) };
+        }
     }
 
     fn write_u64(&self, at: u64, value: u64) {
@@ -214,22 +227,29 @@ impl Trampoline {
     }
 
     /// Starts the cpu with `apic_id` on `stack_top`, running
-    /// [`secondary_entry`] with `startup`. Returns whether it came online
-    /// (its `PerCpu::online`) within [`START_TIMEOUT_MS`].
-    pub fn start(&self, apic_id: u32, stack_top: u64, startup: &'static Startup) -> bool {
+    /// [`secondary_entry`] with `startup`, and waits until it has left the
+    /// trampoline (not until it is online: cpus set themselves up in
+    /// parallel). Returns whether it arrived within [`START_TIMEOUT_MS`];
+    /// one that did not is reset.
+    pub fn launch(&self, apic_id: u32, stack_top: u64, startup: &'static Startup) -> bool {
         let efer = (1u32 << 8) | if super::cpu::features().nx { 1 << 11 } else { 0 }; // LME, NXE
         self.write_u32(EFER, efer);
         self.write_u64(STACK, stack_top);
         self.write_u64(ENTRY, secondary_entry as *const () as u64);
         self.write_u64(ARG, startup as *const Startup as u64);
         core::sync::atomic::fence(Ordering::SeqCst);
-        super::apic::start_cpu(apic_id, (self.base >> 12) as u8);
-        // SAFETY: the caller made `percpu` a live block for good.
-        let percpu = unsafe { &*startup.percpu };
-        let deadline = super::tsc::now() + super::tsc::hz() / 1000 * START_TIMEOUT_MS;
-        while super::tsc::now() < deadline {
-            if percpu.online.load(Ordering::Acquire) {
+        let page = (self.base >> 12) as u8;
+        super::apic::start_cpu(apic_id, page);
+        let started = super::tsc::now();
+        let ticks_per_ms = super::tsc::hz() / 1000;
+        let mut resent = false;
+        while super::tsc::now() - started < ticks_per_ms * START_TIMEOUT_MS {
+            if startup.arrived.load(Ordering::Acquire) {
                 return true;
+            }
+            if !resent && super::tsc::now() - started >= ticks_per_ms * RESEND_AFTER_MS {
+                super::apic::resend_startup(apic_id, page);
+                resent = true;
             }
             core::hint::spin_loop();
         }
@@ -238,9 +258,25 @@ impl Trampoline {
     }
 }
 
+/// Waits until the cpu of `startup` reports online, until TSC `deadline`.
+pub fn wait_online(startup: &Startup, deadline: u64) -> bool {
+    // SAFETY: the caller made `percpu` a live block for good.
+    let percpu = unsafe { &*startup.percpu };
+    loop {
+        if percpu.online.load(Ordering::Acquire) {
+            return true;
+        }
+        if super::tsc::now() >= deadline {
+            return false;
+        }
+        core::hint::spin_loop();
+    }
+}
+
 /// The first Rust code a secondary cpu runs, on its own stack, still on
 /// the trampoline's page tables and GDT, interrupts off.
 extern "C" fn secondary_entry(startup: &'static Startup) -> ! {
+    startup.arrived.store(true, Ordering::Release);
     super::paging::activate_kernel_tables();
     // SAFETY: the boot cpu made this block for this cpu, for good.
     unsafe { super::percpu::install(startup.percpu) };

@@ -11,6 +11,8 @@
 //!   `timers`: only its cpu and sleep checks;
 //! - `idle`: sleeps 3 s between two lines while the host measures the
 //!   VM's cpu time; `panic-on-cpu`: a thread on the last cpu panics;
+//! - `clock`: prints the guest's uptime, sleeps 1.5 s, prints it again,
+//!   for the host to compare with its own clock;
 //! - `net-refused PORT`: a connection to a closed host port must fail
 //!   with `Refused`; `net-exhaust`: sockets until memory runs out;
 //!   `net-starved`: a thread hogs the network cpu for 2.5 s;
@@ -47,6 +49,7 @@ fn main() -> Result<(), String> {
         "thread-stack-overflow" => lazy::thread_stack_overflow(),
         "lazy-exhaust" => lazy::exhaust(),
         "idle" => smp::idle(),
+        "clock" => smp::clock(),
         "net-refused" => net::refused(args.next()),
         "net-exhaust" => net::exhaust(),
         "net-starved" => net::starved(),

@@ -33,6 +33,7 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "local spawns all run and are joined", run: local_spawns_all_run },
     Test { name: "remote spawns between every pair of cpus run exactly once", run: remote_spawns_between_every_pair },
     Test { name: "yield lets the other threads of the cpu run", run: yield_alternates },
+    Test { name: "a cpu's run-queue length counts the threads waiting for it", run: run_queue_length_counts_waiting_threads },
     Test { name: "heap blocks freed on another cpu go home without a leak", run: cross_cpu_frees_go_home },
     Test { name: "sleeps last at least as asked and not much longer", run: sleeps_are_accurate },
     Test { name: "sleepers on one cpu wake in deadline order", run: sleepers_wake_in_order },
@@ -179,6 +180,48 @@ fn yield_alternates() -> Result<(), String> {
         .collect();
     handles.into_iter().for_each(|h| h.join());
     check_eq!(*log.lock(), [0, 1, 0, 1, 0, 1]);
+    Ok(())
+}
+
+/// Threads spawned here wait in this cpu's run queue until the caller
+/// lets them run; another cpu reads the same length meanwhile; it is back
+/// where it was once they ran.
+fn run_queue_length_counts_waiting_threads() -> Result<(), String> {
+    let cpu = thread::current_cpu();
+    let other = (cpu + 1) % thread::cpu_count();
+    // The reader on the other cpu waits for `go`, then reports the length
+    // it read plus one in `seen` (0: nothing read yet).
+    let (go, seen) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let reader = (other != cpu)
+        .then(|| {
+            let (go, seen) = (go.clone(), seen.clone());
+            thread::spawn_on(other, move || {
+                while go.load(Ordering::Acquire) == 0 {
+                    thread::yield_now();
+                }
+                seen.store(thread::runnable_on(cpu) + 1, Ordering::Release);
+            })
+        })
+        .transpose()
+        .map_err(|e| alloc::format!("{e}"))?;
+    let before = thread::runnable_on(cpu);
+    let handles: Vec<_> = (0..5).map(|i| thread::spawn(move || i)).collect();
+    check_eq!(thread::runnable_on(cpu), before + 5);
+    if let Some(reader) = reader {
+        // Spin without yielding: the five stay queued until the read.
+        go.store(1, Ordering::Release);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while seen.load(Ordering::Acquire) == 0 && Instant::now() < deadline {
+            core::hint::spin_loop();
+        }
+        check_eq!(seen.load(Ordering::Acquire), before + 5 + 1);
+        reader.join();
+    }
+    for (i, handle) in handles.into_iter().enumerate() {
+        check_eq!(handle.join(), i);
+    }
+    check_eq!(thread::runnable_on(cpu), before);
+    check_eq!(thread::runnable_on(thread::cpu_count()), 0);
     Ok(())
 }
 
@@ -410,6 +453,20 @@ pub fn idle() -> Result<(), String> {
     bravo::println!("idle: start");
     thread::sleep(Duration::from_secs(3));
     bravo::println!("idle: end");
+    Ok(())
+}
+
+/// How long `clock` sleeps between its two lines.
+pub const CLOCK_SLEEP: Duration = Duration::from_millis(1500);
+
+/// `clock`: the guest's uptime before and after a sleep of
+/// [`CLOCK_SLEEP`], in microseconds, for the host to hold against its own
+/// clock (a wrong TSC rate stretches or shrinks both the sleep and the
+/// guest's idea of it).
+pub fn clock() -> Result<(), String> {
+    bravo::println!("clock: start {}", bravo::time::uptime().as_micros());
+    thread::sleep(CLOCK_SLEEP);
+    bravo::println!("clock: end {}", bravo::time::uptime().as_micros());
     Ok(())
 }
 
