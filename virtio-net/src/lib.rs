@@ -348,6 +348,21 @@ impl<T: Transport> VirtioNet<T> {
         self.tx.has_room()
     }
 
+    /// For a caller that found the transmit queue full and would rather
+    /// sleep than poll: asks for one interrupt when the device has sent a
+    /// frame (transmit completions otherwise never interrupt); the request
+    /// ends when sent buffers are next reclaimed. Returns whether an
+    /// interrupt will come (never with [`Interrupt::Polled`]). Check
+    /// [`can_transmit`](Self::can_transmit) after: a frame sent before the
+    /// request brings none.
+    pub fn interrupt_when_transmit_room(&mut self) -> bool {
+        if self.interrupt == Interrupt::Polled {
+            return false;
+        }
+        self.tx.queue.set_interrupts(true);
+        true
+    }
+
     /// Queues a frame of `len` bytes (at most 2036) written by `f`, sent at
     /// the next flush; `None` (and a counted drop) when the queue is full.
     pub fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
@@ -806,6 +821,7 @@ mod tests {
         sim.deliver(&frame(0));
         assert_eq!(sim.state().interrupts_raised, 0);
         assert_eq!(nic.handle_interrupt(), 0);
+        assert!(!nic.interrupt_when_transmit_room(), "nor when the transmit queue is full");
     }
 
     #[test]
@@ -860,6 +876,27 @@ mod tests {
         assert!(nic.transmit_with(60, |b| b.fill(0xee)).is_some(), "reclaimed buffers are reused");
         nic.flush();
         assert_eq!(sim.state().sent.last().unwrap(), &vec![0xee; 60]);
+    }
+
+    #[test]
+    fn a_full_transmit_queue_can_ask_for_one_interrupt_when_it_has_room() {
+        let (mut nic, sim) = driver();
+        nic.enable_interrupts();
+        sim.state().tx_stalled = true;
+        while nic.transmit_with(60, |_| ()).is_some() {}
+        nic.flush();
+        assert!(!nic.can_transmit());
+        assert!(nic.interrupt_when_transmit_room());
+        assert!(!nic.can_transmit(), "nothing sent yet");
+        assert_eq!(sim.state().interrupts_raised, 0);
+        sim.state().tx_stalled = false;
+        sim.run_tx();
+        let raised = sim.state().interrupts_raised;
+        assert!(raised >= 1, "the device's sending interrupts");
+        assert!(nic.can_transmit(), "and makes room");
+        nic.transmit_with(60, |_| ());
+        nic.flush();
+        assert_eq!(sim.state().interrupts_raised, raised, "asked for once: later sends do not interrupt");
     }
 
     #[test]

@@ -241,6 +241,11 @@ impl SplitQueue {
         Some(used)
     }
 
+    /// Whether used-buffer interrupts are asked for.
+    pub fn interrupts(&self) -> bool {
+        self.interrupts
+    }
+
     /// Asks for used-buffer interrupts, or for none.
     pub fn set_interrupts(&mut self, wanted: bool) {
         self.interrupts = wanted;

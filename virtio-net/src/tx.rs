@@ -36,13 +36,21 @@ impl TxQueue {
         Self { queue, buffers, free, with_device, offload, packets: 0, bytes: 0, dropped: 0 }
     }
 
-    /// Takes back the descriptors the device has sent.
+    /// Takes back the descriptors the device has sent. Once some came
+    /// back, an interrupt asked for by
+    /// [`VirtioNet::interrupt_when_transmit_room`](crate::VirtioNet::interrupt_when_transmit_room)
+    /// is no longer wanted.
     pub fn reclaim(&mut self) {
+        let mut reclaimed = false;
         while let Some(used) = self.queue.pop_used() {
             if let Some(sent) = self.with_device.get_mut(used.id as usize).filter(|sent| **sent) {
                 *sent = false;
                 self.free.push(used.id as u16);
+                reclaimed = true;
             }
+        }
+        if reclaimed && self.queue.interrupts() {
+            self.queue.set_interrupts(false);
         }
     }
 

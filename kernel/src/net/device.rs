@@ -53,6 +53,13 @@ pub trait NetDevice: phy::Device {
     fn receive_with<R>(&mut self, f: impl FnOnce(Option<&[u8]>) -> R) -> Option<R>;
     /// Whether a frame can be queued now.
     fn can_transmit(&mut self) -> bool;
+    /// Asks for an interrupt when a full transmit ring has room again, for
+    /// a thread that would rather sleep than poll; returns whether one will
+    /// come. The default is none: a device that sends as its doorbell is
+    /// written (QEMU's e1000) never stays full for long.
+    fn interrupt_when_transmit_room(&mut self) -> bool {
+        false
+    }
     /// Queues a frame of `len` bytes written by `f`; `None` (and a counted
     /// drop) when the transmit ring is full. Sent at the next flush.
     fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R>;

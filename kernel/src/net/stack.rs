@@ -43,6 +43,10 @@ use crate::sync::WaitQueue;
 /// How long a closed stream may take to finish its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The longest a full transmit ring is waited for before it is looked at
+/// again, should its interrupt not come.
+const TRANSMIT_WAIT: Duration = Duration::from_millis(1);
+
 /// Frames taken in per round, so that a flood cannot starve requests and
 /// transmission.
 pub const INGRESS_BUDGET: usize = 128;
@@ -80,6 +84,11 @@ pub struct Stack {
     /// Sets passed over for transmission last round (their sockets may
     /// have changed: timeouts, retransmissions).
     transmitted: u32,
+    /// The transmit ring is full and the device will interrupt when it has
+    /// room: the thread sleeps until then instead of polling it (on a
+    /// device that sends from another host thread, QEMU's virtio-net,
+    /// polling takes the host cpu that would send).
+    transmit_blocked: bool,
     /// When every request and every set is next looked at, changed or not
     /// (TSC): a bound on any change the marks would miss.
     next_full_pass: u64,
@@ -302,6 +311,7 @@ impl Stack {
             next_sweep: 0,
             next_at: [None; SETS],
             transmitted: 0,
+            transmit_blocked: false,
             next_full_pass: 0,
         };
         match options.ip {
@@ -521,9 +531,14 @@ impl Stack {
         if let (true, Interrupt::Line { gsi, .. }) = (irq, self.interrupt) {
             ioapic::unmask(gsi);
         }
+        self.transmit_blocked = !self.nic.can_transmit()
+            && !matches!(self.interrupt, Interrupt::Polled(_))
+            && self.nic.interrupt_when_transmit_room()
+            && !self.nic.can_transmit();
         // Requests waiting on sets whose timers just ran look again at once
-        // (a timer may have closed their socket).
-        frames == INGRESS_BUDGET || self.nic.rx_ready() || timers_due & waiting_sets != 0
+        // (a timer may have closed their socket), unless what they wait for
+        // is room in the transmit ring.
+        frames == INGRESS_BUDGET || self.nic.rx_ready() || (timers_due & waiting_sets != 0 && !self.transmit_blocked)
     }
 
     /// How long the thread may sleep: until smoltcp's next timer or the
@@ -570,7 +585,11 @@ pub fn run(mut stack: Stack) -> ! {
         let idle = || (WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)).then_some(());
         // Without an interrupt, poll the NIC every millisecond.
         let limit = matches!(stack.interrupt, Interrupt::Polled(_)).then_some(Duration::from_millis(1));
-        match (stack.sleep_for(&waiting), limit) {
+        // With a full transmit ring, the timers smoltcp sets for what it
+        // could not send are due at once: wait for the ring's interrupt
+        // instead, a millisecond at most.
+        let sleep = stack.sleep_for(&waiting).map(|d| if stack.transmit_blocked { d.max(TRANSMIT_WAIT) } else { d });
+        match (sleep, limit) {
             (Some(d), Some(l)) => drop(WAKE.wait_timeout(idle, d.min(l))),
             (Some(d), None) | (None, Some(d)) => drop(WAKE.wait_timeout(idle, d)),
             (None, None) => WAKE.wait_until(idle),

@@ -225,6 +225,10 @@ impl NetDevice for Nic {
         dispatch!(self, d => NetDevice::can_transmit(d))
     }
 
+    fn interrupt_when_transmit_room(&mut self) -> bool {
+        dispatch!(self, d => NetDevice::interrupt_when_transmit_room(d))
+    }
+
     fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
         dispatch!(self, d => NetDevice::transmit_with(d, len, f))
     }

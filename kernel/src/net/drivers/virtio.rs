@@ -95,6 +95,10 @@ impl<T: Transport> NetDevice for VirtioNet<T> {
         VirtioNet::can_transmit(self)
     }
 
+    fn interrupt_when_transmit_room(&mut self) -> bool {
+        VirtioNet::interrupt_when_transmit_room(self)
+    }
+
     fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
         VirtioNet::transmit_with(self, len, f)
     }
