@@ -45,11 +45,11 @@ use core::ptr::NonNull;
 
 pub use mmio::Mmio;
 pub use pci::{Pci, PciRegions};
-pub use transport::{QueueAddresses, Transport};
+pub use transport::{interrupt_status, QueueAddresses, Transport};
 
 use queue::{Layout, SplitQueue};
 use rx::RxQueue;
-use transport::{interrupt_status, status, NO_VECTOR};
+use transport::{status, NO_VECTOR};
 use tx::TxQueue;
 
 /// Entries per queue, unless the device allows fewer.
@@ -229,7 +229,6 @@ pub struct VirtioNet<T: Transport> {
     interrupt: Interrupt,
     features: Features,
     mac: [u8; 6],
-    link_up: bool,
     rx: RxQueue,
     tx: TxQueue,
     doorbells: u64,
@@ -245,7 +244,6 @@ unsafe impl<T: Transport + Send> Send for VirtioNet<T> {}
 struct Setup {
     features: Features,
     mac: [u8; 6],
-    link_up: bool,
     rx: RxQueue,
     tx: TxQueue,
 }
@@ -258,9 +256,9 @@ impl<T: Transport> VirtioNet<T> {
     /// device is left FAILED.
     pub fn new(mut transport: T, hw: &impl Hardware, interrupt: Interrupt) -> Result<Self, Error> {
         match set_up(&mut transport, hw, interrupt) {
-            Ok(Setup { features, mac, link_up, rx, tx }) => {
+            Ok(Setup { features, mac, rx, tx }) => {
                 let mut driver =
-                    Self { transport, interrupt, features, mac, link_up, rx, tx, doorbells: 0, interrupts: 0 };
+                    Self { transport, interrupt, features, mac, rx, tx, doorbells: 0, interrupts: 0 };
                 // The receive buffers, and a first notification of them.
                 driver.flush();
                 Ok(driver)
@@ -278,10 +276,11 @@ impl<T: Transport> VirtioNet<T> {
         self.mac
     }
 
-    /// Link state as of the last configuration change (always up without
-    /// the STATUS feature).
+    /// Link state, read from the device when asked (always up without the
+    /// STATUS feature): one configuration read, kept off the interrupt
+    /// path.
     pub fn link_up(&self) -> bool {
-        self.link_up
+        read_link(&self.transport, self.features)
     }
 
     /// The negotiated features.
@@ -300,27 +299,19 @@ impl<T: Transport> VirtioNet<T> {
 
     /// Acknowledges an interrupt. [`Interrupt::Line`]: reads (and thereby or
     /// by InterruptACK clears) the interrupt status and returns it, 0 when
-    /// the device did not interrupt; a configuration change re-reads the
-    /// link. [`Interrupt::Msix`]: returns 1 (the vector says it was ours) and
-    /// re-reads the link, as configuration changes share the vector.
+    /// the device did not interrupt. [`Interrupt::Msix`]: returns 1 (the
+    /// vector says it was ours) without touching the device.
     /// [`Interrupt::Polled`]: 0. The caller then drains the queues.
     pub fn handle_interrupt(&mut self) -> u32 {
         let cause = match self.interrupt {
             Interrupt::Line => self.transport.acknowledge_interrupt(),
-            Interrupt::Msix(_) => interrupt_status::USED_BUFFER | interrupt_status::CONFIG_CHANGE,
+            Interrupt::Msix(_) => 1,
             Interrupt::Polled => return 0,
         };
         if cause != 0 {
             self.interrupts += 1;
         }
-        if cause & interrupt_status::CONFIG_CHANGE != 0 {
-            self.link_up = read_link(&self.transport, self.features);
-        }
-        if matches!(self.interrupt, Interrupt::Msix(_)) {
-            1
-        } else {
-            cause
-        }
+        cause
     }
 
     /// Whether a received frame waits.
@@ -442,14 +433,12 @@ fn set_up(transport: &mut impl Transport, hw: &impl Hardware, interrupt: Interru
     let tx = TxQueue::new(tx.0, tx.1, features.contains(Features::CSUM));
 
     let mac = if features.contains(Features::MAC) { read_mac(transport)? } else { FALLBACK_MAC };
-    let link_up = read_link(transport, features);
-
     device_status |= status::DRIVER_OK;
     transport.set_status(device_status);
     if transport.status() & (status::DEVICE_NEEDS_RESET | status::FAILED) != 0 {
         return Err(Error::DeviceFailed);
     }
-    Ok(Setup { features, mac, link_up, rx, tx })
+    Ok(Setup { features, mac, rx, tx })
 }
 
 /// Allocates and announces one queue and its buffers.
