@@ -34,6 +34,10 @@ pub struct KernelOptions {
     /// `netcpu=N`: the cpu that runs the network stack and takes the
     /// NIC's interrupts (default: the last cpu).
     pub net_cpu: Option<usize>,
+    /// `netcpus=0,2-3`: the cpus that each run a network stack over a
+    /// queue pair of a multi-queue NIC (default: every cpu, as many as the
+    /// NIC has queues). A single-queue NIC uses the first.
+    pub net_cpus: Option<CpuList>,
     /// `netpoll=on|off`: poll the NIC instead of taking its interrupt.
     pub net_poll: bool,
     /// `net=stack|raw`: `raw` starts no network stack and leaves the NIC
@@ -51,10 +55,59 @@ impl Default for KernelOptions {
             ip: None,
             gateway: None,
             net_cpu: None,
+            net_cpus: None,
             net_poll: false,
             net_raw: false,
             mmio_devices: MmioDevices::new(),
         }
+    }
+}
+
+/// A list of distinct cpu numbers, in the order given, at most
+/// [`CpuList::CAPACITY`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuList {
+    cpus: [u16; CpuList::CAPACITY],
+    len: usize,
+}
+
+impl CpuList {
+    /// As many as a NIC's queue pairs the kernel uses.
+    pub const CAPACITY: usize = 16;
+
+    /// Parses `0,2-3`: numbers and inclusive ranges, comma-separated;
+    /// `None` when malformed, empty, repeated, or longer than the capacity.
+    pub fn parse(value: &str) -> Option<CpuList> {
+        let mut list = CpuList { cpus: [0; Self::CAPACITY], len: 0 };
+        for part in value.split(',') {
+            let (first, last) = match part.split_once('-') {
+                Some((a, b)) => (a.parse::<u16>().ok()?, b.parse::<u16>().ok()?),
+                None => {
+                    let cpu = part.parse::<u16>().ok()?;
+                    (cpu, cpu)
+                }
+            };
+            if first > last || usize::from(last - first) >= Self::CAPACITY {
+                return None;
+            }
+            for cpu in first..=last {
+                if list.len == Self::CAPACITY || list.as_slice().contains(&cpu) {
+                    return None;
+                }
+                list.cpus[list.len] = cpu;
+                list.len += 1;
+            }
+        }
+        Some(list)
+    }
+
+    pub fn as_slice(&self) -> &[u16] {
+        &self.cpus[..self.len]
+    }
+
+    /// The cpus, as indices.
+    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        self.as_slice().iter().map(|&c| usize::from(c))
     }
 }
 
@@ -217,6 +270,10 @@ impl<'a> CommandLine<'a> {
                     Ok(cpu) => options.net_cpu = Some(cpu),
                     Err(_) => report(Problem::BadValue { key, value, expected: "a cpu number" }),
                 },
+                "netcpus" => match CpuList::parse(value) {
+                    Some(cpus) => options.net_cpus = Some(cpus),
+                    None => report(Problem::BadValue { key, value, expected: "distinct cpu numbers and ranges, e.g. 0,2-3 (at most 16)" }),
+                },
                 MMIO_DEVICE_KEY => options.add_mmio_device(token, &mut report),
                 _ => report(Problem::UnknownOption(token)),
             }
@@ -281,6 +338,21 @@ mod tests {
         let (c, problems) = parse("ip=10.0.2.15 gw=300.1.1.1 ip=1.2.3.4/33 netcpu=x netpoll=maybe net=cooked");
         assert_eq!(problems.len(), 6, "{problems:?}");
         assert_eq!((c.options.ip, c.options.gateway, c.options.net_cpu), (None, None, None));
+    }
+
+    #[test]
+    fn network_cpus_are_numbers_and_ranges() {
+        let (c, problems) = parse("netcpus=0,2-3");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.options.net_cpus.map(|l| l.iter().collect::<Vec<_>>()), Some(vec![0, 2, 3]));
+        let (c, problems) = parse("netcpus=1");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.options.net_cpus.map(|l| l.iter().collect::<Vec<_>>()), Some(vec![1]));
+        for bad in ["netcpus=", "netcpus=a", "netcpus=1,1", "netcpus=3-1", "netcpus=0-16", "netcpus=0-99999", "netcpus=1,"] {
+            let (c, problems) = parse(bad);
+            assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
+            assert_eq!(c.options.net_cpus, None, "{bad}");
+        }
     }
 
     fn parse(line: &str) -> (CommandLine<'_>, Vec<Problem<'_>>) {

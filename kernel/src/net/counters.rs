@@ -1,10 +1,11 @@
-//! The network stack's own counters, as atomics written by the network
+//! The network stacks' own counters, as atomics written by each stack's
 //! thread and read from anywhere without a request to it, so they can be
-//! read (and tell) while the network thread is stuck.
+//! read (and tell) while a stack's thread is stuck.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::listener::Events;
+use super::netcpus::{self, MAX_STACKS};
 
 /// The network stack's counters, read with [`stats`](super::stats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -29,38 +30,53 @@ pub struct NetStats {
     pub buffer_bytes: u64,
 }
 
-static SOCKETS: AtomicU64 = AtomicU64::new(0);
+/// Counters each stack sets (the total is their sum).
+struct PerStack {
+    sockets: AtomicU64,
+    buffer_bytes: AtomicU64,
+    arp_requests_dropped: AtomicU64,
+    last_round_ms: AtomicU64,
+    rounds: AtomicU64,
+}
+
+static STACKS: [PerStack; MAX_STACKS] = [const {
+    PerStack { sockets: AtomicU64::new(0), buffer_bytes: AtomicU64::new(0), arp_requests_dropped: AtomicU64::new(0), last_round_ms: AtomicU64::new(0), rounds: AtomicU64::new(0) }
+}; MAX_STACKS];
 static TCP_REFUSED: AtomicU64 = AtomicU64::new(0);
 static HALF_OPEN_EVICTED: AtomicU64 = AtomicU64::new(0);
 static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
-static ROUNDS: AtomicU64 = AtomicU64::new(0);
-static LAST_ROUND_MS: AtomicU64 = AtomicU64::new(0);
-static ARP_REQUESTS_DROPPED: AtomicU64 = AtomicU64::new(0);
-static BUFFER_BYTES: AtomicU64 = AtomicU64::new(0);
 
+/// Every stack's counters together; `last_round_ms` is the oldest of the
+/// running stacks' last rounds.
 pub fn read() -> NetStats {
+    let sum = |field: fn(&PerStack) -> &AtomicU64| netcpus::all().map(|i| field(&STACKS[i]).load(Ordering::Relaxed)).sum();
     NetStats {
-        sockets: SOCKETS.load(Ordering::Relaxed),
+        sockets: sum(|s| &s.sockets),
         tcp_refused: TCP_REFUSED.load(Ordering::Relaxed),
         half_open_evicted: HALF_OPEN_EVICTED.load(Ordering::Relaxed),
         timed_out: TIMED_OUT.load(Ordering::Relaxed),
-        rounds: ROUNDS.load(Ordering::Relaxed),
-        last_round_ms: LAST_ROUND_MS.load(Ordering::Relaxed),
-        arp_requests_dropped: ARP_REQUESTS_DROPPED.load(Ordering::Relaxed),
-        buffer_bytes: BUFFER_BYTES.load(Ordering::Relaxed),
+        rounds: sum(|s| &s.rounds),
+        last_round_ms: netcpus::all().map(last_round_ms).min().unwrap_or(0),
+        arp_requests_dropped: sum(|s| &s.arp_requests_dropped),
+        buffer_bytes: sum(|s| &s.buffer_bytes),
     }
 }
 
-pub fn set_sockets(count: usize) {
-    SOCKETS.store(count as u64, Ordering::Relaxed);
+/// When stack `stack` last completed a round, in milliseconds since boot.
+pub fn last_round_ms(stack: usize) -> u64 {
+    STACKS[stack].last_round_ms.load(Ordering::Acquire)
 }
 
-pub fn set_buffer_bytes(bytes: usize) {
-    BUFFER_BYTES.store(bytes as u64, Ordering::Relaxed);
+pub fn set_sockets(stack: usize, count: usize) {
+    STACKS[stack].sockets.store(count as u64, Ordering::Relaxed);
 }
 
-pub fn set_arp_requests_dropped(count: u64) {
-    ARP_REQUESTS_DROPPED.store(count, Ordering::Relaxed);
+pub fn set_buffer_bytes(stack: usize, bytes: usize) {
+    STACKS[stack].buffer_bytes.store(bytes as u64, Ordering::Relaxed);
+}
+
+pub fn set_arp_requests_dropped(stack: usize, count: u64) {
+    STACKS[stack].arp_requests_dropped.store(count, Ordering::Relaxed);
 }
 
 pub fn add_listener_events(events: Events) {
@@ -75,8 +91,8 @@ pub fn add_timed_out(count: u64) {
     TIMED_OUT.fetch_add(count, Ordering::Relaxed);
 }
 
-/// Counts a completed round, ended at `now_ms` since boot.
-pub fn round_done(now_ms: u64) {
-    ROUNDS.fetch_add(1, Ordering::Relaxed);
-    LAST_ROUND_MS.store(now_ms, Ordering::Release);
+/// Counts a completed round of stack `stack`, ended at `now_ms` since boot.
+pub fn round_done(stack: usize, now_ms: u64) {
+    STACKS[stack].rounds.fetch_add(1, Ordering::Relaxed);
+    STACKS[stack].last_round_ms.store(now_ms, Ordering::Release);
 }

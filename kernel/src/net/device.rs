@@ -34,6 +34,20 @@ pub struct NicStats {
     pub interrupts: u64,
 }
 
+impl core::ops::AddAssign for NicStats {
+    fn add_assign(&mut self, other: NicStats) {
+        self.rx_packets += other.rx_packets;
+        self.rx_bytes += other.rx_bytes;
+        self.rx_errors += other.rx_errors;
+        self.rx_missed += other.rx_missed;
+        self.tx_packets += other.tx_packets;
+        self.tx_bytes += other.tx_bytes;
+        self.tx_dropped += other.tx_dropped;
+        self.doorbells += other.doorbells;
+        self.interrupts += other.interrupts;
+    }
+}
+
 /// A NIC driver as the kernel uses it.
 pub trait NetDevice: phy::Device {
     fn mac(&self) -> [u8; 6];
@@ -67,6 +81,20 @@ pub trait NetDevice: phy::Device {
     /// frames: at most one doorbell per ring per batch.
     fn flush(&mut self);
     fn stats(&mut self) -> NicStats;
+    /// This device's queue pair (0 on a single-queue NIC).
+    fn queue(&self) -> usize {
+        0
+    }
+    /// The queue the NIC puts a TCP connection's incoming frames on, the
+    /// connection seen from here (`peer` sends to `local`).
+    fn receive_queue(&self, _peer: core::net::SocketAddrV4, _local: core::net::SocketAddrV4) -> usize {
+        0
+    }
+    /// The RSS key and redirection table (entry: queue), on a NIC that
+    /// spreads connections over queues.
+    fn rss(&self) -> Option<([u8; 40], [u8; 128])> {
+        None
+    }
 }
 
 impl From<e1000::Stats> for NicStats {

@@ -1,14 +1,22 @@
-//! Networking: a NIC (QEMU's e1000 through the `e1000` crate, or
-//! virtio-net through the `virtio-net` crate) and smoltcp, run
-//! by one thread on the network cpu (`netcpu=`, default the last cpu),
-//! which also takes the NIC's interrupts (or polls it every millisecond
-//! when idle, with `netpoll=on` or when no interrupt line is found).
-//! Addresses come from DHCP, or from `ip=`/`gw=` on the command line.
-//! ARP, IPv4, ICMP echo, UDP, TCP.
+//! Networking: a NIC (QEMU's e1000 through the `e1000` crate, virtio-net
+//! through `virtio-net`, igb through `igb`) and smoltcp. Each network cpu
+//! runs one network stack, its own smoltcp interface and sockets over its
+//! own queue pair of the NIC, and takes that queue's interrupts (or polls
+//! it every millisecond when idle, with `netpoll=on` or when no interrupt
+//! is found). A multi-queue NIC (igb) spreads TCP connections over the
+//! queues by RSS, so a connection lives on one cpu from its SYN on; every
+//! cpu is a network cpu by default (`netcpus=`), as many as the NIC has
+//! queues. A single-queue NIC has one stack, on `netcpu=` (default the
+//! last cpu). Addresses come from DHCP, or from `ip=`/`gw=`. ARP, IPv4,
+//! ICMP echo, UDP, TCP.
 //!
 //! Applications use [`TcpListener`], [`TcpStream`] and [`UdpSocket`] from
-//! any cpu: each call is a request to the network thread, and the caller
-//! sleeps until it is answered (data arrived, buffer space freed, timeout).
+//! any cpu: each call is a request to the stack that holds the socket,
+//! and the caller sleeps until it is answered (data arrived, buffer space
+//! freed, timeout). A listening port listens on every stack; an accepted
+//! stream tells its cpu ([`TcpStream::cpu`]), where a thread serving it
+//! makes no cross-cpu hop. An outgoing connection is made by the calling
+//! cpu's stack, from a port whose replies the NIC steers back to it.
 //!
 //! With `net=raw` no stack starts and the application drives the NIC
 //! itself through [`RawNic`].
@@ -16,12 +24,13 @@
 //! Submodules: `device` (the interface every NIC driver offers, and the
 //! kernel's [`NicStats`]), `drivers` (each driver's hardware glue, finding
 //! the NIC, interrupt routing),
-//! `stack` (the network thread and requests), `ingress_guard` (frames
+//! `netcpus` (the stacks, one per network cpu, and the requests that
+//! reach them), `stack` (one stack's thread and its rounds), `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
 //! bounded handshakes and accept queue), `sockets` (the socket sets a
 //! frame's connection picks), `socket_memory` (TCP buffers,
 //! committed as used), `tcp`, `udp`, `raw`, `counters`
-//! (the stack's statistics), `watchdog`.
+//! (the stacks' statistics), `watchdog`.
 
 mod counters;
 mod device;
@@ -29,6 +38,7 @@ mod drivers;
 mod error;
 mod ingress_guard;
 mod listener;
+mod netcpus;
 mod raw;
 mod socket_memory;
 mod sockets;
@@ -40,6 +50,8 @@ mod watchdog;
 use core::net::{Ipv4Addr, SocketAddrV4};
 use core::task::Poll;
 use core::time::Duration;
+
+use alloc::vec::Vec;
 
 use device::NetDevice;
 
@@ -53,7 +65,7 @@ pub use udp::{Datagrams, UdpSocket};
 /// `WriteReady`), for services without a dependency of their own on them.
 pub use embedded_io;
 
-/// Finds the NIC and starts the network thread on the network cpu (from
+/// Finds the NIC and starts a network stack on each network cpu (from
 /// the main thread, before the application's `main`). Logs and returns
 /// quietly when there is no NIC or it cannot start.
 pub(crate) fn start(options: crate::cmdline::KernelOptions) {
@@ -63,57 +75,109 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
         raw::keep(found);
         return;
     }
-    let cpus = crate::sched::cpu_count();
-    let cpu = match options.net_cpu {
-        Some(cpu) if cpu < cpus => cpu,
-        Some(cpu) => {
-            log::warn!("net: netcpu={cpu} but there are {cpus} cpus; using cpu {}", cpus - 1);
-            cpus - 1
+    let cpus = network_cpus(&options, found.name(), found.max_queues());
+    // The device-wide setup (and each queue's interrupt routed to its
+    // cpu), here; each queue's rings on its own cpu, below.
+    let queues = match found.split(&cpus) {
+        Ok(queues) => queues,
+        Err(e) => {
+            log::warn!("net: {e}; networking is off");
+            return;
         }
-        None => cpus - 1,
     };
-    let (ready_send, ready) = crate::sync::channel::channel::<bool>();
-    let started = crate::sched::spawn_on(cpu, move || {
-        // DMA memory comes from this (the network) cpu's node, and the
-        // interrupt comes here.
-        let (nic, interrupt) = match found.start(options.net_poll, stack::nic_interrupt) {
-            Ok(started) => started,
-            Err(e) => {
-                log::warn!("net: {e}; networking is off");
-                let _ = ready_send.send(false);
-                return;
-            }
-        };
-        log::info!(
-            "net: {} {} on cpu {cpu}, link {}, {interrupt}",
-            nic.name(),
-            device::Mac(nic.mac()),
-            if nic.link_up() { "up" } else { "down" },
-        );
-        let stack = stack::Stack::new(nic, interrupt, &options);
-        let _ = ready_send.send(true);
-        stack::run(stack)
-    });
-    if let Err(e) = started {
-        log::warn!("net: cannot start the network thread on cpu {cpu}: {e}");
-        return;
+    netcpus::plan(&cpus);
+    let (ready_send, ready) = crate::sync::channel::channel::<(usize, bool)>();
+    let mut expected = 0;
+    for (index, (queue, &cpu)) in queues.into_iter().zip(&cpus).enumerate() {
+        let ready_send = ready_send.clone();
+        let started = crate::sched::spawn_on(cpu, move || {
+            // DMA memory comes from this (the network) cpu's node, and the
+            // queue's interrupt comes here.
+            let (nic, interrupt) = match queue.start(options.net_poll, netcpus::nic_interrupt) {
+                Ok(started) => started,
+                Err(e) => {
+                    log::warn!("net: {e}; no network stack on cpu {cpu}");
+                    let _ = ready_send.send((index, false));
+                    return;
+                }
+            };
+            let queue = if netcpus::count() > 1 { alloc::format!(" queue {}", nic.queue()) } else { alloc::string::String::new() };
+            log::info!(
+                "net: {}{queue} {} on cpu {cpu}, link {}, {interrupt}",
+                nic.name(),
+                device::Mac(nic.mac()),
+                if nic.link_up() { "up" } else { "down" },
+            );
+            let stack = stack::Stack::new(nic, interrupt, &options, index);
+            let _ = ready_send.send((index, true));
+            stack::run(stack)
+        });
+        match started {
+            Ok(_) => expected += 1,
+            Err(e) => log::warn!("net: cannot start the network thread on cpu {cpu}: {e}"),
+        }
     }
-    if ready.recv_timeout(Duration::from_secs(10)) != Ok(true) {
+    let mut home_up = false;
+    for _ in 0..expected {
+        match ready.recv_timeout(Duration::from_secs(10)) {
+            Ok((index, up)) => home_up |= index == netcpus::HOME && up,
+            Err(_) => break,
+        }
+    }
+    if !home_up {
         log::warn!("net: the network did not start");
         return;
     }
-    watchdog::start(cpu);
+    watchdog::start();
 }
 
-/// The interface's address, waiting up to `timeout` for DHCP.
+/// The cpus that run a network stack each: `netcpus=` (else `netcpu=`,
+/// else every cpu) for a NIC of several queue pairs, as many as it has;
+/// for a single-queue NIC, the first of those or the last cpu.
+fn network_cpus(options: &crate::cmdline::KernelOptions, nic: &str, max_queues: usize) -> Vec<usize> {
+    let count = crate::sched::cpu_count();
+    let mut cpus: Vec<usize> = match (options.net_cpus, options.net_cpu) {
+        (Some(list), _) => list.iter().collect(),
+        (None, Some(cpu)) => alloc::vec![cpu],
+        (None, None) if max_queues > 1 => (0..count).collect(),
+        (None, None) => alloc::vec![count - 1],
+    };
+    if cpus.iter().any(|&cpu| cpu >= count) {
+        log::warn!("net: network cpus {cpus:?} asked for, but there are {count} cpus; leaving out the others");
+        cpus.retain(|&cpu| cpu < count);
+    }
+    if cpus.is_empty() {
+        cpus.push(count - 1);
+    }
+    if cpus.len() > max_queues {
+        log::warn!(
+            "net: {nic} has {max_queues} queue pair{} with its own interrupt: network stacks on cpu{} {:?} only, not on {:?}",
+            if max_queues == 1 { "" } else { "s" },
+            if max_queues == 1 { "" } else { "s" },
+            &cpus[..max_queues],
+            &cpus[max_queues..]
+        );
+        cpus.truncate(max_queues);
+    }
+    cpus
+}
+
+/// The interface's address (once every stack has it), waiting up to
+/// `timeout` for DHCP.
 pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
-    if !stack::running() {
+    if !netcpus::running() {
         return Err(NetError::NoNetwork);
     }
     let deadline = crate::time::Instant::now() + timeout;
     loop {
-        let address = stack::call(None, |stack, _| Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len())))))?;
-        if let Some(address) = address {
+        let mut address = None;
+        let mut everywhere = true;
+        for index in netcpus::all() {
+            let here = netcpus::call(index, None, |stack, _| Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len())))))?;
+            everywhere &= here.is_some();
+            address = address.or(here);
+        }
+        if let (Some(address), true) = (address, everywhere) {
             return Ok(address);
         }
         if crate::time::Instant::now() >= deadline {
@@ -123,9 +187,46 @@ pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
     }
 }
 
-/// The NIC's counters.
+/// The NIC's counters: every queue's together.
 pub fn nic_stats() -> Result<NicStats, NetError> {
-    stack::call(None, |stack, _| Poll::Ready(Ok(stack.nic.stats())))
+    let mut total = NicStats::default();
+    for queue in queue_stats()? {
+        total += queue.nic;
+    }
+    Ok(total)
+}
+
+/// One NIC queue pair's counters, and the cpu whose stack runs it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queue: usize,
+    pub cpu: usize,
+    pub nic: NicStats,
+}
+
+/// Each NIC queue pair's counters (one entry for a single-queue NIC).
+pub fn queue_stats() -> Result<Vec<QueueStats>, NetError> {
+    let mut queues = Vec::new();
+    for index in netcpus::all() {
+        let (queue, nic) = netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats()))))?;
+        if queues.try_reserve(1).is_err() {
+            return Err(NetError::NoBufferSpace);
+        }
+        queues.push(QueueStats { queue, cpu: netcpus::control(index).cpu(), nic });
+    }
+    if queues.is_empty() {
+        return Err(NetError::NoNetwork);
+    }
+    Ok(queues)
+}
+
+/// The RSS key and, for each entry of the NIC's redirection table, the
+/// cpu whose stack takes the flows hashed there: how a NIC of several
+/// queue pairs spreads TCP connections. `None` for a single-queue NIC.
+pub fn rss() -> Option<(Vec<u8>, Vec<usize>)> {
+    let (key, table) = netcpus::call(netcpus::HOME, None, |stack, _| Poll::Ready(Ok(stack.nic.rss()))).ok()??;
+    let cpu_of_queue = |queue: usize| netcpus::control(queue.min(netcpus::count().saturating_sub(1))).cpu();
+    Some((key.to_vec(), table.iter().map(|&q| cpu_of_queue(q as usize)).collect()))
 }
 
 /// The network stack's counters (sockets, refused and timed-out
@@ -135,9 +236,9 @@ pub fn stats() -> NetStats {
     counters::read()
 }
 
-/// Whether the network is up (a NIC was found and its thread runs).
+/// Whether the network is up (a NIC was found and its home stack runs).
 pub fn is_up() -> bool {
-    stack::running()
+    netcpus::running()
 }
 
 /// A zeroed buffer of `len` bytes, or `NoBufferSpace` when memory is

@@ -1,44 +1,42 @@
-//! The network cpu: one thread owns the NIC, the smoltcp interface and
-//! every socket. Threads on any cpu reach it with requests ([`call`]): a
-//! request is an operation run on the network thread against the
-//! [`Stack`], retried after rounds that may have changed what it waits
-//! for, until it completes or its deadline passes; the caller sleeps
-//! until then.
+//! One network stack: the thread on a network cpu that owns its NIC
+//! queue pair, its smoltcp interface and its sockets (see `netcpus` for
+//! how there is one per network cpu and how other cpus reach it). A
+//! request (`netcpus::call`) is an operation run by this thread against
+//! the [`Stack`], retried after rounds that may have changed what it
+//! waits for, until it completes or its deadline passes.
 //!
-//! Each round: acknowledge the NIC's interrupt if one came, take in at most
-//! [`INGRESS_BUDGET`] frames (each with its connection's socket set, see
-//! `sockets`), run the requests waiting on the socket sets that changed
-//! (and every new or expired one), pass over the changed sets and those
-//! whose timer is due for what they have to send, write the NIC's tail
-//! registers once, and unmask the NIC's line. The work of a round thus
-//! follows what changed, not how many connections are open. With nothing
-//! to do the thread sleeps until the next smoltcp timer, request
-//! deadline, request or interrupt. The first round 100 ms after the last
-//! full one looks at everything, a bound on anything the marks miss.
+//! Each round: acknowledge the NIC's interrupt if one came, take in the
+//! neighbours the home stack forwarded and at most [`INGRESS_BUDGET`]
+//! frames (each with its connection's socket set, see `sockets`), run the
+//! requests waiting on the socket sets that changed (and every new or
+//! expired one), pass over the changed sets and those whose timer is due
+//! for what they have to send, write the NIC's tail registers once, and
+//! unmask the NIC's line. The work of a round thus follows what changed,
+//! not how many connections are open. With nothing to do the thread
+//! sleeps until the next smoltcp timer, request deadline, request or
+//! interrupt. The first round 100 ms after the last full one looks at
+//! everything, a bound on anything the marks miss.
 
-use alloc::boxed::Box;
-use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use core::task::Poll;
+use core::sync::atomic::Ordering;
 use core::time::Duration;
 
 use smoltcp::iface::Interface;
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
-use x86_64::instructions::interrupts::without_interrupts;
 
 use super::ingress_guard::{Guarded, IngressGuard};
 use super::listener::Listener;
+use super::tcp::AcceptReady;
 use super::socket_memory::{NewSocket, SocketMemory};
 use super::sockets::{SocketId, Sockets, SETS};
 use super::device::NetDevice;
 use super::drivers::{Interrupt, Nic};
+use super::netcpus::{self, Control, Request, ARP_FRAME, HOME};
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
-use crate::sync::WaitQueue;
 
 /// How long a closed stream may take to finish its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -51,8 +49,11 @@ const TRANSMIT_WAIT: Duration = Duration::from_millis(1);
 /// transmission.
 pub const INGRESS_BUDGET: usize = 128;
 
-/// Everything the network thread owns.
+/// Everything a network stack's thread owns.
 pub struct Stack {
+    /// Which stack this is (and which NIC queue pair it runs).
+    pub index: usize,
+    control: &'static Control,
     pub iface: Interface,
     pub sockets: Sockets,
     pub nic: Nic,
@@ -62,6 +63,8 @@ pub struct Stack {
     /// Bound TCP ports, each with its listening sockets, handshakes and
     /// accept queue.
     pub listeners: Vec<Listener<SocketId>>,
+    /// Each bound port's signal to its acceptors.
+    pub accept_ready: Vec<(u16, Arc<AcceptReady>)>,
     /// Bound UDP ports.
     pub udp_ports: Vec<u16>,
     next_port: u16,
@@ -101,17 +104,6 @@ struct Reaped {
     deadline: u64,
     /// Reset at the deadline: removed at the next reaping.
     aborted: bool,
-}
-
-/// An operation waiting to run on the network thread; `expired` tells it
-/// its deadline passed. Returns true when done.
-type Job = Box<dyn FnMut(&mut Stack, bool) -> bool + Send>;
-
-struct Request {
-    job: Job,
-    deadline: Option<u64>,
-    /// The socket set of the socket it waits on (None: any change).
-    set: Option<usize>,
 }
 
 /// The requests waiting for the network thread, in one list per socket
@@ -164,115 +156,6 @@ impl Waiting {
     }
 }
 
-/// Requests for the network thread; only the network cpu touches it (with
-/// interrupts off).
-static INBOX: spin::Mutex<VecDeque<Request>> = spin::Mutex::new(VecDeque::new());
-/// The network thread sleeps here.
-static WAKE: WaitQueue = WaitQueue::new();
-static WORK: AtomicBool = AtomicBool::new(false);
-static IRQ: AtomicBool = AtomicBool::new(false);
-/// The NIC's I/O APIC line, masked by the interrupt handler ([`NO_LINE`]:
-/// none, an MSI-X message).
-static IRQ_LINE: AtomicU32 = AtomicU32::new(NO_LINE);
-const NO_LINE: u32 = u32::MAX;
-static RUNNING: AtomicBool = AtomicBool::new(false);
-
-pub fn running() -> bool {
-    RUNNING.load(Ordering::Acquire)
-}
-
-/// Requests submitted (counted by their callers, on any cpu) and taken in
-/// by the network thread: a difference is work waiting, even while the
-/// request is still a message for the network cpu.
-static SUBMITTED: AtomicU64 = AtomicU64::new(0);
-static TAKEN: AtomicU64 = AtomicU64::new(0);
-
-/// Whether a request or an interrupt is waiting for the network thread's
-/// next round.
-pub fn work_waiting() -> bool {
-    TAKEN.load(Ordering::Acquire) < SUBMITTED.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)
-}
-
-/// The NIC's interrupt: mask its I/O APIC line if it has one (the line
-/// stays asserted until the network thread acknowledges the device) and
-/// wake the network thread.
-pub fn nic_interrupt(_vector: u8) {
-    let line = IRQ_LINE.load(Ordering::Relaxed);
-    if line != NO_LINE {
-        ioapic::mask(line);
-    }
-    IRQ.store(true, Ordering::Release);
-    WAKE.notify_one();
-}
-
-/// The network cpu (set when its thread starts).
-static NET_CPU: AtomicUsize = AtomicUsize::new(0);
-
-/// Hands a request to the network thread: queued by the network cpu
-/// itself (directly, or from a message when the caller is on another cpu),
-/// so the queue is never shared between cpus.
-fn submit(request: Request) {
-    SUBMITTED.fetch_add(1, Ordering::Release);
-    let queue = move || {
-        INBOX.lock().push_back(request);
-        WORK.store(true, Ordering::Release);
-        WAKE.notify_one();
-    };
-    if crate::sched::run_on(NET_CPU.load(Ordering::Relaxed), queue).is_err() {
-        log::error!("net: the network cpu is gone");
-    }
-}
-
-/// The answer to one request, and the caller sleeping for it.
-struct Reply<R> {
-    value: spin::Mutex<Option<Result<R, NetError>>>,
-    ready: WaitQueue,
-}
-
-/// Runs `op` on the network thread until it returns `Ready` (retrying it
-/// after each round of packets), or until `timeout` passes (then `op` is
-/// called once more with `expired = true` to clean up and answer).
-pub fn call<R, F>(timeout: Option<Duration>, op: F) -> Result<R, NetError>
-where
-    R: Send + 'static,
-    F: FnMut(&mut Stack, bool) -> Poll<Result<R, NetError>> + Send + 'static,
-{
-    call_on(None, timeout, op)
-}
-
-/// Like [`call`], for an operation that waits on one socket: it is
-/// retried only after rounds that changed that socket's set.
-pub fn call_on<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, mut op: F) -> Result<R, NetError>
-where
-    R: Send + 'static,
-    F: FnMut(&mut Stack, bool) -> Poll<Result<R, NetError>> + Send + 'static,
-{
-    if !running() {
-        return Err(NetError::NoNetwork);
-    }
-    let reply = Arc::new(Reply { value: spin::Mutex::new(None), ready: WaitQueue::new() });
-    let theirs = reply.clone();
-    let job = move |stack: &mut Stack, expired| match op(stack, expired) {
-        Poll::Ready(result) => {
-            *theirs.value.lock() = Some(result);
-            theirs.ready.notify_one();
-            true
-        }
-        Poll::Pending if expired => {
-            *theirs.value.lock() = Some(Err(NetError::TimedOut));
-            theirs.ready.notify_one();
-            true
-        }
-        Poll::Pending => false,
-    };
-    // The operation's closure holds what the caller sent (a write's
-    // bytes): allocated fallibly, like them.
-    let job: Job = crate::memory::try_box(job).map_err(|_| NetError::NoBufferSpace)?;
-    let deadline = timeout.map(|t| tsc::now().saturating_add(crate::time::duration_to_ticks(t)));
-    submit(Request { job, deadline, set: socket.map(SocketId::set) });
-    reply.ready.wait_until(|| reply.value.lock().take())
-}
-
 /// The most sockets the stack holds: one per 16 KiB of RAM (a
 /// connection needs more than that), between 1,024 and 65,536.
 fn max_sockets() -> usize {
@@ -285,20 +168,24 @@ fn smol_now() -> SmolInstant {
 }
 
 impl Stack {
-    /// The stack over `nic`, whose interrupt (routed to this cpu) is
-    /// enabled here.
-    pub fn new(mut nic: Nic, interrupt: Interrupt, options: &crate::cmdline::KernelOptions) -> Self {
+    /// Stack `index` over `nic` (its queue pair), whose interrupt (routed
+    /// to this cpu) is enabled here. The home stack runs DHCP unless the
+    /// address is static, and tells the others what it learns.
+    pub fn new(mut nic: Nic, interrupt: Interrupt, options: &crate::cmdline::KernelOptions, index: usize) -> Self {
         use smoltcp::iface::Config;
         use smoltcp::wire::{EthernetAddress, HardwareAddress};
         let mut config = Config::new(HardwareAddress::Ethernet(EthernetAddress(nic.mac())));
         config.random_seed = tsc::now();
         let iface = Interface::new(config, &mut nic, smol_now());
         let mut stack = Stack {
+            index,
+            control: netcpus::control(index),
             iface,
             sockets: Sockets::new(max_sockets(), tsc::now()),
             nic,
             reap: Vec::new(),
             listeners: Vec::new(),
+            accept_ready: Vec::new(),
             udp_ports: Vec::new(),
             next_port: 49152 + (tsc::now() % 8192) as u16,
             dhcp: None,
@@ -319,19 +206,28 @@ impl Stack {
                 let cidr = Ipv4Cidr::new(addr, prefix);
                 stack.configure(cidr, options.gateway);
             }
-            None => stack.dhcp = stack.add_socket(0, dhcpv4::Socket::new()).ok(),
+            None if index == HOME => stack.dhcp = stack.add_socket(0, dhcpv4::Socket::new()).ok(),
+            // Told by the home stack (`configure`).
+            None => {}
         }
-        match interrupt {
-            Interrupt::Line { gsi, .. } => IRQ_LINE.store(gsi, Ordering::Relaxed),
-            Interrupt::Message | Interrupt::Polled(_) => IRQ_LINE.store(NO_LINE, Ordering::Relaxed),
-        }
+        stack.control.set_irq_line(match interrupt {
+            Interrupt::Line { gsi, .. } => Some(gsi),
+            Interrupt::Message | Interrupt::Polled(_) => None,
+        });
         if !matches!(interrupt, Interrupt::Polled(_)) {
             stack.nic.enable_interrupts();
         }
         stack
     }
 
+    /// Sets the interface's address and gateway; on the home stack (which
+    /// runs DHCP), tells every other stack too.
     fn configure(&mut self, cidr: Ipv4Cidr, gateway: Option<Ipv4Address>) {
+        if self.index == HOME {
+            for index in netcpus::all().filter(|&i| i != HOME) {
+                netcpus::tell(index, move |stack| stack.configure(cidr, gateway));
+            }
+        }
         self.iface.update_ip_addrs(|addrs| {
             addrs.clear();
             let _ = addrs.push(IpCidr::Ipv4(cidr));
@@ -342,6 +238,9 @@ impl Stack {
         }
         self.address = Some(cidr);
         self.gateway = gateway;
+        if self.index != HOME {
+            return;
+        }
         match gateway {
             Some(gw) => log::info!("net: address {cidr}, gateway {gw}"),
             None => log::info!("net: address {cidr}, no gateway"),
@@ -359,8 +258,12 @@ impl Stack {
             Some(Some((address, router))) => self.configure(address, router),
             Some(None) if self.address.is_some() => {
                 log::warn!("net: DHCP lease lost");
-                self.iface.update_ip_addrs(|addrs| addrs.clear());
-                self.address = None;
+                for index in netcpus::all() {
+                    netcpus::tell(index, |stack| {
+                        stack.iface.update_ip_addrs(|addrs| addrs.clear());
+                        stack.address = None;
+                    });
+                }
             }
             _ => {}
         }
@@ -432,15 +335,24 @@ impl Stack {
     /// One round; returns whether there may be more to do at once.
     fn round(&mut self, waiting: &mut Waiting) -> bool {
         self.admit = crate::memory::node_pressure(crate::memory::current_node()).is_normal();
-        let irq = IRQ.swap(false, Ordering::AcqRel);
+        let irq = self.control.irq.swap(false, Ordering::AcqRel);
         if irq {
             self.nic.acknowledge_interrupt();
         }
         let now = smol_now();
+        self.take_neighbours(now);
         let mut frames = 0;
+        let forwards = self.index == HOME && netcpus::count() > 1;
         while frames < INGRESS_BUDGET {
             // smoltcp sees the frame with its connection's socket set only.
-            let peeked = self.nic.peek_frame().map(|frame| (self.sockets.set_of_frame(frame), frame.get(12..14) == Some(&[0x08, 0x06])));
+            let mut forward = None;
+            let peeked = self.nic.peek_frame().map(|frame| {
+                let arp = frame.get(12..14) == Some(&[0x08, 0x06]);
+                if arp && forwards {
+                    forward = frame.get(..ARP_FRAME).and_then(|f| <[u8; ARP_FRAME]>::try_from(f).ok());
+                }
+                (self.sockets.set_of_frame(frame), arp)
+            });
             let Some((set, arp)) = peeked else {
                 // Nothing waits, or a bad frame: taken here (and counted
                 // by the driver), as smoltcp would discard it.
@@ -456,6 +368,9 @@ impl Stack {
                 // A neighbour's address may have come: sockets of every set
                 // may have been waiting for it.
                 self.sockets.touch_all();
+            }
+            if let Some(frame) = forward {
+                netcpus::forward_neighbour(&frame);
             }
             match result {
                 smoltcp::iface::PollIngressSingleResult::None => break,
@@ -523,11 +438,11 @@ impl Stack {
         if tsc::now() >= self.next_sweep {
             self.next_sweep = tsc::now() + tsc::hz();
             self.socket_memory.sweep(&self.sockets);
-            counters::set_buffer_bytes(self.socket_memory.committed_bytes());
+            counters::set_buffer_bytes(self.index, self.socket_memory.committed_bytes());
         }
-        counters::set_sockets(self.sockets.len());
-        counters::set_arp_requests_dropped(self.guard.arp_dropped);
-        counters::round_done(tsc::nanos_since_boot() / 1_000_000);
+        counters::set_sockets(self.index, self.sockets.len());
+        counters::set_arp_requests_dropped(self.index, self.guard.arp_dropped);
+        counters::round_done(self.index, tsc::nanos_since_boot() / 1_000_000);
         if let (true, Interrupt::Line { gsi, .. }) = (irq, self.interrupt) {
             ioapic::unmask(gsi);
         }
@@ -539,6 +454,23 @@ impl Stack {
         // (a timer may have closed their socket), unless what they wait for
         // is room in the transmit ring.
         frames == INGRESS_BUDGET || self.nic.rx_ready() || (timers_due & waiting_sets != 0 && !self.transmit_blocked)
+    }
+
+    /// Takes in the ARP frames the home stack forwarded, as replies: smoltcp
+    /// learns the sender's address and answers nothing (see `netcpus`).
+    fn take_neighbours(&mut self, now: SmolInstant) {
+        let mut learnt = false;
+        while let Some(mut frame) = self.control.take_neighbour() {
+            // The ARP operation (after the 14-byte Ethernet header, 6 bytes
+            // in): 2, a reply.
+            frame[20..22].copy_from_slice(&[0, 2]);
+            let mut device = Forwarded { frame: Some(&frame), nic: &mut self.nic };
+            self.iface.poll_ingress_single(now, &mut device, self.sockets.set_mut(0));
+            learnt = true;
+        }
+        if learnt {
+            self.sockets.touch_all();
+        }
     }
 
     /// How long the thread may sleep: until smoltcp's next timer or the
@@ -562,27 +494,29 @@ pub fn run(mut stack: Stack) -> ! {
     if let Err(e) = crate::memory::reserve::allow_for_current_thread() {
         log::warn!("net: the network thread cannot use the memory reserve: {e:?}");
     }
-    NET_CPU.store(crate::sched::current_cpu(), Ordering::Relaxed);
-    RUNNING.store(true, Ordering::Release);
+    let control = stack.control;
+    netcpus::set_running(stack.index);
     let mut waiting = Waiting::new();
     let mut next_report = tsc::now();
     loop {
         if log::log_enabled!(log::Level::Debug) && tsc::now() >= next_report {
             next_report = tsc::now() + tsc::hz() * 5;
             let half_open: usize = stack.listeners.iter().map(|l| l.half_open()).sum();
-            log::debug!("net: {:?}, {:?}, {half_open} half-open, {} requests waiting", stack.nic.stats(), counters::read(), waiting.len());
+            log::debug!(
+                "net: stack {}: {:?}, {half_open} half-open, {} requests waiting; all stacks: {:?}",
+                stack.index,
+                stack.nic.stats(),
+                waiting.len(),
+                counters::read()
+            );
         }
-        WORK.store(false, Ordering::Release);
-        without_interrupts(|| {
-            let mut inbox = INBOX.lock();
-            TAKEN.fetch_add(inbox.len() as u64, Ordering::Release);
-            inbox.drain(..).for_each(|request| waiting.add(request));
-        });
+        control.work.store(false, Ordering::Release);
+        control.take_requests(|request| waiting.add(request));
         if stack.round(&mut waiting) {
             crate::sched::yield_now();
             continue;
         }
-        let idle = || (WORK.load(Ordering::Acquire) || IRQ.load(Ordering::Acquire)).then_some(());
+        let idle = || control.has_work().then_some(());
         // Without an interrupt, poll the NIC every millisecond.
         let limit = matches!(stack.interrupt, Interrupt::Polled(_)).then_some(Duration::from_millis(1));
         // With a full transmit ring, the timers smoltcp sets for what it
@@ -590,9 +524,49 @@ pub fn run(mut stack: Stack) -> ! {
         // instead, a millisecond at most.
         let sleep = stack.sleep_for(&waiting).map(|d| if stack.transmit_blocked { d.max(TRANSMIT_WAIT) } else { d });
         match (sleep, limit) {
-            (Some(d), Some(l)) => drop(WAKE.wait_timeout(idle, d.min(l))),
-            (Some(d), None) | (None, Some(d)) => drop(WAKE.wait_timeout(idle, d)),
-            (None, None) => WAKE.wait_until(idle),
+            (Some(d), Some(l)) => drop(control.wake.wait_timeout(idle, d.min(l))),
+            (Some(d), None) | (None, Some(d)) => drop(control.wake.wait_timeout(idle, d)),
+            (None, None) => control.wake.wait_until(idle),
         }
+    }
+}
+
+/// A network device that yields one frame given to it (a neighbour
+/// forwarded by the home stack) and sends through the stack's NIC.
+struct Forwarded<'a> {
+    frame: Option<&'a [u8]>,
+    nic: &'a mut Nic,
+}
+
+/// The forwarded frame, lent to smoltcp.
+struct FrameToken<'a>(&'a [u8]);
+
+impl smoltcp::phy::RxToken for FrameToken<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl smoltcp::phy::Device for Forwarded<'_> {
+    type RxToken<'b>
+        = FrameToken<'b>
+    where
+        Self: 'b;
+    type TxToken<'b>
+        = <Nic as smoltcp::phy::Device>::TxToken<'b>
+    where
+        Self: 'b;
+
+    fn receive(&mut self, now: SmolInstant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        let frame = self.frame.take()?;
+        Some((FrameToken(frame), self.nic.transmit(now)?))
+    }
+
+    fn transmit(&mut self, now: SmolInstant) -> Option<Self::TxToken<'_>> {
+        self.nic.transmit(now)
+    }
+
+    fn capabilities(&self) -> smoltcp::phy::DeviceCapabilities {
+        self.nic.capabilities()
     }
 }

@@ -1,24 +1,32 @@
 //! TCP for applications: [`TcpListener`] (a port's sockets, handshakes and
-//! accept queue are bounded by `listener`) and [`TcpStream`]. Every call
-//! runs on the network thread (see `stack`). `TcpStream` is also an
+//! accept queue are bounded by `listener`, on every stack) and
+//! [`TcpStream`]. Every call runs on the thread of the stack that holds
+//! the socket (see `netcpus`): a stream's calls go to its stack; a
+//! listener's accept takes connections from whichever stacks signal some
+//! waiting ([`AcceptReady`]). `TcpStream` is also an
 //! `embedded_io` stream (`Read`, `Write`, `ReadReady`, `WriteReady`), its
 //! trait methods the inherent ones, so that crates written against those
 //! traits work on it.
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::net::SocketAddrV4;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::task::Poll;
 use core::time::Duration;
 
 use smoltcp::socket::tcp;
 
 use super::listener::{Events, Limits, Listener, Table};
-use super::stack::{call, call_on, Stack};
+use super::netcpus::{self, MAX_STACKS};
+use super::stack::Stack;
 use super::socket_memory::NewSocket;
 use super::sockets::{SocketId, SETS};
+use super::device::NetDevice;
 use super::{copy_of, counters, socket_addr, NetError};
 use crate::arch::tsc;
+use crate::sync::WaitQueue;
 use crate::time::RateLimit;
 
 /// Receive and send buffer of each connection.
@@ -30,6 +38,37 @@ pub const DEFAULT_BACKLOG: usize = 128;
 /// Connections taken from the accept queue by one `accept` request; the
 /// rest wait in the [`TcpListener`] for the next calls.
 const ACCEPT_BATCH: usize = 32;
+/// Local ports tried for an outgoing connection whose replies the NIC
+/// steers to the calling cpu's queue (each has a 1-in-queues chance).
+const PORT_TRIES: usize = 1024;
+
+/// Which stacks have connections waiting in a port's accept queue: set by
+/// the stacks (each round, while their queue is not empty), taken by
+/// [`TcpListener::accept`], which sleeps on `wake` while none is set.
+pub struct AcceptReady {
+    waiting: [AtomicBool; MAX_STACKS],
+    wake: WaitQueue,
+}
+
+impl AcceptReady {
+    fn new() -> Self {
+        AcceptReady { waiting: [const { AtomicBool::new(false) }; MAX_STACKS], wake: WaitQueue::new() }
+    }
+
+    /// Stack `index` has connections waiting.
+    fn signal(&self, index: usize) {
+        if !self.waiting[index].swap(true, Ordering::AcqRel) {
+            self.wake.notify_all();
+        }
+    }
+
+    /// A stack that has connections waiting, from `start` on in turn (so
+    /// that no stack starves), its mark taken.
+    fn take_any(&self, start: usize) -> Option<usize> {
+        let count = netcpus::count();
+        (0..count).map(|i| (start + i) % count).find(|&i| self.waiting[i].swap(false, Ordering::AcqRel))
+    }
+}
 
 /// The bounds of every listening port (see `listener`).
 fn listen_limits(backlog: usize) -> Limits {
@@ -88,10 +127,15 @@ impl Table for Sockets<'_> {
 }
 
 impl Stack {
-    /// Brings every listening port up to date, once per round: see
-    /// `listener`.
+    /// Brings every listening port up to date, once per round (see
+    /// `listener`), and tells the ports' acceptors of waiting connections.
     pub fn update_listeners(&mut self) {
         self.each_listener(|listener, sockets, now, admit| listener.update(sockets, now, admit));
+        for (port, ready) in &self.accept_ready {
+            if self.listeners.iter().any(|l| l.port == *port && l.queued() > 0) {
+                ready.signal(self.index);
+            }
+        }
     }
 
     /// Puts a socket back in LISTEN wherever a frame's SYN took one, before
@@ -117,6 +161,21 @@ impl Stack {
         counters::add_listener_events(events);
     }
 
+    /// A local port for a connection to `peer` whose replies the NIC
+    /// steers to this stack's queue; `None` when none is found (a NIC
+    /// whose table leaves this queue out).
+    fn port_for(&mut self, peer: SocketAddrV4) -> Option<u16> {
+        let Some(address) = self.address else { return Some(self.ephemeral_port()) };
+        let queue = self.nic.queue();
+        for _ in 0..PORT_TRIES {
+            let port = self.ephemeral_port();
+            if self.nic.receive_queue(peer, SocketAddrV4::new(address.address(), port)) == queue {
+                return Some(port);
+            }
+        }
+        None
+    }
+
     fn listener(&mut self, port: u16) -> Option<&mut Listener<SocketId>> {
         self.listeners.iter_mut().find(|l| l.port == port)
     }
@@ -132,12 +191,16 @@ impl Stack {
     }
 }
 
-/// Accepts TCP connections on a port.
+/// Accepts TCP connections on a port, on every network stack.
 pub struct TcpListener {
     port: u16,
     accept_timeout: Option<Duration>,
-    /// Connections taken from the accept queue and not yet handed out.
-    taken: spin::Mutex<VecDeque<(SocketId, SocketAddrV4)>>,
+    /// Connections taken from an accept queue and not yet handed out, with
+    /// their stack.
+    taken: spin::Mutex<VecDeque<(usize, SocketId, SocketAddrV4)>>,
+    ready: Arc<AcceptReady>,
+    /// The stack the next accept looks at first.
+    next_stack: AtomicUsize,
 }
 
 impl TcpListener {
@@ -148,26 +211,37 @@ impl TcpListener {
     }
 
     /// Starts listening on `port` with an accept queue of `backlog`
-    /// connections (completed handshakes waiting for [`accept`](Self::accept)).
+    /// connections (completed handshakes waiting for [`accept`](Self::accept))
+    /// on each stack.
     pub fn bind_with_backlog(port: u16, backlog: usize) -> Result<TcpListener, NetError> {
         if port == 0 {
             return Err(NetError::InvalidInput);
         }
-        call(None, move |stack, _| {
-            if stack.listener(port).is_some() {
-                return Poll::Ready(Err(NetError::AddrInUse));
-            }
-            if stack.listeners.try_reserve(1).is_err() {
-                return Poll::Ready(Err(NetError::NoBufferSpace));
-            }
-            match Listener::new(&mut Sockets(stack), port, listen_limits(backlog)) {
-                Ok(listener) => stack.listeners.push(listener),
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-            stack.update_listeners();
-            Poll::Ready(Ok(()))
-        })?;
-        Ok(TcpListener { port, accept_timeout: None, taken: spin::Mutex::new(VecDeque::new()) })
+        if !netcpus::running() {
+            return Err(NetError::NoNetwork);
+        }
+        let ready = Arc::new(AcceptReady::new());
+        let listener = TcpListener { port, accept_timeout: None, taken: spin::Mutex::new(VecDeque::new()), ready, next_stack: AtomicUsize::new(0) };
+        // Dropped on failure: unbinds the stacks already bound.
+        for index in netcpus::all() {
+            let ready = listener.ready.clone();
+            netcpus::call(index, None, move |stack, _| {
+                if stack.listener(port).is_some() {
+                    return Poll::Ready(Err(NetError::AddrInUse));
+                }
+                if stack.listeners.try_reserve(1).is_err() || stack.accept_ready.try_reserve(1).is_err() {
+                    return Poll::Ready(Err(NetError::NoBufferSpace));
+                }
+                match Listener::new(&mut Sockets(stack), port, listen_limits(backlog)) {
+                    Ok(listener) => stack.listeners.push(listener),
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+                stack.accept_ready.push((port, ready.clone()));
+                stack.update_listeners();
+                Poll::Ready(Ok(()))
+            })?;
+        }
+        Ok(listener)
     }
 
     pub fn port(&self) -> u16 {
@@ -182,11 +256,32 @@ impl TcpListener {
 
     /// Sleeps until a connection arrives; returns it and its peer.
     pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4), NetError> {
-        if let Some((handle, peer)) = self.taken.lock().pop_front() {
-            return Ok((TcpStream::new(handle), peer));
+        let deadline = self.accept_timeout.map(|t| crate::time::Instant::now() + t);
+        loop {
+            if let Some((index, handle, peer)) = self.taken.lock().pop_front() {
+                return Ok((TcpStream::new(index, handle), peer));
+            }
+            let start = self.next_stack.fetch_add(1, Ordering::Relaxed);
+            let ready = || self.ready.take_any(start);
+            let index = match deadline {
+                None => self.ready.wake.wait_until(ready),
+                Some(deadline) => {
+                    let left = deadline.duration_since(crate::time::Instant::now());
+                    self.ready.wake.wait_timeout(ready, left).ok_or(NetError::TimedOut)?
+                }
+            };
+            let mut batch = self.take_batch(index)?;
+            let Some((handle, peer)) = batch.pop_front() else { continue };
+            self.taken.lock().extend(batch.into_iter().map(|(handle, peer)| (index, handle, peer)));
+            return Ok((TcpStream::new(index, handle), peer));
         }
+    }
+
+    /// Takes up to [`ACCEPT_BATCH`] connections from stack `index`'s
+    /// accept queue (none if another accept took them first).
+    fn take_batch(&self, index: usize) -> Result<VecDeque<(SocketId, SocketAddrV4)>, NetError> {
         let port = self.port;
-        let mut batch = call(self.accept_timeout, move |stack, _| {
+        netcpus::call(index, None, move |stack, _| {
             let Some(listener) = stack.listener(port) else {
                 return Poll::Ready(Err(NetError::NotConnected));
             };
@@ -201,33 +296,37 @@ impl TcpListener {
                     None => stack.remove_socket(handle),
                 }
             }
-            if batch.is_empty() {
-                return Poll::Pending;
-            }
-            // Room in the queue: completed handshakes waiting for it move in.
+            // Room in the queue: completed handshakes waiting for it move
+            // in (and what is still queued is signalled again).
             stack.update_listeners();
             Poll::Ready(Ok(batch))
-        })?;
-        let first = batch.pop_front().expect("a batch is never empty");
-        self.taken.lock().extend(batch);
-        Ok((TcpStream::new(first.0), first.1))
+        })
     }
 }
 
 impl Drop for TcpListener {
     fn drop(&mut self) {
         // Connections taken but never handed out are closed like any other.
-        for (handle, _) in self.taken.get_mut().drain(..) {
-            drop(TcpStream::new(handle));
+        for (index, handle, _) in self.taken.get_mut().drain(..) {
+            drop(TcpStream::new(index, handle));
         }
         let port = self.port;
-        let _ = call(None, move |stack, _| {
-            if let Some(at) = stack.listeners.iter().position(|l| l.port == port) {
-                let listener = stack.listeners.remove(at);
-                listener.close(&mut Sockets(stack));
-            }
-            Poll::Ready(Ok(()))
-        });
+        for index in netcpus::all() {
+            let ready = self.ready.clone();
+            let _ = netcpus::call(index, None, move |stack, _| {
+                // Only this listener's entry: a failed bind leaves another
+                // listener's port alone.
+                let Some(at) = stack.accept_ready.iter().position(|(p, r)| *p == port && Arc::ptr_eq(r, &ready)) else {
+                    return Poll::Ready(Ok(()));
+                };
+                stack.accept_ready.remove(at);
+                if let Some(at) = stack.listeners.iter().position(|l| l.port == port) {
+                    let listener = stack.listeners.remove(at);
+                    listener.close(&mut Sockets(stack));
+                }
+                Poll::Ready(Ok(()))
+            });
+        }
     }
 }
 
@@ -243,24 +342,35 @@ fn unsendable(socket: &tcp::Socket) -> Option<NetError> {
 
 /// A TCP connection.
 pub struct TcpStream {
+    /// The stack that holds it.
+    stack: usize,
     handle: Option<SocketId>,
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
 }
 
 impl TcpStream {
-    fn new(handle: SocketId) -> Self {
-        TcpStream { handle: Some(handle), read_timeout: None, write_timeout: None }
+    fn new(stack: usize, handle: SocketId) -> Self {
+        TcpStream { stack, handle: Some(handle), read_timeout: None, write_timeout: None }
+    }
+
+    /// The cpu whose network stack holds the connection: a thread serving
+    /// it there makes no cross-cpu hop per call.
+    pub fn cpu(&self) -> usize {
+        netcpus::control(self.stack).cpu()
     }
 
     fn handle(&self) -> Result<SocketId, NetError> {
         self.handle.ok_or(NetError::NotConnected)
     }
 
-    /// Connects to `peer`, giving up after `timeout`.
+    /// Connects to `peer`, giving up after `timeout`. The calling cpu's
+    /// stack makes the connection where there is one (else the home
+    /// stack), from a local port whose replies come back to its queue.
     pub fn connect(peer: SocketAddrV4, timeout: Duration) -> Result<TcpStream, NetError> {
+        let index = netcpus::on_this_cpu().unwrap_or(netcpus::HOME);
         let mut handle: Option<SocketId> = None;
-        let handle = call(Some(timeout), move |stack, expired| {
+        let handle = netcpus::call(index, Some(timeout), move |stack, expired| {
             let h = match handle {
                 Some(h) => h,
                 None => {
@@ -271,7 +381,9 @@ impl TcpStream {
                         Ok(new) => new,
                         Err(e) => return Poll::Ready(Err(e)),
                     };
-                    let local = stack.ephemeral_port();
+                    let Some(local) = stack.port_for(peer) else {
+                        return Poll::Ready(Err(NetError::NoBufferSpace));
+                    };
                     let cx = stack.iface.context();
                     if new.socket.connect(cx, (*peer.ip(), peer.port()), local).is_err() {
                         return Poll::Ready(Err(NetError::InvalidInput));
@@ -298,7 +410,7 @@ impl TcpStream {
             }
             result
         })?;
-        Ok(TcpStream::new(handle))
+        Ok(TcpStream::new(index, handle))
     }
 
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
@@ -317,7 +429,7 @@ impl TcpStream {
         if want == 0 {
             return Ok(0);
         }
-        let data = call_on(Some(h), self.read_timeout, move |stack, _| {
+        let data = netcpus::call_on(self.stack, Some(h), self.read_timeout, move |stack, _| {
             // Looking does not mark the socket's set changed; taking does.
             let socket = stack.tcp_ref(h);
             if socket.can_recv() {
@@ -348,7 +460,7 @@ impl TcpStream {
             return Ok(0);
         }
         let chunk = copy_of(&data[..data.len().min(WRITE_CHUNK)])?;
-        call_on(Some(h), self.write_timeout, move |stack, _| {
+        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
             let socket = stack.tcp_ref(h);
             if let Some(e) = unsendable(socket) {
                 return Poll::Ready(Err(e));
@@ -379,7 +491,7 @@ impl TcpStream {
         }
         let h = self.handle()?;
         let mut rest = copy_of(data)?;
-        call_on(Some(h), self.write_timeout, move |stack, _| {
+        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
             if let Some(e) = unsendable(stack.tcp_ref(h)) {
                 return Poll::Ready(Err(e));
             }
@@ -406,7 +518,7 @@ impl TcpStream {
     /// connection was reset before that.
     pub fn flush(&mut self) -> Result<(), NetError> {
         let h = self.handle()?;
-        call_on(Some(h), self.write_timeout, move |stack, _| {
+        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
             let socket = stack.tcp_ref(h);
             match socket.state() {
                 tcp::State::Closed => Poll::Ready(Err(NetError::Reset)),
@@ -421,7 +533,7 @@ impl TcpStream {
     /// reset. Asks the network thread, which answers at once.
     pub fn read_ready(&self) -> Result<bool, NetError> {
         let h = self.handle()?;
-        call_on(Some(h), None, move |stack, _| {
+        netcpus::call_on(self.stack, Some(h), None, move |stack, _| {
             let socket = stack.tcp_ref(h);
             Poll::Ready(Ok(socket.can_recv() || !socket.may_recv()))
         })
@@ -432,7 +544,7 @@ impl TcpStream {
     /// fails at once). Asks the network thread, which answers at once.
     pub fn write_ready(&self) -> Result<bool, NetError> {
         let h = self.handle()?;
-        call_on(Some(h), None, move |stack, _| {
+        netcpus::call_on(self.stack, Some(h), None, move |stack, _| {
             let socket = stack.tcp_ref(h);
             Poll::Ready(Ok(socket.can_send() || unsendable(socket).is_some()))
         })
@@ -441,13 +553,13 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        call(None, move |stack, _| Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
+        netcpus::call(self.stack, None, move |stack, _| Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
     }
 
     /// Ends our side (FIN after the queued data); reading still works.
     pub fn shutdown(&mut self) -> Result<(), NetError> {
         let h = self.handle()?;
-        call(None, move |stack, _| {
+        netcpus::call(self.stack, None, move |stack, _| {
             stack.tcp(h).close();
             Poll::Ready(Ok(()))
         })
@@ -461,7 +573,7 @@ impl TcpStream {
 
     fn release(&mut self) -> Result<(), NetError> {
         let Some(h) = self.handle.take() else { return Ok(()) };
-        call(None, move |stack, _| {
+        netcpus::call(self.stack, None, move |stack, _| {
             stack.tcp(h).close();
             stack.reap_later(h);
             Poll::Ready(Ok(()))

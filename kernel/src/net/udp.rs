@@ -1,5 +1,7 @@
 //! UDP for applications: [`UdpSocket`], bound to a port, sending and
-//! receiving datagrams from any cpu (each call runs on the network thread).
+//! receiving datagrams from any cpu. Datagrams all arrive on the NIC's
+//! queue 0, so UDP sockets live on the home stack, where each call runs
+//! (see `netcpus`).
 //! [`Datagrams`] carries many datagrams through one call each way
 //! ([`UdpSocket::recv_batch`], [`UdpSocket::send_batch`]): one request
 //! per batch instead of per datagram.
@@ -12,7 +14,7 @@ use core::time::Duration;
 use smoltcp::socket::udp;
 
 use super::sockets::SocketId;
-use super::stack::{call, call_on};
+use super::netcpus::{self, HOME};
 use super::{buffer, copy_of, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
@@ -79,7 +81,7 @@ impl UdpSocket {
         if port == 0 {
             return Err(NetError::InvalidInput);
         }
-        let handle = call(None, move |stack, _| {
+        let handle = netcpus::call(HOME, None, move |stack, _| {
             if stack.udp_ports.contains(&port) {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
@@ -119,7 +121,7 @@ impl UdpSocket {
             return Err(NetError::NoBufferSpace);
         }
         let (h, data) = (self.handle, copy_of(data)?);
-        call_on(Some(h), Some(Duration::from_secs(5)), move |stack, _| {
+        netcpus::call_on(HOME, Some(h), Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             match socket.send_slice(&data, (*peer.ip(), peer.port())) {
                 Ok(()) => Poll::Ready(Ok(data.len())),
@@ -133,7 +135,7 @@ impl UdpSocket {
     /// and returns its length and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4), NetError> {
         let h = self.handle;
-        let (data, peer): (Vec<u8>, SocketAddrV4) = call_on(Some(h), self.read_timeout, move |stack, _| {
+        let (data, peer): (Vec<u8>, SocketAddrV4) = netcpus::call_on(HOME, Some(h), self.read_timeout, move |stack, _| {
             // Looking does not mark the socket's set changed; taking does.
             if !stack.sockets.get::<udp::Socket>(h).can_recv() {
                 return Poll::Pending;
@@ -156,7 +158,7 @@ impl UdpSocket {
     pub fn recv_batch(&self, batch: Datagrams, max: usize) -> Result<Datagrams, NetError> {
         let h = self.handle;
         let mut batch = Some(batch);
-        call_on(Some(h), self.read_timeout, move |stack, _| {
+        netcpus::call_on(HOME, Some(h), self.read_timeout, move |stack, _| {
             if !stack.sockets.get::<udp::Socket>(h).can_recv() {
                 return Poll::Pending;
             }
@@ -181,7 +183,7 @@ impl UdpSocket {
         }
         let h = self.handle;
         let (mut batch, mut next) = (Some(batch), 0usize);
-        call_on(Some(h), Some(Duration::from_secs(5)), move |stack, _| {
+        netcpus::call_on(HOME, Some(h), Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             let Some(pending) = batch.as_ref() else { return Poll::Ready(Err(NetError::InvalidInput)) };
             for (data, peer) in pending.iter().skip(next) {
@@ -199,7 +201,7 @@ impl UdpSocket {
 impl Drop for UdpSocket {
     fn drop(&mut self) {
         let (h, port) = (self.handle, self.port);
-        let _ = call(None, move |stack, _| {
+        let _ = netcpus::call(HOME, None, move |stack, _| {
             stack.remove_socket(h);
             stack.udp_ports.retain(|&p| p != port);
             Poll::Ready(Ok(()))

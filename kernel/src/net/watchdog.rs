@@ -1,25 +1,27 @@
-//! A guard for the network stack as a whole: a thread, on another cpu
-//! than the network cpu where there is one, that looks every
-//! [`PERIOD`] at whether the network thread has work waiting (a request
-//! or a NIC interrupt) yet has completed no round for [`STUCK_AFTER`],
-//! and then warns (at most every [`WARN_EVERY`]). A wedged stack is thus
-//! loud in the log instead of silently refusing service.
+//! A guard for the network stacks as a whole: a thread that looks every
+//! [`PERIOD`] at whether a stack's thread has work waiting (a request or
+//! a NIC interrupt) yet has completed no round for [`STUCK_AFTER`], and
+//! then warns (at most every [`WARN_EVERY`]). A wedged stack is thus loud
+//! in the log instead of silently refusing service.
 
 use core::time::Duration;
 
-use super::{counters, stack};
+use super::{counters, netcpus};
 use crate::time::RateLimit;
 
 const PERIOD: Duration = Duration::from_millis(250);
 const STUCK_AFTER: Duration = Duration::from_secs(1);
 const WARN_EVERY: Duration = Duration::from_secs(10);
 
-/// Starts the watchdog for a network thread on `net_cpu`.
-pub fn start(net_cpu: usize) {
+/// Starts the watchdog on a cpu that runs no stack, where there is one
+/// (else the cpu after the home stack's).
+pub fn start() {
     let cpus = crate::sched::cpu_count();
-    let cpu = if cpus > 1 { (net_cpu + 1) % cpus } else { net_cpu };
+    let home = netcpus::control(netcpus::HOME).cpu();
+    let free = (0..cpus).find(|&cpu| netcpus::all().all(|i| netcpus::control(i).cpu() != cpu));
+    let cpu = free.unwrap_or((home + 1) % cpus);
     if let Err(e) = crate::sched::spawn_on(cpu, watch) {
-        log::warn!("net: no watchdog for the network thread: {e}");
+        log::warn!("net: no watchdog for the network stacks: {e}");
     }
 }
 
@@ -27,13 +29,16 @@ fn watch() {
     static WARNING: RateLimit = RateLimit::new();
     loop {
         crate::sched::sleep(PERIOD);
-        let since_last_round = crate::time::uptime().saturating_sub(Duration::from_millis(counters::read().last_round_ms));
-        if stack::work_waiting() && since_last_round >= STUCK_AFTER && WARNING.allow(WARN_EVERY) {
-            log::warn!(
-                "net: the network cpu has work waiting but has completed no round for {} ms ({} rounds so far)",
-                since_last_round.as_millis(),
-                counters::read().rounds
-            );
+        for index in netcpus::all() {
+            let since_last_round = crate::time::uptime().saturating_sub(Duration::from_millis(counters::last_round_ms(index)));
+            if netcpus::control(index).work_waiting() && since_last_round >= STUCK_AFTER && WARNING.allow(WARN_EVERY) {
+                log::warn!(
+                    "net: the network cpu has work waiting but has completed no round for {} ms (cpu {}, stack {index}; {} rounds so far, all stacks)",
+                    since_last_round.as_millis(),
+                    netcpus::control(index).cpu(),
+                    counters::read().rounds
+                );
+            }
         }
     }
 }

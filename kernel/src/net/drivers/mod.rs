@@ -103,6 +103,24 @@ impl Found {
         }
     }
 
+    /// The most queue pairs the NIC can run, each with its own interrupt
+    /// (1: a single-queue NIC).
+    pub fn max_queues(&self) -> usize {
+        1
+    }
+
+    /// Prepares the NIC to run `cpus.len()` queue pairs (at most
+    /// [`max_queues`](Self::max_queues)), queue `i` taking its interrupts
+    /// on cpu `cpus[i]`: the device-wide setup, on the calling cpu. Each
+    /// returned queue is then [`start`](Self::start)ed on its own cpu. A
+    /// single-queue NIC is its one queue.
+    pub fn split(self, cpus: &[usize]) -> Result<alloc::vec::Vec<Found>, String> {
+        if cpus.len() != 1 {
+            return Err(alloc::format!("{}: {} queues asked for, the NIC has 1", self.name(), cpus.len()));
+        }
+        Ok(alloc::vec![self])
+    }
+
     /// Sets the driver up on the calling cpu (DMA memory from its node)
     /// and, unless `poll`, routes its interrupt to this cpu's
     /// [`NIC_VECTOR`] with `handler`. The caller then enables the device's
@@ -239,6 +257,18 @@ impl NetDevice for Nic {
 
     fn stats(&mut self) -> NicStats {
         dispatch!(self, d => NetDevice::stats(d))
+    }
+
+    fn queue(&self) -> usize {
+        dispatch!(self, d => NetDevice::queue(d))
+    }
+
+    fn receive_queue(&self, peer: core::net::SocketAddrV4, local: core::net::SocketAddrV4) -> usize {
+        dispatch!(self, d => NetDevice::receive_queue(d, peer, local))
+    }
+
+    fn rss(&self) -> Option<([u8; 40], [u8; 128])> {
+        dispatch!(self, d => NetDevice::rss(d))
     }
 }
 
