@@ -1,7 +1,8 @@
 //! TCP and UDP echo on port 7 (or the port given as the first argument).
 //!
-//! Each TCP connection gets its own thread, created in turn on every cpu
-//! with `spawn_on` (the target cpu allocates it from its own memory); UDP
+//! Each TCP connection gets its own thread, created with `spawn_on` on the
+//! cpu whose network stack holds the connection (the target cpu allocates
+//! it from its own memory); UDP
 //! datagrams are echoed by one thread. Run it with
 //! `just run-example echo` and talk to it through the forwarded port.
 
@@ -24,7 +25,6 @@ fn main() -> Result<(), NetError> {
     let udp = UdpSocket::bind(port)?;
     thread::spawn(move || udp_echo(udp));
     println!("echo: listening on {address}/{prefix} port {port} (tcp and udp)");
-    let mut next_cpu = 0;
     loop {
         let (stream, _peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -33,8 +33,7 @@ fn main() -> Result<(), NetError> {
                 continue;
             }
         };
-        next_cpu = (next_cpu + 1) % thread::cpu_count();
-        if let Err(e) = thread::spawn_on(next_cpu, move || tcp_echo(stream)) {
+        if let Err(e) = thread::spawn_on(stream.cpu(), move || tcp_echo(stream)) {
             println!("echo: no thread for a connection: {e}");
         }
     }

@@ -17,8 +17,10 @@
 //!   memory per NUMA node;
 //! - `POST /echo`: the request body back.
 //!
-//! Each connection gets a thread, created in turn on every cpu with
-//! `spawn_on` (the target cpu allocates it from its own memory). Requests
+//! Each connection gets a thread, created with `spawn_on` on the cpu
+//! whose network stack holds the connection (`TcpStream::cpu`; the
+//! target cpu allocates it from its own memory): with a multi-queue NIC
+//! the connections, and their threads, spread over the cpus. Requests
 //! are parsed by `microhttp` (httparse underneath): keep-alive, pipelining,
 //! and 400/404/405/408/413/431 for what deserves them. A connection has
 //! `timeout_ms=` (default 10 s) per request, whether the client is idle
@@ -73,12 +75,11 @@ fn main() -> Result<(), NetError> {
     let cpus = thread::cpu_count();
     let metrics = Metrics::leak();
     println!("http: serving on http://{address}:{} with {cpus} cpu{}", config.port, if cpus == 1 { "" } else { "s" });
-    let mut next_cpu = 0;
     loop {
         let Ok((stream, _peer)) = listener.accept() else { continue };
-        next_cpu = (next_cpu + 1) % thread::cpu_count();
         let timeout = config.timeout;
-        if let Err(e) = thread::spawn_on(next_cpu, move || connection(stream, timeout, metrics)) {
+        // Served where its network stack holds it: no cross-cpu hop.
+        if let Err(e) = thread::spawn_on(stream.cpu(), move || connection(stream, timeout, metrics)) {
             println!("http: no thread for a connection: {e}");
         }
     }

@@ -91,12 +91,11 @@ fn main() -> Result<(), NetError> {
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
     let listener = TcpListener::bind(80)?;
     println!("kv: serving on http://{address}:80 with {cpus} shard{}", if cpus == 1 { "" } else { "s" });
-    let mut next_cpu = 0;
     loop {
         let Ok((stream, _)) = listener.accept() else { continue };
-        next_cpu = (next_cpu + 1) % cpus;
         let shards = shards.clone();
-        let _ = thread::spawn_on(next_cpu, move || {
+        // Served where its network stack holds it: no cross-cpu hop.
+        let _ = thread::spawn_on(stream.cpu(), move || {
             let mut connection = Connection(stream);
             microhttp::serve(&mut connection, &Limits::default(), |r| route(r, &shards));
         });

@@ -156,11 +156,11 @@ impl Waiting {
     }
 }
 
-/// The most sockets the stack holds: one per 16 KiB of RAM (a
-/// connection needs more than that), between 1,024 and 65,536.
+/// The most sockets a stack holds: one per 16 KiB of RAM (a connection
+/// needs more than that), between 1,024 and 65,536, shared by the stacks.
 fn max_sockets() -> usize {
     let ram: usize = (0..crate::memory::node_count()).map(|n| crate::memory::stats(n).total).sum();
-    (ram / (16 << 10)).clamp(1024, 65536)
+    (ram / (16 << 10)).clamp(1024, 65536) / netcpus::count().max(1)
 }
 
 fn smol_now() -> SmolInstant {
