@@ -21,6 +21,7 @@ pub const GPIE: u32 = 0x1514;
 /// write handler sets the complement of what is written.
 pub const EIMS: u32 = 0x1524;
 pub const EIMC: u32 = 0x1528;
+#[cfg(test)]
 pub const EIAC: u32 = 0x152c;
 pub const EICR: u32 = 0x1580;
 /// Interrupt throttle, one per vector.
@@ -28,8 +29,6 @@ pub const EITR0: u32 = 0x1680;
 /// Interrupt vector allocation: 8 registers, one byte per queue cause.
 pub const IVAR0: u32 = 0x1700;
 pub const IVAR_MISC: u32 = 0x1740;
-/// Missed packets (no receive buffer), all queues, clear on read.
-pub const MPC: u32 = 0x4010;
 pub const RXCSUM: u32 = 0x5000;
 pub const MTA: u32 = 0x5200;
 pub const RAL0: u32 = 0x5400;

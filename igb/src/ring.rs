@@ -45,12 +45,14 @@ pub struct TxDescriptor {
 pub const RX_DD: u32 = 1 << 0;
 pub const RX_EOP: u32 = 1 << 1;
 pub const RX_L4CS: u32 = 1 << 5;
+#[cfg(test)]
 pub const RX_IPCS: u32 = 1 << 6;
 /// Receive errors: TCP/UDP checksum, IP checksum, frame error.
 pub const RX_TCPE: u32 = 1 << 29;
 pub const RX_IPE: u32 = 1 << 30;
 pub const RX_RXE: u32 = 1 << 31;
 /// Packet type bits of the write-back's first dword: IPv4, TCP, UDP.
+#[cfg(test)]
 pub const PKT_IPV4: u64 = 1 << 4;
 pub const PKT_TCP: u64 = 1 << 8;
 pub const PKT_UDP: u64 = 1 << 9;

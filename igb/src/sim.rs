@@ -209,7 +209,7 @@ impl Hardware for Sim {
     fn read(&self, register: u32) -> u32 {
         let mut s = self.0.borrow_mut();
         s.reads.push(register);
-        let clear_on_read = [ICR, EICR, MPC].contains(&register) || (0..16).any(|q| register == rqdpc(q));
+        let clear_on_read = [ICR, EICR].contains(&register) || (0..16).any(|q| register == rqdpc(q));
         if clear_on_read {
             s.regs.remove(&register).unwrap_or(0)
         } else {

@@ -5,7 +5,7 @@
 //! state, interrupt acknowledgement, the batched doorbell ([`flush`]),
 //! in-place reception for the stack's per-connection dispatch, and
 //! counters in the kernel's own [`NicStats`]. Each driver implements it in
-//! its glue (`drivers::e1000`, `drivers::virtio`); smoltcp's `Device` has
+//! its glue (`drivers::e1000`, `drivers::igb`, `drivers::virtio`); smoltcp's `Device` has
 //! generic associated types, so the stack holds one concrete type,
 //! [`drivers::Nic`](super::drivers::Nic), an enum that dispatches to the
 //! driver found at boot (a `match` per call, no indirect call).
@@ -67,10 +67,36 @@ pub trait NetDevice: phy::Device {
     /// frames: at most one doorbell per ring per batch.
     fn flush(&mut self);
     fn stats(&mut self) -> NicStats;
+    /// This device's queue of its NIC (0 for a single-queue NIC).
+    fn queue(&self) -> usize {
+        0
+    }
+    #[allow(dead_code, reason = "for the per-cpu stacks (issue 14), which choose source ports with it")]
+    /// The queue the NIC puts the incoming frames of the TCP flow from
+    /// `peer` to `local` on (0 for a single-queue NIC).
+    fn receive_queue(&self, _peer: core::net::SocketAddrV4, _local: core::net::SocketAddrV4) -> usize {
+        0
+    }
 }
 
 impl From<e1000::Stats> for NicStats {
     fn from(s: e1000::Stats) -> Self {
+        NicStats {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            rx_errors: s.rx_errors,
+            rx_missed: s.rx_missed,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            tx_dropped: s.tx_dropped,
+            doorbells: s.doorbells,
+            interrupts: s.interrupts,
+        }
+    }
+}
+
+impl From<igb::Stats> for NicStats {
+    fn from(s: igb::Stats) -> Self {
         NicStats {
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,

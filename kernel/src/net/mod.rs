@@ -72,6 +72,16 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
         }
         None => cpus - 1,
     };
+    // One queue, taking its interrupts on the network cpu: the device's
+    // global setup happens here, the queue's rings on the network cpu.
+    let found = match found.split(&[cpu]).map(|mut queues| queues.pop()) {
+        Ok(Some(found)) => found,
+        Ok(None) => return,
+        Err(e) => {
+            log::warn!("net: {e}; networking is off");
+            return;
+        }
+    };
     let (ready_send, ready) = crate::sync::channel::channel::<bool>();
     let started = crate::sched::spawn_on(cpu, move || {
         // DMA memory comes from this (the network) cpu's node, and the
@@ -85,9 +95,10 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
             }
         };
         log::info!(
-            "net: {} {} on cpu {cpu}, link {}, {interrupt}",
+            "net: {} {} queue {} on cpu {cpu}, link {}, {interrupt}",
             nic.name(),
             device::Mac(nic.mac()),
+            nic.queue(),
             if nic.link_up() { "up" } else { "down" },
         );
         let stack = stack::Stack::new(nic, interrupt, &options);
