@@ -127,6 +127,15 @@ fn the_polled_nic_serves_too() {
     assert!(echo(connect(port), data.clone()) == data, "echo through the polled NIC differs");
 }
 
+#[test]
+fn igb_without_msix_runs_one_queue_on_its_legacy_interrupt() {
+    let (mut vm, port) = echo_service_on(Machine::new("echo").on(Hardware::IGB).cpus(2).cmdline("msix=off"), &[]);
+    vm.wait_for_line("net: igb without MSI-X (msix=off): one queue on the legacy interrupt", Duration::from_secs(1)).unwrap();
+    vm.wait_for_line("queue 0 on cpu 1, link up, interrupt on I/O APIC pin", Duration::from_secs(1)).unwrap();
+    let data = pattern(256 * 1024, 5);
+    assert!(echo(connect(port), data.clone()) == data, "echo through the legacy interrupt differs");
+}
+
 fn a_hundred_concurrent_connections_all_complete(hardware: Hardware) {
     let (_vm, port) = echo_service(hardware, 2);
     // Open the connections one after the other (QEMU's port forwarding
