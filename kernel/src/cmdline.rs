@@ -40,6 +40,9 @@ pub struct KernelOptions {
     pub net_cpus: Option<CpuList>,
     /// `netpoll=on|off`: poll the NIC instead of taking its interrupt.
     pub net_poll: bool,
+    /// `msix=on|off`: let a multi-queue NIC use MSI-X (one vector per
+    /// queue); `off` runs it with one queue on its legacy interrupt.
+    pub msix: bool,
     /// `net=stack|raw`: `raw` starts no network stack and leaves the NIC
     /// to the application ([`crate::net::RawNic`]); default `stack`.
     pub net_raw: bool,
@@ -57,6 +60,7 @@ impl Default for KernelOptions {
             net_cpu: None,
             net_cpus: None,
             net_poll: false,
+            msix: true,
             net_raw: false,
             mmio_devices: MmioDevices::new(),
         }
@@ -261,6 +265,11 @@ impl<'a> CommandLine<'a> {
                     "off" => options.net_poll = false,
                     _ => report(Problem::BadValue { key, value, expected: "on or off" }),
                 },
+                "msix" => match value {
+                    "on" => options.msix = true,
+                    "off" => options.msix = false,
+                    _ => report(Problem::BadValue { key, value, expected: "on or off" }),
+                },
                 "net" => match value {
                     "stack" => options.net_raw = false,
                     "raw" => options.net_raw = true,
@@ -353,6 +362,19 @@ mod tests {
             assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
             assert_eq!(c.options.net_cpus, None, "{bad}");
         }
+    }
+
+    #[test]
+    fn msix_is_on_unless_turned_off() {
+        assert!(KernelOptions::default().msix);
+        let (c, problems) = parse("msix=off");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert!(!c.options.msix);
+        let (c, problems) = parse("msix=off msix=on");
+        assert!(problems.is_empty() && c.options.msix);
+        let (c, problems) = parse("msix=maybe");
+        assert_eq!(problems, vec![Problem::BadValue { key: "msix", value: "maybe", expected: "on or off" }]);
+        assert!(c.options.msix);
     }
 
     fn parse(line: &str) -> (CommandLine<'_>, Vec<Problem<'_>>) {

@@ -103,7 +103,7 @@ fn dhcp_gives_the_guest_an_address(hardware: Hardware) {
     vm.wait_for_line("net: address 10.0.2.15/24, gateway 10.0.2.2", Duration::from_secs(1)).unwrap();
     vm.wait_for_line(&format!("net: {} 52:54:00:12:34:56", hardware.driver()), Duration::from_secs(1)).unwrap();
 }
-on_hardware!(dhcp_gives_the_guest_an_address: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(dhcp_gives_the_guest_an_address: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes(hardware: Hardware) {
     let (_vm, port) = echo_service(hardware, 2);
@@ -117,7 +117,7 @@ fn tcp_echo_is_byte_exact_from_one_byte_to_megabytes(hardware: Hardware) {
         println!("tcp echo {size} B in {secs:.2} s ({:.2} MB/s each way)", size as f64 / secs / 1e6);
     }
 }
-on_hardware!(tcp_echo_is_byte_exact_from_one_byte_to_megabytes: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(tcp_echo_is_byte_exact_from_one_byte_to_megabytes: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn the_polled_nic_serves_too() {
@@ -125,6 +125,15 @@ fn the_polled_nic_serves_too() {
     vm.wait_for_line("on cpu 0, link up, polling (netpoll=on)", Duration::from_secs(1)).unwrap();
     let data = pattern(256 * 1024, 3);
     assert!(echo(connect(port), data.clone()) == data, "echo through the polled NIC differs");
+}
+
+#[test]
+fn igb_without_msix_runs_one_queue_on_its_legacy_interrupt() {
+    let (mut vm, port) = echo_service_on(Machine::new("echo").on(Hardware::IGB).cpus(2).cmdline("msix=off"), &[]);
+    vm.wait_for_line("net: igb without MSI-X (msix=off): one queue on the legacy interrupt", Duration::from_secs(1)).unwrap();
+    vm.wait_for_line("queue 0 on cpu 1, link up, interrupt on I/O APIC pin", Duration::from_secs(1)).unwrap();
+    let data = pattern(256 * 1024, 5);
+    assert!(echo(connect(port), data.clone()) == data, "echo through the legacy interrupt differs");
 }
 
 fn a_hundred_concurrent_connections_all_complete(hardware: Hardware) {
@@ -147,7 +156,7 @@ fn a_hundred_concurrent_connections_all_complete(hardware: Hardware) {
     let failed = clients.into_iter().map(|c| c.join()).filter(Result::is_err).count();
     assert_eq!(failed, 0, "{failed} of 100 concurrent clients failed");
 }
-on_hardware!(a_hundred_concurrent_connections_all_complete: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(a_hundred_concurrent_connections_all_complete: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn udp_echo_answers() {
@@ -367,7 +376,7 @@ fn a_flood_of_bad_frames_leaves_the_service_answering(hardware: Hardware) {
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
-on_hardware!(a_flood_of_bad_frames_leaves_the_service_answering: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(a_flood_of_bad_frames_leaves_the_service_answering: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn running_out_of_socket_memory_is_an_error_not_a_crash() {

@@ -5,7 +5,7 @@
 //! state, interrupt acknowledgement, the batched doorbell ([`flush`]),
 //! in-place reception for the stack's per-connection dispatch, and
 //! counters in the kernel's own [`NicStats`]. Each driver implements it in
-//! its glue (`drivers::e1000`, `drivers::virtio`); smoltcp's `Device` has
+//! its glue (`drivers::e1000`, `drivers::igb`, `drivers::virtio`); smoltcp's `Device` has
 //! generic associated types, so the stack holds one concrete type,
 //! [`drivers::Nic`](super::drivers::Nic), an enum that dispatches to the
 //! driver found at boot (a `match` per call, no indirect call).
@@ -99,6 +99,22 @@ pub trait NetDevice: phy::Device {
 
 impl From<e1000::Stats> for NicStats {
     fn from(s: e1000::Stats) -> Self {
+        NicStats {
+            rx_packets: s.rx_packets,
+            rx_bytes: s.rx_bytes,
+            rx_errors: s.rx_errors,
+            rx_missed: s.rx_missed,
+            tx_packets: s.tx_packets,
+            tx_bytes: s.tx_bytes,
+            tx_dropped: s.tx_dropped,
+            doorbells: s.doorbells,
+            interrupts: s.interrupts,
+        }
+    }
+}
+
+impl From<igb::Stats> for NicStats {
+    fn from(s: igb::Stats) -> Self {
         NicStats {
             rx_packets: s.rx_packets,
             rx_bytes: s.rx_bytes,

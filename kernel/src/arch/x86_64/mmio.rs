@@ -15,6 +15,12 @@ pub struct Window {
 // which thread uses it.
 unsafe impl Send for Window {}
 
+// SAFETY: every access is one naturally aligned volatile load or store of a
+// device register, a single bus transaction whichever cpu makes it; a
+// device shared by several cpus (one queue each) has its driver decide
+// which registers each cpu touches.
+unsafe impl Sync for Window {}
+
 impl Window {
     /// Maps `len` bytes of registers at physical `phys`, uncached.
     pub fn map(phys: u64, len: usize) -> Result<Window, &'static str> {

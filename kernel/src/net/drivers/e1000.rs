@@ -1,23 +1,18 @@
 //! e1000's glue: QEMU's e1000 (82540EM, PCI 8086:100E) found on PCI, the
 //! driver's view of the machine ([`e1000::Hardware`]: registers through
 //! the uncached BAR 0 window, DMA memory from the network cpu's node), and
-//! finding its INTx line on the I/O APIC by making it interrupt.
-
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+//! its INTx line, found by making it interrupt.
 
 use alloc::format;
 use alloc::string::String;
 use e1000::{Dma, Hardware, E1000};
 
 use super::Interrupt;
-use crate::arch::ioapic::{self, Trigger};
+use crate::arch::ioapic::Trigger;
 use crate::arch::mmio::Window;
-use crate::arch::{percpu, traps, tsc};
+use crate::arch::{percpu, tsc};
 use crate::net::device::{NetDevice, NicStats};
 use crate::pci;
-
-/// The vector used while looking for the NIC's line.
-const PROBE_VECTOR: u8 = 0x41;
 
 /// The e1000's registers and the node its DMA memory comes from.
 pub struct Registers {
@@ -76,7 +71,14 @@ impl Found {
         let interrupt = if poll {
             Interrupt::Polled("netpoll=on")
         } else {
-            match find_interrupt_line(&mut driver, self.device.interrupt_line) {
+            let line = super::find_interrupt_line(self.device.interrupt_line, |raise| {
+                if raise {
+                    driver.raise_test_interrupt();
+                } else {
+                    driver.handle_interrupt();
+                }
+            });
+            match line {
                 Some(gsi) => Interrupt::Line { gsi, trigger: Trigger::LevelLow },
                 None => Interrupt::Polled("no interrupt line found"),
             }
@@ -129,42 +131,4 @@ impl NetDevice for E1000<Registers> {
     fn stats(&mut self) -> NicStats {
         E1000::stats(self).into()
     }
-}
-
-static PROBED: AtomicBool = AtomicBool::new(false);
-static PROBE_GSI: AtomicU32 = AtomicU32::new(0);
-
-fn probe_interrupt(_vector: u8) {
-    ioapic::mask(PROBE_GSI.load(Ordering::Relaxed));
-    PROBED.store(true, Ordering::Release);
-}
-
-/// Finds the I/O APIC line the NIC's INTx reaches, by making the NIC
-/// interrupt with one candidate line unmasked at a time: the line the
-/// firmware wrote, then the PCI lines 16-23. Runs on the cpu that will take
-/// the interrupts, with interrupts enabled.
-fn find_interrupt_line(nic: &mut E1000<Registers>, line: u8) -> Option<u32> {
-    let pins = super::init_io_apics(false)?;
-    traps::set_handler(PROBE_VECTOR, probe_interrupt);
-    let me = percpu::this().apic_id;
-    let candidates = core::iter::once(line).filter(|&l| l < 16).chain(16..pins.min(24));
-    for gsi in candidates.map(u32::from) {
-        PROBE_GSI.store(gsi, Ordering::Relaxed);
-        PROBED.store(false, Ordering::Release);
-        if ioapic::route(gsi, Trigger::LevelLow, PROBE_VECTOR, me).is_err() {
-            continue;
-        }
-        ioapic::unmask(gsi);
-        nic.raise_test_interrupt();
-        let deadline = tsc::now() + tsc::hz() / 200; // 5 ms
-        while !PROBED.load(Ordering::Acquire) && tsc::now() < deadline {
-            core::hint::spin_loop();
-        }
-        ioapic::mask(gsi);
-        nic.handle_interrupt();
-        if PROBED.load(Ordering::Acquire) {
-            return Some(gsi);
-        }
-    }
-    None
 }

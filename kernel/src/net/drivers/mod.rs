@@ -1,14 +1,19 @@
 //! The NIC drivers' glue: finding the NIC (first QEMU's e1000 on PCI, else
-//! a modern virtio-net on PCI, else a virtio-net over MMIO announced on
-//! the command line), setting its driver up on the network cpu, routing
-//! its interrupt there, and [`Nic`], the one type the stack holds: an enum
+//! its igb, else a modern virtio-net on PCI, else a virtio-net over MMIO
+//! announced on the command line), splitting a multi-queue NIC into one
+//! [`Found`] per queue ([`Found::split`]), setting each up on its network
+//! cpu, routing its interrupt there, and [`Nic`], the one type a stack
+//! holds: an enum
 //! over the drivers that implements [`NetDevice`] and smoltcp's
 //! [`phy::Device`] by dispatch. Register access is `arch::mmio`'s.
 
 mod e1000;
+mod igb;
 mod virtio;
 
 use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::fmt;
 use core::ptr::NonNull;
 
@@ -18,7 +23,8 @@ use smoltcp::time::Instant;
 use super::device::{NetDevice, NicStats};
 use crate::arch::ioapic::{self, Trigger};
 use crate::arch::mmio::Window;
-use crate::arch::{paging, percpu, traps};
+use crate::arch::{paging, percpu, traps, tsc};
+use crate::pci;
 
 /// The vector the NIC's interrupt is routed to, on the network cpu.
 pub const NIC_VECTOR: u8 = 0x40;
@@ -48,11 +54,13 @@ impl fmt::Display for Interrupt {
 /// The NIC, whichever driver runs it.
 pub enum Nic {
     E1000(E1000Device),
+    Igb(IgbQueueDevice),
     VirtioPci(VirtioPciDevice),
     VirtioMmio(VirtioMmioDevice),
 }
 
 type E1000Device = ::e1000::E1000<e1000::Registers>;
+type IgbQueueDevice = ::igb::Queue<igb::Registers>;
 type VirtioPciDevice = virtio_net::VirtioNet<virtio_net::Pci<Window>>;
 type VirtioMmioDevice = virtio_net::VirtioNet<virtio_net::Mmio<Window>>;
 
@@ -61,6 +69,7 @@ macro_rules! dispatch {
     ($nic:expr, $driver:ident => $body:expr) => {
         match $nic {
             Nic::E1000($driver) => $body,
+            Nic::Igb($driver) => $body,
             Nic::VirtioPci($driver) => $body,
             Nic::VirtioMmio($driver) => $body,
         }
@@ -70,6 +79,10 @@ macro_rules! dispatch {
 /// A NIC found at boot, its driver not set up yet.
 pub enum Found {
     E1000(e1000::Found),
+    /// An igb not split into queues yet ([`Found::start`] runs it with one).
+    Igb(igb::Found),
+    /// One queue of an igb, after [`Found::split`].
+    IgbQueue(igb::QueueFound),
     VirtioPci(virtio::PciFound),
     VirtioMmio(virtio::MmioFound),
 }
@@ -79,6 +92,7 @@ pub enum Found {
 pub fn find(options: &crate::cmdline::KernelOptions) -> Option<Found> {
     let found = e1000::find()
         .map(|r| r.map(Found::E1000))
+        .or_else(|| igb::find(options.msix).map(|r| r.map(Found::Igb)))
         .or_else(|| virtio::find_pci().map(|r| r.map(Found::VirtioPci)))
         .or_else(|| virtio::find_mmio(options.mmio_devices.as_slice()).map(|r| r.map(Found::VirtioMmio)));
     match found {
@@ -98,27 +112,37 @@ impl Found {
     pub fn name(&self) -> &'static str {
         match self {
             Found::E1000(_) => "e1000",
+            Found::Igb(_) | Found::IgbQueue(_) => "igb",
             Found::VirtioPci(_) => "virtio-net-pci",
             Found::VirtioMmio(_) => "virtio-net-mmio",
         }
     }
 
-    /// The most queue pairs the NIC can run, each with its own interrupt
-    /// (1: a single-queue NIC).
+    /// How many queues [`split`](Self::split) can make: 1 for single-queue
+    /// drivers; for igb one per MSI-X vector up to its 16 queues, 1 without
+    /// MSI-X (none on the device, or `msix=off`).
     pub fn max_queues(&self) -> usize {
-        1
+        match self {
+            Found::Igb(found) => found.max_queues(),
+            _ => 1,
+        }
     }
 
-    /// Prepares the NIC to run `cpus.len()` queue pairs (at most
-    /// [`max_queues`](Self::max_queues)), queue `i` taking its interrupts
-    /// on cpu `cpus[i]`: the device-wide setup, on the calling cpu. Each
-    /// returned queue is then [`start`](Self::start)ed on its own cpu. A
-    /// single-queue NIC is its one queue.
-    pub fn split(self, cpus: &[usize]) -> Result<alloc::vec::Vec<Found>, String> {
-        if cpus.len() != 1 {
-            return Err(alloc::format!("{}: {} queues asked for, the NIC has 1", self.name(), cpus.len()));
+    /// Splits a multi-queue NIC into one `Found` per queue, queue i's
+    /// interrupt going to cpu `cpus[i]` (1 <= `cpus.len()` <= [`max_queues`]).
+    /// Does the device's global setup on the calling cpu; each queue is
+    /// then started by [`start`](Self::start) on its own cpu. A
+    /// single-queue driver returns itself.
+    ///
+    /// [`max_queues`]: Self::max_queues
+    pub fn split(self, cpus: &[usize]) -> Result<Vec<Found>, String> {
+        if cpus.is_empty() || cpus.len() > self.max_queues() {
+            return Err(alloc::format!("{}: {} queues asked for, 1 to {} possible", self.name(), cpus.len(), self.max_queues()));
         }
-        Ok(alloc::vec![self])
+        match self {
+            Found::Igb(found) => Ok(found.split(cpus)?.into_iter().map(Found::IgbQueue).collect()),
+            found => Ok(alloc::vec![found]),
+        }
     }
 
     /// Sets the driver up on the calling cpu (DMA memory from its node)
@@ -130,6 +154,16 @@ impl Found {
             Found::E1000(found) => {
                 let (driver, interrupt) = found.start(poll)?;
                 (Nic::E1000(driver), interrupt)
+            }
+            Found::Igb(found) => {
+                // Unsplit: one queue, on this cpu.
+                let queue = found.split(&[percpu::this().index])?.pop().ok_or("igb: no queue")?;
+                let (driver, interrupt) = queue.start(poll)?;
+                (Nic::Igb(driver), interrupt)
+            }
+            Found::IgbQueue(found) => {
+                let (driver, interrupt) = found.start(poll)?;
+                (Nic::Igb(driver), interrupt)
             }
             Found::VirtioPci(found) => {
                 let (driver, interrupt) = found.start(poll)?;
@@ -187,6 +221,64 @@ fn init_io_apics(standard_fallback: bool) -> Option<u8> {
     ioapic::init(topology.io_apics().chain(standard)).ok()
 }
 
+/// The physical address of `length` bytes at `offset` in memory BAR
+/// `bar`, checked to lie inside it.
+pub(super) fn bar_range(device: &pci::Device, bar: u8, offset: u64, length: u64) -> Result<u64, &'static str> {
+    let Some(pci::Bar::Memory { phys, size }) = device.bar(bar) else {
+        return Err("a capability points at a BAR that is not a memory window");
+    };
+    if phys == 0 {
+        return Err("a BAR is not assigned by the firmware");
+    }
+    if length == 0 || offset.checked_add(length).is_none_or(|end| end > size) {
+        return Err("a capability's region lies outside its BAR");
+    }
+    Ok(phys + offset)
+}
+
+
+/// The vector used while looking for a NIC's INTx line.
+const PROBE_VECTOR: u8 = 0x41;
+
+static PROBED: AtomicBool = AtomicBool::new(false);
+static PROBE_GSI: AtomicU32 = AtomicU32::new(0);
+
+fn probe_interrupt(_vector: u8) {
+    ioapic::mask(PROBE_GSI.load(Ordering::Relaxed));
+    PROBED.store(true, Ordering::Release);
+}
+
+/// Finds the I/O APIC line a NIC's INTx reaches, by making it interrupt
+/// (`nic(true)`; `nic(false)` acknowledges) with one candidate line
+/// unmasked at a time: the line the firmware wrote, then the PCI lines
+/// 16-23. Runs on the cpu that will take the interrupts, with interrupts
+/// enabled.
+fn find_interrupt_line(line: u8, mut nic: impl FnMut(bool)) -> Option<u32> {
+    let pins = init_io_apics(false)?;
+    traps::set_handler(PROBE_VECTOR, probe_interrupt);
+    let me = percpu::this().apic_id;
+    let candidates = core::iter::once(line).filter(|&l| l < 16).chain(16..pins.min(24));
+    for gsi in candidates.map(u32::from) {
+        PROBE_GSI.store(gsi, Ordering::Relaxed);
+        PROBED.store(false, Ordering::Release);
+        if ioapic::route(gsi, Trigger::LevelLow, PROBE_VECTOR, me).is_err() {
+            continue;
+        }
+        ioapic::unmask(gsi);
+        nic(true);
+        let deadline = tsc::now() + tsc::hz() / 200; // 5 ms
+        while !PROBED.load(Ordering::Acquire) && tsc::now() < deadline {
+            core::hint::spin_loop();
+        }
+        ioapic::mask(gsi);
+        nic(false);
+        if PROBED.load(Ordering::Acquire) {
+            return Some(gsi);
+        }
+    }
+    None
+}
+
 /// `size` bytes of zeroed DMA memory from `node` (whole frames, a power of
 /// two of them), kept for good: the drivers live as long as the VM.
 fn alloc_dma(node: usize, size: usize) -> Option<(NonNull<u8>, u64)> {
@@ -204,6 +296,7 @@ impl Nic {
     pub fn name(&self) -> &'static str {
         match self {
             Nic::E1000(_) => "e1000",
+            Nic::Igb(_) => "igb",
             Nic::VirtioPci(_) => "virtio-net-pci",
             Nic::VirtioMmio(_) => "virtio-net-mmio",
         }
@@ -275,6 +368,7 @@ impl NetDevice for Nic {
 /// A receive token of the driver that runs the NIC.
 pub enum RxToken<'a> {
     E1000(<E1000Device as phy::Device>::RxToken<'a>),
+    Igb(<IgbQueueDevice as phy::Device>::RxToken<'a>),
     VirtioPci(<VirtioPciDevice as phy::Device>::RxToken<'a>),
     VirtioMmio(<VirtioMmioDevice as phy::Device>::RxToken<'a>),
 }
@@ -282,6 +376,7 @@ pub enum RxToken<'a> {
 /// A transmit token of the driver that runs the NIC.
 pub enum TxToken<'a> {
     E1000(<E1000Device as phy::Device>::TxToken<'a>),
+    Igb(<IgbQueueDevice as phy::Device>::TxToken<'a>),
     VirtioPci(<VirtioPciDevice as phy::Device>::TxToken<'a>),
     VirtioMmio(<VirtioMmioDevice as phy::Device>::TxToken<'a>),
 }
@@ -290,6 +385,7 @@ impl phy::RxToken for RxToken<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         match self {
             RxToken::E1000(token) => token.consume(f),
+            RxToken::Igb(token) => token.consume(f),
             RxToken::VirtioPci(token) => token.consume(f),
             RxToken::VirtioMmio(token) => token.consume(f),
         }
@@ -300,6 +396,7 @@ impl phy::TxToken for TxToken<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
         match self {
             TxToken::E1000(token) => token.consume(len, f),
+            TxToken::Igb(token) => token.consume(len, f),
             TxToken::VirtioPci(token) => token.consume(len, f),
             TxToken::VirtioMmio(token) => token.consume(len, f),
         }
@@ -319,6 +416,7 @@ impl phy::Device for Nic {
     fn receive(&mut self, now: Instant) -> Option<(RxToken<'_>, TxToken<'_>)> {
         match self {
             Nic::E1000(d) => d.receive(now).map(|(rx, tx)| (RxToken::E1000(rx), TxToken::E1000(tx))),
+            Nic::Igb(d) => d.receive(now).map(|(rx, tx)| (RxToken::Igb(rx), TxToken::Igb(tx))),
             Nic::VirtioPci(d) => d.receive(now).map(|(rx, tx)| (RxToken::VirtioPci(rx), TxToken::VirtioPci(tx))),
             Nic::VirtioMmio(d) => d.receive(now).map(|(rx, tx)| (RxToken::VirtioMmio(rx), TxToken::VirtioMmio(tx))),
         }
@@ -327,6 +425,7 @@ impl phy::Device for Nic {
     fn transmit(&mut self, now: Instant) -> Option<TxToken<'_>> {
         match self {
             Nic::E1000(d) => d.transmit(now).map(TxToken::E1000),
+            Nic::Igb(d) => d.transmit(now).map(TxToken::Igb),
             Nic::VirtioPci(d) => d.transmit(now).map(TxToken::VirtioPci),
             Nic::VirtioMmio(d) => d.transmit(now).map(TxToken::VirtioMmio),
         }

@@ -177,14 +177,14 @@ fn map_pci(device: pci::Device) -> Result<PciFound, &'static str> {
         if cfg_type == NOTIFY_CFG {
             notify_off_multiplier = device.config_read32(cap.offset + 16);
         }
-        regions[cfg_type as usize - 1] = Some(Window::map(bar_range(&device, bar, offset, length)?, length as usize)?);
+        regions[cfg_type as usize - 1] = Some(Window::map(super::bar_range(&device, bar, offset, length)?, length as usize)?);
     }
     let [Some(common), Some(notify), Some(isr), Some(device_cfg)] = regions else {
         return Err("a virtio region (common, notify, ISR or device configuration) is missing");
     };
     let msix = match device.msix() {
         Some(cap) => {
-            let table = bar_range(&device, cap.table_bar, cap.table_offset as u64, cap.table_size as u64 * 16)?;
+            let table = super::bar_range(&device, cap.table_bar, cap.table_offset as u64, cap.table_size as u64 * 16)?;
             Some((cap, MsixTable::map(table, cap.table_size)?))
         }
         None => None,
@@ -192,21 +192,6 @@ fn map_pci(device: pci::Device) -> Result<PciFound, &'static str> {
     device.enable();
     let regions = PciRegions { common, notify, notify_off_multiplier, isr, device: device_cfg };
     Ok(PciFound { device, regions, msix })
-}
-
-/// The physical address of `length` bytes at `offset` in memory BAR
-/// `bar`, checked to lie inside it.
-fn bar_range(device: &pci::Device, bar: u8, offset: u64, length: u64) -> Result<u64, &'static str> {
-    let Some(pci::Bar::Memory { phys, size }) = device.bar(bar) else {
-        return Err("a capability points at a BAR that is not a memory window");
-    };
-    if phys == 0 {
-        return Err("a BAR is not assigned by the firmware");
-    }
-    if length == 0 || offset.checked_add(length).is_none_or(|end| end > size) {
-        return Err("a capability's region lies outside its BAR");
-    }
-    Ok(phys + offset)
 }
 
 impl PciFound {
