@@ -101,11 +101,11 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
                     return;
                 }
             };
-            let queue = if netcpus::count() > 1 { alloc::format!(" queue {}", nic.queue()) } else { alloc::string::String::new() };
             log::info!(
-                "net: {}{queue} {} on cpu {cpu}, link {}, {interrupt}",
+                "net: {} {} queue {} on cpu {cpu}, link {}, {interrupt}",
                 nic.name(),
                 device::Mac(nic.mac()),
+                nic.queue(),
                 if nic.link_up() { "up" } else { "down" },
             );
             let stack = stack::Stack::new(nic, interrupt, &options, index);
