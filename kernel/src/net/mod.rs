@@ -128,6 +128,33 @@ pub fn nic_stats() -> Result<NicStats, NetError> {
     stack::call(None, |stack, _| Poll::Ready(Ok(stack.nic.stats())))
 }
 
+/// One NIC queue's counters and the cpu that owns the queue.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueStats {
+    /// The queue (pair) index on the NIC.
+    pub queue: usize,
+    /// The cpu whose network stack drives the queue.
+    pub cpu: usize,
+    /// The queue's own counters (with one queue, the whole NIC's).
+    pub nic: NicStats,
+}
+
+/// Every NIC queue's counters, by queue; empty without a network. With a
+/// single-queue NIC (one network stack) one entry, on the network cpu.
+pub fn queue_stats() -> alloc::vec::Vec<QueueStats> {
+    match nic_stats() {
+        Ok(nic) => alloc::vec![QueueStats { queue: 0, cpu: stack::network_cpu(), nic }],
+        Err(_) => alloc::vec::Vec::new(),
+    }
+}
+
+/// The receive-side scaling the NIC applies to TCP over IPv4: its 40-byte
+/// Toeplitz key and, for each redirection-table entry, the cpu whose queue
+/// it names. `None` for a single-queue NIC (every flow on the network cpu).
+pub fn rss() -> Option<(alloc::vec::Vec<u8>, alloc::vec::Vec<usize>)> {
+    None
+}
+
 /// The network stack's counters (sockets, refused and timed-out
 /// connections, the network thread's rounds). Answered without a request
 /// to the network thread, so it works even when that thread is stuck.

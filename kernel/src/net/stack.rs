@@ -208,6 +208,12 @@ pub fn nic_interrupt(_vector: u8) {
 /// The network cpu (set when its thread starts).
 static NET_CPU: AtomicUsize = AtomicUsize::new(0);
 
+/// The cpu whose network thread holds every socket (the single stack's
+/// meaning of `TcpStream::cpu`, `queue_stats`).
+pub fn network_cpu() -> usize {
+    NET_CPU.load(Ordering::Relaxed)
+}
+
 /// Hands a request to the network thread: queued by the network cpu
 /// itself (directly, or from a message when the caller is on another cpu),
 /// so the queue is never shared between cpus.

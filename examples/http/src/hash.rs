@@ -1,0 +1,62 @@
+//! `GET /hash?kib=N`: real work per request, for measuring how a service
+//! that computes scales with cpus. The answer is the hex SHA-256 of N KiB
+//! (1 to 1024; 64 when `kib` is not given) that the guest generates
+//! itself, 4 KiB at a time on the stack, so the request costs cpu time and
+//! no memory: byte `i` of the input is `(i * 7 + i / 251) as u8` (the
+//! `/ 251` term keeps the sequence from repeating every 256 bytes). Anyone
+//! can check a digest with the same generator (the tests do, on the host).
+
+use alloc::string::String;
+use core::fmt::Write;
+
+use sha2::{Digest, Sha256};
+
+/// The input size when the query names none.
+pub const DEFAULT_KIB: usize = 64;
+/// The largest input a request may ask for.
+pub const MAX_KIB: usize = 1024;
+
+/// Byte `i` of the generated input.
+pub fn input_byte(i: usize) -> u8 {
+    (i * 7 + i / 251) as u8
+}
+
+/// The `kib` of a query string (`kib=N`, alone; nothing or an empty query
+/// means [`DEFAULT_KIB`]). `Err`: what is wrong, for a 400.
+pub fn kib_of(query: Option<&str>) -> Result<usize, String> {
+    let mut kib = DEFAULT_KIB;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("kib", value)) => {
+                kib = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_KIB).contains(n))
+                    .ok_or_else(|| alloc::format!("kib must be a whole number from 1 to {MAX_KIB}, not {value:?}\n"))?;
+            }
+            _ => return Err(alloc::format!("unknown query parameter {pair:?}: /hash takes kib=N (1 to {MAX_KIB})\n")),
+        }
+    }
+    Ok(kib)
+}
+
+/// The lowercase hex SHA-256 of the first `kib` KiB of the input.
+pub fn digest_hex(kib: usize) -> String {
+    let mut hasher = Sha256::new();
+    let mut chunk = [0u8; 4096];
+    let total = kib * 1024;
+    let mut offset = 0;
+    while offset < total {
+        let len = chunk.len().min(total - offset);
+        for (j, byte) in chunk[..len].iter_mut().enumerate() {
+            *byte = input_byte(offset + j);
+        }
+        hasher.update(&chunk[..len]);
+        offset += len;
+    }
+    let mut hex = String::with_capacity(64);
+    for byte in hasher.finalize() {
+        let _ = write!(hex, "{byte:02x}");
+    }
+    hex
+}
