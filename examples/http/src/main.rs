@@ -18,7 +18,8 @@
 //!   memory per NUMA node;
 //! - `POST /echo`: the request body back;
 //! - `GET /hash?kib=N`: the SHA-256 of N KiB (1 to 1024, default 64) the
-//!   guest generates (see `hash`): work per request, for scaling.
+//!   guest generates (see the `hash-work` crate): work per request, for
+//!   scaling.
 //!
 //! Each connection gets a thread, created in turn on every cpu with
 //! `spawn_on` (the target cpu allocates it from its own memory). Requests
@@ -32,7 +33,6 @@
 
 extern crate alloc;
 
-mod hash;
 mod metrics;
 
 use alloc::format;
@@ -154,8 +154,8 @@ fn respond(route: Route, request: &Request, metrics: &Metrics) -> Response {
             Err(e) => Response::text(Status::InternalServerError, &format!("metrics not written: {e}")),
         },
         (Route::Echo, "POST") => echo(request),
-        (Route::Hash, "GET") => match hash::kib_of(request.path.split_once('?').map(|(_, query)| query)) {
-            Ok(kib) => Response::text(Status::Ok, &hash::digest_hex(kib)),
+        (Route::Hash, "GET") => match hash_work::kib_of(request.path.split_once('?').map(|(_, query)| query)) {
+            Ok(kib) => Response::text(Status::Ok, &hash_work::digest_hex(kib)),
             Err(why) => Response::text(Status::BadRequest, &why),
         },
         (Route::Other | Route::Unparsed, _) => Response::text(Status::NotFound, "Not Found"),
