@@ -39,7 +39,8 @@ fn probe() -> (Running, u16, Result<Rss, String>) {
         .user_net(&[(port, GUEST_PORT)])
         .timeout(Duration::from_secs(120))
         .start();
-    vm.wait_for_line("rss-probe: ready", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
+    vm.wait_for_line("rss-probe: ready", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}\n(the probe needs the kernel's igb driver and per-cpu network stacks, issue 14)"));
     let cpus = vm.wait_for_line("rss-probe: cpus=", Duration::from_secs(1)).unwrap();
     assert!(cpus.text.ends_with(&format!("cpus={CPUS}")), "the guest runs other than {CPUS} cpus: {}", cpus.text);
     let rss = vm.wait_for_line("rss-probe: rss ", Duration::from_secs(1)).unwrap();

@@ -190,7 +190,7 @@ fn guest_cpus_and_queues(system: System, vm: &mut Running, netns: &Netns, ready:
             let stats = curl(netns, "/stats").unwrap_or_else(|e| fail(&format!("Bravo's /stats: {e}")));
             let queues = stats.split("\"queues\":[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or("");
             let owners: Vec<&str> = queues.split("\"cpu\":").skip(1).filter_map(|rest| rest.split([',', '}']).next()).collect();
-            format!("{cpus} cpus, {} NIC queue(s) on cpu(s) {}", owners.len(), owners.join(","))
+            format!("{cpus} cpu(s), {} NIC queue(s) on cpu(s) {}", owners.len(), owners.join(","))
         }
         System::Linux => {
             let up = vm.wait_for_line("peer: linux", Duration::from_secs(1)).unwrap_or_else(|e| fail(&e));
@@ -200,7 +200,7 @@ fn guest_cpus_and_queues(system: System, vm: &mut Running, netns: &Netns, ready:
             }
             let threads = vm.wait_for_line("peer: ready mode=http", Duration::from_secs(1)).map(|l| l.text).unwrap_or_default();
             let threads = threads.split("threads=").nth(1).unwrap_or("?").to_string();
-            format!("{cpus} cpus, eth0 with {} receive queue(s), {threads} server thread(s)", field("eth0_rx_queues").map_or("?".into(), |q| q.to_string()))
+            format!("{cpus} cpu(s), eth0 with {} receive queue(s), {threads} server thread(s)", field("eth0_rx_queues").map_or("?".into(), |q| q.to_string()))
         }
     }
 }
