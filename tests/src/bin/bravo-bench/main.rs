@@ -36,8 +36,8 @@
 //! system boots once per count (`-smp N`, Linux and Bravo alike; the
 //! benchmark checks that each guest reports N cpus), the table has a group
 //! of rows per count, and for every rate a "scaling" row: the median at N
-//! cpus over the median at 1 cpu (or the smallest count measured), Bravo's
-//! beside Linux's.
+//! cpus over the median at 1 cpu (or the smallest count measured), in
+//! percent (170 = 1.7 times), Bravo's beside Linux's.
 //!
 //! `sched` boots the `bench-sched` image N times for each cpu count:
 //! context switch, local and remote spawn (+join), mailbox round trip, one
@@ -266,10 +266,11 @@ fn with_cpus(group: &str, cpus: usize) -> String {
 }
 
 /// Scaling of a rate: the median at more cpus over the median at the base
-/// count, as one sample (empty when either is missing).
+/// count, in percent (170 = 1.7 times), as one sample (empty when either
+/// is missing).
 fn scaling(more: &Samples, base: &Samples) -> Samples {
     match (more.median(), base.median()) {
-        (Some(more), Some(base)) if base > 0.0 => Samples(vec![more / base]),
+        (Some(more), Some(base)) if base > 0.0 => Samples(vec![100.0 * more / base]),
         _ => Samples(Vec::new()),
     }
 }
@@ -280,7 +281,7 @@ fn scaling_row(group: &str, label: &str, base: usize, more: usize, at_base: &Row
     Row {
         group: with_cpus(group, more),
         label: format!("{label}: scaling, {more} vCPUs / {base}"),
-        unit: "×".into(),
+        unit: format!("% of {base} vCPU{}", if base == 1 { "" } else { "s" }),
         better: Better::Higher,
         bravo: scaling(&at_more.bravo, &at_base.bravo),
         linux: match (&at_more.linux, &at_base.linux) {
