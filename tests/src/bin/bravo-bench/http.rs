@@ -20,7 +20,7 @@ use bravo_tests::netns::{Netns, TAP};
 use bravo_tests::report::{Better, Report, Row, Samples};
 use bravo_tests::{Accel, Machine, Nic, Running};
 
-use crate::{fail, progress, scaling_row, with_cpus, Options, System};
+use crate::{fail, progress, scaling_row, Options, System};
 
 /// The guest's address on the tap.
 const GUEST: &str = "http://10.0.0.2";
@@ -114,7 +114,7 @@ pub fn run(args: &[String]) {
         for (l, load) in LOADS.iter().enumerate() {
             for &nic in &options.nics {
                 let row = |cpus: usize| Row {
-                    group: with_cpus(&options.group(load.name, nic), cpus),
+                    group: options.group_at(&options.group(load.name, nic), cpus),
                     label: label.into(),
                     unit: unit.into(),
                     better,

@@ -246,6 +246,16 @@ impl Options {
         format!("{counts} vCPU{}", if last == 1 && self.cpus.len() == 1 { "" } else { "s" })
     }
 
+    /// A row group at `cpus` cpus: named with its count when several are
+    /// measured, as it always was with one.
+    fn group_at(&self, group: &str, cpus: usize) -> String {
+        if self.cpus.len() > 1 {
+            with_cpus(group, cpus)
+        } else {
+            group.to_string()
+        }
+    }
+
     /// The cpu count scaling is measured against: 1 when measured, else
     /// the smallest.
     fn base_cpus(&self) -> usize {

@@ -15,7 +15,7 @@ use bravo_tests::report::{Better, Report, Row, Samples};
 use bravo_tests::traffic::{Wire, HEADERS};
 use bravo_tests::{Accel, Nic, Running};
 
-use crate::{fail, progress, scaling_row, with_cpus, Options, System};
+use crate::{fail, progress, scaling_row, Options, System};
 
 const SINK: u16 = 9000;
 const SOURCE: u16 = SINK + 1;
@@ -67,7 +67,7 @@ pub fn run(args: &[String]) {
             for &nic in &o.nics {
                 let group = o.group(&format!("{what} {size} B"), nic);
                 let row = |cpus: usize| Row {
-                    group: with_cpus(&group, cpus),
+                    group: o.group_at(&group, cpus),
                     label: label.into(),
                     unit: unit.into(),
                     better,
