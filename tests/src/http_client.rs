@@ -80,3 +80,13 @@ pub fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) ->
     stream.write_all(&raw)?;
     read_reply(stream)
 }
+
+/// What `examples/http` answers to `GET /hash?kib=KIB`, computed on the
+/// host: the lowercase hex SHA-256 of `kib` KiB whose byte `i` is
+/// `(i * 7 + i / 251) as u8` (the generator the guest documents; written
+/// here again so that the two are checked against each other).
+pub fn hash_route_digest(kib: usize) -> String {
+    use sha2::{Digest, Sha256};
+    let input: Vec<u8> = (0..kib * 1024).map(|i| (i * 7 + i / 251) as u8).collect();
+    Sha256::digest(&input).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -24,6 +24,7 @@ pub mod http_client;
 pub mod linux_peer;
 pub mod netns;
 pub mod report;
+pub mod rss;
 pub mod tcp_load;
 pub mod traffic;
 
@@ -108,8 +109,8 @@ pub enum Nic {
     /// virtio-net, modern (virtio 1.x) only: `virtio-net-pci,disable-legacy=on`
     /// on q35, `virtio-net-device` (virtio over MMIO) on microvm.
     Virtio,
-    /// QEMU's Intel 82576 (`-device igb`): multi-queue, RSS, MSI-X; PCI
-    /// Express: q35 only.
+    /// QEMU's Intel 82576 (`-device igb`): several queue pairs with RSS
+    /// and MSI-X, PCI(e): q35 only.
     Igb,
 }
 
@@ -215,14 +216,12 @@ impl MachineType {
         match (self, nic) {
             (MachineType::Q35, Nic::E1000) => Ok("e1000,netdev=n0"),
             (MachineType::Q35, Nic::Virtio) => Ok("virtio-net-pci,disable-legacy=on,netdev=n0"),
-            (MachineType::Microvm, Nic::Virtio) => Ok("virtio-net-device,netdev=n0"),
             (MachineType::Q35, Nic::Igb) => Ok("igb,netdev=n0"),
-            (MachineType::Microvm, Nic::E1000) => {
-                Err("an e1000 needs a PCI bus and microvm has none: use NIC=virtio (virtio over MMIO) or MACHINE=q35".into())
-            }
-            (MachineType::Microvm, Nic::Igb) => {
-                Err("an igb needs a PCI bus and microvm has none: use NIC=virtio (virtio over MMIO) or MACHINE=q35".into())
-            }
+            (MachineType::Microvm, Nic::Virtio) => Ok("virtio-net-device,netdev=n0"),
+            (MachineType::Microvm, nic @ (Nic::E1000 | Nic::Igb)) => Err(format!(
+                "an {} needs a PCI bus and microvm has none: use NIC=virtio (virtio over MMIO) or MACHINE=q35",
+                nic.name()
+            )),
         }
     }
 }
@@ -965,6 +964,7 @@ mod tests {
         assert_eq!(Nic::parse("virtio"), Ok(Nic::Virtio));
         assert_eq!(Nic::parse("e1000"), Ok(Nic::E1000));
         assert!(Nic::parse("rtl8139").unwrap_err().contains("expected e1000, virtio or igb"));
+        assert_eq!(Nic::parse("igb"), Ok(Nic::Igb));
         assert_eq!(MachineType::parse("q35"), Ok((MachineType::Q35, vec![])));
         assert_eq!(MachineType::parse("microvm,pit=off,rtc=off"), Ok((MachineType::Microvm, vec!["pit=off".into(), "rtc=off".into()])));
         assert!(MachineType::parse("pc").unwrap_err().contains("expected q35 or microvm"));

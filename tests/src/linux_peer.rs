@@ -10,7 +10,9 @@
 //! // qemu-system-x86_64 ... -kernel peer.kernel -initrd peer.initrd -append append
 //! ```
 //!
-//! The guest prints `peer: linux VERSION up`, then the server prints
+//! The guest prints `peer: linux VERSION up, cpus=N eth0_rx_queues=Q`
+//! (the cpus Linux runs and the receive queues its driver made), then the
+//! server prints
 //! `peer: ready mode=MODE port=PORT`; a failure prints a line starting with
 //! `peer: error` and powers the VM off.
 //!
@@ -39,10 +41,12 @@ pub struct LinuxPeer {
 /// Debian's meta package that depends on the current kernel image package.
 const META_PACKAGE: &str = "linux-image-amd64";
 /// Modules the guest loads, with their dependencies resolved at build time
-/// (Debian builds all of these as modules): both cards, and virtio's two
+/// (Debian builds all of these as modules): the three cards (`igb` needs
+/// `dca`, `i2c-algo-bit` and more, read from its `depends=`; it spreads
+/// flows over one queue per cpu with RSS by itself), and virtio's two
 /// transports (`virtio_mmio` finds microvm's in ACPI: see
 /// [`machine_options`]).
-const MODULES: &[&str] = &["e1000", "virtio_net", "virtio_pci", "virtio_mmio"];
+const MODULES: &[&str] = &["e1000", "igb", "virtio_net", "virtio_pci", "virtio_mmio"];
 /// The peer's binary target (static glibc).
 const PEER_TARGET: &str = "x86_64-unknown-linux-gnu";
 /// Marks a complete kernel cache directory.
@@ -440,7 +444,8 @@ echo 8192 > /proc/sys/net/ipv4/tcp_max_syn_backlog
 ip link set lo up || fail "ip link set lo up"
 ip link set eth0 up || fail "ip link set eth0 up"
 ip addr add "$IP" dev eth0 || fail "ip addr add $IP dev eth0"
-echo "peer: linux $(uname -r) up" > /dev/console
+QUEUES=$(ls -d /sys/class/net/eth0/queues/rx-* | wc -l)
+echo "peer: linux $(uname -r) up, cpus=$(grep -c ^processor /proc/cpuinfo) eth0_rx_queues=$QUEUES" > /dev/console
 exec /bin/bravo-linux-peer "$MODE" "$PORT" > /dev/console 2>&1
 fail "exec bravo-linux-peer"
 "#,

@@ -1,7 +1,9 @@
 //! Smoke tests of `bravo-bench pps|http|boot|conns`: each runs for a second or
 //! two per measure, Bravo beside the Linux peer (and the raw-ring ceiling for
 //! pps), and its report must hold sane numbers: every rate non-zero, every
-//! time positive, a Linux column, files written. `pps` and `boot` run once
+//! time positive, a Linux column, files written. `pps` runs with two cpu
+//! counts (`--cpus 1,2`: rows per count and scaling rows), `http` has the
+//! "work" load. `pps` and `boot` run once
 //! more on virtio-net (`--nic virtio`, `--machine microvm`). No timing
 //! thresholds: speed is for the benchmarks themselves.
 
@@ -90,11 +92,17 @@ fn values<'a>(rows: &'a [(String, String, String, String, f64)], unit: &str, sys
 #[test]
 fn pps_bench_reports_packet_rates_for_bravo_the_ceiling_and_linux() {
     let _one = one_pps_at_a_time();
-    let rows = bench("pps", &["pps", "--runs", "1", "--secs", "1", "--sizes", "64,1500"]);
+    // Two cpu counts: every system boots with each, and rates get a
+    // scaling row (Bravo's and Linux's).
+    let rows = bench("pps", &["pps", "--runs", "1", "--secs", "1", "--sizes", "64", "--cpus", "1,2"]);
     for system in ["bravo", "ceiling", "linux"] {
-        // RX, TX and echo for 2 sizes.
+        // RX, TX and echo with 1 and 2 cpus.
         let rates: Vec<_> = rows.iter().filter(|r| (r.2 == "pkt/s" || r.2 == "rt/s") && r.3 == system).collect();
         assert_eq!(rates.len(), 6, "{system}: {rates:?}");
+        assert_eq!(rates.iter().filter(|r| r.0.ends_with("· 2 vCPUs")).count(), 3, "{system}: {rates:?}");
+        let scaling = values(&rows, "% of 1 vCPU", system);
+        assert_eq!(scaling.len(), if system == "ceiling" { 0 } else { 3 }, "{system}: scaling of RX, TX, echo: {scaling:?}");
+        assert!(scaling.iter().all(|r| r.4 > 1.0 && r.4 < 10_000.0 && r.1.contains("scaling, 2 vCPUs / 1")), "{system}: {scaling:?}");
         for r in &rates {
             assert!(r.4 > 100.0 && r.4 < 1e8, "{system} {} {}: {} {}", r.0, r.1, r.4, r.2);
         }
@@ -109,10 +117,11 @@ fn http_bench_reports_requests_and_latencies_for_bravo_and_linux() {
     let rows = bench("http", &["http", "--runs", "1", "--secs", "2"]);
     for system in ["bravo", "linux"] {
         let rates = values(&rows, "req/s", system);
-        assert_eq!(rates.len(), 4, "{system}: 1, 16, 64 keep-alive connections and new connections: {rates:?}");
+        assert_eq!(rates.len(), 5, "{system}: 1, 16, 64 keep-alive connections, new connections and work: {rates:?}");
         assert!(rates.iter().all(|r| r.4 > 0.0), "{system}: {rates:?}");
+        assert!(rates.iter().any(|r| r.0.starts_with("work: 16 conn., /hash?kib=32")), "{system}: {rates:?}");
         let latencies = values(&rows, "µs", system);
-        assert_eq!(latencies.len(), 8, "{system}: p50 and p99 per load: {latencies:?}");
+        assert_eq!(latencies.len(), 10, "{system}: p50 and p99 per load: {latencies:?}");
         assert!(latencies.iter().all(|r| r.4 > 0.0 && r.4 < 10e6), "{system}: {latencies:?}");
     }
 }
@@ -186,7 +195,7 @@ fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo
 
 #[test]
 fn bench_rejects_bad_options_with_a_message() {
-    for args in [&["pps", "--sizes", "20"][..], &["pps", "--nic", "rtl8139"], &["http", "--machine", "pc"], &["boot", "--machine", "microvm", "--nic", "e1000"], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"]] {
+    for args in [&["pps", "--sizes", "20"][..], &["pps", "--nic", "rtl8139"], &["http", "--machine", "pc"], &["boot", "--machine", "microvm", "--nic", "e1000"], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"], &["http", "--cpus", "0"], &["pps", "--cpus", "1,x"], &["conns", "--cpus", "1,2"], &["pps", "--nic", "igb", "--machine", "microvm"]] {
         let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench")).args(args).output().expect("bravo-bench runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);

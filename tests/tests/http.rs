@@ -15,7 +15,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use bravo_tests::http_client::{connect, read_reply, request, start_service, Reply};
+use bravo_tests::http_client::{connect, hash_route_digest, read_reply, request, start_service, Reply};
 use bravo_tests::{free_port, on_hardware, Hardware, Machine, Running};
 
 fn http_service(cpus: usize, args: &str) -> (Running, u16) {
@@ -50,11 +50,25 @@ fn every_route_answers(hardware: Hardware) {
     assert_eq!(stats.status, 200);
     let json = String::from_utf8_lossy(&stats.body).into_owned();
     assert_eq!(json.matches(&format!("\"cpus\":{cpus}")).count(), 1, "cpus not {cpus} in /stats: {json}");
-    for key in ["\"uptime_ms\":", "\"threads_per_cpu\":[", "\"requests\":", "\"rx_packets\":", "\"tx_bytes\":", "\"tx_dropped\":", "\"free_bytes\":", "\"sockets\":", "\"tcp_refused\":", "\"half_open_evicted\":", "\"timed_out\":", "\"rounds\":", "\"last_round_ms\":", "\"stack_bytes\":", "\"page_table_bytes\":"] {
+    assert!(json.contains("\"nic\":{\"rx_packets\":"), "no NIC counters in /stats: {json}");
+    let queues = json.split("\"queues\":[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or_else(|| panic!("no queues in /stats: {json}"));
+    assert!(queues.starts_with("{\"queue\":0,\"cpu\":") && queues.contains("\"rx_packets\":") && queues.contains("\"tx_packets\":"), "queues: {queues}");
+    for key in ["\"uptime_ms\":", "\"threads_per_cpu\":[", "\"requests\":", "\"tx_dropped\":", "\"free_bytes\":", "\"sockets\":", "\"tcp_refused\":", "\"half_open_evicted\":", "\"timed_out\":", "\"rounds\":", "\"last_round_ms\":", "\"stack_bytes\":", "\"page_table_bytes\":"] {
         assert_eq!(json.matches(key).count(), 1, "{key} not once in /stats: {json}");
     }
     let echo = request(&mut connect(port).unwrap(), "POST", "/echo", b"some \x00 bytes").unwrap();
     assert_eq!((echo.status, echo.body.as_slice()), (200, &b"some \x00 bytes"[..]));
+    // Real work: the guest's digests are the host's over the same input.
+    for kib in [1, 3, 64, 1024] {
+        let hash = get(port, &format!("/hash?kib={kib}"));
+        assert_eq!((hash.status, String::from_utf8_lossy(&hash.body).into_owned()), (200, hash_route_digest(kib)), "/hash?kib={kib}");
+    }
+    assert_eq!(String::from_utf8_lossy(&get(port, "/hash").body), hash_route_digest(64), "/hash without kib is 64 KiB");
+    for bad in ["kib=0", "kib=1025", "kib=-1", "kib=1.5", "kib=", "kib=99999999999999999999", "size=4"] {
+        let reply = get(port, &format!("/hash?{bad}"));
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        assert!(reply.status == 400 && (body.contains("1 to 1024")), "/hash?{bad}: {} {body:?}", reply.status);
+    }
     assert_eq!(get(port, "/missing").status, 404);
     assert_eq!(request(&mut connect(port).unwrap(), "DELETE", "/health", b"").unwrap().status, 405);
     assert_eq!(request(&mut connect(port).unwrap(), "GET", "/echo", b"").unwrap().status, 405);

@@ -149,6 +149,10 @@ fn scrapes_parse_and_count_the_traffic_sent() {
         ("bravo_nic_rx_errors", "counter"),
         ("bravo_nic_tx_dropped", "counter"),
         ("bravo_nic_interrupts", "counter"),
+        ("bravo_nic_queue_rx_packets", "counter"),
+        ("bravo_nic_queue_tx_packets", "counter"),
+        ("bravo_nic_queue_rx_bytes", "counter"),
+        ("bravo_nic_queue_tx_bytes", "counter"),
         ("bravo_net_sockets", "gauge"),
         ("bravo_net_tcp_refused", "counter"),
         ("bravo_net_rounds", "counter"),
@@ -174,6 +178,13 @@ fn scrapes_parse_and_count_the_traffic_sent() {
     }
     assert!(after.value("bravo_nic_rx_packets_total", "{}") > before.value("bravo_nic_rx_packets_total", "{}"));
     assert!(after.value("bravo_net_rounds_total", "{}") > before.value("bravo_net_rounds_total", "{}"));
+    // Per queue: labelled by queue and cpu; the queues add up to the NIC
+    // (read in one scrape, so nothing moved between them).
+    let queues = after.labels_of("bravo_nic_queue_rx_packets_total");
+    assert!(!queues.is_empty() && queues.iter().all(|l| l.contains(r#""queue":""#) && l.contains(r#""cpu":""#)), "queue labels: {queues:?}");
+    let by_queue: f64 = queues.iter().map(|l| after.value("bravo_nic_queue_rx_packets_total", l)).sum();
+    let whole = after.value("bravo_nic_rx_packets_total", "{}");
+    assert!(by_queue > 0.0 && (by_queue - whole).abs() <= whole * 0.05 + 4.0, "queues received {by_queue} frames, the NIC {whole}");
 
     // Request counters grew by the traffic sent, and nothing else did.
     for (key, old) in before.samples.iter().filter(|(k, _)| k.0 == "bravo_http_requests_total") {

@@ -10,12 +10,16 @@
 //!   histograms, threads and run queues per cpu, memory per node, NIC and
 //!   network-stack counters;
 //! - `GET /stats`: JSON with uptime, cpus, threads and run-queue length
-//!   per cpu, requests served, the NIC's packets, bytes, drops and errors, the network
+//!   per cpu, requests served, the NIC's packets, bytes, drops and errors,
+//!   its packets and bytes per queue (`queues`: queue, cpu), the network
 //!   stack's sockets, refused, evicted and timed-out connections and
 //!   rounds and socket buffer memory, the memory committed in thread
 //!   stacks (and the page tables of lazily committed memory), and free
 //!   memory per NUMA node;
-//! - `POST /echo`: the request body back.
+//! - `POST /echo`: the request body back;
+//! - `GET /hash?kib=N`: the SHA-256 of N KiB (1 to 1024, default 64) the
+//!   guest generates (see the `hash-work` crate): work per request, for
+//!   scaling.
 //!
 //! Each connection gets a thread, created with `spawn_on` on the cpu
 //! whose network stack holds the connection (`TcpStream::cpu`; the
@@ -151,6 +155,10 @@ fn respond(route: Route, request: &Request, metrics: &Metrics) -> Response {
             Err(e) => Response::text(Status::InternalServerError, &format!("metrics not written: {e}")),
         },
         (Route::Echo, "POST") => echo(request),
+        (Route::Hash, "GET") => match hash_work::kib_of(request.path.split_once('?').map(|(_, query)| query)) {
+            Ok(kib) => Response::text(Status::Ok, &hash_work::digest_hex(kib)),
+            Err(why) => Response::text(Status::BadRequest, &why),
+        },
         (Route::Other | Route::Unparsed, _) => Response::text(Status::NotFound, "Not Found"),
         _ => Response::text(Status::MethodNotAllowed, "Method Not Allowed"),
     }
@@ -198,6 +206,16 @@ fn stats(metrics: &Metrics) -> String {
         }
         Err(_) => json.push_str("\"nic\":null,"),
     }
+    let queues: Vec<String> = bravo::net::queue_stats()
+        .iter()
+        .map(|q| {
+            format!(
+                "{{\"queue\":{},\"cpu\":{},\"rx_packets\":{},\"rx_bytes\":{},\"tx_packets\":{},\"tx_bytes\":{}}}",
+                q.queue, q.cpu, q.nic.rx_packets, q.nic.rx_bytes, q.nic.tx_packets, q.nic.tx_bytes
+            )
+        })
+        .collect();
+    let _ = write!(json, "\"queues\":[{}],", queues.join(","));
     let net = bravo::net::stats();
     let _ = write!(
         json,

@@ -2,7 +2,7 @@
 //! format 0.0.4 (written by `prometheus-text`): responses by route and
 //! status class, response latency per route, and the kernel's statistics
 //! read at the scrape (threads and run queues per cpu, memory per node,
-//! the NIC's and the network stack's counters).
+//! the NIC's counters, whole and per queue, and the network stack's).
 //!
 //! Counting takes no lock: each cpu has its own block of atomic counters
 //! (threads never move, so a connection's thread keeps its cpu's block),
@@ -27,20 +27,25 @@ pub enum Route {
     Stats,
     Metrics,
     Echo,
+    Hash,
     Other,
     Unparsed,
 }
 
 impl Route {
-    const ALL: [Route; 7] = [Route::Index, Route::Health, Route::Stats, Route::Metrics, Route::Echo, Route::Other, Route::Unparsed];
+    const ALL: [Route; 8] =
+        [Route::Index, Route::Health, Route::Stats, Route::Metrics, Route::Echo, Route::Hash, Route::Other, Route::Unparsed];
 
-    pub fn of(path: &str) -> Route {
+    /// The route of a request target (its query, after `?`, does not count).
+    pub fn of(target: &str) -> Route {
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
         match path {
             "/" => Route::Index,
             "/health" => Route::Health,
             "/stats" => Route::Stats,
             "/metrics" => Route::Metrics,
             "/echo" => Route::Echo,
+            "/hash" => Route::Hash,
             _ => Route::Other,
         }
     }
@@ -52,6 +57,7 @@ impl Route {
             Route::Stats => "/stats",
             Route::Metrics => "/metrics",
             Route::Echo => "/echo",
+            Route::Hash => "/hash",
             Route::Other => "other",
             Route::Unparsed => "unparsed",
         }
@@ -194,6 +200,21 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
         ];
         for (name, help, value) in counters {
             single(out, name, help, Kind::Counter, value)?;
+        }
+    }
+    let queues = bravo::net::queue_stats();
+    let per_queue: [(&'static str, &str, fn(&bravo::net::NicStats) -> u64); 4] = [
+        ("bravo_nic_queue_rx_packets_total", "Frames received, by NIC queue and the cpu that owns it.", |n| n.rx_packets),
+        ("bravo_nic_queue_rx_bytes_total", "Bytes received, by NIC queue and the cpu that owns it.", |n| n.rx_bytes),
+        ("bravo_nic_queue_tx_packets_total", "Frames sent, by NIC queue and the cpu that owns it.", |n| n.tx_packets),
+        ("bravo_nic_queue_tx_bytes_total", "Bytes sent, by NIC queue and the cpu that owns it.", |n| n.tx_bytes),
+    ];
+    if !queues.is_empty() {
+        for (name, help, value) in per_queue {
+            out.family(name, help, Kind::Counter)?;
+            for q in &queues {
+                out.sample(&[("queue", &q.queue), ("cpu", &q.cpu)], value(&q.nic))?;
+            }
         }
     }
     let net = bravo::net::stats();

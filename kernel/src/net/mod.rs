@@ -189,35 +189,42 @@ pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
 
 /// The NIC's counters: every queue's together.
 pub fn nic_stats() -> Result<NicStats, NetError> {
+    let queues = queue_stats();
+    if queues.is_empty() {
+        return Err(NetError::NoNetwork);
+    }
     let mut total = NicStats::default();
-    for queue in queue_stats()? {
+    for queue in queues {
         total += queue.nic;
     }
     Ok(total)
 }
 
 /// One NIC queue pair's counters, and the cpu whose stack runs it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct QueueStats {
+    /// The queue (pair) index on the NIC.
     pub queue: usize,
+    /// The cpu whose network stack drives the queue.
     pub cpu: usize,
+    /// The queue's own counters (with one queue, the whole NIC's).
     pub nic: NicStats,
 }
 
-/// Each NIC queue pair's counters (one entry for a single-queue NIC).
-pub fn queue_stats() -> Result<Vec<QueueStats>, NetError> {
+/// Every NIC queue pair's counters, by queue (one entry for a
+/// single-queue NIC); empty without a network or memory for the list.
+pub fn queue_stats() -> Vec<QueueStats> {
     let mut queues = Vec::new();
     for index in netcpus::all() {
-        let (queue, nic) = netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats()))))?;
+        let Ok((queue, nic)) = netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats())))) else {
+            continue;
+        };
         if queues.try_reserve(1).is_err() {
-            return Err(NetError::NoBufferSpace);
+            return Vec::new();
         }
         queues.push(QueueStats { queue, cpu: netcpus::control(index).cpu(), nic });
     }
-    if queues.is_empty() {
-        return Err(NetError::NoNetwork);
-    }
-    Ok(queues)
+    queues
 }
 
 /// The RSS key and, for each entry of the NIC's redirection table, the

@@ -556,6 +556,13 @@ impl TcpStream {
         netcpus::call(self.stack, None, move |stack, _| Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
     }
 
+    /// Our own address of the connection (the interface's address and the
+    /// local port).
+    pub fn local_addr(&self) -> Result<SocketAddrV4, NetError> {
+        let h = self.handle()?;
+        netcpus::call(self.stack, None, move |stack, _| Poll::Ready(stack.tcp_ref(h).local_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
+    }
+
     /// Ends our side (FIN after the queued data); reading still works.
     pub fn shutdown(&mut self) -> Result<(), NetError> {
         let h = self.handle()?;

@@ -1,7 +1,14 @@
-//! The `http` mode: a small single-threaded, level-triggered epoll HTTP/1.1
-//! server. `GET /health` answers `ok`; `GET /stats` answers the guest's
+//! The `http` mode: a small level-triggered epoll HTTP/1.1 server, one
+//! thread per cpu, each with its own listening socket on the port
+//! (`SO_REUSEPORT`: the kernel spreads new connections over them), so that
+//! the server uses every cpu as Bravo's `examples/http` does. `GET /health`
+//! answers `ok`; `GET /stats` answers the guest's
 //! memory as `{"memory":[{"node":0,"total_bytes":T,"free_bytes":F}]}` (the
-//! keys of Bravo's `examples/http`, from `/proc/meminfo`); every other path
+//! keys of Bravo's `examples/http`, from `/proc/meminfo`); `GET
+//! /hash?kib=N` answers what Bravo's does, with the same code (the
+//! `hash-work` crate: the hex SHA-256 of N KiB, 1 to 1024, default 64,
+//! whose byte `i` is `(i * 7 + i / 251) as u8`; a 400 for another N);
+//! every other path
 //! is a 404. It holds tens of thousands of connections: the descriptor
 //! limit is raised at start and the backlog is 8192 (the init script raises
 //! `somaxconn` to match).
@@ -52,6 +59,9 @@ pub struct Request {
     pub health: bool,
     /// `GET` or `HEAD` of `/stats`.
     pub stats: bool,
+    /// `GET` or `HEAD` of `/hash`: the KiB asked for, or why the query is
+    /// refused.
+    pub hash: Option<Result<usize, String>>,
     /// `HEAD`: the response has no body.
     pub head_only: bool,
     /// The connection stays open after the response.
@@ -109,7 +119,8 @@ pub fn parse_request(buf: &[u8]) -> Parsed {
     let head_only = method == "HEAD";
     let get = method == "GET" || head_only;
     let (health, stats) = (get && path == "/health", get && path == "/stats");
-    Parsed::Request(Request { consumed, health, stats, head_only, keep_alive, http10 })
+    let hash = (get && path == "/hash").then(|| hash_work::kib_of(target.split_once('?').map(|(_, query)| query)));
+    Parsed::Request(Request { consumed, health, stats, hash, head_only, keep_alive, http10 })
 }
 
 /// The length of the head (through `\r\n\r\n`), if it is within [`MAX_HEAD`].
@@ -133,6 +144,12 @@ pub fn respond(request: &Request, out: &mut Vec<u8>) {
     let stats;
     let (status, content_type, body): (&str, &str, &[u8]) = if request.health {
         ("200 OK", "text/plain", b"ok")
+    } else if let Some(hash) = &request.hash {
+        stats = match hash {
+            Ok(kib) => hash_work::digest_hex(*kib),
+            Err(why) => why.clone(),
+        };
+        (if hash.is_ok() { "200 OK" } else { "400 Bad Request" }, "text/plain", stats.as_bytes())
     } else if request.stats {
         stats = memory_json(&std::fs::read_to_string("/proc/meminfo").unwrap_or_default());
         ("200 OK", "application/json", stats.as_bytes())
@@ -316,24 +333,26 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
     }
 }
 
-/// A non-blocking listener on 0.0.0.0:`port` with SO_REUSEADDR and a
-/// backlog of [`BACKLOG`] (std's `TcpListener::bind` picks its own backlog).
+/// A non-blocking listener on 0.0.0.0:`port` with SO_REUSEADDR,
+/// SO_REUSEPORT (one per thread on the same port) and a backlog of [`BACKLOG`] (std's `TcpListener::bind` picks its own backlog).
 fn listen(port: u16) -> io::Result<TcpListener> {
     // SAFETY: plain syscall; the result is checked.
     let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh socket that nothing else owns.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let one: libc::c_int = 1;
-    // SAFETY: valid socket fd and a c_int option value of the right size.
-    cvt(unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    })?;
+    for option in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+        // SAFETY: valid socket fd and a c_int option value of the right size.
+        cvt(unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                option,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })?;
+    }
     // SAFETY: sockaddr_in is plain old data; all-zero is a valid value.
     let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
     addr.sin_family = libc::AF_INET as libc::sa_family_t;
@@ -352,15 +371,26 @@ fn listen(port: u16) -> io::Result<TcpListener> {
     Ok(listener)
 }
 
-/// `http PORT`: serves forever.
+/// `http PORT`: serves forever, one thread per cpu.
 pub fn serve(port: u16) -> io::Result<()> {
     if let Err(e) = raise_descriptor_limit() {
         say(&format!("peer: cannot raise the descriptor limit to {MAX_FILES}: {e}"));
     }
-    let listener = listen(port)?;
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // Every listener is bound before the first is announced ready.
+    let listeners = (0..threads).map(|_| listen(port)).collect::<io::Result<Vec<_>>>()?;
+    say(&format!("peer: ready mode=http port={port} threads={threads}"));
+    let servers: Vec<_> = listeners.into_iter().map(|listener| std::thread::spawn(move || serve_on(listener))).collect();
+    for server in servers {
+        server.join().map_err(|_| io::Error::other("an HTTP thread panicked"))??;
+    }
+    Ok(())
+}
+
+/// One thread's server: its listener and the connections it accepted.
+fn serve_on(listener: TcpListener) -> io::Result<()> {
     let epoll = Epoll::new()?;
     epoll.ctl(libc::EPOLL_CTL_ADD, listener.as_raw_fd(), EPOLLIN, LISTENER)?;
-    say(&format!("peer: ready mode=http port={port}"));
     let mut conns: HashMap<RawFd, Conn> = HashMap::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     loop {
@@ -436,7 +466,7 @@ mod tests {
     #[test]
     fn complete_request_keeps_alive_by_default() {
         let r = request(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(r, Request { consumed: 33, health: true, stats: false, head_only: false, keep_alive: true, http10: false });
+        assert_eq!(r, Request { consumed: 33, health: true, stats: false, hash: None, head_only: false, keep_alive: true, http10: false });
     }
 
     #[test]
@@ -487,6 +517,17 @@ mod tests {
         respond(&request(b"GET /nope HTTP/1.0\r\n\r\n"), &mut out);
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 404 Not Found\r\n") && text.contains("Connection: close\r\n"));
+    }
+
+    #[test]
+    fn hash_answers_the_digest_of_the_generated_input() {
+        assert_eq!(request(b"GET /hash?kib=3 HTTP/1.1\r\n\r\n").hash, Some(Ok(3)));
+        assert_eq!(request(b"GET /hash HTTP/1.1\r\n\r\n").hash, Some(Ok(64)));
+        assert!(request(b"GET /hash?kib=1025 HTTP/1.1\r\n\r\n").hash.unwrap().unwrap_err().contains("1 to 1024"));
+        assert!(request(b"GET /hash?n=1 HTTP/1.1\r\n\r\n").hash.unwrap().is_err());
+        let mut out = Vec::new();
+        respond(&request(b"GET /hash?kib=0 HTTP/1.1\r\n\r\n"), &mut out);
+        assert!(String::from_utf8(out).unwrap().starts_with("HTTP/1.1 400 Bad Request\r\n"));
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! bravo-linux-peer sink PORT     count UDP datagrams until `STOP`
 //! bravo-linux-peer source PORT   on `GO size=S secs=D`, flood the sender
 //! bravo-linux-peer echo PORT     send every UDP datagram back
-//! bravo-linux-peer http PORT     epoll HTTP/1.1 server: GET /health -> ok
+//! bravo-linux-peer http PORT     epoll HTTP/1.1 server, a thread per cpu:
+//!                                GET /health -> ok, GET /hash?kib=N
 //! bravo-linux-peer udp PORT      sink on PORT, source on PORT+1, echo on
 //!                                PORT+2, each on its own thread
 //! ```

@@ -73,7 +73,13 @@ fn main() -> Result<(), NetError> {
     let echo = UdpSocket::bind(args.port + 2)?;
     thread::spawn(move || run_source(source));
     thread::spawn(move || run_echo(echo));
-    println!("bench-net: ready on {address}/{prefix}: sink {}, source {}, echo {} (smoltcp)", args.port, args.port + 1, args.port + 2);
+    println!(
+        "bench-net: ready on {address}/{prefix}: sink {}, source {}, echo {} (smoltcp), cpus={}",
+        args.port,
+        args.port + 1,
+        args.port + 2,
+        thread::cpu_count()
+    );
     run_sink(sink);
     Ok(())
 }

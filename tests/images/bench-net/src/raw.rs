@@ -51,7 +51,7 @@ pub fn serve(ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
     let mut nic = RawNic::open()?;
     let mac = EthernetAddress(nic.mac());
     let ip = Ipv4Address::from(ip);
-    println!("bench-net: ready on {ip}: sink {port}, source {}, echo {} (raw e1000, no stack)", port + 1, port + 2);
+    println!("bench-net: ready on {ip}: sink {port}, source {}, echo {} (raw e1000, no stack), cpus={}", port + 1, port + 2, bravo::thread::cpu_count());
     let (mut sink, mut source) = ((0u64, 0u64), (0u64, 0u64));
     let mut flood: Option<Flood> = None;
     let mut echo = [0u8; 2048];

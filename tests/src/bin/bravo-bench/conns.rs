@@ -73,7 +73,7 @@ pub fn run(args: &[String]) {
     }
     eprintln!();
 
-    let cpus = options.cpus;
+    let cpus = options.single_cpu_count("conns");
     let mut report = Report::new("conns", &format!(
         "Connections to GET /health under {}, {cpus} vCPU{}, 256 MiB, median of {} runs",
         accel.name().to_uppercase(), if cpus == 1 { "" } else { "s" }, options.runs
@@ -136,7 +136,7 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
     let name = system.name();
 
     progress(&format!("conns: {name} run {run}: new connections"));
-    let mut vm = boot(system, netns, accel, options.cpus);
+    let mut vm = boot(system, netns, accel, options.single_cpu_count("conns"));
     match tcp_load::churn(netns.name(), GUEST, CHURN_CLIENTS, usize::MAX, secs) {
         Ok(churn) => {
             eprintln!("\rconns: {name} run {run}: {:.0} connections/s ({} served, {} failed)", churn.rate(), churn.served, churn.failed);
@@ -148,7 +148,7 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
     drop(vm);
 
     progress(&format!("conns: {name} run {run}: SYN flood"));
-    let mut vm = boot(system, netns, accel, options.cpus);
+    let mut vm = boot(system, netns, accel, options.single_cpu_count("conns"));
     flood(&mut m, netns, options, secs);
     eprintln!(
         "\rconns: {name} run {run}: kept-alive {:.0} req/s alone, {:.0} req/s in the flood; {:.1} new conn/s in the flood; served again {:.0} ms after it",
@@ -158,7 +158,7 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
     drop(vm);
 
     progress(&format!("conns: {name} run {run}: idle connections"));
-    let mut vm = boot(system, netns, accel, options.cpus);
+    let mut vm = boot(system, netns, accel, options.single_cpu_count("conns"));
     idle(&mut m, netns, options.cap, notes, name);
     eprintln!(
         "\rconns: {name} run {run}: {:.0} idle connections held, {:.0} served again, {:.1} KiB each",

@@ -3,8 +3,8 @@
 //! and an SVG chart under `target/bench/`.
 //!
 //! ```text
-//! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000] [--machine q35]
-//! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux] [--nic e1000] [--machine q35]
+//! bravo-bench pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1[,2,4]] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000] [--machine q35]
+//! bravo-bench http  [--runs 3] [--secs 5] [--cpus 1[,2,4]] [--systems bravo,linux] [--nic e1000] [--machine q35]
 //! bravo-bench conns [--runs 3] [--secs 5] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]
 //! bravo-bench soak  [--minutes 10]
 //! bravo-bench boot  [--runs 11] [--systems bravo,linux] [--nic e1000] [--machine q35]
@@ -27,7 +27,17 @@
 //! `pps`, `http` and `boot`: `--nic virtio` (virtio-net over PCI on q35),
 //! `--machine microvm` (virtio over MMIO; QEMU `-M` options may follow:
 //! `microvm,pit=off`). `--nic virtio,e1000` measures every system on each
-//! card in the same run, one group of rows per card.
+//! card in the same run, one group of rows per card. `--nic igb` is QEMU's
+//! multi-queue 82576 (RSS): Linux's `igb` driver makes a queue per cpu by
+//! itself, Bravo a network stack per cpu (`netcpus=` left at its default,
+//! every cpu).
+//!
+//! `pps` and `http` take a list of cpu counts (`--cpus 1,2,4`): every
+//! system boots once per count (`-smp N`, Linux and Bravo alike; the
+//! benchmark checks that each guest reports N cpus), the table has a group
+//! of rows per count, and for every rate a "scaling" row: the median at N
+//! cpus over the median at 1 cpu (or the smallest count measured), in
+//! percent (170 = 1.7 times), Bravo's beside Linux's.
 //!
 //! `sched` boots the `bench-sched` image N times for each cpu count:
 //! context switch, local and remote spawn (+join), mailbox round trip, one
@@ -45,8 +55,8 @@ mod soak;
 
 use std::time::Duration;
 
-use bravo_tests::report::{bench_dir, Report};
-use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine, MachineType, Nic};
+use bravo_tests::report::{bench_dir, Better, Report, Row, Samples};
+use bravo_tests::{linux_peer, workspace_root, Accel, Exit, Machine, MachineType, Nic, Running};
 
 fn fail(message: &str) -> ! {
     eprintln!("\nbravo-bench: {message}");
@@ -79,8 +89,8 @@ fn main() {
 }
 
 const USAGE: &str = "usage: bravo-bench WHAT [--accel tcg|kvm] [OPTIONS]
-  pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]
-  http  [--runs 3] [--secs 5] [--cpus 1] [--systems bravo,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]   (root)
+  pps   [--runs 3] [--secs 2] [--sizes 64,512,1500] [--cpus 1[,2,4]] [--window 16] [--systems bravo,ceiling,linux] [--nic e1000|virtio|igb[,...]] [--machine q35|microvm]
+  http  [--runs 3] [--secs 5] [--cpus 1[,2,4]] [--systems bravo,linux] [--nic e1000|virtio|igb[,...]] [--machine q35|microvm]   (root)
   conns [--runs 3] [--secs 5] [--cpus 1] [--cap 12000] [--syn-rate 2000] [--systems bravo,linux]   (root)
   soak  [--minutes 10] [--cpus 1]   (root)
   boot  [--runs 11] [--systems bravo,linux] [--nic e1000|virtio[,...]] [--machine q35|microvm]
@@ -92,7 +102,9 @@ environment: ACCEL=tcg|kvm, QEMU_ARGS=\"extra QEMU arguments for every guest\", 
 struct Options {
     runs: usize,
     secs: f64,
-    cpus: usize,
+    /// The cpu counts every system is measured with (`pps`, `http`: each
+    /// in turn; the others take one).
+    cpus: Vec<usize>,
     sizes: Vec<usize>,
     window: usize,
     systems: Vec<System>,
@@ -117,7 +129,7 @@ impl Options {
         Options {
             runs: 3,
             secs: 2.0,
-            cpus: 1,
+            cpus: vec![1],
             sizes: vec![64, 512, 1500],
             window: 16,
             systems: vec![System::Bravo, System::Ceiling, System::Linux],
@@ -141,7 +153,14 @@ impl Options {
             match arg.as_str() {
                 "--runs" => self.runs = value.parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
                 "--secs" => self.secs = value.parse().ok().filter(|&s| s > 0.0 && s <= 600.0).unwrap_or_else(|| fail("--secs: expected 0-600")),
-                "--cpus" => self.cpus = value.parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected a number > 0")),
+                "--cpus" => {
+                    self.cpus = value
+                        .split(',')
+                        .map(|c| c.trim().parse().ok().filter(|&c| (1..=64).contains(&c)).unwrap_or_else(|| fail("--cpus: expected cpu counts 1-64, e.g. 1 or 1,2,4")))
+                        .collect();
+                    self.cpus.sort();
+                    self.cpus.dedup();
+                }
                 "--sizes" => {
                     self.sizes = value
                         .split(',')
@@ -207,11 +226,79 @@ impl Options {
         }
     }
 
+    /// The one cpu count of a benchmark that measures a single one.
+    fn single_cpu_count(&self, bench: &str) -> usize {
+        match self.cpus.as_slice() {
+            [cpus] => *cpus,
+            _ => fail(&format!("{bench} takes one cpu count (--cpus N)")),
+        }
+    }
+
+    /// For titles: `1 vCPU`, `1 and 2 vCPUs`.
+    fn cpus_title(&self) -> String {
+        let counts: Vec<String> = self.cpus.iter().map(|c| c.to_string()).collect();
+        let last = self.cpus.last().copied().unwrap_or(1);
+        let counts = match counts.split_last() {
+            Some((last, [])) => last.clone(),
+            Some((last, rest)) => format!("{} and {last}", rest.join(", ")),
+            None => String::new(),
+        };
+        format!("{counts} vCPU{}", if last == 1 && self.cpus.len() == 1 { "" } else { "s" })
+    }
+
+    /// A row group at `cpus` cpus: named with its count when several are
+    /// measured, as it always was with one.
+    fn group_at(&self, group: &str, cpus: usize) -> String {
+        if self.cpus.len() > 1 {
+            with_cpus(group, cpus)
+        } else {
+            group.to_string()
+        }
+    }
+
+    /// The cpu count scaling is measured against: 1 when measured, else
+    /// the smallest.
+    fn base_cpus(&self) -> usize {
+        self.cpus.first().copied().unwrap_or(1)
+    }
+
     /// For titles: `q35, e1000` or `microvm, virtio`.
     fn hardware(&self) -> String {
         let machine = std::iter::once(self.machine.name().to_string()).chain(self.machine_options.iter().cloned()).collect::<Vec<_>>().join(",");
         let nics: Vec<&str> = self.nics.iter().map(|n| n.name()).collect();
         format!("{machine}, {}", nics.join(" and "))
+    }
+}
+
+/// A group name with its cpu count: `16 connections · 2 vCPUs`.
+fn with_cpus(group: &str, cpus: usize) -> String {
+    format!("{group} · {cpus} vCPU{}", if cpus == 1 { "" } else { "s" })
+}
+
+/// Scaling of a rate: the median at more cpus over the median at the base
+/// count, in percent (170 = 1.7 times), as one sample (empty when either
+/// is missing).
+fn scaling(more: &Samples, base: &Samples) -> Samples {
+    match (more.median(), base.median()) {
+        (Some(more), Some(base)) if base > 0.0 => Samples(vec![100.0 * more / base]),
+        _ => Samples(Vec::new()),
+    }
+}
+
+/// The row of a rate's scaling from `base` to `more` cpus (Bravo beside
+/// Linux), from the rows of the same measure at each count.
+fn scaling_row(group: &str, label: &str, base: usize, more: usize, at_base: &Row, at_more: &Row) -> Row {
+    Row {
+        group: with_cpus(group, more),
+        label: format!("{label}: scaling, {more} vCPUs / {base}"),
+        unit: format!("% of {base} vCPU{}", if base == 1 { "" } else { "s" }),
+        better: Better::Higher,
+        bravo: scaling(&at_more.bravo, &at_base.bravo),
+        linux: match (&at_more.linux, &at_base.linux) {
+            (Some(more), Some(base)) => Some(scaling(more, base)),
+            _ => None,
+        },
+        ceiling: None,
     }
 }
 
@@ -366,6 +453,20 @@ impl System {
         match self {
             System::Bravo | System::Ceiling => "http: serving on",
             System::Linux => "peer: ready",
+        }
+    }
+
+    /// Checks that the `bench pps` guest runs `cpus` cpus (its `cpus=N`
+    /// on Bravo's ready line, or on Linux's boot line); fails otherwise.
+    fn check_cpus(self, vm: &mut Running, cpus: usize) {
+        let line = match self {
+            System::Bravo | System::Ceiling => "bench-net: ready",
+            System::Linux => "peer: linux",
+        };
+        let text = vm.wait_for_line(line, Duration::from_secs(1)).unwrap_or_else(|e| fail(&e)).text;
+        let said = text.split("cpus=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<usize>().ok());
+        if said != Some(cpus) {
+            fail(&format!("{} was given {cpus} vCPUs but says: {text}", self.name()));
         }
     }
 

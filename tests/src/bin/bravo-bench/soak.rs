@@ -84,14 +84,14 @@ struct Tally {
 }
 
 pub fn run(args: &[String]) {
-    let options = Options { cpus: 1, ..Options::new() }.parse(args, &["--minutes", "--cpus"]);
+    let options = Options::new().parse(args, &["--minutes", "--cpus"]);
     if !tcp_load::is_root() {
         fail("bench soak needs root: it makes a network namespace with a tap, enters it and writes raw frames (run it with sudo)");
     }
     tcp_load::raise_fd_limit();
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let netns = Netns::create().unwrap_or_else(|e| fail(&format!("bench soak needs a network namespace: {e}")));
-    let machine = System::Bravo.conns_machine(REQUEST_TIMEOUT_MS).accel(accel).cpus(options.cpus).tap_net(netns.name(), TAP).timeout(Duration::from_secs(48 * 3600));
+    let machine = System::Bravo.conns_machine(REQUEST_TIMEOUT_MS).accel(accel).cpus(options.single_cpu_count("soak")).tap_net(netns.name(), TAP).timeout(Duration::from_secs(48 * 3600));
     let mut vm = machine.start();
     if let Err(e) = vm.wait_for_line("http: serving on", Duration::from_secs(120)) {
         fail(&format!("examples/http did not come up: {e}"));
@@ -144,7 +144,7 @@ pub fn run(args: &[String]) {
     let mut summary = format!(
         "# Soak: examples/http under mixed load for {:.1} min\n\n{} vCPU, 256 MiB, {} under {}; phases of {} s in turn; {STEADY_CLIENTS} kept-alive clients all along; floods at {FLOOD_RATE} segments/s.\n\n",
         load_time.as_secs_f64() / 60.0,
-        options.cpus,
+        options.single_cpu_count("soak"),
         "e1000 on a tap in a network namespace",
         accel.name().to_uppercase(),
         PHASE.as_secs()
