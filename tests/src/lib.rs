@@ -307,24 +307,31 @@ pub fn ovmf_firmware() -> Option<PathBuf> {
 pub struct Hardware {
     pub machine: MachineType,
     pub nic: Nic,
+    /// The cpus the guest gets whatever the test asks (None: what it asks).
+    pub fixed_cpus: Option<usize>,
 }
 
 impl Hardware {
     /// q35 with an e1000 (what [`Machine::new`] gives).
-    pub const E1000: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::E1000 };
+    pub const E1000: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::E1000, fixed_cpus: None };
     /// q35 with virtio-net over PCI (modern only).
-    pub const VIRTIO_PCI: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Virtio };
-    /// q35 with an igb (82576).
-    pub const IGB: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Igb };
+    pub const VIRTIO_PCI: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Virtio, fixed_cpus: None };
+    /// q35 with an igb (82576) and 2 cpus: a network stack on each, the
+    /// connections spread over both by RSS.
+    pub const IGB: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Igb, fixed_cpus: Some(2) };
+    /// q35 with an igb and 1 cpu: one queue, one stack.
+    pub const IGB_1CPU: Hardware = Hardware { machine: MachineType::Q35, nic: Nic::Igb, fixed_cpus: Some(1) };
     /// microvm with virtio-net over MMIO.
-    pub const VIRTIO_MMIO: Hardware = Hardware { machine: MachineType::Microvm, nic: Nic::Virtio };
+    pub const VIRTIO_MMIO: Hardware = Hardware { machine: MachineType::Microvm, nic: Nic::Virtio, fixed_cpus: None };
 
     /// How many cpus the guest gets when a test asks for `wanted`: on
-    /// microvm without ACPI (see [`MICROVM_DEFAULTS`]) the guest finds one.
+    /// microvm without ACPI (see [`MICROVM_DEFAULTS`]) the guest finds one;
+    /// a fixed count where the hardware has one.
     pub fn cpus(self, wanted: usize) -> usize {
-        match self.machine {
-            MachineType::Q35 => wanted,
-            MachineType::Microvm => 1,
+        match (self.machine, self.fixed_cpus) {
+            (MachineType::Microvm, _) => 1,
+            (MachineType::Q35, Some(cpus)) => cpus,
+            (MachineType::Q35, None) => wanted,
         }
     }
 

@@ -58,6 +58,7 @@ impl Service {
             let mut lan = Lan::bind(&dir).expect("the LAN's sockets");
             let mut vm = Machine::new("http")
                 .on(hardware)
+                .cpus(hardware.cpus(1))
                 .cmdline(GUEST_CMDLINE)
                 .user_net_spliced(&[(port, 80)], lan.paths())
                 .timeout(Duration::from_secs(300))
@@ -297,7 +298,7 @@ fn a_syn_flood_from_spoofed_sources_does_not_close_the_port(hardware: Hardware) 
     assert!(outcome.guest_sent.syn_acks > 0, "the guest answered none of the SYNs: did the flood reach it?");
     outcome.assert_recovered();
 }
-on_hardware!(a_syn_flood_from_spoofed_sources_does_not_close_the_port: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(a_syn_flood_from_spoofed_sources_does_not_close_the_port: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 /// A 2-second flood during which the client must be served, and after
 /// which `/health` and a ping answer within [`RECOVERY`]. Returns what the
@@ -360,7 +361,7 @@ fn segments_with_bad_checksums_are_dropped_silently(hardware: Hardware) {
     let sent = harmless_on(hardware, Attack::BadChecksums, 10_000);
     assert_eq!((sent.syn_acks, sent.resets, sent.icmp_errors), (0, 0, 0), "the guest answered frames with bad checksums: {sent}");
 }
-on_hardware!(segments_with_bad_checksums_are_dropped_silently: e1000 = E1000, virtio_pci = VIRTIO_PCI, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(segments_with_bad_checksums_are_dropped_silently: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 
 #[test]
 fn tcp_segments_with_garbage_options_are_harmless() {

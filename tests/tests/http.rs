@@ -73,7 +73,7 @@ fn every_route_answers(hardware: Hardware) {
     assert_eq!(request(&mut connect(port).unwrap(), "DELETE", "/health", b"").unwrap().status, 405);
     assert_eq!(request(&mut connect(port).unwrap(), "GET", "/echo", b"").unwrap().status, 405);
 }
-on_hardware!(every_route_answers: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(every_route_answers: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, igb_1cpu = IGB_1CPU, virtio_mmio = VIRTIO_MMIO);
 
 fn sixty_four_keep_alive_clients_get_every_answer_right(hardware: Hardware) {
     const CLIENTS: usize = 64;
@@ -120,7 +120,7 @@ fn sixty_four_keep_alive_clients_get_every_answer_right(hardware: Hardware) {
     let served: usize = stats.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(served >= CLIENTS * REQUESTS, "/stats counts {served} requests");
 }
-on_hardware!(sixty_four_keep_alive_clients_get_every_answer_right: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
+on_hardware!(sixty_four_keep_alive_clients_get_every_answer_right: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, igb_1cpu = IGB_1CPU, virtio_mmio = VIRTIO_MMIO);
 
 /// Sends `raw` on a new connection; returns the status of the answer, or
 /// None when the service closed the connection without one.
