@@ -6,7 +6,8 @@
 //!
 //! DHCP, the byte-exact echo, the 100 connections and the bad-frame flood
 //! run on each card: q35's e1000, virtio-net over PCI on q35 (MSI-X) and
-//! over MMIO on microvm (an I/O APIC line, one cpu), through
+//! over MMIO on microvm (an I/O APIC line, one cpu), igb with 2 cpus (a
+//! network stack on each, connections spread by RSS) and with 1, through
 //! `on_hardware!`; together they add about 10 s to the file. The rest
 //! stays on the e1000: it tests the kernel, not the card.
 
