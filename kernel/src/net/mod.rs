@@ -16,7 +16,8 @@
 //! Submodules: `device` (the interface every NIC driver offers, and the
 //! kernel's [`NicStats`]), `drivers` (each driver's hardware glue, finding
 //! the NIC, interrupt routing),
-//! `stack` (the network thread and requests), `ingress_guard` (frames
+//! `stack` (the network thread and requests), `lent` (requests that
+//! borrow the caller's bytes instead of copying them), `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
 //! bounded handshakes and accept queue), `sockets` (the socket sets a
 //! frame's connection picks), `socket_memory` (TCP buffers,
@@ -28,6 +29,7 @@ mod device;
 mod drivers;
 mod error;
 mod ingress_guard;
+mod lent;
 mod listener;
 mod raw;
 mod socket_memory;
@@ -147,15 +149,6 @@ fn buffer(len: usize) -> Result<alloc::vec::Vec<u8>, NetError> {
     buffer.try_reserve_exact(len).map_err(|_| NetError::NoBufferSpace)?;
     buffer.resize(len, 0);
     Ok(buffer)
-}
-
-/// A copy of `data`, or `NoBufferSpace` when memory is exhausted (the
-/// application's bytes on their way to the network thread).
-fn copy_of(data: &[u8]) -> Result<alloc::vec::Vec<u8>, NetError> {
-    let mut copy = alloc::vec::Vec::new();
-    copy.try_reserve_exact(data.len()).map_err(|_| NetError::NoBufferSpace)?;
-    copy.extend_from_slice(data);
-    Ok(copy)
 }
 
 /// Converts a smoltcp endpoint to a socket address (IPv4 only).
