@@ -202,6 +202,50 @@ fn a_connection_to_a_closed_port_is_refused() {
     }
 }
 
+/// The first `len` bytes of `net-lent`'s test stream (see
+/// `tests/images/ktest`).
+fn lent_stream(len: usize) -> Vec<u8> {
+    (0..len).map(|at| (at % 251) as u8 ^ (at / 251) as u8).collect()
+}
+
+#[test]
+fn reads_and_writes_use_the_callers_buffers_whole() {
+    // Reads and writes borrow the application's buffers (no copy on the
+    // way to the network thread, on another cpu): a read that times out
+    // leaves its buffer alone, reads larger than the socket buffer fill
+    // theirs in order, and `write_last` longer than its final request
+    // sends everything once.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let vm = ktest("net-lent").cpus(2).user_net(&[]).cmdline(&format!("-- net-lent {port}")).start();
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut conn = loop {
+        match listener.accept() {
+            Ok((conn, _)) => break conn,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the guest never connected ({e}); serial:\n{}", vm.wait().serial()),
+        }
+    };
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut go = [0u8; 2];
+    if let Err(e) = conn.read_exact(&mut go) {
+        panic!("no go from the guest ({e}); serial:\n{}", vm.wait().serial());
+    }
+    conn.write_all(&lent_stream(300_000)).unwrap();
+    let mut back = Vec::new();
+    conn.read_to_end(&mut back).unwrap();
+    let run = vm.wait();
+    run.assert_success();
+    run.assert_line("net-lent: a timed-out read left its buffer alone");
+    run.assert_line("net-lent: 300000 bytes read intact");
+    let expected = lent_stream(1 << 20).repeat(2);
+    assert_eq!(back.len(), expected.len(), "the guest sent back {} bytes of {}", back.len(), expected.len());
+    let first_bad = back.iter().zip(&expected).position(|(a, b)| a != b);
+    assert_eq!(first_bad, None, "the stream sent back differs from byte {first_bad:?}");
+}
+
 // --- Raw frames on the wire -------------------------------------------
 
 const GUEST_IP: [u8; 4] = [10, 0, 0, 2];

@@ -25,7 +25,9 @@
 //! kernel's [`NicStats`]), `drivers` (each driver's hardware glue, finding
 //! the NIC, interrupt routing),
 //! `netcpus` (the stacks, one per network cpu, and the requests that
-//! reach them), `stack` (one stack's thread and its rounds), `ingress_guard` (frames
+//! reach them), `stack` (one stack's thread and its rounds), `lent`
+//! (requests that borrow the caller's bytes instead of copying them),
+//! `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
 //! bounded handshakes and accept queue), `sockets` (the socket sets a
 //! frame's connection picks), `socket_memory` (TCP buffers,
@@ -37,6 +39,7 @@ mod device;
 mod drivers;
 mod error;
 mod ingress_guard;
+mod lent;
 mod listener;
 mod netcpus;
 mod raw;
@@ -255,15 +258,6 @@ fn buffer(len: usize) -> Result<alloc::vec::Vec<u8>, NetError> {
     buffer.try_reserve_exact(len).map_err(|_| NetError::NoBufferSpace)?;
     buffer.resize(len, 0);
     Ok(buffer)
-}
-
-/// A copy of `data`, or `NoBufferSpace` when memory is exhausted (the
-/// application's bytes on their way to the network thread).
-fn copy_of(data: &[u8]) -> Result<alloc::vec::Vec<u8>, NetError> {
-    let mut copy = alloc::vec::Vec::new();
-    copy.try_reserve_exact(data.len()).map_err(|_| NetError::NoBufferSpace)?;
-    copy.extend_from_slice(data);
-    Ok(copy)
 }
 
 /// Converts a smoltcp endpoint to a socket address (IPv4 only).

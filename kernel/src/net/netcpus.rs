@@ -279,7 +279,9 @@ struct Reply<R> {
 
 /// Runs `op` on stack `index`'s thread until it returns `Ready` (retrying
 /// it after each round), or until `timeout` passes (then `op` is called
-/// once more with `expired = true` to clean up and answer).
+/// once more with `expired = true` to clean up and answer). Returns only
+/// after `op`'s last run, and `op` never runs after that: `lent` lends
+/// the caller's buffers to requests on this promise.
 pub fn call<R, F>(index: usize, timeout: Option<Duration>, op: F) -> Result<R, NetError>
 where
     R: Send + 'static,

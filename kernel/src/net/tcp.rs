@@ -10,7 +10,6 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::net::SocketAddrV4;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::task::Poll;
@@ -24,15 +23,18 @@ use super::stack::Stack;
 use super::socket_memory::NewSocket;
 use super::sockets::{SocketId, SETS};
 use super::device::NetDevice;
-use super::{copy_of, counters, socket_addr, NetError};
+use super::lent::{call_on_lending, call_on_lending_mut};
+use super::{counters, socket_addr, NetError};
 use crate::arch::tsc;
 use crate::sync::WaitQueue;
 use crate::time::RateLimit;
 
 /// Receive and send buffer of each connection.
 pub const BUFFER_SIZE: usize = 64 * 1024;
-/// The largest write handed to the network thread at once.
-const WRITE_CHUNK: usize = BUFFER_SIZE;
+/// The most bytes [`TcpStream::write_last`] leaves to its final request
+/// (what comes before goes through `write`): at most a send buffer, so
+/// that it fits whole once the buffer has room.
+const LAST_WRITE: usize = BUFFER_SIZE;
 /// The accept queue's length unless the service asks for another.
 pub const DEFAULT_BACKLOG: usize = 128;
 /// Connections taken from the accept queue by one `accept` request; the
@@ -422,51 +424,46 @@ impl TcpStream {
     }
 
     /// Reads what has arrived (sleeping until something does) into `buf`;
-    /// 0 means the peer closed its side.
+    /// 0 means the peer closed its side. The bytes go straight from the
+    /// socket's buffer into `buf` (see `lent`); a read that fails or times
+    /// out leaves `buf` as it was.
     pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, NetError> {
         let h = self.handle()?;
-        let want = buf.len();
-        if want == 0 {
+        if buf.is_empty() {
             return Ok(0);
         }
-        let data = netcpus::call_on(self.stack, Some(h), self.read_timeout, move |stack, _| {
+        call_on_lending_mut(self.stack, Some(h), self.read_timeout, buf, move |stack, _, buf| {
             // Looking does not mark the socket's set changed; taking does.
             let socket = stack.tcp_ref(h);
             if socket.can_recv() {
-                let data = stack.tcp(h).recv(|b| {
-                    let n = b.len().min(want);
-                    (n, b[..n].to_vec())
-                });
-                return Poll::Ready(data.map_err(|_| NetError::Reset));
+                return Poll::Ready(stack.tcp(h).recv_slice(buf).map_err(|_| NetError::Reset));
             }
             if !socket.may_recv() {
                 return Poll::Ready(match socket.state() {
                     // Closed without the peer's FIN: reset or aborted.
                     tcp::State::Closed | tcp::State::Listen => Err(NetError::Reset),
-                    _ => Ok(Vec::new()),
+                    _ => Ok(0),
                 });
             }
             Poll::Pending
-        })?;
-        buf[..data.len()].copy_from_slice(&data);
-        Ok(data.len())
+        })
     }
 
     /// Queues as much of `data` as fits (sleeping until something fits);
-    /// returns how much.
+    /// returns how much. The bytes go straight from `data` into the
+    /// socket's buffer (see `lent`).
     pub fn write(&mut self, data: &[u8]) -> Result<usize, NetError> {
         let h = self.handle()?;
         if data.is_empty() {
             return Ok(0);
         }
-        let chunk = copy_of(&data[..data.len().min(WRITE_CHUNK)])?;
-        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
+        call_on_lending(self.stack, Some(h), self.write_timeout, data, move |stack, _, data| {
             let socket = stack.tcp_ref(h);
             if let Some(e) = unsendable(socket) {
                 return Poll::Ready(Err(e));
             }
             if socket.can_send() {
-                return Poll::Ready(stack.tcp(h).send_slice(&chunk).map_err(|_| NetError::Reset));
+                return Poll::Ready(stack.tcp(h).send_slice(data).map_err(|_| NetError::Reset));
             }
             Poll::Pending
         })
@@ -485,30 +482,30 @@ impl TcpStream {
     /// last data segment (a server closing after its response; the client
     /// then need not close first and keep the TIME-WAIT state).
     pub fn write_last(&mut self, mut data: &[u8]) -> Result<(), NetError> {
-        while data.len() > WRITE_CHUNK {
+        while data.len() > LAST_WRITE {
             let n = self.write(data)?;
             data = &data[n..];
         }
         let h = self.handle()?;
-        let mut rest = copy_of(data)?;
-        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
-            if let Some(e) = unsendable(stack.tcp_ref(h)) {
+        call_on_lending(self.stack, Some(h), self.write_timeout, data, move |stack, _, data| {
+            let socket = stack.tcp_ref(h);
+            if let Some(e) = unsendable(socket) {
                 return Poll::Ready(Err(e));
             }
-            if !rest.is_empty() && !stack.tcp_ref(h).can_send() {
+            // The rest goes in once it fits whole (it is at most a send
+            // buffer), with the close in the same round: one segment
+            // carries the last bytes and the FIN.
+            if socket.send_capacity() - socket.send_queue() < data.len() {
                 return Poll::Pending;
             }
             let socket = stack.tcp(h);
-            match socket.send_slice(&rest) {
-                Ok(n) => drop(rest.drain(..n)),
-                Err(_) => return Poll::Ready(Err(NetError::Reset)),
+            match socket.send_slice(data) {
+                Ok(n) if n == data.len() => {
+                    socket.close();
+                    Poll::Ready(Ok(()))
+                }
+                _ => Poll::Ready(Err(NetError::Reset)),
             }
-            if !rest.is_empty() {
-                return Poll::Pending;
-            }
-            // Queued in the same round as the data: one segment carries both.
-            socket.close();
-            Poll::Ready(Ok(()))
         })
     }
 

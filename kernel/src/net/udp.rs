@@ -15,7 +15,8 @@ use smoltcp::socket::udp;
 
 use super::sockets::SocketId;
 use super::netcpus::{self, HOME};
-use super::{buffer, copy_of, socket_addr, NetError};
+use super::lent::{call_on_lending, call_on_lending_mut};
+use super::{buffer, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.
 const PACKETS: usize = 256;
@@ -115,15 +116,16 @@ impl UdpSocket {
     }
 
     /// Sends one datagram to `peer` (sleeping while the send buffer is
-    /// full).
+    /// full); its bytes go straight from `data` into the socket's buffer
+    /// (see `lent`).
     pub fn send_to(&self, data: &[u8], peer: SocketAddrV4) -> Result<usize, NetError> {
         if data.len() > BYTES {
             return Err(NetError::NoBufferSpace);
         }
-        let (h, data) = (self.handle, copy_of(data)?);
-        netcpus::call_on(HOME, Some(h), Some(Duration::from_secs(5)), move |stack, _| {
+        let h = self.handle;
+        call_on_lending(HOME, Some(h), Some(Duration::from_secs(5)), data, move |stack, _, data| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
-            match socket.send_slice(&data, (*peer.ip(), peer.port())) {
+            match socket.send_slice(data, (*peer.ip(), peer.port())) {
                 Ok(()) => Poll::Ready(Ok(data.len())),
                 Err(udp::SendError::BufferFull) => Poll::Pending,
                 Err(udp::SendError::Unaddressable) => Poll::Ready(Err(NetError::InvalidInput)),
@@ -131,23 +133,25 @@ impl UdpSocket {
         })
     }
 
-    /// Sleeps until a datagram arrives; copies it into `buf` (cut to fit)
-    /// and returns its length and sender.
+    /// Sleeps until a datagram arrives; copies it into `buf` (cut to fit),
+    /// straight from the socket's buffer (see `lent`), and returns its
+    /// length and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4), NetError> {
         let h = self.handle;
-        let (data, peer): (Vec<u8>, SocketAddrV4) = netcpus::call_on(HOME, Some(h), self.read_timeout, move |stack, _| {
+        call_on_lending_mut(HOME, Some(h), self.read_timeout, buf, move |stack, _, buf| {
             // Looking does not mark the socket's set changed; taking does.
             if !stack.sockets.get::<udp::Socket>(h).can_recv() {
                 return Poll::Pending;
             }
             match stack.sockets.get_mut::<udp::Socket>(h).recv() {
-                Ok((data, meta)) => Poll::Ready(Ok((data.to_vec(), socket_addr(meta.endpoint)))),
+                Ok((data, meta)) => {
+                    let n = data.len().min(buf.len());
+                    buf[..n].copy_from_slice(&data[..n]);
+                    Poll::Ready(Ok((n, socket_addr(meta.endpoint))))
+                }
                 Err(_) => Poll::Pending,
             }
-        })?;
-        let n = data.len().min(buf.len());
-        buf[..n].copy_from_slice(&data[..n]);
-        Ok((n, peer))
+        })
     }
 }
 

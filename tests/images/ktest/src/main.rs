@@ -54,6 +54,7 @@ fn main() -> Result<(), String> {
         "net-exhaust" => net::exhaust(),
         "net-starved" => net::starved(),
         "net-idle-read" => net::idle_read(args.next()),
+        "net-lent" => net::lent(args.next()),
         "panic-on-cpu" => smp::panic_on_last_cpu(),
         "panic" => panic!("deliberate panic from ktest"),
         "page-fault" => {

@@ -1,5 +1,5 @@
 //! Network scenarios the host checks from outside (`net-refused PORT`,
-//! `net-exhaust`, `net-idle-read PORT`).
+//! `net-exhaust`, `net-idle-read PORT`, `net-lent PORT`).
 
 use alloc::string::String;
 use core::net::{Ipv4Addr, SocketAddrV4};
@@ -154,5 +154,65 @@ pub fn idle_read(port: Option<&str>) -> Result<(), String> {
         return Err(alloc::format!("read {got:?}"));
     }
     bravo::println!("net-idle-read: the blocked read got its data");
+    Ok(())
+}
+
+/// The byte at `at` of the test streams of `net-lent` (and of the host
+/// test): not periodic at any power of two, so a chunk landing at the
+/// wrong offset shows.
+fn lent_byte(at: usize) -> u8 {
+    (at % 251) as u8 ^ (at / 251) as u8
+}
+
+/// Bytes the host sends to `net-lent`.
+const LENT_STREAM: usize = 300_000;
+/// `net-lent` sends back [`LENT_BACK_TIMES`] times the first
+/// [`LENT_BACK`] bytes of the pattern.
+const LENT_BACK: usize = 1 << 20;
+const LENT_BACK_TIMES: usize = 2;
+
+/// Connects to the host's loopback `port`: a read that times out must
+/// leave its buffer as it was; then reads [`LENT_STREAM`] bytes the host
+/// sends in reads of 100,000 bytes (more than a socket buffer: each spans
+/// several segments and the buffer's wrap), and sends megabytes back with
+/// `write_all` and then `write_last` (more than its final request takes),
+/// which ends the stream.
+pub fn lent(port: Option<&str>) -> Result<(), String> {
+    let port: u16 = port.and_then(|p| p.parse().ok()).ok_or("usage: net-lent PORT")?;
+    bravo::net::wait_for_address(Duration::from_secs(30)).map_err(|e| alloc::format!("no address: {e}"))?;
+    let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), port);
+    let mut stream = TcpStream::connect(peer, Duration::from_secs(20)).map_err(|e| alloc::format!("connect: {e:?}"))?;
+    stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut untouched = [0xa5u8; 4096];
+    match stream.read(&mut untouched) {
+        Err(NetError::TimedOut) if untouched.iter().all(|&b| b == 0xa5) => {}
+        Err(NetError::TimedOut) => return Err("a read that timed out changed its buffer".into()),
+        other => return Err(alloc::format!("a read with nothing sent returned {other:?}, not TimedOut")),
+    }
+    bravo::println!("net-lent: a timed-out read left its buffer alone");
+    stream.set_read_timeout(Some(Duration::from_secs(20)));
+    stream.write_all(b"go").map_err(|e| alloc::format!("write: {e:?}"))?;
+    let mut received = alloc::vec![0u8; LENT_STREAM];
+    let mut filled = 0;
+    while filled < LENT_STREAM {
+        let end = (filled + 100_000).min(LENT_STREAM);
+        match stream.read(&mut received[filled..end]) {
+            Ok(0) => return Err(alloc::format!("the host closed after {filled} bytes")),
+            Ok(n) => filled += n,
+            Err(e) => return Err(alloc::format!("read after {filled} bytes: {e:?}")),
+        }
+    }
+    if let Some(at) = (0..LENT_STREAM).find(|&at| received[at] != lent_byte(at)) {
+        return Err(alloc::format!("byte {at} read as {}, sent as {}", received[at], lent_byte(at)));
+    }
+    bravo::println!("net-lent: {LENT_STREAM} bytes read intact");
+    let back: alloc::vec::Vec<u8> = (0..LENT_BACK).map(lent_byte).collect();
+    for _ in 1..LENT_BACK_TIMES {
+        stream.write_all(&back).map_err(|e| alloc::format!("write_all: {e:?}"))?;
+    }
+    stream.write_last(&back).map_err(|e| alloc::format!("write_last: {e:?}"))?;
+    // The VM ends when this returns: first let the host have it all.
+    stream.flush().map_err(|e| alloc::format!("flush: {e:?}"))?;
+    bravo::println!("net-lent: {} bytes written back", LENT_BACK * LENT_BACK_TIMES);
     Ok(())
 }
