@@ -77,7 +77,7 @@ impl LentMut {
 
 /// [`call_on`], with `data` lent to each run of `op`: `op` reads the
 /// caller's bytes where they are.
-pub fn call_on_lending<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, data: &[u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, data: &[u8], mut op: F) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &[u8]) -> Poll<Result<R, NetError>> + Send + 'static,
@@ -88,7 +88,7 @@ where
 
 /// [`call_on`], with `buf` lent to each run of `op`: `op` fills the
 /// caller's buffer where it is.
-pub fn call_on_lending_mut<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, buf: &mut [u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending_mut<R, F>(socket: Option<SocketId>, timeout: Option<Duration>, buf: &mut [u8], mut op: F) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &mut [u8]) -> Poll<Result<R, NetError>> + Send + 'static,
