@@ -78,7 +78,7 @@ impl LentMut {
 
 /// [`call_on`] on stack `stack`, with `data` lent to each run of `op`: `op` reads the
 /// caller's bytes where they are.
-pub fn call_on_lending<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, data: &[u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, data: &[u8], mut op: F) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &[u8]) -> Poll<Result<R, NetError>> + Send + 'static,
@@ -89,7 +89,7 @@ where
 
 /// [`call_on`] on stack `stack`, with `buf` lent to each run of `op`: `op` fills the
 /// caller's buffer where it is.
-pub fn call_on_lending_mut<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, buf: &mut [u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending_mut<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, buf: &mut [u8], mut op: F) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &mut [u8]) -> Poll<Result<R, NetError>> + Send + 'static,
