@@ -3,7 +3,7 @@
 //! Each TCP connection gets its own thread, created with `spawn_on` on the
 //! cpu whose network stack holds the connection (the target cpu allocates
 //! it from its own memory); UDP
-//! datagrams are echoed by one thread. Run it with
+//! datagrams are echoed by one thread, on the cpu that holds the socket. Run it with
 //! `just run-example echo` and talk to it through the forwarded port.
 
 #![no_std]
@@ -23,7 +23,10 @@ fn main() -> Result<(), NetError> {
     let (address, prefix) = bravo::net::wait_for_address(Duration::from_secs(30))?;
     let listener = TcpListener::bind(port)?;
     let udp = UdpSocket::bind(port)?;
-    thread::spawn(move || udp_echo(udp));
+    let cpu = udp.cpu();
+    if let Err(e) = thread::spawn_on(cpu, move || udp_echo(udp)) {
+        println!("echo: no thread for UDP: {e}");
+    }
     println!("echo: listening on {address}/{prefix} port {port} (tcp and udp)");
     loop {
         let (stream, _peer) = match listener.accept() {

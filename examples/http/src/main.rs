@@ -21,10 +21,11 @@
 //!   guest generates (see the `hash-work` crate): work per request, for
 //!   scaling.
 //!
-//! Each connection gets a thread, created with `spawn_on` on the cpu
-//! whose network stack holds the connection (`TcpStream::cpu`; the
-//! target cpu allocates it from its own memory): with a multi-queue NIC
-//! the connections, and their threads, spread over the cpus. Requests
+//! Every cpu runs a thread accepting connections, which takes those its
+//! cpu's network stack holds first; each connection gets a thread on the
+//! cpu whose stack holds it (`TcpStream::cpu`; the target cpu allocates
+//! it from its own memory): with a multi-queue NIC the connections, and
+//! their threads, spread over the cpus with no cross-cpu hop. Requests
 //! are parsed by `microhttp` (httparse underneath): keep-alive, pipelining,
 //! and 400/404/405/408/413/431 for what deserves them. A connection has
 //! `timeout_ms=` (default 10 s) per request, whether the client is idle
@@ -75,14 +76,27 @@ fn config() -> Config {
 fn main() -> Result<(), NetError> {
     let config = config();
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
-    let listener = TcpListener::bind(config.port)?;
+    let listener: &'static TcpListener = alloc::boxed::Box::leak(alloc::boxed::Box::new(TcpListener::bind(config.port)?));
     let cpus = thread::cpu_count();
     let metrics = Metrics::leak();
+    let timeout = config.timeout;
+    // An accepting thread on every cpu: each takes the connections its
+    // cpu's network stack holds first (see `TcpListener::accept`).
+    for cpu in 1..cpus {
+        if let Err(e) = thread::spawn_on(cpu, move || accept_loop(listener, timeout, metrics)) {
+            println!("http: no accepting thread on cpu {cpu}: {e}");
+        }
+    }
     println!("http: serving on http://{address}:{} with {cpus} cpu{}", config.port, if cpus == 1 { "" } else { "s" });
+    accept_loop(listener, timeout, metrics)
+}
+
+/// Accepts connections for good, each served by a thread of its own on
+/// the cpu whose network stack holds it (usually this one): no cross-cpu
+/// hop.
+fn accept_loop(listener: &TcpListener, timeout: Duration, metrics: &'static Metrics) -> ! {
     loop {
         let Ok((stream, _peer)) = listener.accept() else { continue };
-        let timeout = config.timeout;
-        // Served where its network stack holds it: no cross-cpu hop.
         if let Err(e) = thread::spawn_on(stream.cpu(), move || connection(stream, timeout, metrics)) {
             println!("http: no thread for a connection: {e}");
         }

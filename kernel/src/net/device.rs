@@ -57,10 +57,11 @@ pub trait NetDevice: phy::Device {
     /// Acknowledges an interrupt; returns its cause (0: not this device's).
     /// The caller then drains the rings.
     fn acknowledge_interrupt(&mut self) -> u32;
-    /// Whether a received frame waits.
+    /// Whether a received frame waits; once it does, it waits until taken.
     fn rx_ready(&self) -> bool;
     /// The next received frame, left in place (`None`: nothing waits, or
-    /// the frame is bad).
+    /// the frame is bad). The device may complete a frame between two
+    /// calls: only after [`rx_ready`](Self::rx_ready) does `None` mean bad.
     fn peek_frame(&self) -> Option<&[u8]>;
     /// Passes the next received frame to `f` (`None` for a bad frame);
     /// `None` when nothing waits. The buffer goes back at [`flush`](Self::flush).

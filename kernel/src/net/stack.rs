@@ -344,6 +344,14 @@ impl Stack {
         let mut frames = 0;
         let forwards = self.index == HOME && netcpus::count() > 1;
         while frames < INGRESS_BUDGET {
+            // Whether a frame waits is asked first, and only then what it
+            // is: the device may complete a frame at any moment, so a frame
+            // `peek_frame` did not show may be there a moment later, good.
+            // Once one waits, it stays until taken, and `peek_frame` not
+            // showing it means it is bad.
+            if !self.nic.rx_ready() {
+                break;
+            }
             // smoltcp sees the frame with its connection's socket set only.
             let mut forward = None;
             let peeked = self.nic.peek_frame().map(|frame| {
@@ -354,11 +362,9 @@ impl Stack {
                 (self.sockets.set_of_frame(frame), arp)
             });
             let Some((set, arp)) = peeked else {
-                // Nothing waits, or a bad frame: taken here (and counted
-                // by the driver), as smoltcp would discard it.
-                if self.nic.receive_with(|_| ()).is_none() {
-                    break;
-                }
+                // A bad frame: taken here (and counted by the driver), as
+                // smoltcp would discard it.
+                self.nic.receive_with(|_| ());
                 frames += 1;
                 continue;
             };

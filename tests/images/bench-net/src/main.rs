@@ -71,8 +71,15 @@ fn main() -> Result<(), NetError> {
     let sink = UdpSocket::bind(args.port)?;
     let source = UdpSocket::bind(args.port + 1)?;
     let echo = UdpSocket::bind(args.port + 2)?;
-    thread::spawn(move || run_source(source));
-    thread::spawn(move || run_echo(echo));
+    // On the cpu whose network stack holds the sockets: no cross-cpu hop.
+    let cpu = sink.cpu();
+    let no_thread = |e| {
+        println!("bench-net: no thread on cpu {cpu}: {e}");
+        NetError::NoBufferSpace
+    };
+    thread::spawn_on(cpu, move || run_source(source)).map_err(no_thread)?;
+    thread::spawn_on(cpu, move || run_echo(echo)).map_err(no_thread)?;
+    let sink = thread::spawn_on(cpu, move || run_sink(sink)).map_err(no_thread)?;
     println!(
         "bench-net: ready on {address}/{prefix}: sink {}, source {}, echo {} (smoltcp), cpus={}",
         args.port,
@@ -80,7 +87,7 @@ fn main() -> Result<(), NetError> {
         args.port + 2,
         thread::cpu_count()
     );
-    run_sink(sink);
+    let _ = sink.join();
     Ok(())
 }
 
