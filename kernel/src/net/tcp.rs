@@ -47,14 +47,23 @@ const PORT_TRIES: usize = 1024;
 /// Which stacks have connections waiting in a port's accept queue: set by
 /// the stacks (each round, while their queue is not empty), taken by
 /// [`TcpListener::accept`], which sleeps on `wake` while none is set.
+/// A stack whose own cpu has a thread waiting in `accept` is left to that
+/// thread: a service accepting on every cpu takes each connection where
+/// it lives, and one accepting on a single cpu still takes them all.
 pub struct AcceptReady {
     waiting: [AtomicBool; MAX_STACKS],
+    /// Threads waiting in `accept` on each stack's cpu.
+    acceptors: [AtomicUsize; MAX_STACKS],
     wake: WaitQueue,
 }
 
 impl AcceptReady {
     fn new() -> Self {
-        AcceptReady { waiting: [const { AtomicBool::new(false) }; MAX_STACKS], wake: WaitQueue::new() }
+        AcceptReady {
+            waiting: [const { AtomicBool::new(false) }; MAX_STACKS],
+            acceptors: [const { AtomicUsize::new(0) }; MAX_STACKS],
+            wake: WaitQueue::new(),
+        }
     }
 
     /// Stack `index` has connections waiting.
@@ -64,11 +73,42 @@ impl AcceptReady {
         }
     }
 
-    /// A stack that has connections waiting, from `start` on in turn (so
-    /// that no stack starves), its mark taken.
-    fn take_any(&self, start: usize) -> Option<usize> {
+    /// A stack with connections waiting for a thread on `local`'s cpu (or
+    /// on a cpu without a stack): its own, or one with no thread of its
+    /// own waiting, from `start` on in turn so that none starves; its
+    /// mark taken.
+    fn take_any(&self, start: usize, local: Option<usize>) -> Option<usize> {
         let count = netcpus::count();
-        (0..count).map(|i| (start + i) % count).find(|&i| self.waiting[i].swap(false, Ordering::AcqRel))
+        (0..count)
+            .map(|i| (start + i) % count)
+            .filter(|&i| Some(i) == local || self.acceptors[i].load(Ordering::Acquire) == 0)
+            .find(|&i| self.waiting[i].swap(false, Ordering::AcqRel))
+    }
+}
+
+/// Counts a thread waiting in `accept` on a stack's cpu while it lives.
+struct Acceptor<'a> {
+    ready: &'a AcceptReady,
+    local: Option<usize>,
+}
+
+impl<'a> Acceptor<'a> {
+    fn enter(ready: &'a AcceptReady, local: Option<usize>) -> Self {
+        if let Some(i) = local {
+            ready.acceptors[i].fetch_add(1, Ordering::AcqRel);
+        }
+        Acceptor { ready, local }
+    }
+}
+
+impl Drop for Acceptor<'_> {
+    fn drop(&mut self) {
+        let Some(i) = self.local else { return };
+        // The last one gone with connections still waiting on its stack:
+        // the other acceptors may take them now.
+        if self.ready.acceptors[i].fetch_sub(1, Ordering::AcqRel) == 1 && self.ready.waiting[i].load(Ordering::Acquire) {
+            self.ready.wake.notify_all();
+        }
     }
 }
 
@@ -258,23 +298,21 @@ impl TcpListener {
 
     /// Sleeps until a connection arrives; returns it and its peer.
     ///
-    /// On a network cpu, the connections its own stack holds come first
-    /// (three calls in four; the fourth looks at every stack in turn, so
-    /// that one thread accepting for all starves none): a service with an
-    /// accepting thread on each cpu takes, and can serve, each connection
-    /// where it lives, with no cross-cpu hop.
+    /// A thread on a network cpu takes its own stack's connections, and
+    /// those of stacks whose cpu has no thread waiting here (see
+    /// [`AcceptReady`]): a service with an accepting thread on each cpu
+    /// takes, and can serve, each connection where it lives, with no
+    /// cross-cpu hop; one accepting thread takes them all.
     pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4), NetError> {
         let deadline = self.accept_timeout.map(|t| crate::time::Instant::now() + t);
         loop {
             if let Some((index, handle, peer)) = self.taken.lock().pop_front() {
                 return Ok((TcpStream::new(index, handle), peer));
             }
-            let turn = self.next_stack.fetch_add(1, Ordering::Relaxed);
-            let start = match netcpus::on_this_cpu() {
-                Some(local) if turn % 4 != 0 => local,
-                _ => turn,
-            };
-            let ready = || self.ready.take_any(start);
+            let start = self.next_stack.fetch_add(1, Ordering::Relaxed);
+            let local = netcpus::on_this_cpu();
+            let _acceptor = Acceptor::enter(&self.ready, local);
+            let ready = || self.ready.take_any(start, local);
             let index = match deadline {
                 None => self.ready.wake.wait_until(ready),
                 Some(deadline) => {
