@@ -8,7 +8,6 @@ use alloc::string::String;
 use e1000::{Dma, Hardware, E1000};
 
 use super::Interrupt;
-use crate::arch::ioapic::Trigger;
 use crate::arch::mmio::Window;
 use crate::arch::{percpu, tsc};
 use crate::net::device::{NetDevice, NicStats};
@@ -71,17 +70,13 @@ impl Found {
         let interrupt = if poll {
             Interrupt::Polled("netpoll=on")
         } else {
-            let line = super::find_interrupt_line(self.device.interrupt_line, |raise| {
+            super::legacy_interrupt(self.device.interrupt_line, |raise| {
                 if raise {
                     driver.raise_test_interrupt();
                 } else {
                     driver.handle_interrupt();
                 }
-            });
-            match line {
-                Some(gsi) => Interrupt::Line { gsi, trigger: Trigger::LevelLow },
-                None => Interrupt::Polled("no interrupt line found"),
-            }
+            })
         };
         Ok((driver, interrupt))
     }

@@ -13,7 +13,6 @@ use alloc::vec::Vec;
 use igb::{Dma, Hardware, Igb, Queue};
 
 use super::{Interrupt, NIC_VECTOR};
-use crate::arch::ioapic::Trigger;
 use crate::arch::mmio::Window;
 use crate::arch::msix::MsixTable;
 use crate::arch::{percpu, tsc};
@@ -133,17 +132,13 @@ impl QueueFound {
         } else if self.igb.msix() {
             Interrupt::Message
         } else {
-            let line = super::find_interrupt_line(self.interrupt_line, |raise| {
+            super::legacy_interrupt(self.interrupt_line, |raise| {
                 if raise {
                     queue.raise_test_interrupt();
                 } else {
                     queue.acknowledge_interrupt();
                 }
-            });
-            match line {
-                Some(gsi) => Interrupt::Line { gsi, trigger: Trigger::LevelLow },
-                None => Interrupt::Polled("no interrupt line found"),
-            }
+            })
         };
         Ok((queue, interrupt))
     }

@@ -248,6 +248,16 @@ fn probe_interrupt(_vector: u8) {
     PROBED.store(true, Ordering::Release);
 }
 
+/// A PCI NIC's legacy interrupt: the I/O APIC line its INTx reaches (see
+/// [`find_interrupt_line`]; level, active-low), or polling when none is
+/// found.
+fn legacy_interrupt(line: u8, nic: impl FnMut(bool)) -> Interrupt {
+    match find_interrupt_line(line, nic) {
+        Some(gsi) => Interrupt::Line { gsi, trigger: Trigger::LevelLow },
+        None => Interrupt::Polled("no interrupt line found"),
+    }
+}
+
 /// Finds the I/O APIC line a NIC's INTx reaches, by making it interrupt
 /// (`nic(true)`; `nic(false)` acknowledges) with one candidate line
 /// unmasked at a time: the line the firmware wrote, then the PCI lines
