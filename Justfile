@@ -35,7 +35,7 @@ debug NAME: build
 
 # Run every test: host unit tests, then kernel images booted in QEMU
 test: build
-    cargo test --lib -p bravo -p e1000 -p virtio-net -p microhttp -p todo -p prometheus-text -p hash-work
+    cargo test --lib -p bravo -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
     cargo test -p bravo-tests
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
