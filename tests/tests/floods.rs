@@ -335,11 +335,13 @@ fn an_icmp_echo_flood_is_harmless() {
 
 /// Thousands of (MAC, address) pairs asking for the guest: its neighbour
 /// cache must keep the gateway the client's connections come through.
-#[test]
-fn an_arp_flood_from_thousands_of_addresses_is_harmless() {
-    let sent = harmless(Attack::ArpChurn, 20_000);
+fn an_arp_flood_from_thousands_of_addresses_is_harmless(hardware: Hardware) {
+    let sent = harmless_on(hardware, Attack::ArpChurn, 20_000);
     assert!(sent.arp_replies > 0, "the guest answered none of the ARP requests: did the flood reach it? {sent}");
 }
+// On igb with 2 cpus the home stack also forwards the ARP frames it takes
+// in to the other stack: only those its guard lets through.
+on_hardware!(an_arp_flood_from_thousands_of_addresses_is_harmless: e1000 = E1000, igb = IGB);
 
 /// Fragments are dropped, or reassembled within bounds (none of them
 /// completes a datagram, so the guest has nothing to answer).

@@ -368,8 +368,14 @@ impl Stack {
                 frames += 1;
                 continue;
             };
+            let dropped_before = self.guard.arp_dropped;
             let mut nic = Guarded { device: &mut self.nic, guard: &mut self.guard };
             let result = self.iface.poll_ingress_single(now, &mut nic, self.sockets.set_mut(set));
+            // What the guard kept from smoltcp here (an ARP request
+            // flood) is kept from the other stacks too.
+            if self.guard.arp_dropped != dropped_before {
+                forward = None;
+            }
             if arp {
                 // A neighbour's address may have come: sockets of every set
                 // may have been waiting for it.
