@@ -34,8 +34,8 @@ impl phy::TxToken for TxToken<'_> {
         F: FnOnce(&mut [u8]) -> R,
     {
         self.ring.reclaim();
-        if self.ring.has_room() {
-            return self.ring.put(len, f);
+        if self.ring.has_room_offloaded() {
+            return self.ring.put_offloaded(len, f);
         }
         self.ring.dropped += 1;
         let mut scratch = [0u8; crate::BUFFER_SIZE];
@@ -63,7 +63,7 @@ impl<H: Hardware> phy::Device for Queue<H> {
 
     fn transmit(&mut self, _timestamp: Instant) -> Option<Self::TxToken<'_>> {
         self.tx.reclaim();
-        if !self.tx.has_room() {
+        if !self.tx.has_room_offloaded() {
             return None;
         }
         Some(TxToken { ring: &mut self.tx })
@@ -76,9 +76,11 @@ impl<H: Hardware> phy::Device for Queue<H> {
         caps.max_burst_size = Some(crate::RING_LEN / 2);
         // The device checks received TCP and UDP checksums, and the driver
         // hands smoltcp only frames it checked and found right (see
-        // `ring::rx_frame_is_bad`); smoltcp computes the ones it sends.
-        caps.checksum.tcp = Checksum::Tx;
-        caps.checksum.udp = Checksum::Tx;
+        // `ring::rx_frame_is_bad`); it also computes the ones sent (see
+        // `ring::seed_checksum`). smoltcp does neither. IPv4 header
+        // checksums stay with smoltcp (20 bytes, cheap).
+        caps.checksum.tcp = Checksum::None;
+        caps.checksum.udp = Checksum::None;
         caps
     }
 }

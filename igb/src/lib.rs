@@ -41,12 +41,41 @@
 //!   of hash type NONE goes to queue 0. IPv4 fragments have no L4 protocol
 //!   (`eth_get_protocols` returns before it for a fragment), so fragments,
 //!   UDP, ICMP, ARP and non-IP frames all land on queue 0.
-//! - **Checksums.** With RXCSUM.IPOFLD and TUOFLD, QEMU checks IPv4 and
-//!   TCP/UDP checksums and reports IPCS/L4CS with IPE/TCPE on error
-//!   (`igb_verify_csum_in_sw`; or trusts the tap's vnet header). The
+//! - **Receive checksums.** With RXCSUM.IPOFLD and TUOFLD, QEMU checks
+//!   IPv4 and TCP/UDP checksums and reports IPCS/L4CS with IPE/TCPE on
+//!   error (`igb_verify_csum_in_sw`; or trusts the tap's vnet header). The
 //!   driver drops (and counts in `rx_errors`) a frame with an error, and a
 //!   TCP/UDP frame left unchecked, and tells smoltcp not to check TCP and
-//!   UDP checksums of what it receives (it still computes those it sends).
+//!   UDP checksums of what it receives.
+//! - **Transmit checksums.** A context descriptor (DEXT, DTYP = 0010b,
+//!   datasheet 7.2.2.2) loads one of the queue's two contexts, chosen by
+//!   IDX = bit 4 of its MSS_L4LEN_IDX dword; its VLAN_MACIP_LENS dword
+//!   holds IPLEN (bits 8:0) and MACLEN (15:9), its TYPE_TUCMD_MLHL dword
+//!   TUCMD (19:9: IPV4 = bit 10, L4T = bits 12:11, 00b UDP, 01b TCP).
+//!   A data descriptor with POPTS.TXSM (olinfo bit 9) gets its TCP/UDP
+//!   checksum inserted using the context at IDX (olinfo bit 4); IXSM (bit
+//!   8) would insert the IPv4 header checksum. In QEMU,
+//!   `igb_process_tx_desc` only stores a context (`tx->ctx[idx]`, nothing
+//!   sent, DD written back only if RS is set), remembers the first data
+//!   descriptor's cmd_type_len/olinfo, and at EOP `igb_setup_tx_offloads`
+//!   reads IDX from olinfo bit 4: with TXSM it asks `net_tx_pkt` for the
+//!   checksum, which parses the frame itself (MACLEN, IPLEN and L4T are
+//!   not used, except L4T = SCTP) and, for TCP or UDP only, either
+//!   computes it in software (zeroing the field, pseudo-header from the
+//!   IP header, over the frame to its end, a UDP 0 sent as 0xffff) or,
+//!   when the backend takes vnet headers (tap), hands it to the host as
+//!   NEEDS_CSUM with csum_start/offset, and the host completes the seed in
+//!   the field as the 82576 does. So the driver seeds the field with the
+//!   pseudo-header sum and fills the context as the datasheet asks. The
+//!   contexts persist per queue (the datasheet: until overwritten), so
+//!   the driver keeps UDP in index 0 and TCP in index 1 and writes a
+//!   context descriptor only when a frame needs different header lengths
+//!   than the device holds: one slot per frame in the common case (see
+//!   `ring.rs`). The context descriptor has no RS (the datasheet defines
+//!   no status for it) and is reclaimed with its frame's data descriptor.
+//!   smoltcp is told to compute no TCP/UDP checksum (`Checksum::None`);
+//!   IPv4 header checksums stay with smoltcp. [`Queue::transmit_with`]
+//!   sends frames as they are.
 //! - **Interrupts, MSI-X.** GPIE.MSIX_MODE; IVAR byte (i < 8: register i
 //!   byte 0, else register i-8 byte 2) of queue i's receive cause = vector
 //!   i | VALID (`igb_rx_wb_eic`). A frame sets EICR bit i and sends vector
@@ -417,14 +446,17 @@ impl<H: Hardware> Queue<H> {
         self.rx.take(f)
     }
 
-    /// Whether a frame can be queued now (reclaims sent descriptors first).
+    /// Whether a frame can be queued now, by either path (reclaims sent
+    /// descriptors first): counts room for a context descriptor too, as
+    /// smoltcp's transmit token does.
     pub fn can_transmit(&mut self) -> bool {
         self.tx.reclaim();
-        self.tx.has_room()
+        self.tx.has_room_offloaded()
     }
 
-    /// Queues a frame of `len` bytes written by `f`; `None` (and a counted
-    /// drop) when the transmit ring is full.
+    /// Queues a frame of `len` bytes written by `f`, sent as it is (no
+    /// checksum offload: the caller completes its frame); `None` (and a
+    /// counted drop) when the transmit ring is full.
     pub fn transmit_with<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> Option<R> {
         self.tx.reclaim();
         if !self.tx.has_room() {

@@ -4,8 +4,21 @@
 //! Ring positions live in RAM: the driver never reads a head register to
 //! learn what the device did, it reads the descriptors' done bits. Tail
 //! registers are written by [`crate::Queue::flush`], once per batch.
+//!
+//! Frames from smoltcp leave their TCP/UDP checksum to the device: the
+//! driver seeds the checksum field with the pseudo-header sum
+//! ([`seed_checksum`]) and marks the data descriptor TXSM with the index
+//! of a context saying where the L4 header starts and which protocol it
+//! is. The device keeps two contexts per queue; the driver keeps UDP in
+//! index 0 and TCP in index 1 and writes a context descriptor only when
+//! the one the device holds for that kind differs (in practice once per
+//! kind: smoltcp always sends 14-byte Ethernet and 20-byte IPv4 headers),
+//! so a frame usually takes one descriptor. Room is still counted for
+//! two, the context descriptor possibly needed ahead of the frame.
 
 use core::ptr::NonNull;
+
+use smoltcp::wire::{checksum, EthernetFrame, EthernetProtocol, IpProtocol, Ipv4Packet};
 
 use crate::Dma;
 
@@ -31,7 +44,10 @@ pub struct RxDescriptor {
 /// An advanced transmit data descriptor (datasheet 7.2.2.3): buffer,
 /// command/type/length, and offload info whose low bits the device
 /// overwrites with the done status. (Legacy transmit descriptors are not
-/// implemented by QEMU's model.)
+/// implemented by QEMU's model.) An advanced context descriptor (7.2.2.2)
+/// shares the 16 bytes: VLAN/MACLEN/IPLEN in the low half of `addr`, its
+/// type and TUCMD in `cmd_type_len`, MSS/L4LEN/IDX in `olinfo_status`
+/// (see [`context_descriptor`]).
 #[repr(C)]
 #[derive(Clone, Copy, Default)]
 pub struct TxDescriptor {
@@ -67,6 +83,79 @@ pub const TX_DEXT: u32 = 1 << 29;
 /// olinfo_status: the frame's length in bits 31:14; done bit 0.
 pub const TX_PAYLEN_SHIFT: u32 = 14;
 pub const TX_DD: u32 = 1 << 0;
+/// olinfo_status of a data descriptor: POPTS (bits 13:8) TXSM, insert the
+/// TCP/UDP checksum; the context to use in IDX (bit 4; bits 6:5 reserved,
+/// two contexts per queue).
+pub const TX_POPTS_TXSM: u32 = 1 << 9;
+pub const TX_IDX_SHIFT: u32 = 4;
+/// A context descriptor: DTYP = 0010b (with DEXT), in `cmd_type_len`
+/// (type_tucmd_mlhl), with TUCMD in bits 19:9: IPv4 (bit 10), L4T TCP
+/// (bits 12:11 = 01b; 00b is UDP).
+pub const TX_DTYP_CONTEXT: u32 = 0b0010 << 20;
+pub const TX_DTYP_MASK: u32 = 0b1111 << 20;
+pub const TUCMD_IPV4: u32 = 1 << 10;
+pub const TUCMD_L4T_TCP: u32 = 1 << 11;
+/// vlan_macip_lens of a context: IP header length in bits 8:0, MAC header
+/// length in bits 15:9.
+pub const CONTEXT_MACLEN_SHIFT: u32 = 9;
+pub const CONTEXT_IPLEN_MASK: u32 = 0x1ff;
+
+const ETHERNET_HEADER: usize = 14;
+
+/// What a checksum context tells the device: an IPv4 frame whose TCP or
+/// UDP header follows a 14-byte Ethernet header and an `ip_header`-byte
+/// IPv4 header. TCP frames use context index 1, UDP frames index 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChecksumContext {
+    pub ip_header: u8,
+    pub tcp: bool,
+}
+
+impl ChecksumContext {
+    pub fn index(self) -> usize {
+        usize::from(self.tcp)
+    }
+}
+
+/// Finds the TCP or UDP checksum of a whole (unfragmented) IPv4 packet
+/// filling `frame` and seeds it with the pseudo-header sum (addresses,
+/// protocol, length), which the device then completes by summing from the
+/// L4 header to the end of the frame (the 82576, and a host completing
+/// QEMU's offload through a tap's vnet header; QEMU's own software path
+/// recomputes the whole checksum). `None` for any other frame (ARP, ICMP,
+/// a fragment, a frame with trailing bytes), which is sent as it is.
+pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumContext> {
+    let eth = EthernetFrame::new_checked(&*frame).ok()?;
+    if eth.ethertype() != EthernetProtocol::Ipv4 {
+        return None;
+    }
+    let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
+    let (tcp, field) = match ip.next_header() {
+        IpProtocol::Tcp => (true, 16),
+        IpProtocol::Udp => (false, 6),
+        _ => return None,
+    };
+    let (header, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
+    if ip.version() != 4 || ip.more_frags() || ip.frag_offset() != 0 || ETHERNET_HEADER + total != frame.len() || total < header + field + 2 {
+        return None;
+    }
+    let seed = checksum::pseudo_header_v4(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), (total - header) as u32);
+    let at = ETHERNET_HEADER + header + field;
+    frame[at..at + 2].copy_from_slice(&seed.to_be_bytes());
+    Some(ChecksumContext { ip_header: header as u8, tcp })
+}
+
+/// The context descriptor loading `context` into the device's slot
+/// `context.index()`. No RS: the datasheet defines no status for context
+/// descriptors, so none is written back (QEMU would write DD with RS);
+/// the slot is reclaimed with the data descriptor after it.
+pub fn context_descriptor(context: ChecksumContext) -> TxDescriptor {
+    TxDescriptor {
+        addr: u64::from((ETHERNET_HEADER as u32) << CONTEXT_MACLEN_SHIFT | u32::from(context.ip_header)),
+        cmd_type_len: TX_DTYP_CONTEXT | TX_DEXT | TUCMD_IPV4 | if context.tcp { TUCMD_L4T_TCP } else { 0 },
+        olinfo_status: (context.index() as u32) << TX_IDX_SHIFT,
+    }
+}
 
 /// Why the driver drops a received frame, if it does.
 pub fn rx_frame_is_bad(d: &RxDescriptor) -> bool {
@@ -205,54 +294,107 @@ pub struct TxRing {
     clean: usize,
     /// Whether descriptors were filled since the last flush.
     dirty: bool,
+    /// The checksum contexts the device holds (UDP, TCP), as last loaded.
+    contexts: [Option<ChecksumContext>; 2],
 }
 
 impl TxRing {
     pub fn new(ring: &Dma, buffers: Dma, len: usize) -> Self {
-        // The ring is zeroed: no descriptor is pending.
-        Self { descriptors: ring.virt.cast(), buffers, len, packets: 0, bytes: 0, dropped: 0, tail: 0, clean: 0, dirty: false }
+        // The ring is zeroed: no descriptor is pending, no context loaded.
+        let (packets, bytes, dropped, tail, clean) = (0, 0, 0, 0, 0);
+        Self { descriptors: ring.virt.cast(), buffers, len, packets, bytes, dropped, tail, clean, dirty: false, contexts: [None; 2] }
     }
 
-    /// Frees the descriptors the device has sent (their done bit).
+    fn descriptor(&self, i: usize) -> TxDescriptor {
+        // SAFETY: i < len; volatile because the device writes descriptors.
+        unsafe { self.descriptors.add(i % self.len).read_volatile() }
+    }
+
+    /// Frees the descriptors the device has sent. A data descriptor is
+    /// done when its done bit is set; a context descriptor gets no status
+    /// and is freed with the data descriptor that follows it (written
+    /// together, sent in order), so a frame's slots are freed together.
     pub fn reclaim(&mut self) {
         while self.clean != self.tail {
-            // SAFETY: clean < len; volatile because the device writes it.
-            let d = unsafe { self.descriptors.add(self.clean).read_volatile() };
-            if d.olinfo_status & TX_DD == 0 {
+            let d = self.descriptor(self.clean);
+            let slots = if d.olinfo_status & TX_DD != 0 {
+                1
+            } else if d.cmd_type_len & (TX_DEXT | TX_DTYP_MASK) == TX_DEXT | TX_DTYP_CONTEXT
+                && (self.clean + 1) % self.len != self.tail
+                && self.descriptor(self.clean + 1).olinfo_status & TX_DD != 0
+            {
+                2
+            } else {
                 break;
-            }
-            self.clean = (self.clean + 1) % self.len;
+            };
+            self.clean = (self.clean + slots) % self.len;
         }
     }
 
-    /// Whether one more frame fits (one slot stays empty so that a full
-    /// ring is told apart from an empty one).
+    /// Whether one more frame sent as it is fits (one slot stays empty so
+    /// that a full ring is told apart from an empty one).
     pub fn has_room(&self) -> bool {
-        (self.clean + self.len - self.tail - 1) % self.len >= 1
+        self.free_slots() >= 1
+    }
+
+    /// Whether one more frame fits with a context descriptor before it.
+    pub fn has_room_offloaded(&self) -> bool {
+        self.free_slots() >= 2
+    }
+
+    /// Descriptors that can be filled now.
+    fn free_slots(&self) -> usize {
+        (self.clean + self.len - self.tail - 1) % self.len
     }
 
     /// Fills the next descriptor with a frame of `len` bytes written by
-    /// `f`. The caller checked `has_room`.
+    /// `f`, sent as it is. The caller checked `has_room`.
     pub fn put<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
-        debug_assert!(self.has_room());
+        self.put_frame(len, false, f)
+    }
+
+    /// Like [`put`](Self::put), but a TCP or UDP frame over IPv4 gets its
+    /// checksum from the device (the frame's own checksum field is
+    /// overwritten). The caller checked `has_room_offloaded`.
+    pub fn put_offloaded<R>(&mut self, len: usize, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        self.put_frame(len, true, f)
+    }
+
+    fn put_frame<R>(&mut self, len: usize, offload: bool, f: impl FnOnce(&mut [u8]) -> R) -> R {
+        debug_assert!(if offload { self.has_room_offloaded() } else { self.has_room() });
         let len = len.min(BUFFER_SIZE);
+        // A frame uses the buffer of its first slot, whether that holds a
+        // context or the data descriptor: its slots are freed together,
+        // so the buffer is free whenever the first slot is.
         let slot = self.tail;
         // SAFETY: the descriptor at `slot` is free (reclaimed), so its
         // buffer is the driver's until the tail register passes it.
         let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
         let result = f(buffer);
-        let descriptor = TxDescriptor {
+        let mut data = TxDescriptor {
             addr: self.buffers.phys + (slot * BUFFER_SIZE) as u64,
             cmd_type_len: len as u32 | TX_DTYP_DATA | TX_DEXT | TX_EOP | TX_IFCS | TX_RS,
             olinfo_status: (len as u32) << TX_PAYLEN_SHIFT,
         };
-        // SAFETY: slot < len and the descriptor is free (see above).
-        unsafe { self.descriptors.add(slot).write_volatile(descriptor) };
-        self.tail = (slot + 1) % self.len;
-        self.dirty = true;
+        if let Some(context) = offload.then(|| seed_checksum(buffer)).flatten() {
+            if self.contexts[context.index()] != Some(context) {
+                self.write_descriptor(context_descriptor(context));
+                self.contexts[context.index()] = Some(context);
+            }
+            data.olinfo_status |= TX_POPTS_TXSM | (context.index() as u32) << TX_IDX_SHIFT;
+        }
+        self.write_descriptor(data);
         self.packets += 1;
         self.bytes += len as u64;
         result
+    }
+
+    fn write_descriptor(&mut self, d: TxDescriptor) {
+        // SAFETY: tail < len, and the descriptor there is free (the caller
+        // checked the room for every descriptor of the frame).
+        unsafe { self.descriptors.add(self.tail).write_volatile(d) };
+        self.tail = (self.tail + 1) % self.len;
+        self.dirty = true;
     }
 
     /// The tail to write, if frames were queued since the last flush.

@@ -6,6 +6,15 @@
 //! into enabled queues with checksum status, transmit of advanced
 //! descriptors on a tail write, per-queue drop counters, and MSI-X vectors
 //! raised through IVAR/EICR/EIMS/EIAC as `igb_raise_interrupts` does.
+//!
+//! Transmit checksum offload is done as the datasheet describes the
+//! 82576 (stricter than QEMU, which parses the frame itself): a context
+//! descriptor loads context IDX of its queue; a data descriptor with TXSM
+//! uses the context at its IDX, which must have been loaded, to find the
+//! L4 header (MACLEN + IPLEN) and the checksum field (L4T), and completes
+//! the checksum from the L4 header to the end of the frame, starting from
+//! the seed the driver left in the field. Done bits are written back for
+//! every descriptor with RS, context descriptors included, as QEMU does.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -32,6 +41,11 @@ pub struct State {
     pub msix_sent: [usize; 10],
     /// Legacy interrupts raised.
     pub legacy_raised: usize,
+    /// Each queue's two checksum contexts, as loaded by context
+    /// descriptors: (vlan_macip_lens, type_tucmd_mlhl).
+    pub tx_contexts: [[Option<(u32, u32)>; 2]; 16],
+    /// Context descriptors processed.
+    pub contexts_loaded: usize,
 }
 
 #[derive(Clone, Default)]
@@ -151,21 +165,52 @@ impl Sim {
         while head != tail && tail < len {
             // SAFETY: as in deliver, for the transmit ring.
             let d = unsafe { base.add(head as usize).read_volatile() };
-            assert_eq!(d.cmd_type_len & (TX_DEXT | TX_DTYP_DATA), TX_DEXT | TX_DTYP_DATA, "legacy descriptors are not implemented");
-            assert_ne!(d.cmd_type_len & TX_EOP, 0, "one descriptor per frame");
-            let length = (d.cmd_type_len & 0xffff) as usize;
-            assert_eq!((d.olinfo_status >> TX_PAYLEN_SHIFT) as usize, length);
-            // SAFETY: the driver's buffer (phys = host address).
-            let frame = unsafe { std::slice::from_raw_parts(d.addr as *const u8, length).to_vec() };
+            assert_ne!(d.cmd_type_len & TX_DEXT, 0, "legacy descriptors are not implemented");
+            match d.cmd_type_len & TX_DTYP_MASK {
+                TX_DTYP_CONTEXT => {
+                    let index = (d.olinfo_status >> TX_IDX_SHIFT & 1) as usize;
+                    let mut s = self.0.borrow_mut();
+                    s.tx_contexts[q][index] = Some((d.addr as u32, d.cmd_type_len));
+                    s.contexts_loaded += 1;
+                }
+                TX_DTYP_DATA => {
+                    assert_ne!(d.cmd_type_len & TX_EOP, 0, "one data descriptor per frame");
+                    let length = (d.cmd_type_len & 0xffff) as usize;
+                    assert_eq!((d.olinfo_status >> TX_PAYLEN_SHIFT) as usize, length);
+                    // SAFETY: the driver's buffer (phys = host address).
+                    let mut frame = unsafe { std::slice::from_raw_parts(d.addr as *const u8, length).to_vec() };
+                    if d.olinfo_status & TX_POPTS_TXSM != 0 {
+                        let index = (d.olinfo_status >> TX_IDX_SHIFT & 1) as usize;
+                        let context = self.0.borrow().tx_contexts[q][index].expect("TXSM with a context never loaded");
+                        insert_l4_checksum(&mut frame, context);
+                    }
+                    self.0.borrow_mut().sent.push((q, frame));
+                }
+                other => panic!("unknown descriptor type {other:#x}"),
+            }
             if d.cmd_type_len & TX_RS != 0 {
                 // SAFETY: as above.
                 unsafe { base.add(head as usize).write_volatile(TxDescriptor { olinfo_status: d.olinfo_status | TX_DD, ..d }) };
             }
-            self.0.borrow_mut().sent.push((q, frame));
             head = (head + 1) % len;
         }
         self.0.borrow_mut().regs.insert(tdh(q), head);
     }
+}
+
+/// The device's TCP/UDP checksum insertion with a context of
+/// (vlan_macip_lens, type_tucmd_mlhl): the one's complement of the sum
+/// from MACLEN + IPLEN to the end of the frame, the checksum field
+/// holding the driver's seed; a UDP result of 0 is sent as 0xffff.
+fn insert_l4_checksum(frame: &mut [u8], (lens, tucmd): (u32, u32)) {
+    assert_ne!(tucmd & TUCMD_IPV4, 0, "the context says IPv4");
+    let start = (lens >> CONTEXT_MACLEN_SHIFT & 0x7f) as usize + (lens & CONTEXT_IPLEN_MASK) as usize;
+    let tcp = tucmd & TUCMD_L4T_TCP != 0;
+    let field = start + if tcp { 16 } else { 6 };
+    assert!(field + 2 <= frame.len(), "checksum field beyond the frame");
+    let sum = !smoltcp::wire::checksum::data(&frame[start..]);
+    let sum = if !tcp && sum == 0 { 0xffff } else { sum };
+    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
 }
 
 struct Parsed {

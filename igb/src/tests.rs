@@ -36,18 +36,28 @@ fn ipv4(protocol: IpProtocol, l4_len: usize, emit: impl FnOnce(&mut [u8], IpAddr
 }
 
 fn tcp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    tcp_with(&ChecksumCapabilities::default(), src_port, dst_port, payload)
+}
+
+/// A TCP frame whose TCP checksum is computed as `caps` says (left zero
+/// when the device computes it).
+fn tcp_with(caps: &ChecksumCapabilities, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let repr = TcpRepr {
         src_port, dst_port, control: TcpControl::Psh, seq_number: TcpSeqNumber(1), ack_number: Some(TcpSeqNumber(2)),
         window_len: 1000, window_scale: None, max_seg_size: None, sack_permitted: false, sack_ranges: [None; 3],
         timestamp: None, payload,
     };
-    ipv4(IpProtocol::Tcp, repr.buffer_len(), |b, s, d| repr.emit(&mut TcpPacket::new_unchecked(b), &s, &d, &ChecksumCapabilities::default()))
+    ipv4(IpProtocol::Tcp, repr.buffer_len(), |b, s, d| repr.emit(&mut TcpPacket::new_unchecked(b), &s, &d, caps))
 }
 
 fn udp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
+    udp_with(&ChecksumCapabilities::default(), src_port, dst_port, payload)
+}
+
+fn udp_with(caps: &ChecksumCapabilities, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let repr = UdpRepr { src_port, dst_port };
     ipv4(IpProtocol::Udp, 8 + payload.len(), |b, s, d| {
-        repr.emit(&mut UdpPacket::new_unchecked(b), &s, &d, payload.len(), |p| p.copy_from_slice(payload), &ChecksumCapabilities::default())
+        repr.emit(&mut UdpPacket::new_unchecked(b), &s, &d, payload.len(), |p| p.copy_from_slice(payload), caps)
     })
 }
 
@@ -169,9 +179,10 @@ fn frames_with_bad_checksums_are_dropped_and_counted() {
     assert_eq!(q.receive_with(|f| f.is_none()), Some(true));
     assert_eq!(q.receive_with(|f| f.unwrap().to_vec()), Some(udp(5, 53, b"fine")));
     assert_eq!(q.stats().rx_errors, 2);
-    // smoltcp is told the device checked TCP and UDP.
+    // smoltcp is told the device checks TCP and UDP (and computes them,
+    // see the transmit tests); IPv4 headers stay with smoltcp.
     let caps = q.capabilities().checksum;
-    assert!(!caps.tcp.rx() && caps.tcp.tx() && !caps.udp.rx() && caps.udp.tx() && caps.ipv4.rx());
+    assert!(!caps.tcp.rx() && !caps.tcp.tx() && !caps.udp.rx() && !caps.udp.tx() && caps.ipv4.rx() && caps.ipv4.tx());
 }
 
 #[test]
@@ -194,6 +205,19 @@ fn frames_to_send_wait_for_one_tail_write_and_wrap_around() {
     assert_eq!(sim.writes_to(tdt(0)) - before, 30, "no doorbell without new frames");
 }
 
+/// With the transmit ring full and the device stalled: a frame arrives and
+/// is received; the transmit token handed with it drops its frame (the
+/// ring is full). Then the device sends what was queued.
+fn receive_past_the_full_ring_then_send(q: &mut Queue<Sim>, sim: &Sim) {
+    sim.deliver(&tcp(9, 80, b"in"));
+    let (rx, tx) = q.receive(Instant::from_millis(0)).expect("a frame waits");
+    assert_eq!(rx.consume(|f| f.to_vec()), tcp(9, 80, b"in"));
+    tx.consume(60, |b| b.fill(1));
+    q.flush();
+    sim.0.borrow_mut().tx_stalled = false;
+    sim.run_tx(0);
+}
+
 #[test]
 fn a_full_transmit_ring_counts_drops_and_never_stalls_reception() {
     let (mut q, sim) = one_queue();
@@ -202,14 +226,8 @@ fn a_full_transmit_ring_counts_drops_and_never_stalls_reception() {
     let queued = (0..RING_LEN).filter(|&i| q.transmit_with(60, |b| b.fill(i as u8)).is_some()).count();
     assert_eq!(queued, RING_LEN - 1);
     assert!(q.transmit(now).is_none(), "no transmit token with a full ring");
-    sim.deliver(&tcp(9, 80, b"in"));
-    let (rx, tx) = q.receive(now).expect("a frame waits");
-    assert_eq!(rx.consume(|f| f.to_vec()), tcp(9, 80, b"in"));
-    tx.consume(60, |b| b.fill(1)); // dropped: the ring is full
+    receive_past_the_full_ring_then_send(&mut q, &sim);
     assert_eq!(q.stats().tx_dropped, 2);
-    q.flush();
-    sim.0.borrow_mut().tx_stalled = false;
-    sim.run_tx(0);
     assert_eq!(sim.0.borrow().sent.len(), RING_LEN - 1);
     assert!(q.transmit_with(60, |b| b.fill(0xee)).is_some(), "reclaimed descriptors are reused");
     q.flush();
@@ -297,4 +315,178 @@ fn a_legacy_interrupt_is_acknowledged_by_reading_its_cause() {
     assert_eq!(sim.0.borrow().legacy_raised, 2);
     assert_ne!(q.acknowledge_interrupt() & INT_LSC, 0);
     assert_eq!(q.stats().interrupts, 2);
+}
+
+/// Sends `frame` as smoltcp does, through a transmit token; false when
+/// the queue gives no token (ring full).
+fn send_through_smoltcp(q: &mut Queue<Sim>, frame: &[u8]) -> bool {
+    match q.transmit(Instant::from_millis(0)) {
+        Some(token) => {
+            token.consume(frame.len(), |b| b.copy_from_slice(frame));
+            true
+        }
+        None => false,
+    }
+}
+
+/// Whether a sent frame's TCP/UDP checksum is right (smoltcp's parsers).
+fn l4_checksum_ok(frame: &[u8]) -> bool {
+    let ip = Ipv4Packet::new_checked(&frame[14..]).unwrap();
+    let (src, dst) = (IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()));
+    match ip.next_header() {
+        IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).unwrap().verify_checksum(&src, &dst),
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(ip.payload()).unwrap();
+            udp.checksum() != 0 && udp.verify_checksum(&src, &dst)
+        }
+        other => panic!("not TCP or UDP: {other}"),
+    }
+}
+
+/// `frame` with 4 bytes of IPv4 options (NOPs): a 24-byte IP header,
+/// needing its own checksum context.
+fn with_ip_options(frame: &[u8]) -> Vec<u8> {
+    let mut f = [&frame[..34], &[1, 1, 1, 1], &frame[34..]].concat();
+    let mut ip = Ipv4Packet::new_unchecked(&mut f[14..]);
+    ip.set_header_len(24);
+    ip.set_total_len(ip.total_len() + 4);
+    ip.fill_checksum();
+    f
+}
+
+/// The frame with its TCP/UDP checksum field zeroed, as smoltcp hands it
+/// over when the device computes it; `right` is the same frame with the
+/// checksum right.
+fn zero_l4_checksum(right: &[u8]) -> Vec<u8> {
+    let mut f = right.to_vec();
+    let header = usize::from(f[14] & 0x0f) * 4;
+    let field = 14 + header + if f[14 + 9] == 6 { 16 } else { 6 };
+    f[field..field + 2].fill(0);
+    f
+}
+
+#[test]
+fn the_device_completes_tcp_and_udp_checksums_loading_each_context_once() {
+    let (mut q, sim) = one_queue();
+    let caps = q.capabilities().checksum;
+    for i in 0..100u16 {
+        let (udp_frame, tcp_frame) = (udp_with(&caps, 5000 + i, 53, &[i as u8; 300]), tcp_with(&caps, 6000 + i, 80, &[!i as u8; 1400]));
+        assert_eq!(udp_frame, zero_l4_checksum(&udp(5000 + i, 53, &[i as u8; 300])), "smoltcp leaves the checksum to the device");
+        assert!(send_through_smoltcp(&mut q, &udp_frame) && send_through_smoltcp(&mut q, &tcp_frame));
+        q.flush();
+    }
+    let sent = sim.0.borrow().sent.clone();
+    assert_eq!(sent.len(), 200);
+    for (i, (queue, frame)) in sent.iter().enumerate() {
+        let n = (i / 2) as u16;
+        let right = if i % 2 == 0 { udp(5000 + n, 53, &[n as u8; 300]) } else { tcp(6000 + n, 80, &[!n as u8; 1400]) };
+        assert!(l4_checksum_ok(frame), "frame {i}: {frame:02x?}");
+        assert_eq!((*queue, frame), (0, &right), "frame {i} leaves as if smoltcp had summed it");
+    }
+    assert_eq!(sim.0.borrow().contexts_loaded, 2, "one context for UDP, one for TCP, kept");
+    assert_eq!(sim.reg(tdt(0)), 202, "one descriptor per frame and two context descriptors");
+    // A header of another length loads its kind's context again, and the
+    // other kind's context stays.
+    let optioned = with_ip_options(&tcp(7, 80, b"options"));
+    assert!(send_through_smoltcp(&mut q, &zero_l4_checksum(&optioned)));
+    assert!(send_through_smoltcp(&mut q, &zero_l4_checksum(&udp(8, 53, b"plain"))));
+    assert!(send_through_smoltcp(&mut q, &zero_l4_checksum(&tcp(9, 80, b"plain"))));
+    q.flush();
+    let s = sim.0.borrow();
+    assert_eq!(&s.sent[200..].iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), &[optioned, udp(8, 53, b"plain"), tcp(9, 80, b"plain")]);
+    assert_eq!(s.contexts_loaded, 4, "TCP with options, then TCP without: UDP's context was still right");
+}
+
+#[test]
+fn frames_other_than_whole_tcp_or_udp_over_ipv4_are_sent_untouched() {
+    let (mut q, sim) = one_queue();
+    let icmp = ipv4(IpProtocol::Icmp, 8, |b, _, _| b.copy_from_slice(&[8, 0, 0xf7, 0xff, 0, 0, 0, 0]));
+    let mut padded_udp = udp(5, 53, b"pad");
+    padded_udp.extend_from_slice(&[0xab; 4]); // bytes after the IP packet
+    let fragment = tcp_fragment(40000);
+    let runt = vec![0x08, 0x00, 0x45];
+    for f in [&arp(), &icmp, &padded_udp, &fragment, &runt] {
+        assert!(send_through_smoltcp(&mut q, f));
+    }
+    q.flush();
+    let sent: Vec<Vec<u8>> = sim.0.borrow().sent.iter().map(|(_, f)| f.clone()).collect();
+    assert_eq!(sent, vec![arp(), icmp, padded_udp, fragment, runt]);
+    assert_eq!(sim.0.borrow().contexts_loaded, 0, "no context for frames the device does not complete");
+}
+
+#[test]
+fn context_descriptors_mixed_in_keep_the_ring_right_over_thousands_of_frames() {
+    let (mut q, sim) = one_queue();
+    let mut expected = Vec::new();
+    let (mut n, mut full_rings) = (0u32, 0);
+    for batch in 0..90u32 {
+        // A stalled device in every third batch: the ring fills up and the
+        // queue refuses frames instead of overwriting pending ones.
+        let full_before = full_rings;
+        sim.0.borrow_mut().tx_stalled = batch % 3 == 2;
+        // Up to 139 frames, which with 5 context descriptors every 7
+        // frames fit the ring (255 slots); as many as fit when stalled.
+        let stalled = batch % 3 == 2;
+        let frames = if stalled { usize::MAX } else { 20 + batch as usize * 13 % 120 };
+        for _ in 0..frames {
+            n += 1;
+            let port = (n % 60000) as u16;
+            // Every kind of frame, and header lengths changing often, so
+            // that context descriptors land everywhere in the ring,
+            // including its last slot.
+            let right = match n % 7 {
+                0 => arp(),
+                1 | 4 => udp(port, 53, &n.to_be_bytes()),
+                2 => with_ip_options(&udp(port, 53, &[n as u8; 100])),
+                3 | 5 => tcp(port, 80, &vec![n as u8; 20 + (n % 5) as usize]),
+                _ => with_ip_options(&tcp(port, 80, &n.to_le_bytes())),
+            };
+            let handed = if right[12..14] == [0x08, 0x00] { zero_l4_checksum(&right) } else { right.clone() };
+            if !send_through_smoltcp(&mut q, &handed) {
+                assert!(sim.0.borrow().tx_stalled, "frame {n} refused with the device sending");
+                full_rings += 1;
+                break;
+            }
+            expected.push(right);
+        }
+        q.flush();
+        if stalled {
+            assert_eq!(full_rings, full_before + 1, "batch {batch} filled the ring");
+            sim.0.borrow_mut().tx_stalled = false;
+            sim.run_tx(0);
+        }
+    }
+    let s = sim.0.borrow();
+    assert!(expected.len() > 5000, "{} frames", expected.len());
+    assert!(s.contexts_loaded > 1000, "{} contexts", s.contexts_loaded);
+    assert_eq!(s.sent.len(), expected.len());
+    for (i, ((_, sent), right)) in s.sent.iter().zip(&expected).enumerate() {
+        assert_eq!(sent, right, "frame {i}");
+    }
+    drop(s);
+    assert_eq!(q.stats().tx_dropped, 0, "a refused token drops nothing");
+}
+
+#[test]
+fn a_ring_full_of_offloaded_frames_drops_and_counts_without_stalling_reception() {
+    let (mut q, sim) = one_queue();
+    let caps = q.capabilities().checksum;
+    sim.0.borrow_mut().tx_stalled = true;
+    let frame = |i: usize| udp_with(&caps, i as u16, 53, &[i as u8; 64]);
+    let queued = (0..RING_LEN).take_while(|&i| send_through_smoltcp(&mut q, &frame(i))).count();
+    // 255 usable slots: a context and a frame, then one slot per frame
+    // while two are free (room for a context is always kept).
+    assert_eq!(queued, RING_LEN - 3);
+    assert!(!q.can_transmit());
+    receive_past_the_full_ring_then_send(&mut q, &sim);
+    assert_eq!(q.stats().tx_dropped, 1);
+    assert_eq!(sim.0.borrow().sent.len(), queued);
+    assert!(sim.0.borrow().sent.iter().all(|(_, f)| l4_checksum_ok(f)));
+    // The context slot was reclaimed with its frame: the whole ring is
+    // free again, and the context is still loaded.
+    let again = (0..RING_LEN).take_while(|&i| send_through_smoltcp(&mut q, &frame(i))).count();
+    assert_eq!(again, RING_LEN - 2);
+    q.flush();
+    assert_eq!(sim.0.borrow().contexts_loaded, 1);
+    assert_eq!(sim.0.borrow().sent.len(), queued + again);
 }
