@@ -151,7 +151,7 @@ pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumContext> {
 /// the slot is reclaimed with the data descriptor after it.
 pub fn context_descriptor(context: ChecksumContext) -> TxDescriptor {
     TxDescriptor {
-        addr: u64::from((ETHERNET_HEADER as u32) << CONTEXT_MACLEN_SHIFT | u32::from(context.ip_header)),
+        addr: u64::from((ETHERNET_HEADER as u32) << CONTEXT_MACLEN_SHIFT | (u32::from(context.ip_header) & CONTEXT_IPLEN_MASK)),
         cmd_type_len: TX_DTYP_CONTEXT | TX_DEXT | TUCMD_IPV4 | if context.tcp { TUCMD_L4T_TCP } else { 0 },
         olinfo_status: (context.index() as u32) << TX_IDX_SHIFT,
     }
