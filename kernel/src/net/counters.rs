@@ -28,6 +28,9 @@ pub struct NetStats {
     pub arp_requests_dropped: u64,
     /// Memory committed in TCP sockets' buffers (updated every second).
     pub buffer_bytes: u64,
+    /// ARP frames the home stack could not forward to another stack, its
+    /// queue of them full (that stack asks again if it needs the address).
+    pub neighbours_dropped: u64,
 }
 
 /// Counters each stack sets (the total is their sum).
@@ -59,6 +62,7 @@ pub fn read() -> NetStats {
         last_round_ms: netcpus::all().map(last_round_ms).min().unwrap_or(0),
         arp_requests_dropped: sum(|s| &s.arp_requests_dropped),
         buffer_bytes: sum(|s| &s.buffer_bytes),
+        neighbours_dropped: netcpus::all().map(|i| netcpus::control(i).neighbours_dropped.load(Ordering::Relaxed)).sum(),
     }
 }
 
