@@ -472,7 +472,11 @@ impl Stack {
     /// learns the sender's address and answers nothing (see `netcpus`).
     fn take_neighbours(&mut self, now: SmolInstant) {
         let mut learnt = false;
-        while let Some(mut frame) = self.control.take_neighbour() {
+        // smoltcp takes a frame in only with a transmit token beside it: with
+        // the transmit ring full, the neighbours wait for the next round
+        // rather than be lost.
+        while self.nic.can_transmit() {
+            let Some(mut frame) = self.control.take_neighbour() else { break };
             // The ARP operation (after the 14-byte Ethernet header, 6 bytes
             // in): 2, a reply.
             frame[20..22].copy_from_slice(&[0, 2]);
