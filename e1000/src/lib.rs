@@ -29,8 +29,8 @@ mod sim;
 
 use core::ptr::NonNull;
 
-pub use ring::{Stats, BUFFER_SIZE};
 use ring::{RxDescriptor, RxRing, TxDescriptor, TxRing};
+pub use ring::{Stats, BUFFER_SIZE};
 
 /// Descriptors per ring (a multiple of 8: the length register counts
 /// 128-byte units).
@@ -410,8 +410,18 @@ mod tests {
         let (src, dst) = (Ipv4Address::new(10, 0, 0, 2), Ipv4Address::new(10, 0, 0, 1));
         let l4_len = if tcp { 20 } else { 8 } + payload.len();
         let mut bytes = vec![0u8; 14 + 20 + l4_len];
-        let eth = EthernetRepr { src_addr: EthernetAddress(MAC), dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]), ethertype: EthernetProtocol::Ipv4 };
-        let ip = Ipv4Repr { src_addr: src, dst_addr: dst, next_header: if tcp { IpProtocol::Tcp } else { IpProtocol::Udp }, payload_len: l4_len, hop_limit: 64 };
+        let eth = EthernetRepr {
+            src_addr: EthernetAddress(MAC),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+            ethertype: EthernetProtocol::Ipv4,
+        };
+        let ip = Ipv4Repr {
+            src_addr: src,
+            dst_addr: dst,
+            next_header: if tcp { IpProtocol::Tcp } else { IpProtocol::Udp },
+            payload_len: l4_len,
+            hop_limit: 64,
+        };
         let mut caps = ChecksumCapabilities::default();
         caps.tcp = smoltcp::phy::Checksum::Rx;
         caps.udp = smoltcp::phy::Checksum::Rx;
@@ -421,14 +431,30 @@ mod tests {
         ip.emit(&mut packet, &caps);
         if tcp {
             let repr = TcpRepr {
-                src_port: 80, dst_port: 40000, control: TcpControl::Psh, seq_number: TcpSeqNumber(7), ack_number: Some(TcpSeqNumber(9)),
-                window_len: 1000, window_scale: None, max_seg_size: None, sack_permitted: false, sack_ranges: [None; 3],
-                timestamp: None, payload,
+                src_port: 80,
+                dst_port: 40000,
+                control: TcpControl::Psh,
+                seq_number: TcpSeqNumber(7),
+                ack_number: Some(TcpSeqNumber(9)),
+                window_len: 1000,
+                window_scale: None,
+                max_seg_size: None,
+                sack_permitted: false,
+                sack_ranges: [None; 3],
+                timestamp: None,
+                payload,
             };
             repr.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), &caps);
         } else {
             let repr = UdpRepr { src_port: 9001, dst_port: 40000 };
-            repr.emit(&mut UdpPacket::new_unchecked(packet.payload_mut()), &src.into(), &dst.into(), payload.len(), |b| b.copy_from_slice(payload), &caps);
+            repr.emit(
+                &mut UdpPacket::new_unchecked(packet.payload_mut()),
+                &src.into(),
+                &dst.into(),
+                payload.len(),
+                |b| b.copy_from_slice(payload),
+                &caps,
+            );
         }
         bytes
     }
@@ -453,8 +479,16 @@ mod tests {
         let (mut nic, sim) = driver();
         let now = Instant::from_millis(0);
         let caps = nic.capabilities();
-        assert!(!caps.checksum.udp.tx() && !caps.checksum.tcp.tx() && caps.checksum.ipv4.tx() && caps.checksum.icmpv4.tx());
-        let frames = [ip_frame(false, b"first"), ip_frame(false, &[0xab; 1458]), ip_frame(true, b"GET / HTTP/1.1\r\n\r\n"), ip_frame(true, b"odd"), ip_frame(false, b"")];
+        assert!(
+            !caps.checksum.udp.tx() && !caps.checksum.tcp.tx() && caps.checksum.ipv4.tx() && caps.checksum.icmpv4.tx()
+        );
+        let frames = [
+            ip_frame(false, b"first"),
+            ip_frame(false, &[0xab; 1458]),
+            ip_frame(true, b"GET / HTTP/1.1\r\n\r\n"),
+            ip_frame(true, b"odd"),
+            ip_frame(false, b""),
+        ];
         for f in &frames {
             nic.transmit(now).expect("room").consume(f.len(), |b| b.copy_from_slice(f));
         }
@@ -477,12 +511,24 @@ mod tests {
         let udp = ip_frame(false, b"abc");
         assert!(ring::seed_checksum(&mut udp.clone()).is_some());
         for bad in [
-            udp[..udp.len() - 1].to_vec(),                      // IP length longer than the frame
-            [udp.clone(), vec![0; 4]].concat(),                  // trailing bytes after the IP packet
-            { let mut f = udp.clone(); f[12] = 0x86; f },        // not IPv4
-            { let mut f = udp.clone(); f[14] = 0x44; f },        // header length 16
-            { let mut f = udp.clone(); f[23] = 1; f },           // ICMP
-            udp[..20].to_vec(),                                  // truncated
+            udp[..udp.len() - 1].to_vec(),      // IP length longer than the frame
+            [udp.clone(), vec![0; 4]].concat(), // trailing bytes after the IP packet
+            {
+                let mut f = udp.clone();
+                f[12] = 0x86;
+                f
+            }, // not IPv4
+            {
+                let mut f = udp.clone();
+                f[14] = 0x44;
+                f
+            }, // header length 16
+            {
+                let mut f = udp.clone();
+                f[23] = 1;
+                f
+            }, // ICMP
+            udp[..20].to_vec(),                 // truncated
         ] {
             let mut copy = bad.clone();
             assert_eq!(ring::seed_checksum(&mut copy), None, "{bad:02x?}");

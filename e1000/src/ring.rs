@@ -175,7 +175,9 @@ impl RxRing {
         // SAFETY: as in `take`: the device is done with a buffer whose
         // descriptor has DD, until the descriptor is given back, which
         // needs `&mut self` while this borrow of `self` lives.
-        good.then(|| unsafe { core::slice::from_raw_parts(self.buffers.virt.as_ptr().add(self.next * BUFFER_SIZE), length) })
+        good.then(|| unsafe {
+            core::slice::from_raw_parts(self.buffers.virt.as_ptr().add(self.next * BUFFER_SIZE), length)
+        })
     }
 
     /// Hands the waiting frame to `f` (None when it is bad), then gives the
@@ -192,13 +194,15 @@ impl RxRing {
             self.bytes += length as u64;
             // SAFETY: the device is done with this buffer (DD) and does not
             // touch it until the descriptor is given back below.
-            let frame = unsafe { core::slice::from_raw_parts(self.buffers.virt.as_ptr().add(self.next * BUFFER_SIZE), length) };
+            let frame =
+                unsafe { core::slice::from_raw_parts(self.buffers.virt.as_ptr().add(self.next * BUFFER_SIZE), length) };
             f(Some(frame))
         } else {
             self.errors += 1;
             f(None)
         };
-        let recycled = RxDescriptor { addr: self.buffers.phys + (self.next * BUFFER_SIZE) as u64, ..Default::default() };
+        let recycled =
+            RxDescriptor { addr: self.buffers.phys + (self.next * BUFFER_SIZE) as u64, ..Default::default() };
         // SAFETY: next < len; this descriptor is the driver's until the tail
         // passes it.
         unsafe { self.descriptors.add(self.next).write_volatile(recycled) };
@@ -241,7 +245,18 @@ impl TxRing {
             // descriptor free.
             unsafe { descriptors.add(i).write_volatile(TxDescriptor { status: STATUS_DD, ..Default::default() }) };
         }
-        Self { descriptors, buffers, len, packets: 0, bytes: 0, dropped: 0, tail: 0, clean: 0, dirty: false, context: None }
+        Self {
+            descriptors,
+            buffers,
+            len,
+            packets: 0,
+            bytes: 0,
+            dropped: 0,
+            tail: 0,
+            clean: 0,
+            dirty: false,
+            context: None,
+        }
     }
 
     /// Frees the descriptors the device has sent (their done bit).
@@ -291,7 +306,8 @@ impl TxRing {
         let slot = self.tail;
         // SAFETY: the descriptor at `slot` is free (reclaimed), so its
         // buffer is the driver's until the tail register passes it.
-        let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
+        let buffer =
+            unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
         let result = f(buffer);
         let place = if offload { seed_checksum(buffer) } else { None };
         let mut data = TxDescriptor {

@@ -113,7 +113,9 @@ impl Sim {
                 continue;
             }
             // SAFETY: the driver's buffer (phys = host address).
-            let mut frame = unsafe { std::slice::from_raw_parts(descriptor.addr as *const u8, descriptor.length as usize).to_vec() };
+            let mut frame = unsafe {
+                std::slice::from_raw_parts(descriptor.addr as *const u8, descriptor.length as usize).to_vec()
+            };
             if extended && descriptor.css & POPTS_TXSM != 0 {
                 let (start, offset) = self.0.borrow().context.expect("a checksum asked for before any context");
                 insert_checksum(&mut frame, start, offset);
@@ -128,7 +130,8 @@ impl Sim {
 /// `start` to the end of the frame (the field at `offset` included, as the
 /// driver seeded it), complemented, stored at `offset` (0 sent as 0xffff).
 fn insert_checksum(frame: &mut [u8], start: usize, offset: usize) {
-    let mut sum: u32 = frame[start..].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 =
+        frame[start..].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

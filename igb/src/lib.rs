@@ -118,8 +118,8 @@ mod sim;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, Ordering};
 
-pub use ring::{Stats, BUFFER_SIZE};
 use ring::{RxDescriptor, RxRing, TxDescriptor, TxRing};
+pub use ring::{Stats, BUFFER_SIZE};
 use rss::Rss;
 
 /// Descriptors per ring (a multiple of 8: length registers count 128
@@ -308,7 +308,9 @@ impl<H: Hardware> Igb<H> {
         const _: () = assert!(RING_LEN.is_multiple_of(8), "ring length registers count 128-byte units");
         let ring_bytes = RING_LEN * 16;
         let alloc = |size| hw.alloc_dma(size).ok_or(Error::OutOfMemory);
-        let allocated = (|| Ok((alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?, alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?)))();
+        let allocated = (|| {
+            Ok((alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?, alloc(ring_bytes)?, alloc(RING_LEN * BUFFER_SIZE)?))
+        })();
         let (rx_ring, rx_buffers, tx_ring, tx_buffers) = match allocated {
             Ok(memory) => memory,
             Err(e) => {
@@ -334,7 +336,16 @@ impl<H: Hardware> Igb<H> {
         hw.write(txdctl(index), QUEUE_ENABLE);
         // The buffers go to the device once the queue is enabled.
         hw.write(rdt(index), rx.initial_tail() as u32);
-        Ok(Queue { hw: hw.clone(), index, mac: self.mac, msix: self.msix, rss: self.rss, rx, tx, stats: Stats::default() })
+        Ok(Queue {
+            hw: hw.clone(),
+            index,
+            mac: self.mac,
+            msix: self.msix,
+            rss: self.rss,
+            rx,
+            tx,
+            stats: Stats::default(),
+        })
     }
 }
 

@@ -136,7 +136,12 @@ pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumContext> {
         _ => return None,
     };
     let (header, total) = (usize::from(ip.header_len()), usize::from(ip.total_len()));
-    if ip.version() != 4 || ip.more_frags() || ip.frag_offset() != 0 || ETHERNET_HEADER + total != frame.len() || total < header + field + 2 {
+    if ip.version() != 4
+        || ip.more_frags()
+        || ip.frag_offset() != 0
+        || ETHERNET_HEADER + total != frame.len()
+        || total < header + field + 2
+    {
         return None;
     }
     let seed = checksum::pseudo_header_v4(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), (total - header) as u32);
@@ -151,7 +156,9 @@ pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumContext> {
 /// the slot is reclaimed with the data descriptor after it.
 pub fn context_descriptor(context: ChecksumContext) -> TxDescriptor {
     TxDescriptor {
-        addr: u64::from((ETHERNET_HEADER as u32) << CONTEXT_MACLEN_SHIFT | (u32::from(context.ip_header) & CONTEXT_IPLEN_MASK)),
+        addr: u64::from(
+            (ETHERNET_HEADER as u32) << CONTEXT_MACLEN_SHIFT | (u32::from(context.ip_header) & CONTEXT_IPLEN_MASK),
+        ),
         cmd_type_len: TX_DTYP_CONTEXT | TX_DEXT | TUCMD_IPV4 | if context.tcp { TUCMD_L4T_TCP } else { 0 },
         olinfo_status: (context.index() as u32) << TX_IDX_SHIFT,
     }
@@ -302,7 +309,18 @@ impl TxRing {
     pub fn new(ring: &Dma, buffers: Dma, len: usize) -> Self {
         // The ring is zeroed: no descriptor is pending, no context loaded.
         let (packets, bytes, dropped, tail, clean) = (0, 0, 0, 0, 0);
-        Self { descriptors: ring.virt.cast(), buffers, len, packets, bytes, dropped, tail, clean, dirty: false, contexts: [None; 2] }
+        Self {
+            descriptors: ring.virt.cast(),
+            buffers,
+            len,
+            packets,
+            bytes,
+            dropped,
+            tail,
+            clean,
+            dirty: false,
+            contexts: [None; 2],
+        }
     }
 
     fn descriptor(&self, i: usize) -> TxDescriptor {
@@ -369,7 +387,8 @@ impl TxRing {
         let slot = self.tail;
         // SAFETY: the descriptor at `slot` is free (reclaimed), so its
         // buffer is the driver's until the tail register passes it.
-        let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
+        let buffer =
+            unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(slot * BUFFER_SIZE), len) };
         let result = f(buffer);
         let mut data = TxDescriptor {
             addr: self.buffers.phys + (slot * BUFFER_SIZE) as u64,

@@ -7,8 +7,9 @@
 /// The key used unless the caller gives one: the key of Microsoft's RSS
 /// verification suite, which spreads real addresses well.
 pub const DEFAULT_KEY: [u8; 40] = [
-    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-    0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+    0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b,
+    0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac,
+    0x01, 0xfa,
 ];
 
 /// Entries of the redirection table (indexed by the hash's low 7 bits).
@@ -77,12 +78,16 @@ impl Rss {
 
     /// The RSSRK register values (key byte 0 in bits 7:0 of the first).
     pub fn key_registers(&self) -> [u32; 10] {
-        core::array::from_fn(|i| u32::from_le_bytes([self.key[4 * i], self.key[4 * i + 1], self.key[4 * i + 2], self.key[4 * i + 3]]))
+        core::array::from_fn(|i| {
+            u32::from_le_bytes([self.key[4 * i], self.key[4 * i + 1], self.key[4 * i + 2], self.key[4 * i + 3]])
+        })
     }
 
     /// The RETA register values (entry 0 in bits 7:0 of the first).
     pub fn reta_registers(&self) -> [u32; RETA_ENTRIES / 4] {
-        core::array::from_fn(|i| u32::from_le_bytes([self.reta[4 * i], self.reta[4 * i + 1], self.reta[4 * i + 2], self.reta[4 * i + 3]]))
+        core::array::from_fn(|i| {
+            u32::from_le_bytes([self.reta[4 * i], self.reta[4 * i + 1], self.reta[4 * i + 2], self.reta[4 * i + 3]])
+        })
     }
 }
 

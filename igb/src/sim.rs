@@ -109,7 +109,8 @@ impl Sim {
         assert_eq!(self.reg(srrctl(q)) & (7 << 25), SRRCTL_DESCTYPE_ADV_ONEBUF, "advanced one-buffer descriptors");
         assert_eq!(self.reg(srrctl(q)) & 0x7f, 2, "2 KiB buffers");
         let base = (self.reg(rdbal(q)) as u64 | (self.reg(rdbah(q)) as u64) << 32) as *mut RxDescriptor;
-        let mut written = RxDescriptor { status_error: RX_DD | RX_EOP, length: frame.len() as u16, ..Default::default() };
+        let mut written =
+            RxDescriptor { status_error: RX_DD | RX_EOP, length: frame.len() as u16, ..Default::default() };
         if let Some(parsed) = parse(frame) {
             written.info = PKT_IPV4;
             written.status_error |= RX_IPCS | if parsed.ip_ok { 0 } else { RX_IPE };
@@ -190,7 +191,9 @@ impl Sim {
             }
             if d.cmd_type_len & TX_RS != 0 {
                 // SAFETY: as above.
-                unsafe { base.add(head as usize).write_volatile(TxDescriptor { olinfo_status: d.olinfo_status | TX_DD, ..d }) };
+                unsafe {
+                    base.add(head as usize).write_volatile(TxDescriptor { olinfo_status: d.olinfo_status | TX_DD, ..d })
+                };
             }
             head = (head + 1) % len;
         }
@@ -231,7 +234,8 @@ fn parse(frame: &[u8]) -> Option<Parsed> {
     }
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
     let (src, dst) = (ip.src_addr(), ip.dst_addr());
-    let mut parsed = Parsed { src: src.octets(), dst: dst.octets(), ip_ok: ip.verify_checksum(), tcp: None, l4_ok: None };
+    let mut parsed =
+        Parsed { src: src.octets(), dst: dst.octets(), ip_ok: ip.verify_checksum(), tcp: None, l4_ok: None };
     if ip.more_frags() || ip.frag_offset() != 0 {
         return Some(parsed);
     }
@@ -278,7 +282,11 @@ impl Hardware for Sim {
             }
             MDIC => {
                 let phy_register = value >> MDIC_REG_SHIFT & 0x1f;
-                if value & MDIC_OP_WRITE != 0 && phy_register == PHY_BMCR && value & BMCR_ANRESTART != 0 && value & BMCR_AUTOEN != 0 {
+                if value & MDIC_OP_WRITE != 0
+                    && phy_register == PHY_BMCR
+                    && value & BMCR_ANRESTART != 0
+                    && value & BMCR_AUTOEN != 0
+                {
                     // Auto-negotiation completes (QEMU: 500 ms later).
                     let status = reg(&s, STATUS);
                     s.regs.insert(STATUS, status | STATUS_LU);

@@ -4,8 +4,8 @@ use smoltcp::phy::{ChecksumCapabilities, Device, RxToken, TxToken};
 use smoltcp::time::Instant;
 use smoltcp::wire::*;
 
-use super::*;
 use super::Error;
+use super::*;
 use crate::regs::*;
 use crate::sim::{Sim, MAC};
 
@@ -27,10 +27,16 @@ const SERVER: [u8; 4] = [10, 0, 2, 15];
 fn ipv4(protocol: IpProtocol, l4_len: usize, emit: impl FnOnce(&mut [u8], IpAddress, IpAddress)) -> Vec<u8> {
     let mut bytes = vec![0u8; 14 + 20 + l4_len];
     let mut eth = EthernetFrame::new_unchecked(&mut bytes[..]);
-    EthernetRepr { src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]), dst_addr: EthernetAddress(MAC), ethertype: EthernetProtocol::Ipv4 }.emit(&mut eth);
+    EthernetRepr {
+        src_addr: EthernetAddress([2, 0, 0, 0, 0, 1]),
+        dst_addr: EthernetAddress(MAC),
+        ethertype: EthernetProtocol::Ipv4,
+    }
+    .emit(&mut eth);
     let (src, dst) = (Ipv4Address::from(CLIENT), Ipv4Address::from(SERVER));
     let mut ip = Ipv4Packet::new_unchecked(eth.payload_mut());
-    Ipv4Repr { src_addr: src, dst_addr: dst, next_header: protocol, payload_len: l4_len, hop_limit: 64 }.emit(&mut ip, &ChecksumCapabilities::default());
+    Ipv4Repr { src_addr: src, dst_addr: dst, next_header: protocol, payload_len: l4_len, hop_limit: 64 }
+        .emit(&mut ip, &ChecksumCapabilities::default());
     emit(ip.payload_mut(), src.into(), dst.into());
     bytes
 }
@@ -43,9 +49,18 @@ fn tcp(src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
 /// when the device computes it).
 fn tcp_with(caps: &ChecksumCapabilities, src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     let repr = TcpRepr {
-        src_port, dst_port, control: TcpControl::Psh, seq_number: TcpSeqNumber(1), ack_number: Some(TcpSeqNumber(2)),
-        window_len: 1000, window_scale: None, max_seg_size: None, sack_permitted: false, sack_ranges: [None; 3],
-        timestamp: None, payload,
+        src_port,
+        dst_port,
+        control: TcpControl::Psh,
+        seq_number: TcpSeqNumber(1),
+        ack_number: Some(TcpSeqNumber(2)),
+        window_len: 1000,
+        window_scale: None,
+        max_seg_size: None,
+        sack_permitted: false,
+        sack_ranges: [None; 3],
+        timestamp: None,
+        payload,
     };
     ipv4(IpProtocol::Tcp, repr.buffer_len(), |b, s, d| repr.emit(&mut TcpPacket::new_unchecked(b), &s, &d, caps))
 }
@@ -281,7 +296,9 @@ fn each_queue_re_arms_only_its_own_vector_without_reading_a_shared_register() {
     let (mut q0, mut q1) = (igb.queue(0).unwrap(), igb.queue(1).unwrap());
     q0.enable_interrupts();
     q1.enable_interrupts();
-    let flow_on = |queue: usize| (1..).map(|p| 30000 + p).find(|&p| igb.rss().queue_of_tcp4(CLIENT, SERVER, p, 80) == queue).unwrap();
+    let flow_on = |queue: usize| {
+        (1..).map(|p| 30000 + p).find(|&p| igb.rss().queue_of_tcp4(CLIENT, SERVER, p, 80) == queue).unwrap()
+    };
     let (p0, p1) = (flow_on(0), flow_on(1));
     let reads = sim.0.borrow().reads.len();
     sim.deliver(&tcp(p0, 80, b"a"));
@@ -370,8 +387,13 @@ fn the_device_completes_tcp_and_udp_checksums_loading_each_context_once() {
     let (mut q, sim) = one_queue();
     let caps = q.capabilities().checksum;
     for i in 0..100u16 {
-        let (udp_frame, tcp_frame) = (udp_with(&caps, 5000 + i, 53, &[i as u8; 300]), tcp_with(&caps, 6000 + i, 80, &[!i as u8; 1400]));
-        assert_eq!(udp_frame, zero_l4_checksum(&udp(5000 + i, 53, &[i as u8; 300])), "smoltcp leaves the checksum to the device");
+        let (udp_frame, tcp_frame) =
+            (udp_with(&caps, 5000 + i, 53, &[i as u8; 300]), tcp_with(&caps, 6000 + i, 80, &[!i as u8; 1400]));
+        assert_eq!(
+            udp_frame,
+            zero_l4_checksum(&udp(5000 + i, 53, &[i as u8; 300])),
+            "smoltcp leaves the checksum to the device"
+        );
         assert!(send_through_smoltcp(&mut q, &udp_frame) && send_through_smoltcp(&mut q, &tcp_frame));
         q.flush();
     }
@@ -393,7 +415,10 @@ fn the_device_completes_tcp_and_udp_checksums_loading_each_context_once() {
     assert!(send_through_smoltcp(&mut q, &zero_l4_checksum(&tcp(9, 80, b"plain"))));
     q.flush();
     let s = sim.0.borrow();
-    assert_eq!(&s.sent[200..].iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(), &[optioned, udp(8, 53, b"plain"), tcp(9, 80, b"plain")]);
+    assert_eq!(
+        &s.sent[200..].iter().map(|(_, f)| f.clone()).collect::<Vec<_>>(),
+        &[optioned, udp(8, 53, b"plain"), tcp(9, 80, b"plain")]
+    );
     assert_eq!(s.contexts_loaded, 4, "TCP with options, then TCP without: UDP's context was still right");
 }
 

@@ -192,7 +192,9 @@ fn judge(frame: &[u8]) -> Verdict {
     let for_user_net = |ip: Ipv4Address| ip == GATEWAY_IP || ip == DNS_IP;
     match eth.ethertype() {
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p)) {
-            Ok(ArpRepr::EthernetIpv4 { target_protocol_addr, .. }) if for_user_net(target_protocol_addr) => Verdict::UserNet,
+            Ok(ArpRepr::EthernetIpv4 { target_protocol_addr, .. }) if for_user_net(target_protocol_addr) => {
+                Verdict::UserNet
+            }
             Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Request, .. }) => Verdict::ArpRequest,
             Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Reply, .. }) => Verdict::ArpReply,
             _ => Verdict::Other,
@@ -411,7 +413,12 @@ fn read_framed(reader: &mut impl Read, buf: &mut Vec<u8>) -> Option<()> {
 
 /// The forwarding thread: reads the guest's frames until QEMU goes away,
 /// queues those for the user network, counts the rest.
-fn sort_guest_frames(guest_out: UnixStream, counters: Arc<Counters>, to_slirp: SyncSender<Vec<u8>>, replies: mpsc::Sender<(u16, u16)>) {
+fn sort_guest_frames(
+    guest_out: UnixStream,
+    counters: Arc<Counters>,
+    to_slirp: SyncSender<Vec<u8>>,
+    replies: mpsc::Sender<(u16, u16)>,
+) {
     let mut reader = BufReader::with_capacity(256 * 1024, guest_out);
     let mut frame = Vec::new();
     while read_framed(&mut reader, &mut frame).is_some() {
@@ -531,7 +538,13 @@ pub struct FloodReport {
 impl std::fmt::Display for FloodReport {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         let secs = self.ended.duration_since(self.started).as_secs_f64();
-        write!(f, "{:?}: {} frames in {secs:.2} s ({:.0}/s)", self.attack, self.frames, self.frames as f64 / secs.max(1e-9))
+        write!(
+            f,
+            "{:?}: {} frames in {secs:.2} s ({:.0}/s)",
+            self.attack,
+            self.frames,
+            self.frames as f64 / secs.max(1e-9)
+        )
     }
 }
 
@@ -545,7 +558,8 @@ impl Rng {
     }
     /// Seeded from the clock (a different sequence each run).
     pub fn seeded() -> Rng {
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Rng::new(nanos)
     }
     pub fn next(&mut self) -> u64 {
@@ -616,7 +630,13 @@ fn ethernet(src: EthernetAddress, ethertype: EthernetProtocol, payload_len: usiz
 
 /// An IPv4 packet from `src` to the guest carrying `payload`.
 fn ipv4_frame(src: Source, protocol: IpProtocol, payload: &[u8]) -> Vec<u8> {
-    let ip = Ipv4Repr { src_addr: src.ip, dst_addr: GUEST_IP, next_header: protocol, payload_len: payload.len(), hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src.ip,
+        dst_addr: GUEST_IP,
+        next_header: protocol,
+        payload_len: payload.len(),
+        hop_limit: 64,
+    };
     let (mut bytes, at) = ethernet(src.mac, EthernetProtocol::Ipv4, ip.buffer_len() + payload.len());
     let mut packet = Ipv4Packet::new_unchecked(&mut bytes[at..]);
     ip.emit(&mut packet, &ChecksumCapabilities::default());
@@ -639,7 +659,10 @@ fn ipv4_fragment(src: Source, protocol: IpProtocol, ident: u16, offset: u16, mor
 
 fn ip_checksum(src: Ipv4Address, protocol: IpProtocol, segment: &[u8]) -> u16 {
     use smoltcp::wire::checksum;
-    !checksum::combine(&[checksum::pseudo_header_v4(&src, &GUEST_IP, protocol, segment.len() as u32), checksum::data(segment)])
+    !checksum::combine(&[
+        checksum::pseudo_header_v4(&src, &GUEST_IP, protocol, segment.len() as u32),
+        checksum::data(segment),
+    ])
 }
 
 /// A TCP segment to the guest as a [`TcpRepr`] says (valid checksums).
@@ -659,7 +682,15 @@ struct Flags {
 /// A TCP segment built byte by byte: `options` as given (the header length
 /// field says `header_words` 32-bit words, whatever the options' length),
 /// checksum valid over whatever the segment holds.
-fn raw_tcp_frame(src: Source, dst_port: u16, flags: Flags, header_words: u8, options: &[u8], payload: &[u8], rng: &mut Rng) -> Vec<u8> {
+fn raw_tcp_frame(
+    src: Source,
+    dst_port: u16,
+    flags: Flags,
+    header_words: u8,
+    options: &[u8],
+    payload: &[u8],
+    rng: &mut Rng,
+) -> Vec<u8> {
     let mut segment = vec![0u8; 20 + options.len() + payload.len()];
     let mut tcp = TcpPacket::new_unchecked(&mut segment[..]);
     tcp.set_src_port(1024 + rng.below(64512) as u16);
@@ -696,7 +727,8 @@ fn arp_request_frame(src: Source, target: Ipv4Address) -> Vec<u8> {
         target_hardware_addr: EthernetAddress([0; 6]),
         target_protocol_addr: target,
     };
-    let repr = EthernetRepr { src_addr: src.mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
+    let repr =
+        EthernetRepr { src_addr: src.mac, dst_addr: EthernetAddress::BROADCAST, ethertype: EthernetProtocol::Arp };
     let mut bytes = vec![0u8; repr.buffer_len() + arp.buffer_len()];
     let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
     repr.emit(&mut frame);
@@ -730,20 +762,23 @@ fn client_syn(src_port: u16, seq: u32, tsval: u32) -> TcpRepr<'static> {
 /// Option blocks that are wrong in every way a parser can trip on (the
 /// header length is fixed up to cover them, rounded up).
 const GARBAGE_OPTIONS: &[&[u8]] = &[
-    &[2, 0, 0, 0],                   // MSS of length 0 (a loop that never advances)
-    &[2, 1, 0, 0],                   // length 1
-    &[2, 4, 0, 0],                   // MSS 0
-    &[2, 3, 5, 0],                   // MSS of length 3
-    &[3, 3, 255, 0],                 // window scale 255
-    &[3, 2, 1, 1],                   // window scale without its value
-    &[4, 3, 0, 0],                   // SACK permitted of length 3
-    &[5, 3, 1, 1],                   // SACK block of length 3
+    &[2, 0, 0, 0],                          // MSS of length 0 (a loop that never advances)
+    &[2, 1, 0, 0],                          // length 1
+    &[2, 4, 0, 0],                          // MSS 0
+    &[2, 3, 5, 0],                          // MSS of length 3
+    &[3, 3, 255, 0],                        // window scale 255
+    &[3, 2, 1, 1],                          // window scale without its value
+    &[4, 3, 0, 0],                          // SACK permitted of length 3
+    &[5, 3, 1, 1],                          // SACK block of length 3
     &[5, 10, 0, 0, 0, 1, 0, 0, 0, 0, 1, 1], // SACK block ending before it starts
-    &[8, 4, 0, 0],                   // timestamps of length 4
-    &[30, 40, 0, 0],                 // an option longer than the header
-    &[254, 255, 1, 2],               // unknown kind, length 255
-    &[0, 2, 4, 5, 180, 3, 3, 14],    // end of options, then garbage
-    &[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1],
+    &[8, 4, 0, 0],                          // timestamps of length 4
+    &[30, 40, 0, 0],                        // an option longer than the header
+    &[254, 255, 1, 2],                      // unknown kind, length 255
+    &[0, 2, 4, 5, 180, 3, 3, 14],           // end of options, then garbage
+    &[
+        1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+        1, 1, 1,
+    ],
 ];
 
 /// Builds a flood's frames, one at a time (a few attacks come in groups of
@@ -782,7 +817,8 @@ impl Forge {
                     (_, 0) => Flags { fin: true, ..Flags::default() },
                     _ => Flags { fin: true, ack: true, ..Flags::default() },
                 };
-                let payload = if flags.ack && !flags.rst && rng.chance(30) { rng.bytes_between(1, 512) } else { Vec::new() };
+                let payload =
+                    if flags.ack && !flags.rst && rng.chance(30) { rng.bytes_between(1, 512) } else { Vec::new() };
                 raw_tcp_frame(src, dst_port, flags, 5, &[], &payload, rng)
             }
             Attack::IcmpEcho => {
@@ -799,7 +835,12 @@ impl Forge {
                         // the guest's network, ignored by a careful stack.
                         let r = rng.next();
                         let second = (r >> 8) as u8;
-                        let ip = Ipv4Address::new(10, if second == 0 { 1 } else { second }, (r >> 16) as u8, 1 + (r >> 24) as u8 % 254);
+                        let ip = Ipv4Address::new(
+                            10,
+                            if second == 0 { 1 } else { second },
+                            (r >> 16) as u8,
+                            1 + (r >> 24) as u8 % 254,
+                        );
                         Source { ip, ..Source::on_link(rng) }
                     }
                 };
@@ -884,7 +925,11 @@ impl Forge {
     fn bad_options(&mut self) -> Vec<u8> {
         let rng = &mut self.rng;
         let src = Source::random(rng);
-        let flags = if rng.chance(50) { Flags { syn: true, ..Flags::default() } } else { Flags { ack: true, ..Flags::default() } };
+        let flags = if rng.chance(50) {
+            Flags { syn: true, ..Flags::default() }
+        } else {
+            Flags { ack: true, ..Flags::default() }
+        };
         let payload = if flags.ack { rng.bytes_between(0, 63) } else { Vec::new() };
         match self.count % 20 {
             // The header length lies: past the segment, below the minimum.
@@ -963,7 +1008,8 @@ mod tests {
             assert!(![GATEWAY_IP, DNS_IP, GUEST_IP].contains(&ip.src_addr()));
             let tcp = TcpPacket::new_checked(ip.payload()).unwrap();
             assert!(tcp.verify_checksum(&ip.src_addr().into(), &GUEST_IP.into()));
-            let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &GUEST_IP.into(), &ChecksumCapabilities::default()).unwrap();
+            let repr = TcpRepr::parse(&tcp, &ip.src_addr().into(), &GUEST_IP.into(), &ChecksumCapabilities::default())
+                .unwrap();
             assert_eq!((repr.control, repr.dst_port, repr.max_seg_size), (TcpControl::Syn, 80, Some(1460)));
             sources.insert((ip.src_addr(), repr.src_port));
         }
@@ -975,8 +1021,11 @@ mod tests {
         for frame in frames(Attack::BadChecksums, 300) {
             let ip = Ipv4Packet::new_unchecked(&frame[14..]);
             let transport_ok = match ip.next_header() {
-                IpProtocol::Tcp => TcpPacket::new_unchecked(ip.payload()).verify_checksum(&ip.src_addr().into(), &GUEST_IP.into()),
-                _ => smoltcp::wire::UdpPacket::new_unchecked(ip.payload()).verify_checksum(&ip.src_addr().into(), &GUEST_IP.into()),
+                IpProtocol::Tcp => {
+                    TcpPacket::new_unchecked(ip.payload()).verify_checksum(&ip.src_addr().into(), &GUEST_IP.into())
+                }
+                _ => smoltcp::wire::UdpPacket::new_unchecked(ip.payload())
+                    .verify_checksum(&ip.src_addr().into(), &GUEST_IP.into()),
             };
             assert!(!(ip.verify_checksum() && transport_ok), "a frame with every checksum right");
         }
@@ -988,7 +1037,12 @@ mod tests {
                 continue; // the truncated header, which has no checksum field
             }
             let sum = !smoltcp::wire::checksum::combine(&[
-                smoltcp::wire::checksum::pseudo_header_v4(&ip.src_addr(), &GUEST_IP, IpProtocol::Tcp, segment.len() as u32),
+                smoltcp::wire::checksum::pseudo_header_v4(
+                    &ip.src_addr(),
+                    &GUEST_IP,
+                    IpProtocol::Tcp,
+                    segment.len() as u32,
+                ),
                 smoltcp::wire::checksum::data(segment),
             ]);
             assert_eq!(sum, 0, "garbage must get past the checksum to reach the option parser");
@@ -1018,7 +1072,13 @@ mod tests {
             let repr = Icmpv4Repr::EchoReply { ident: 7, seq_no: 9, data: b"x" };
             let mut icmp = vec![0u8; repr.buffer_len()];
             repr.emit(&mut Icmpv4Packet::new_unchecked(&mut icmp[..]), &ChecksumCapabilities::default());
-            let ip = Ipv4Repr { src_addr: GUEST_IP, dst_addr: dst, next_header: IpProtocol::Icmp, payload_len: icmp.len(), hop_limit: 64 };
+            let ip = Ipv4Repr {
+                src_addr: GUEST_IP,
+                dst_addr: dst,
+                next_header: IpProtocol::Icmp,
+                payload_len: icmp.len(),
+                hop_limit: 64,
+            };
             let mut bytes = vec![0u8; 14 + 20 + icmp.len()];
             EthernetRepr { src_addr: GUEST_MAC, dst_addr: GATEWAY_MAC, ethertype: EthernetProtocol::Ipv4 }
                 .emit(&mut EthernetFrame::new_unchecked(&mut bytes[..]));

@@ -26,7 +26,10 @@ pub fn start_service(name: &str, configure: impl Fn(Machine) -> Machine) -> (Run
     // The first packets may be lost while the NIC starts: wait for /health.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ok = connect(port).ok().and_then(|mut c| request(&mut c, "GET", "/health", b"").ok()).is_some_and(|r| r.status == 200);
+        let ok = connect(port)
+            .ok()
+            .and_then(|mut c| request(&mut c, "GET", "/health", b"").ok())
+            .is_some_and(|r| r.status == 200);
         if ok {
             break;
         }
@@ -63,11 +66,8 @@ pub fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
     }
     let head = String::from_utf8_lossy(&head).into_owned();
     let status = head.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let length = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .and_then(|l| l.trim().parse().ok())
-        .unwrap_or(0);
+    let length =
+        head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).and_then(|l| l.trim().parse().ok()).unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body)?;
     Ok(Reply { status, headers: head, body })
@@ -75,7 +75,8 @@ pub fn read_reply(stream: &mut TcpStream) -> std::io::Result<Reply> {
 
 /// Sends one request with `body` and reads its response.
 pub fn request(stream: &mut TcpStream, method: &str, path: &str, body: &[u8]) -> std::io::Result<Reply> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
     raw.extend_from_slice(body);
     stream.write_all(&raw)?;
     read_reply(stream)

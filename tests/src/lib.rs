@@ -44,7 +44,8 @@ pub fn image_path(name: &str) -> PathBuf {
     if as_path.components().count() > 1 || as_path.is_file() {
         return as_path.to_path_buf();
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
+    let target =
+        std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"));
     target.join("x86_64-unknown-none/release").join(name)
 }
 
@@ -178,7 +179,11 @@ impl MachineType {
         let kind = match parts.next().unwrap_or("") {
             "q35" => MachineType::Q35,
             "microvm" => MachineType::Microvm,
-            other => return Err(format!("MACHINE={other}: expected q35 or microvm (optionally with QEMU -M options: microvm,pit=off)")),
+            other => {
+                return Err(format!(
+                    "MACHINE={other}: expected q35 or microvm (optionally with QEMU -M options: microvm,pit=off)"
+                ))
+            }
         };
         let options: Vec<String> = parts.map(String::from).collect();
         if let Some(bad) = options.iter().find(|o| !o.contains('=')) {
@@ -232,7 +237,10 @@ extern "C" {
 
 /// A TCP port on 127.0.0.1 that is free now (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free local port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free local port")
 }
 
 /// Whether QEMU can run a guest under KVM here: `Err(why not)` for the
@@ -263,7 +271,10 @@ fn probe_kvm() -> Result<(), String> {
         if let Ok(Some(_)) = qemu.try_wait() {
             let mut stderr = String::new();
             let _ = std::io::Read::read_to_string(&mut qemu.stderr.take().expect("piped"), &mut stderr);
-            return Err(format!("QEMU cannot start a KVM guest here: {}", stderr.lines().next().unwrap_or("it exited")));
+            return Err(format!(
+                "QEMU cannot start a KVM guest here: {}",
+                stderr.lines().next().unwrap_or("it exited")
+            ));
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -274,15 +285,17 @@ fn probe_kvm() -> Result<(), String> {
 
 fn native_kvm() -> bool {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let hw = cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| {
-        l.split_whitespace().any(|f| f == "vmx" || f == "svm")
-    });
+    let hw = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("flags"))
+        .any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"));
     hw && kvm_usable()
 }
 
 /// Where Limine's files are: `$LIMINE_DIR` or `/usr/share/limine`.
 pub fn limine_dir() -> Result<PathBuf, String> {
-    let candidates = std::env::var_os("LIMINE_DIR").map(PathBuf::from).into_iter().chain([PathBuf::from("/usr/share/limine")]);
+    let candidates =
+        std::env::var_os("LIMINE_DIR").map(PathBuf::from).into_iter().chain([PathBuf::from("/usr/share/limine")]);
     for dir in candidates {
         if dir.join("limine-bios-cd.bin").is_file() && dir.join("limine-uefi-cd.bin").is_file() {
             return Ok(dir);
@@ -518,7 +531,8 @@ impl Machine {
     /// three sockets as it starts. Restricted user networking offers no
     /// router by DHCP: give the guest [`attack::GUEST_CMDLINE`].
     pub fn user_net_spliced(self, forwards: &[(u16, u16)], lan: &attack::LanPaths) -> Self {
-        let rules: String = forwards.iter().map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}")).collect();
+        let rules: String =
+            forwards.iter().map(|(host, guest)| format!(",hostfwd=tcp:127.0.0.1:{host}-:{guest}")).collect();
         let chardev = |id: &str, path: &Path| format!("socket,id={id},path={}", path.display());
         self.netdev(format!("user,id=n0,restrict=on{rules}"))
             .args(["-chardev", &chardev("lan-inject", &lan.inject)])
@@ -527,7 +541,10 @@ impl Machine {
             // A filter's transmit queue carries what the netdev sends (to
             // the guest), its receive queue what the netdev receives.
             .args(["-object", "filter-redirector,id=lan-in,netdev=n0,queue=tx,indev=lan-inject"])
-            .args(["-object", "filter-redirector,id=lan-out,netdev=n0,queue=rx,outdev=lan-guest-out,indev=lan-to-user-net"])
+            .args([
+                "-object",
+                "filter-redirector,id=lan-out,netdev=n0,queue=rx,outdev=lan-guest-out,indev=lan-to-user-net",
+            ])
     }
 
     /// The guest's card with a wire that is a pair of unix datagram sockets, one frame
@@ -608,7 +625,10 @@ impl Machine {
                 }
                 let key = |option: &str| option.split('=').next().unwrap_or("").to_string();
                 let overridden = |default: &&str| self.machine_options.iter().any(|o| key(o) == key(default));
-                MICROVM_DEFAULTS.iter().filter(|d| !overridden(d)).fold("microvm".to_string(), |m, o| format!("{m},{o}"))
+                MICROVM_DEFAULTS
+                    .iter()
+                    .filter(|d| !overridden(d))
+                    .fold("microvm".to_string(), |m, o| format!("{m},{o}"))
             }
         };
         let machine = self.machine_options.iter().fold(machine, |m, o| format!("{m},{o}"));
@@ -616,7 +636,10 @@ impl Machine {
         cmd.args(["-smp", &self.cpus.to_string(), "-m", &format!("{}M", self.memory_mib)]);
         for (id, node) in self.numa.iter().enumerate() {
             cmd.args(["-object", &format!("memory-backend-ram,id=m{id},size={}M", node.memory_mib)]);
-            cmd.args(["-numa", &format!("node,nodeid={id},cpus={}-{},memdev=m{id}", node.cpus.start(), node.cpus.end())]);
+            cmd.args([
+                "-numa",
+                &format!("node,nodeid={id},cpus={}-{},memdev=m{id}", node.cpus.start(), node.cpus.end()),
+            ]);
         }
         cmd.args(["-nodefaults", "-display", "none", "-serial", "stdio", "-no-reboot"]);
         if self.machine_type == MachineType::Microvm {
@@ -781,7 +804,10 @@ impl Running {
                     }
                 }
                 Err(RecvTimeoutError::Timeout) => {
-                    return Err(format!("no line containing {needle:?} within {timeout:?}; serial so far:\n{}", self.serial()))
+                    return Err(format!(
+                        "no line containing {needle:?} within {timeout:?}; serial so far:\n{}",
+                        self.serial()
+                    ))
                 }
                 Err(RecvTimeoutError::Disconnected) => {
                     return Err(format!("QEMU ended before printing {needle:?}; serial:\n{}", self.serial()))
@@ -815,7 +841,8 @@ impl Running {
         // utime and stime are fields 14 and 15, in clock ticks.
         let after_name = &stat[stat.rfind(')').expect("stat has a command name") + 2..];
         let fields: Vec<&str> = after_name.split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).expect("utime and stime in /proc/PID/stat");
+        let field =
+            |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).expect("utime and stime in /proc/PID/stat");
         let ticks = field(11) + field(12);
         // SAFETY: sysconf(_SC_CLK_TCK = 2 on Linux) only reads a constant.
         let hz = unsafe { sysconf(2) }.max(1);
@@ -876,8 +903,9 @@ impl Run {
 
     #[track_caller]
     pub fn assert_line(&self, needle: &str) -> &Line {
-        self.line(needle)
-            .unwrap_or_else(|| panic!("no serial line contains {needle:?} (exit {:?}); serial:\n{}", self.exit, self.serial()))
+        self.line(needle).unwrap_or_else(|| {
+            panic!("no serial line contains {needle:?} (exit {:?}); serial:\n{}", self.exit, self.serial())
+        })
     }
 
     #[track_caller]
@@ -910,7 +938,8 @@ impl Run {
         let prefix = format!("{suite}: ");
         let line = self.assert_line(&prefix);
         let counts = line.text[line.text.find(&prefix).unwrap() + prefix.len()..].to_string();
-        let mut numbers = counts.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap());
+        let mut numbers =
+            counts.split(|c: char| !c.is_ascii_digit()).filter(|s| !s.is_empty()).map(|s| s.parse::<usize>().unwrap());
         let (passed, failed) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(usize::MAX));
         assert!(failed == 0 && passed > 0, "suite {suite}: {counts}; serial:\n{}", self.serial());
         self.assert_success();
@@ -945,8 +974,14 @@ mod tests {
         let pci = words(&machine().user_net(&[]).nic(Nic::Virtio));
         assert!(has(&pci, ["-device", "virtio-net-pci,disable-legacy=on,netdev=n0"]), "{pci:?}");
         let mmio = words(&machine().microvm().cpus(1).tap_net("ns", "tap0"));
-        assert!(has(&mmio, ["-machine", "microvm,acpi=off"]) && has(&mmio, ["-device", "virtio-net-device,netdev=n0"]), "{mmio:?}");
-        assert!(has(&mmio, ["-global", "virtio-mmio.force-legacy=false"]) && has(&mmio, ["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"]));
+        assert!(
+            has(&mmio, ["-machine", "microvm,acpi=off"]) && has(&mmio, ["-device", "virtio-net-device,netdev=n0"]),
+            "{mmio:?}"
+        );
+        assert!(
+            has(&mmio, ["-global", "virtio-mmio.force-legacy=false"])
+                && has(&mmio, ["-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no"])
+        );
         assert!(has(&mmio, ["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"]) && has(&mmio, ["-serial", "stdio"]));
         assert!(mmio.iter().any(|w| w == "-no-user-config"));
         // No network, no card.
@@ -973,7 +1008,10 @@ mod tests {
         assert!(Nic::parse("rtl8139").unwrap_err().contains("expected e1000, virtio or igb"));
         assert_eq!(Nic::parse("igb"), Ok(Nic::Igb));
         assert_eq!(MachineType::parse("q35"), Ok((MachineType::Q35, vec![])));
-        assert_eq!(MachineType::parse("microvm,pit=off,rtc=off"), Ok((MachineType::Microvm, vec!["pit=off".into(), "rtc=off".into()])));
+        assert_eq!(
+            MachineType::parse("microvm,pit=off,rtc=off"),
+            Ok((MachineType::Microvm, vec!["pit=off".into(), "rtc=off".into()]))
+        );
         assert!(MachineType::parse("pc").unwrap_err().contains("expected q35 or microvm"));
         assert!(MachineType::parse("microvm,fast").unwrap_err().contains("KEY=VALUE"));
         assert_eq!(MachineType::Microvm.default_nic(), Nic::Virtio);

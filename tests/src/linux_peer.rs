@@ -378,11 +378,8 @@ fn module_bytes(path: &Path) -> Result<Vec<u8>, String> {
     } else {
         return fs::read(path).map_err(|e| format!("reading {name}: {e}"));
     };
-    let output = Command::new(tool)
-        .arg("-dc")
-        .arg(path)
-        .output()
-        .map_err(|e| format!("{tool} (to decompress {name}): {e}"))?;
+    let output =
+        Command::new(tool).arg("-dc").arg(path).output().map_err(|e| format!("{tool} (to decompress {name}): {e}"))?;
     if !output.status.success() {
         return Err(format!("{tool} -dc {name} failed{}", stderr_tail(&output)));
     }

@@ -30,7 +30,8 @@ pub struct Netns {
 }
 
 fn ip(args: &[&str]) -> Result<Output, String> {
-    let output = Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip` (package iproute2): {e}"))?;
+    let output =
+        Command::new("ip").args(args).output().map_err(|e| format!("cannot run `ip` (package iproute2): {e}"))?;
     if output.status.success() {
         Ok(output)
     } else {

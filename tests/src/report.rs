@@ -358,11 +358,7 @@ impl Report {
             .filter(|s| self.rows.iter().any(|r| r.systems().iter().any(|(rs, _)| rs == s)))
             .collect();
         let height: f64 = TOP
-            + self
-                .rows
-                .iter()
-                .map(|r| HEAD_H + r.systems().len() as f64 * (BAR_H + BAR_GAP) + ROW_GAP)
-                .sum::<f64>()
+            + self.rows.iter().map(|r| HEAD_H + r.systems().len() as f64 * (BAR_H + BAR_GAP) + ROW_GAP).sum::<f64>()
             + 10.0;
 
         let mut s = String::new();
@@ -417,13 +413,8 @@ impl Report {
             };
             for (sys, smp) in systems {
                 let cy = y + BAR_H / 2.0;
-                let _ = writeln!(
-                    s,
-                    r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
-                    X0 - 8.0,
-                    cy + 4.0,
-                    sys.name()
-                );
+                let _ =
+                    writeln!(s, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, X0 - 8.0, cy + 4.0, sys.name());
                 let mut end = X0;
                 match smp.median() {
                     Some(m) => {

@@ -10,7 +10,12 @@
 /// position are XORed into the result. `key` must be at least 4 bytes
 /// longer than `input`.
 pub fn toeplitz(key: &[u8], input: &[u8]) -> u32 {
-    assert!(key.len() >= input.len() + 4, "a Toeplitz key of {} bytes is too short for {} bytes of input", key.len(), input.len());
+    assert!(
+        key.len() >= input.len() + 4,
+        "a Toeplitz key of {} bytes is too short for {} bytes of input",
+        key.len(),
+        input.len()
+    );
     let mut hash = 0u32;
     // The 32 key bits at the current input bit, and the key bits after.
     let mut window = u32::from_be_bytes([key[0], key[1], key[2], key[3]]);
@@ -86,8 +91,9 @@ mod tests {
 
     /// Microsoft's verification key ("Verifying the RSS Hash Calculation").
     const KEY: [u8; 40] = [
-        0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca, 0x2b, 0xcb,
-        0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b, 0xbe, 0xac, 0x01, 0xfa,
+        0x6d, 0x5a, 0x56, 0xda, 0x25, 0x5b, 0x0e, 0xc2, 0x41, 0x67, 0x25, 0x3d, 0x43, 0xa3, 0x8f, 0xb0, 0xd0, 0xca,
+        0x2b, 0xcb, 0xae, 0x7b, 0x30, 0xb4, 0x77, 0xcb, 0x2d, 0xa3, 0x80, 0x30, 0xf2, 0x0c, 0x6a, 0x42, 0xb7, 0x3b,
+        0xbe, 0xac, 0x01, 0xfa,
     ];
 
     #[test]
@@ -110,7 +116,12 @@ mod tests {
 
     #[test]
     fn the_table_maps_the_hash_to_a_cpu() {
-        let rss = Rss::parse(&format!("rss-probe: rss key={} cpus={}", KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(), vec!["0", "1"].repeat(64).join(","))).unwrap();
+        let rss = Rss::parse(&format!(
+            "rss-probe: rss key={} cpus={}",
+            KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            vec!["0", "1"].repeat(64).join(",")
+        ))
+        .unwrap();
         assert_eq!((rss.key.as_slice(), rss.entry_cpus.len()), (&KEY[..], 128));
         let (src, dst) = ("66.9.149.187:2794".parse().unwrap(), "161.142.100.80:1766".parse().unwrap());
         // 0x51ccc178 % 128 = 0x78 = 120: an even entry, cpu 0.

@@ -83,7 +83,11 @@ pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> Result<T,
 
 /// Runs `f(i)` for `i` in `0..threads`, each on its own thread inside
 /// `netns`; returns their results in order.
-pub fn on_threads_in_netns<T: Send>(netns: &str, threads: usize, f: impl Fn(usize) -> T + Sync) -> Result<Vec<T>, String> {
+pub fn on_threads_in_netns<T: Send>(
+    netns: &str,
+    threads: usize,
+    f: impl Fn(usize) -> T + Sync,
+) -> Result<Vec<T>, String> {
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|i| {
@@ -195,7 +199,9 @@ pub fn wait_until_served(netns: &str, addr: SocketAddrV4, timeout: Duration) -> 
             let left = timeout.saturating_sub(start.elapsed());
             match one_shot(addr, left.clamp(Duration::from_millis(1), Duration::from_millis(500))) {
                 Ok(()) => return Ok(start.elapsed()),
-                Err(e) if start.elapsed() >= timeout => return Err(format!("{addr} not served within {timeout:?}: {e}")),
+                Err(e) if start.elapsed() >= timeout => {
+                    return Err(format!("{addr} not served within {timeout:?}: {e}"))
+                }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
@@ -221,7 +227,13 @@ impl Churn {
 
 /// `threads` clients open connections of one request each ([`one_shot`],
 /// 3 s each at most) until `total` were tried or `duration` has passed.
-pub fn churn(netns: &str, addr: SocketAddrV4, threads: usize, total: usize, duration: Duration) -> Result<Churn, String> {
+pub fn churn(
+    netns: &str,
+    addr: SocketAddrV4,
+    threads: usize,
+    total: usize,
+    duration: Duration,
+) -> Result<Churn, String> {
     let (served, failed, tried) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let start = Instant::now();
     on_threads_in_netns(netns, threads, |_| {
@@ -257,7 +269,8 @@ pub fn connect_burst(addr: SocketAddrV4, count: usize, timeout: Duration) -> Vec
     sockaddr.sin_addr = libc::in_addr { s_addr: u32::from(*addr.ip()).to_be() };
     for (i, result) in results.iter_mut().enumerate() {
         // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
+        let fd =
+            unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) };
         if fd < 0 {
             *result = Some(Err(io::Error::last_os_error()));
             continue;
@@ -266,7 +279,11 @@ pub fn connect_burst(addr: SocketAddrV4, count: usize, timeout: Duration) -> Vec
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         // SAFETY: `sockaddr` is a valid sockaddr_in of the given length.
         let rc = unsafe {
-            libc::connect(fd.as_raw_fd(), (&sockaddr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            libc::connect(
+                fd.as_raw_fd(),
+                (&sockaddr as *const libc::sockaddr_in).cast(),
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         };
         let error = io::Error::last_os_error();
         if rc == 0 || error.raw_os_error() == Some(libc::EINPROGRESS) {
@@ -281,9 +298,14 @@ pub fn connect_burst(addr: SocketAddrV4, count: usize, timeout: Duration) -> Vec
         if left.is_zero() {
             break;
         }
-        let mut polls: Vec<libc::pollfd> = pending.iter().map(|(_, fd)| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 }).collect();
+        let mut polls: Vec<libc::pollfd> = pending
+            .iter()
+            .map(|(_, fd)| libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 })
+            .collect();
         // SAFETY: `polls` is a valid array of `polls.len()` pollfds.
-        let ready = unsafe { libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, left.as_millis().clamp(1, 1000) as libc::c_int) };
+        let ready = unsafe {
+            libc::poll(polls.as_mut_ptr(), polls.len() as libc::nfds_t, left.as_millis().clamp(1, 1000) as libc::c_int)
+        };
         if ready <= 0 {
             continue;
         }
@@ -309,7 +331,16 @@ fn finish_connect(fd: OwnedFd) -> io::Result<TcpStream> {
     let mut error: libc::c_int = 0;
     let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
     // SAFETY: a valid socket and a c_int-sized output buffer.
-    if unsafe { libc::getsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, libc::SO_ERROR, (&mut error as *mut libc::c_int).cast(), &mut len) } != 0 {
+    if unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            (&mut error as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     if error != 0 {
@@ -357,14 +388,22 @@ pub struct Idle {
 /// Opens up to `cap` kept-alive connections to `addr`, `burst` at a time,
 /// each served one `GET /health`, and keeps them open. Stops early after
 /// `patience` bursts in a row with nothing served, or at `deadline`.
-pub fn open_idle(netns: &str, addr: SocketAddrV4, cap: usize, burst: usize, patience: usize, deadline: Instant) -> Result<Idle, String> {
+pub fn open_idle(
+    netns: &str,
+    addr: SocketAddrV4,
+    cap: usize,
+    burst: usize,
+    patience: usize,
+    deadline: Instant,
+) -> Result<Idle, String> {
     in_netns(netns, || {
         let mut idle = Idle { streams: Vec::with_capacity(cap), failed: 0 };
         let mut fruitless = 0;
         while idle.streams.len() < cap && fruitless < patience && Instant::now() < deadline {
             let want = burst.min(cap - idle.streams.len());
             let left = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(10));
-            let mut opened: Vec<TcpStream> = connect_burst(addr, want, left).into_iter().filter_map(Result::ok).collect();
+            let mut opened: Vec<TcpStream> =
+                connect_burst(addr, want, left).into_iter().filter_map(Result::ok).collect();
             let served = request_each(&mut opened, "/health", Instant::now() + left);
             let before = idle.streams.len();
             idle.streams.extend(opened.into_iter().zip(&served).filter(|(_, &ok)| ok).map(|(s, _)| s));
@@ -421,7 +460,8 @@ pub fn parse_stats(json: &str) -> Result<GuestStats, String> {
     }
     let net = match json.find("\"net\":{") {
         Some(at) => {
-            let object = &json[at..at + json[at..].find('}').ok_or_else(|| format!("unterminated net object: {json}"))?];
+            let object =
+                &json[at..at + json[at..].find('}').ok_or_else(|| format!("unterminated net object: {json}"))?];
             let field = |key: &str| number_after(object, key).ok_or_else(|| format!("no net.{key} in /stats: {json}"));
             Some(NetStats {
                 sockets: field("sockets")?,
@@ -537,7 +577,13 @@ impl PacketSocket {
         address.sll_protocol = protocol;
         address.sll_ifindex = index as i32;
         // SAFETY: `address` is a valid sockaddr_ll of the given length.
-        let rc = unsafe { libc::bind(fd.as_raw_fd(), (&address as *const libc::sockaddr_ll).cast(), std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t) };
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&address as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
         if rc != 0 {
             return Err(format!("binding a packet socket to {interface}: {}", io::Error::last_os_error()));
         }
@@ -595,9 +641,12 @@ mod tests {
         let old = r#"{"uptime_ms":5,"requests":3,"nic":{"rx_packets":1},"memory":[{"node":0,"total_bytes":9,"free_bytes":100},{"node":1,"total_bytes":9,"free_bytes":23}]}"#;
         assert_eq!(parse_stats(old), Ok(GuestStats { free_bytes: 123, net: None }));
         let new = r#"{"requests":3,"net":{"sockets":7,"tcp_refused":1,"half_open_evicted":2,"timed_out":3,"rounds":400,"last_round_ms":12},"memory":[{"node":0,"total_bytes":9,"free_bytes":5}]}"#;
-        let net = NetStats { sockets: 7, tcp_refused: 1, half_open_evicted: 2, timed_out: 3, rounds: 400, last_round_ms: 12 };
+        let net =
+            NetStats { sockets: 7, tcp_refused: 1, half_open_evicted: 2, timed_out: 3, rounds: 400, last_round_ms: 12 };
         assert_eq!(parse_stats(new), Ok(GuestStats { free_bytes: 5, net: Some(net) }));
-        assert!(parse_stats(r#"{"net":{"sockets":1},"memory":[{"free_bytes":5}]}"#).unwrap_err().contains("tcp_refused"));
+        assert!(parse_stats(r#"{"net":{"sockets":1},"memory":[{"free_bytes":5}]}"#)
+            .unwrap_err()
+            .contains("tcp_refused"));
         assert!(parse_stats("{}").is_err());
     }
 

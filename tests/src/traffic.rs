@@ -59,10 +59,19 @@ pub struct Echoed {
 /// A received frame, as far as the wire cares.
 enum Frame {
     /// An ARP request for our address (answered at once).
-    ArpRequest { mac: EthernetAddress, ip: Ipv4Address },
-    ArpReply { mac: EthernetAddress, ip: Ipv4Address },
+    ArpRequest {
+        mac: EthernetAddress,
+        ip: Ipv4Address,
+    },
+    ArpReply {
+        mac: EthernetAddress,
+        ip: Ipv4Address,
+    },
     /// A UDP datagram from the guest: its source port and payload range.
-    Udp { src_port: u16, payload: std::ops::Range<usize> },
+    Udp {
+        src_port: u16,
+        payload: std::ops::Range<usize>,
+    },
     Tcp(TcpSegment),
     Other,
 }
@@ -237,7 +246,11 @@ impl Wire {
                     next_go = now + Duration::from_millis(250);
                 }
                 // Done once the flood's time is over and the wire is quiet.
-                Some(f) if now.duration_since(f) > duration && now.duration_since(last) > Duration::from_millis(300) => break,
+                Some(f)
+                    if now.duration_since(f) > duration && now.duration_since(last) > Duration::from_millis(300) =>
+                {
+                    break
+                }
                 Some(f) if now.duration_since(f) > duration + Duration::from_secs(10) => break,
                 _ => {}
             }
@@ -318,13 +331,24 @@ impl Wire {
             payload,
         };
         let eth = EthernetRepr { src_addr: HOST_MAC, dst_addr: self.guest_mac, ethertype: EthernetProtocol::Ipv4 };
-        let ip = Ipv4Repr { src_addr: HOST_IP, dst_addr: GUEST_IP, next_header: IpProtocol::Tcp, payload_len: repr.buffer_len(), hop_limit: 64 };
+        let ip = Ipv4Repr {
+            src_addr: HOST_IP,
+            dst_addr: GUEST_IP,
+            next_header: IpProtocol::Tcp,
+            payload_len: repr.buffer_len(),
+            hop_limit: 64,
+        };
         let mut bytes = vec![0u8; 14 + 20 + repr.buffer_len()];
         let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
         eth.emit(&mut frame);
         let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
         ip.emit(&mut packet, &ChecksumCapabilities::default());
-        repr.emit(&mut TcpPacket::new_unchecked(packet.payload_mut()), &HOST_IP.into(), &GUEST_IP.into(), &ChecksumCapabilities::default());
+        repr.emit(
+            &mut TcpPacket::new_unchecked(packet.payload_mut()),
+            &HOST_IP.into(),
+            &GUEST_IP.into(),
+            &ChecksumCapabilities::default(),
+        );
         self.send(&bytes);
     }
 
@@ -367,13 +391,17 @@ fn parse(bytes: &[u8]) -> Frame {
     let Ok(eth) = EthernetFrame::new_checked(bytes) else { return Frame::Other };
     match eth.ethertype() {
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p)) {
-            Ok(ArpRepr::EthernetIpv4 { operation, source_hardware_addr: mac, source_protocol_addr: ip, target_protocol_addr, .. }) => {
-                match operation {
-                    ArpOperation::Request if target_protocol_addr == HOST_IP => Frame::ArpRequest { mac, ip },
-                    ArpOperation::Reply => Frame::ArpReply { mac, ip },
-                    _ => Frame::Other,
-                }
-            }
+            Ok(ArpRepr::EthernetIpv4 {
+                operation,
+                source_hardware_addr: mac,
+                source_protocol_addr: ip,
+                target_protocol_addr,
+                ..
+            }) => match operation {
+                ArpOperation::Request if target_protocol_addr == HOST_IP => Frame::ArpRequest { mac, ip },
+                ArpOperation::Reply => Frame::ArpReply { mac, ip },
+                _ => Frame::Other,
+            },
             _ => Frame::Other,
         },
         EthernetProtocol::Ipv4 => {
@@ -424,7 +452,13 @@ pub fn udp_frame(
 ) -> Vec<u8> {
     let mut bytes = vec![0u8; HEADERS + payload.len()];
     let eth = EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv4 };
-    let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Udp, payload_len: 8 + payload.len(), hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src_ip,
+        dst_addr: dst_ip,
+        next_header: IpProtocol::Udp,
+        payload_len: 8 + payload.len(),
+        hop_limit: 64,
+    };
     let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
     eth.emit(&mut frame);
     let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());
@@ -440,9 +474,21 @@ pub fn udp_frame(
 
 /// An Ethernet/IPv4/TCP frame of the segment `repr` says, with valid
 /// checksums.
-pub fn tcp_frame(src_mac: EthernetAddress, dst_mac: EthernetAddress, src_ip: Ipv4Address, dst_ip: Ipv4Address, repr: &TcpRepr) -> Vec<u8> {
+pub fn tcp_frame(
+    src_mac: EthernetAddress,
+    dst_mac: EthernetAddress,
+    src_ip: Ipv4Address,
+    dst_ip: Ipv4Address,
+    repr: &TcpRepr,
+) -> Vec<u8> {
     let eth = EthernetRepr { src_addr: src_mac, dst_addr: dst_mac, ethertype: EthernetProtocol::Ipv4 };
-    let ip = Ipv4Repr { src_addr: src_ip, dst_addr: dst_ip, next_header: IpProtocol::Tcp, payload_len: repr.buffer_len(), hop_limit: 64 };
+    let ip = Ipv4Repr {
+        src_addr: src_ip,
+        dst_addr: dst_ip,
+        next_header: IpProtocol::Tcp,
+        payload_len: repr.buffer_len(),
+        hop_limit: 64,
+    };
     let mut bytes = vec![0u8; eth.buffer_len() + ip.buffer_len() + repr.buffer_len()];
     let mut frame = EthernetFrame::new_unchecked(&mut bytes[..]);
     eth.emit(&mut frame);
@@ -459,7 +505,15 @@ mod tests {
 
     #[test]
     fn frames_round_trip_through_the_parser() {
-        let frame = udp_frame(EthernetAddress([2, 0, 0, 0, 0, 2]), HOST_MAC, GUEST_IP, HOST_IP, 9001, HOST_PORT, b"DONE packets=5 bytes=110");
+        let frame = udp_frame(
+            EthernetAddress([2, 0, 0, 0, 0, 2]),
+            HOST_MAC,
+            GUEST_IP,
+            HOST_IP,
+            9001,
+            HOST_PORT,
+            b"DONE packets=5 bytes=110",
+        );
         let Frame::Udp { src_port, payload } = parse(&frame) else { panic!("not parsed as UDP") };
         assert_eq!(src_port, 9001);
         assert_eq!(parse_done(&frame[payload]), Some(GuestCounts { packets: 5, bytes: 110 }));

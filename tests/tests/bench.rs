@@ -39,13 +39,20 @@ fn bench(name: &str, args: &[&str]) -> Vec<(String, String, String, String, f64)
         .output()
         .expect("bravo-bench runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "bravo-bench {args:?} failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "bravo-bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("Bravo/Linux"), "no table printed:\n{stdout}");
     for ext in ["csv", "md", "svg"] {
         let file = dir.join(format!("{name}.{ext}"));
         assert!(file.is_file(), "{} not written", file.display());
     }
-    assert!(read(&dir.join(format!("{name}.svg"))).starts_with("<svg") || read(&dir.join(format!("{name}.svg"))).starts_with("<?xml"));
+    assert!(
+        read(&dir.join(format!("{name}.svg"))).starts_with("<svg")
+            || read(&dir.join(format!("{name}.svg"))).starts_with("<?xml")
+    );
     let rows = parse_csv(&read(&dir.join(format!("{name}.csv"))));
     let _ = std::fs::remove_dir_all(&dir);
     rows
@@ -62,7 +69,13 @@ fn parse_csv(text: &str) -> Vec<(String, String, String, String, f64)> {
         .map(|line| {
             let f = split_csv_line(line);
             assert_eq!(f.len(), 6, "CSV line: {line}");
-            (f[0].clone(), f[1].clone(), f[2].clone(), f[3].clone(), f[5].parse().unwrap_or_else(|_| panic!("CSV value: {line}")))
+            (
+                f[0].clone(),
+                f[1].clone(),
+                f[2].clone(),
+                f[3].clone(),
+                f[5].parse().unwrap_or_else(|_| panic!("CSV value: {line}")),
+            )
         })
         .collect()
 }
@@ -85,7 +98,11 @@ fn split_csv_line(line: &str) -> Vec<String> {
     fields
 }
 
-fn values<'a>(rows: &'a [(String, String, String, String, f64)], unit: &str, system: &str) -> Vec<&'a (String, String, String, String, f64)> {
+fn values<'a>(
+    rows: &'a [(String, String, String, String, f64)],
+    unit: &str,
+    system: &str,
+) -> Vec<&'a (String, String, String, String, f64)> {
     rows.iter().filter(|r| r.2 == unit && r.3 == system).collect()
 }
 
@@ -101,8 +118,15 @@ fn pps_bench_reports_packet_rates_for_bravo_the_ceiling_and_linux() {
         assert_eq!(rates.len(), 6, "{system}: {rates:?}");
         assert_eq!(rates.iter().filter(|r| r.0.ends_with("· 2 vCPUs")).count(), 3, "{system}: {rates:?}");
         let scaling = values(&rows, "% of 1 vCPU", system);
-        assert_eq!(scaling.len(), if system == "ceiling" { 0 } else { 3 }, "{system}: scaling of RX, TX, echo: {scaling:?}");
-        assert!(scaling.iter().all(|r| r.4 > 1.0 && r.4 < 10_000.0 && r.1.contains("scaling, 2 vCPUs / 1")), "{system}: {scaling:?}");
+        assert_eq!(
+            scaling.len(),
+            if system == "ceiling" { 0 } else { 3 },
+            "{system}: scaling of RX, TX, echo: {scaling:?}"
+        );
+        assert!(
+            scaling.iter().all(|r| r.4 > 1.0 && r.4 < 10_000.0 && r.1.contains("scaling, 2 vCPUs / 1")),
+            "{system}: {scaling:?}"
+        );
         for r in &rates {
             assert!(r.4 > 100.0 && r.4 < 1e8, "{system} {} {}: {} {}", r.0, r.1, r.4, r.2);
         }
@@ -133,7 +157,10 @@ fn assert_boot_times(rows: &[(String, String, String, String, f64)]) {
         let times = values(rows, "ms", system);
         assert_eq!(times.len(), 2, "{system}: {times:?}");
         let (first_response, to_main) = (times[0].4, times[1].4);
-        assert!(to_main > 0.0 && first_response > to_main, "{system}: first response {first_response} ms, main {to_main} ms");
+        assert!(
+            to_main > 0.0 && first_response > to_main,
+            "{system}: first response {first_response} ms, main {to_main} ms"
+        );
     }
 }
 
@@ -180,7 +207,11 @@ fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo
         let (conn_rates, req_rates, conns, kib, ms) = (of("conn/s"), of("req/s"), of("conn"), of("KiB"), of("ms"));
         // New connections alone and during the flood; kept-alive alone and
         // during the flood; held and served again.
-        assert_eq!((conn_rates.len(), req_rates.len(), conns.len(), kib.len(), ms.len()), (2, 2, 2, 1, 1), "{system}: {rows:?}");
+        assert_eq!(
+            (conn_rates.len(), req_rates.len(), conns.len(), kib.len(), ms.len()),
+            (2, 2, 2, 1, 1),
+            "{system}: {rows:?}"
+        );
         for r in conn_rates.iter().chain(&req_rates) {
             assert!(r.4 > 0.0 && r.4 < 1e7, "{system} {} {}: {} {}", r.0, r.1, r.4, r.2);
         }
@@ -195,7 +226,21 @@ fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo
 
 #[test]
 fn bench_rejects_bad_options_with_a_message() {
-    for args in [&["pps", "--sizes", "20"][..], &["pps", "--nic", "rtl8139"], &["http", "--machine", "pc"], &["boot", "--machine", "microvm", "--nic", "e1000"], &["http", "--runs", "x"], &["boot", "--what"], &["conns", "--cap", "0"], &["soak", "--minutes", "-1"], &["nothing"], &["http", "--cpus", "0"], &["pps", "--cpus", "1,x"], &["conns", "--cpus", "1,2"], &["pps", "--nic", "igb", "--machine", "microvm"]] {
+    for args in [
+        &["pps", "--sizes", "20"][..],
+        &["pps", "--nic", "rtl8139"],
+        &["http", "--machine", "pc"],
+        &["boot", "--machine", "microvm", "--nic", "e1000"],
+        &["http", "--runs", "x"],
+        &["boot", "--what"],
+        &["conns", "--cap", "0"],
+        &["soak", "--minutes", "-1"],
+        &["nothing"],
+        &["http", "--cpus", "0"],
+        &["pps", "--cpus", "1,x"],
+        &["conns", "--cpus", "1,2"],
+        &["pps", "--nic", "igb", "--machine", "microvm"],
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_bravo-bench")).args(args).output().expect("bravo-bench runs");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8_lossy(&output.stderr);

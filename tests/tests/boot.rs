@@ -123,11 +123,16 @@ fn clock_agrees_with_host(machine: &str, cpus: usize) -> String {
 
     let guest = (number_after(&end.text, "clock: end") - number_after(&start.text, "clock: start")) / 1e6;
     let host = (end.at - start.at).as_secs_f64();
-    println!("{machine}, {cpus} cpus: TSC {mhz} MHz; the guest slept {guest:.4} s of its clock, {host:.4} s of the host's");
+    println!(
+        "{machine}, {cpus} cpus: TSC {mhz} MHz; the guest slept {guest:.4} s of its clock, {host:.4} s of the host's"
+    );
     // The sleep lasts at least what was asked; a busy host may wake the
     // guest late, but both clocks see the same lateness.
     assert!((1.5..1.8).contains(&guest), "{machine}: the guest measured {guest} s for a 1.5 s sleep");
-    assert!((host - guest).abs() < 0.04 * guest, "{machine}: the guest measured {guest:.4} s where the host saw {host:.4} s");
+    assert!(
+        (host - guest).abs() < 0.04 * guest,
+        "{machine}: the guest measured {guest:.4} s where the host saw {host:.4} s"
+    );
     serial
 }
 
@@ -155,5 +160,8 @@ fn a_tsc_rate_no_timer_confirms_is_an_error() {
     // Without PIT and RTC only the local APIC timer is left: its rate is
     // right (QEMU's 1 GHz bus) but nothing can confirm it, which is said.
     let serial = clock_agrees_with_host("microvm,pit=off,rtc=off", 1);
-    assert!(serial.contains("[ERROR] TSC rate") && serial.contains("confirmed by no other timer"), "no error line:\n{serial}");
+    assert!(
+        serial.contains("[ERROR] TSC rate") && serial.contains("confirmed by no other timer"),
+        "no error line:\n{serial}"
+    );
 }

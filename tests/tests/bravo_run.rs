@@ -41,7 +41,12 @@ fn an_unknown_example_is_named_and_the_examples_are_listed() {
 fn a_known_example_not_built_is_told_to_build() {
     let output = bravo_run(&["/nonexistent/x86_64-unknown-none/release/http"], &[]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr_of(&output).contains("kernel image /nonexistent/x86_64-unknown-none/release/http not found: build it first"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output)
+            .contains("kernel image /nonexistent/x86_64-unknown-none/release/http not found: build it first"),
+        "{}",
+        stderr_of(&output)
+    );
 }
 
 #[test]
@@ -63,7 +68,12 @@ fn a_taken_host_port_is_named_with_how_to_pick_another() {
 
     let output = bravo_run(&[image.to_str().expect("utf-8 path")], &[("FORWARD", &format!("{port}:80"))]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr_of(&output).contains(&format!("pick another in FORWARD (FORWARD={port}:80: host port {port} is the one taken)")), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output)
+            .contains(&format!("pick another in FORWARD (FORWARD={port}:80: host port {port} is the one taken)")),
+        "{}",
+        stderr_of(&output)
+    );
 }
 
 #[test]

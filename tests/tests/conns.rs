@@ -37,7 +37,8 @@ fn service() -> Option<(Netns, Running)> {
         .start();
     vm.wait_for_line("http: serving on", Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e}"));
     // The first frames after the NIC starts may be lost.
-    tcp_load::wait_until_served(netns.name(), GUEST, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}\n{}", vm.serial()));
+    tcp_load::wait_until_served(netns.name(), GUEST, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}\n{}", vm.serial()));
     Some((netns, vm))
 }
 
@@ -106,17 +107,24 @@ fn a_burst_of_two_thousand_connects_is_accepted_in_full() {
     let (mut streams, refused) = tcp_load::in_netns(netns.name(), || {
         let results = tcp_load::connect_burst(GUEST, BURST, Duration::from_secs(20));
         let mut refused = Vec::new();
-        let streams: Vec<_> = results
-            .into_iter()
-            .filter_map(|r| r.map_err(|e| refused.push(e.to_string())).ok())
-            .collect();
+        let streams: Vec<_> =
+            results.into_iter().filter_map(|r| r.map_err(|e| refused.push(e.to_string())).ok()).collect();
         (streams, refused)
     })
     .unwrap();
     let accepted = streams.len();
-    let served = tcp_load::request_each(&mut streams, "/health", Instant::now() + Duration::from_secs(30)).iter().filter(|&&ok| ok).count();
+    let served = tcp_load::request_each(&mut streams, "/health", Instant::now() + Duration::from_secs(30))
+        .iter()
+        .filter(|&&ok| ok)
+        .count();
     eprintln!("burst of {BURST}: {accepted} connected, {served} served");
-    assert!(refused.is_empty(), "{} of {BURST} connects failed (first: {:?})\n{}", refused.len(), refused.first(), serial(&mut vm));
+    assert!(
+        refused.is_empty(),
+        "{} of {BURST} connects failed (first: {:?})\n{}",
+        refused.len(),
+        refused.first(),
+        serial(&mut vm)
+    );
     assert_eq!(served, BURST, "connections served one request\n{}", serial(&mut vm));
 }
 

@@ -26,7 +26,8 @@ fn divide_error_is_reported() {
 
 #[test]
 fn invalid_opcode_is_reported() {
-    scenario("invalid-opcode").assert_line("EXCEPTION on cpu 0: invalid opcode (#UD), vector 6 error=0x0 rip=0xffffffff8");
+    scenario("invalid-opcode")
+        .assert_line("EXCEPTION on cpu 0: invalid opcode (#UD), vector 6 error=0x0 rip=0xffffffff8");
 }
 
 #[test]

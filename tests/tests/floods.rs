@@ -174,7 +174,14 @@ impl Served {
 
 impl std::fmt::Display for Served {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        write!(f, "{} served in {:.2} s ({:.0}/s), {} failed", self.ok, self.elapsed.as_secs_f64(), self.rate(), self.failed)
+        write!(
+            f,
+            "{} served in {:.2} s ({:.0}/s), {} failed",
+            self.ok,
+            self.elapsed.as_secs_f64(),
+            self.rate(),
+            self.failed
+        )
     }
 }
 
@@ -265,10 +272,16 @@ impl Outcome {
     fn assert_recovered(&self) {
         let attack = self.report.attack;
         if let Err(e) = &self.recovered {
-            panic!("{attack:?}: /health did not answer within {RECOVERY:?} of the flood's end ({e}); serial:\n{}", self.serial);
+            panic!(
+                "{attack:?}: /health did not answer within {RECOVERY:?} of the flood's end ({e}); serial:\n{}",
+                self.serial
+            );
         }
         if let Err(e) = &self.ping {
-            panic!("{attack:?}: the guest did not answer a ping within {RECOVERY:?} after that: {e}; serial:\n{}", self.serial);
+            panic!(
+                "{attack:?}: the guest did not answer a ping within {RECOVERY:?} after that: {e}; serial:\n{}",
+                self.serial
+            );
         }
     }
 
@@ -361,7 +374,11 @@ fn a_udp_flood_to_closed_ports_is_harmless() {
 /// no checksum offload: the stack must).
 fn segments_with_bad_checksums_are_dropped_silently(hardware: Hardware) {
     let sent = harmless_on(hardware, Attack::BadChecksums, 10_000);
-    assert_eq!((sent.syn_acks, sent.resets, sent.icmp_errors), (0, 0, 0), "the guest answered frames with bad checksums: {sent}");
+    assert_eq!(
+        (sent.syn_acks, sent.resets, sent.icmp_errors),
+        (0, 0, 0),
+        "the guest answered frames with bad checksums: {sent}"
+    );
 }
 on_hardware!(segments_with_bad_checksums_are_dropped_silently: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, virtio_mmio = VIRTIO_MMIO);
 

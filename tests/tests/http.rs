@@ -25,7 +25,9 @@ fn http_service(cpus: usize, args: &str) -> (Running, u16) {
 
 /// `examples/http` on `hardware` (with as many of `cpus` as it gives).
 fn http_service_on(hardware: Hardware, cpus: usize, args: &str) -> (Running, u16) {
-    start_service("http", |m| m.on(hardware).cpus(hardware.cpus(cpus)).cmdline(&format!("-- {args}")).timeout(Duration::from_secs(600)))
+    start_service("http", |m| {
+        m.on(hardware).cpus(hardware.cpus(cpus)).cmdline(&format!("-- {args}")).timeout(Duration::from_secs(600))
+    })
 }
 
 /// Boots an HTTP example, waits until it answers `/health`.
@@ -71,9 +73,32 @@ fn every_route_answers(hardware: Hardware) {
     let json = String::from_utf8_lossy(&stats.body).into_owned();
     assert_eq!(json.matches(&format!("\"cpus\":{cpus}")).count(), 1, "cpus not {cpus} in /stats: {json}");
     assert!(json.contains("\"nic\":{\"rx_packets\":"), "no NIC counters in /stats: {json}");
-    let queues = json.split("\"queues\":[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or_else(|| panic!("no queues in /stats: {json}"));
-    assert!(queues.starts_with("{\"queue\":0,\"cpu\":") && queues.contains("\"rx_packets\":") && queues.contains("\"tx_packets\":"), "queues: {queues}");
-    for key in ["\"uptime_ms\":", "\"threads_per_cpu\":[", "\"requests\":", "\"tx_dropped\":", "\"free_bytes\":", "\"sockets\":", "\"tcp_refused\":", "\"half_open_evicted\":", "\"timed_out\":", "\"rounds\":", "\"last_round_ms\":", "\"stack_bytes\":", "\"page_table_bytes\":"] {
+    let queues = json
+        .split("\"queues\":[")
+        .nth(1)
+        .and_then(|rest| rest.split(']').next())
+        .unwrap_or_else(|| panic!("no queues in /stats: {json}"));
+    assert!(
+        queues.starts_with("{\"queue\":0,\"cpu\":")
+            && queues.contains("\"rx_packets\":")
+            && queues.contains("\"tx_packets\":"),
+        "queues: {queues}"
+    );
+    for key in [
+        "\"uptime_ms\":",
+        "\"threads_per_cpu\":[",
+        "\"requests\":",
+        "\"tx_dropped\":",
+        "\"free_bytes\":",
+        "\"sockets\":",
+        "\"tcp_refused\":",
+        "\"half_open_evicted\":",
+        "\"timed_out\":",
+        "\"rounds\":",
+        "\"last_round_ms\":",
+        "\"stack_bytes\":",
+        "\"page_table_bytes\":",
+    ] {
         assert_eq!(json.matches(key).count(), 1, "{key} not once in /stats: {json}");
     }
     let echo = request(&mut connect(port).unwrap(), "POST", "/echo", b"some \x00 bytes").unwrap();
@@ -81,7 +106,11 @@ fn every_route_answers(hardware: Hardware) {
     // Real work: the guest's digests are the host's over the same input.
     for kib in [1, 3, 64, 1024] {
         let hash = get(port, &format!("/hash?kib={kib}"));
-        assert_eq!((hash.status, String::from_utf8_lossy(&hash.body).into_owned()), (200, hash_route_digest(kib)), "/hash?kib={kib}");
+        assert_eq!(
+            (hash.status, String::from_utf8_lossy(&hash.body).into_owned()),
+            (200, hash_route_digest(kib)),
+            "/hash?kib={kib}"
+        );
     }
     assert_eq!(String::from_utf8_lossy(&get(port, "/hash").body), hash_route_digest(64), "/hash without kib is 64 KiB");
     for bad in ["kib=0", "kib=1025", "kib=-1", "kib=1.5", "kib=", "kib=99999999999999999999", "size=4"] {
@@ -118,13 +147,15 @@ fn sixty_four_keep_alive_clients_get_every_answer_right(hardware: Hardware) {
             std::thread::spawn(move || -> Result<(), String> {
                 for r in 0..REQUESTS {
                     if r % 2 == 0 {
-                        let reply = request(&mut stream, "GET", "/health", b"").map_err(|e| format!("client {c} request {r}: {e}"))?;
+                        let reply = request(&mut stream, "GET", "/health", b"")
+                            .map_err(|e| format!("client {c} request {r}: {e}"))?;
                         if reply.status != 200 || reply.body != b"ok" || !reply.headers.contains("keep-alive") {
                             return Err(format!("client {c} request {r}: {reply:?}"));
                         }
                     } else {
                         let body = format!("client {c} request {r}").into_bytes();
-                        let reply = request(&mut stream, "POST", "/echo", &body).map_err(|e| format!("client {c} request {r}: {e}"))?;
+                        let reply = request(&mut stream, "POST", "/echo", &body)
+                            .map_err(|e| format!("client {c} request {r}: {e}"))?;
                         if reply.status != 200 || reply.body != body {
                             return Err(format!("client {c} request {r}: {reply:?}"));
                         }
@@ -137,7 +168,8 @@ fn sixty_four_keep_alive_clients_get_every_answer_right(hardware: Hardware) {
     let errors: Vec<String> = clients.into_iter().filter_map(|c| c.join().unwrap().err()).collect();
     assert!(errors.is_empty(), "{} clients saw errors, first: {:?}", errors.len(), errors.first());
     let stats = String::from_utf8_lossy(&get(port, "/stats").body).into_owned();
-    let served: usize = stats.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).and_then(|n| n.parse().ok()).unwrap();
+    let served: usize =
+        stats.split("\"requests\":").nth(1).and_then(|s| s.split(',').next()).and_then(|n| n.parse().ok()).unwrap();
     assert!(served >= CLIENTS * REQUESTS, "/stats counts {served} requests");
 }
 on_hardware!(sixty_four_keep_alive_clients_get_every_answer_right: e1000 = E1000, virtio_pci = VIRTIO_PCI, igb = IGB, igb_1cpu = IGB_1CPU, virtio_mmio = VIRTIO_MMIO);
@@ -167,15 +199,30 @@ fn malformed_requests_get_their_status_and_the_service_stays_up() {
         ("huge header", huge_header.into_bytes(), false, Some(431)),
         ("too many headers", format!("GET / HTTP/1.1\r\n{many_headers}\r\n").into_bytes(), false, Some(431)),
         ("bad content length", b"POST /echo HTTP/1.1\r\nContent-Length: -5\r\n\r\n".to_vec(), false, Some(400)),
-        ("conflicting lengths", b"POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(), false, Some(400)),
+        (
+            "conflicting lengths",
+            b"POST /echo HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab".to_vec(),
+            false,
+            Some(400),
+        ),
         ("body too large", b"POST /echo HTTP/1.1\r\nContent-Length: 99999999\r\n\r\n".to_vec(), false, Some(413)),
-        ("chunked", b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(), false, Some(501)),
+        (
+            "chunked",
+            b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n".to_vec(),
+            false,
+            Some(501),
+        ),
         // The body is shorter than announced, then the client stops sending:
         // the request never completes and the connection is closed.
         ("short body then close", b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".to_vec(), true, None),
         ("truncated head then close", b"GET /health HTT".to_vec(), true, None),
         // A short body and a client that waits: 408 after the timeout.
-        ("short body, client waits", b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".to_vec(), false, Some(408)),
+        (
+            "short body, client waits",
+            b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc".to_vec(),
+            false,
+            Some(408),
+        ),
     ];
     for (name, raw, close, expected) in &corpus {
         let got = send_raw(port, raw, *close);
@@ -208,10 +255,18 @@ fn slow_clients_time_out_without_holding_up_the_others() {
     for i in 0..20 {
         let started = Instant::now();
         assert_eq!(get(port, "/health").status, 200, "request {i} while slow clients hang on");
-        assert!(started.elapsed() < Duration::from_secs(2), "request {i} took {:?} while slow clients hang on", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "request {i} took {:?} while slow clients hang on",
+            started.elapsed()
+        );
     }
     for stream in &mut idle {
-        assert_eq!(read_reply(stream).map(|r| r.status).ok(), Some(408), "an idle connection was not timed out with 408");
+        assert_eq!(
+            read_reply(stream).map(|r| r.status).ok(),
+            Some(408),
+            "an idle connection was not timed out with 408"
+        );
     }
     assert_eq!(trickler.join().unwrap(), Some(408), "a trickling request was not timed out with 408");
 }

@@ -105,12 +105,13 @@ fn kv_filled_until_it_refuses_keeps_its_data_serves_and_takes_writes_after_delet
     let (streams, _) = on_every_stream(streams, move |c, stream| {
         // Memory the kernel gives back meanwhile (idle socket buffers)
         // may let a few more in; the store must still be refusing soon.
-        let refused = (0..100).find_map(|k| match call(stream, "PUT", &format!("/kv/c{c}-new{k}"), &value(c, k, VALUE)) {
-            Ok(reply) if reply.status == 507 => Some(Ok(())),
-            Ok(reply) if reply.status == 201 => None,
-            Ok(reply) => Some(Err(format!("client {c}: a PUT to the full store got {}", reply.status))),
-            Err(e) => Some(Err(e)),
-        });
+        let refused =
+            (0..100).find_map(|k| match call(stream, "PUT", &format!("/kv/c{c}-new{k}"), &value(c, k, VALUE)) {
+                Ok(reply) if reply.status == 507 => Some(Ok(())),
+                Ok(reply) if reply.status == 201 => None,
+                Ok(reply) => Some(Err(format!("client {c}: a PUT to the full store got {}", reply.status))),
+                Err(e) => Some(Err(e)),
+            });
         refused.unwrap_or_else(|| Err(format!("client {c}: 100 more PUTs to the full store were all taken")))?;
         for i in 0..counts[c] {
             let reply = call(stream, "GET", &format!("/kv/c{c}-{i}"), b"")?;
@@ -175,7 +176,8 @@ fn many_large_echo_bodies_at_once_get_their_body_or_503_and_the_service_stays_up
                 barrier.wait();
                 for round in 0..ROUNDS {
                     let body = value(c, round, BODY);
-                    let reply = call(&mut stream, "POST", "/echo", &body).map_err(|e| format!("client {c} round {round}: {e}"))?;
+                    let reply = call(&mut stream, "POST", "/echo", &body)
+                        .map_err(|e| format!("client {c} round {round}: {e}"))?;
                     match reply.status {
                         200 if reply.body == body => echoed += 1,
                         503 => {
@@ -183,7 +185,9 @@ fn many_large_echo_bodies_at_once_get_their_body_or_503_and_the_service_stays_up
                             // The service may have closed the connection.
                             stream = open_one(port)?;
                         }
-                        status => return Err(format!("client {c} round {round}: {status}, {} bytes", reply.body.len())),
+                        status => {
+                            return Err(format!("client {c} round {round}: {status}, {} bytes", reply.body.len()))
+                        }
                     }
                 }
                 Ok((echoed, refused))

@@ -44,7 +44,12 @@ fn topology_matches_what_qemu_was_told() {
     run.assert_line("distance 1->0 = 30");
     run.assert_line("distance 1->1 = 10");
     // The boot summary, once.
-    assert_eq!(run.lines.iter().filter(|l| l.text.contains("4 cpus, 4 online (x2APIC), 2 NUMA nodes")).count(), 1, "{}", run.serial());
+    assert_eq!(
+        run.lines.iter().filter(|l| l.text.contains("4 cpus, 4 online (x2APIC), 2 NUMA nodes")).count(),
+        1,
+        "{}",
+        run.serial()
+    );
 }
 
 #[test]

@@ -56,7 +56,11 @@ fn parse(text: &str) -> Scrape {
         .expect("python3 runs");
     child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "prometheus_client refused the exposition: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "prometheus_client refused the exposition: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut scrape = Scrape::default();
     for line in String::from_utf8(out.stdout).unwrap().lines() {
         match line.split('\t').collect::<Vec<_>>()[..] {
@@ -127,7 +131,8 @@ fn scrapes_parse_and_count_the_traffic_sent() {
     let after = loop {
         let after = scrape(port);
         scrapes += 1;
-        let caught_up = sent.iter().all(|(key, n)| after.samples.get(key).copied().unwrap_or(0.0) - before.samples[key] >= *n);
+        let caught_up =
+            sent.iter().all(|(key, n)| after.samples.get(key).copied().unwrap_or(0.0) - before.samples[key] >= *n);
         if caught_up || Instant::now() > deadline {
             break after;
         }
@@ -165,7 +170,10 @@ fn scrapes_parse_and_count_the_traffic_sent() {
         assert_eq!(after.labels_of(gauge), [r#"{"cpu":"0"}"#, r#"{"cpu":"1"}"#], "{gauge}");
     }
     assert!(after.value("bravo_threads", r#"{"cpu":"0"}"#) + after.value("bravo_threads", r#"{"cpu":"1"}"#) >= 2.0);
-    let (total, free) = (after.value("bravo_memory_total_bytes", r#"{"node":"0"}"#), after.value("bravo_memory_free_bytes", r#"{"node":"0"}"#));
+    let (total, free) = (
+        after.value("bravo_memory_total_bytes", r#"{"node":"0"}"#),
+        after.value("bravo_memory_free_bytes", r#"{"node":"0"}"#),
+    );
     assert!(total > 200e6 && free > 0.0 && free < total, "memory: {free} free of {total}");
 
     // Counters (and histograms' samples) never go down, and none vanish.
@@ -181,14 +189,24 @@ fn scrapes_parse_and_count_the_traffic_sent() {
     // Per queue: labelled by queue and cpu; the queues add up to the NIC
     // (read in one scrape, so nothing moved between them).
     let queues = after.labels_of("bravo_nic_queue_rx_packets_total");
-    assert!(!queues.is_empty() && queues.iter().all(|l| l.contains(r#""queue":""#) && l.contains(r#""cpu":""#)), "queue labels: {queues:?}");
+    assert!(
+        !queues.is_empty() && queues.iter().all(|l| l.contains(r#""queue":""#) && l.contains(r#""cpu":""#)),
+        "queue labels: {queues:?}"
+    );
     let by_queue: f64 = queues.iter().map(|l| after.value("bravo_nic_queue_rx_packets_total", l)).sum();
     let whole = after.value("bravo_nic_rx_packets_total", "{}");
-    assert!(by_queue > 0.0 && (by_queue - whole).abs() <= whole * 0.05 + 4.0, "queues received {by_queue} frames, the NIC {whole}");
+    assert!(
+        by_queue > 0.0 && (by_queue - whole).abs() <= whole * 0.05 + 4.0,
+        "queues received {by_queue} frames, the NIC {whole}"
+    );
 
     // Request counters grew by the traffic sent, and nothing else did.
     for (key, old) in before.samples.iter().filter(|(k, _)| k.0 == "bravo_http_requests_total") {
-        let expected = if *key == requests("/metrics", "2xx") { (scrapes - 1) as f64 } else { sent.get(key).copied().unwrap_or(0.0) };
+        let expected = if *key == requests("/metrics", "2xx") {
+            (scrapes - 1) as f64
+        } else {
+            sent.get(key).copied().unwrap_or(0.0)
+        };
         assert_eq!(after.samples[key] - old, expected, "{key:?}");
     }
 
@@ -199,7 +217,9 @@ fn scrapes_parse_and_count_the_traffic_sent() {
         let mut buckets: Vec<(f64, f64)> = after
             .samples
             .iter()
-            .filter(|((name, labels), _)| name == &format!("{histogram}_bucket") && labels.contains(&format!(r#""route":"{route}""#)))
+            .filter(|((name, labels), _)| {
+                name == &format!("{histogram}_bucket") && labels.contains(&format!(r#""route":"{route}""#))
+            })
             .map(|((_, labels), v)| {
                 let le = labels.split(r#""le":""#).nth(1).and_then(|s| s.split('"').next()).unwrap();
                 (if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap() }, *v)

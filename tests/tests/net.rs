@@ -95,7 +95,11 @@ fn an_idle_network_service_sleeps() {
     // The network thread waits for the NIC's interrupt or smoltcp's next
     // timer; a polling one would keep a host cpu busy.
     let share = cpu.as_secs_f64() / wall.as_secs_f64();
-    println!("idle echo service: {cpu:?} of host cpu over {wall:?} ({:.1}% of one cpu; {:?} since boot)", share * 100.0, vm.cpu_time());
+    println!(
+        "idle echo service: {cpu:?} of host cpu over {wall:?} ({:.1}% of one cpu; {:?} since boot)",
+        share * 100.0,
+        vm.cpu_time()
+    );
     assert!(share < 0.15, "an idle network service used {cpu:?} of cpu time in {wall:?}");
 }
 
@@ -131,7 +135,8 @@ fn the_polled_nic_serves_too() {
 #[test]
 fn igb_without_msix_runs_one_queue_on_its_legacy_interrupt() {
     let (mut vm, port) = echo_service_on(Machine::new("echo").on(Hardware::IGB).cpus(2).cmdline("msix=off"), &[]);
-    vm.wait_for_line("net: igb without MSI-X (msix=off): one queue on the legacy interrupt", Duration::from_secs(1)).unwrap();
+    vm.wait_for_line("net: igb without MSI-X (msix=off): one queue on the legacy interrupt", Duration::from_secs(1))
+        .unwrap();
     vm.wait_for_line("queue 0 on cpu 1, link up, interrupt on I/O APIC pin", Duration::from_secs(1)).unwrap();
     let data = pattern(256 * 1024, 5);
     assert!(echo(connect(port), data.clone()) == data, "echo through the legacy interrupt differs");
@@ -285,7 +290,15 @@ fn arp_request() -> Vec<u8> {
 fn udp_frame(guest_mac: [u8; 6], src_port: u16, dst_port: u16, payload: &[u8]) -> Vec<u8> {
     use smoltcp::wire::{EthernetAddress, Ipv4Address};
     let ip = |a: [u8; 4]| Ipv4Address::new(a[0], a[1], a[2], a[3]);
-    bravo_tests::traffic::udp_frame(EthernetAddress(HOST_MAC), EthernetAddress(guest_mac), ip(HOST_IP), ip(GUEST_IP), src_port, dst_port, payload)
+    bravo_tests::traffic::udp_frame(
+        EthernetAddress(HOST_MAC),
+        EthernetAddress(guest_mac),
+        ip(HOST_IP),
+        ip(GUEST_IP),
+        src_port,
+        dst_port,
+        payload,
+    )
 }
 
 fn icmp_echo_request(guest_mac: [u8; 6], id: u16, payload: &[u8]) -> Vec<u8> {
@@ -404,7 +417,12 @@ fn a_flood_of_bad_frames_leaves_the_service_answering(hardware: Hardware) {
     let mut pong = false;
     while !pong && Instant::now() < deadline {
         let Ok(n) = wire.recv(&mut buf) else { continue };
-        pong = n >= 42 && buf[12..14] == [0x08, 0x00] && buf[23] == 1 && buf[34] == 0 && buf[38..40] == 0x4242u16.to_be_bytes() && &buf[42..n] == b"ping payload";
+        pong = n >= 42
+            && buf[12..14] == [0x08, 0x00]
+            && buf[23] == 1
+            && buf[34] == 0
+            && buf[38..40] == 0x4242u16.to_be_bytes()
+            && &buf[42..n] == b"ping payload";
     }
     assert!(pong, "no ICMP echo reply");
 
@@ -417,7 +435,11 @@ fn a_flood_of_bad_frames_leaves_the_service_answering(hardware: Hardware) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while wire.recv(&mut [0u8; 2048]).is_ok() && Instant::now() < deadline {}
 
-    assert!(udp_echo(&wire, mac, b"after the flood"), "the service stopped answering after {} bad frames", frames.len());
+    assert!(
+        udp_echo(&wire, mac, b"after the flood"),
+        "the service stopped answering after {} bad frames",
+        frames.len()
+    );
     drop(vm);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -438,6 +460,12 @@ fn a_stuck_network_cpu_is_reported_and_its_counters_stay_readable() {
     let warning = run.assert_line("net: the network cpu has work waiting but has completed no round for");
     assert!(warning.text.contains("WARN"), "{}", warning.text);
     let line = run.assert_line("net-starved: answered after");
-    let waited: u64 = line.text.split("after ").nth(1).and_then(|s| s.split(' ').next()).and_then(|s| s.parse().ok()).expect("a wait in ms");
+    let waited: u64 = line
+        .text
+        .split("after ")
+        .nth(1)
+        .and_then(|s| s.split(' ').next())
+        .and_then(|s| s.parse().ok())
+        .expect("a wait in ms");
     assert!(waited >= 1000, "the call was answered during the stall: {}", line.text);
 }

@@ -52,9 +52,12 @@ fn target_dir() -> PathBuf {
 
 /// Cargo in `dir` as a user's shell would run it, with `bravo-run` on PATH.
 fn cargo_in(dir: &Path) -> Command {
-    let bravo_run_dir = Path::new(env!("CARGO_BIN_EXE_bravo-run")).parent().expect("bravo-run is in a directory").to_path_buf();
-    let path = std::env::join_paths(std::iter::once(bravo_run_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())))
-        .expect("PATH entries without separators");
+    let bravo_run_dir =
+        Path::new(env!("CARGO_BIN_EXE_bravo-run")).parent().expect("bravo-run is in a directory").to_path_buf();
+    let path = std::env::join_paths(
+        std::iter::once(bravo_run_dir).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
+    )
+    .expect("PATH entries without separators");
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(dir).env("PATH", path).env("CARGO_TARGET_DIR", target_dir());
     cmd
@@ -62,7 +65,11 @@ fn cargo_in(dir: &Path) -> Command {
 
 /// Runs `scripts/new-service` (what `just new PATH` runs) from `cwd`.
 fn new_service(cwd: &Path, path: &str) -> Output {
-    Command::new(workspace_root().join("scripts/new-service")).arg(path).current_dir(cwd).output().expect("scripts/new-service runs")
+    Command::new(workspace_root().join("scripts/new-service"))
+        .arg(path)
+        .current_dir(cwd)
+        .output()
+        .expect("scripts/new-service runs")
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -80,7 +87,10 @@ fn a_new_service_builds_boots_answers_and_tests_its_logic_on_the_host() {
     assert!(manifest.contains("name = \"greeter\""), "{manifest}");
     assert!(manifest.contains(&format!("path = \"{}/kernel\"", workspace_root().display())), "{manifest}");
     let config = std::fs::read_to_string(service.join(".cargo/config.toml")).expect(".cargo/config.toml");
-    assert!(config.contains("target = \"x86_64-unknown-none\"") && config.contains("runner = \"bravo-run\""), "{config}");
+    assert!(
+        config.contains("target = \"x86_64-unknown-none\"") && config.contains("runner = \"bravo-run\""),
+        "{config}"
+    );
     assert!(service.join("README.md").is_file() && service.join(".git").is_dir());
 
     // The unit tests of its routes, on the host.
@@ -92,7 +102,11 @@ fn a_new_service_builds_boots_answers_and_tests_its_logic_on_the_host() {
     // where the tests run.
     let plain = cargo_in(&service).arg("test").output().expect("cargo runs");
     assert!(!plain.status.success());
-    assert!(text(&plain.stderr).contains("these unit tests run on the host: `cargo test-host`"), "{}", text(&plain.stderr));
+    assert!(
+        text(&plain.stderr).contains("these unit tests run on the host: `cargo test-host`"),
+        "{}",
+        text(&plain.stderr)
+    );
 
     // `cargo run`: builds the image, and cargo hands it to bravo-run.
     let port = free_port();

@@ -39,12 +39,14 @@ fn probe() -> (Running, u16, Result<Rss, String>) {
         .user_net(&[(port, GUEST_PORT)])
         .timeout(Duration::from_secs(120))
         .start();
-    vm.wait_for_line("rss-probe: ready", Duration::from_secs(60))
-        .unwrap_or_else(|e| panic!("{e}\n(the probe needs the kernel's igb driver and per-cpu network stacks, issue 14)"));
+    vm.wait_for_line("rss-probe: ready", Duration::from_secs(60)).unwrap_or_else(|e| {
+        panic!("{e}\n(the probe needs the kernel's igb driver and per-cpu network stacks, issue 14)")
+    });
     let cpus = vm.wait_for_line("rss-probe: cpus=", Duration::from_secs(1)).unwrap();
     assert!(cpus.text.ends_with(&format!("cpus={CPUS}")), "the guest runs other than {CPUS} cpus: {}", cpus.text);
     let rss = vm.wait_for_line("rss-probe: rss ", Duration::from_secs(1)).unwrap();
-    let rss = Rss::parse(&rss.text).map_err(|e| format!("{e} (needs the igb driver and per-cpu stacks)\nserial:\n{}", vm.serial_now()));
+    let rss = Rss::parse(&rss.text)
+        .map_err(|e| format!("{e} (needs the igb driver and per-cpu stacks)\nserial:\n{}", vm.serial_now()));
     (vm, port, rss)
 }
 
@@ -90,7 +92,10 @@ impl Client {
 
 /// `KEY=VALUE` of a space-separated answer.
 fn field<'a>(answer: &'a str, key: &str) -> &'a str {
-    answer.split_whitespace().find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('='))).unwrap_or_else(|| panic!("no {key}= in {answer:?}"))
+    answer
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix(key).and_then(|w| w.strip_prefix('=')))
+        .unwrap_or_else(|| panic!("no {key}= in {answer:?}"))
 }
 
 /// (queue, cpu, rx, tx) of a `queues` answer.
@@ -121,7 +126,10 @@ fn connections_stay_on_the_cpu_the_hash_chooses_and_both_queues_carry_them() {
         let cpu: usize = field(&first, "cpu").parse().unwrap();
         // The NIC hashes what it receives: from the peer to us.
         let predicted = rss.cpu_of_tcp4(peer, local);
-        assert_eq!(cpu, predicted, "connection {c} ({peer} -> {local}) is on cpu {cpu}, RSS sends it to cpu {predicted}");
+        assert_eq!(
+            cpu, predicted,
+            "connection {c} ({peer} -> {local}) is on cpu {cpu}, RSS sends it to cpu {predicted}"
+        );
         for round in 1..ROUNDS {
             let again = client.ask("where");
             assert_eq!(again, first, "connection {c} moved at round {round}");
@@ -136,7 +144,10 @@ fn connections_stay_on_the_cpu_the_hash_chooses_and_both_queues_carry_them() {
     assert_eq!(after.len(), CPUS, "expected a queue per cpu: {after:?}");
     for (queue, cpu, rx, tx) in &after {
         let (_, _, rx0, tx0) = before.iter().find(|q| q.0 == *queue).copied().unwrap_or((*queue, *cpu, 0, 0));
-        assert!(*rx > rx0 && *tx > tx0, "queue {queue} (cpu {cpu}) carried nothing: rx {rx0} -> {rx}, tx {tx0} -> {tx}");
+        assert!(
+            *rx > rx0 && *tx > tx0,
+            "queue {queue} (cpu {cpu}) carried nothing: rx {rx0} -> {rx}, tx {tx0} -> {tx}"
+        );
     }
     drop(vm);
 }
@@ -180,12 +191,18 @@ fn an_outgoing_connection_from_each_cpu_works() {
             let held: usize = field(result, "held").parse().unwrap();
             let host = SocketAddrV4::new([10, 0, 2, 2].into(), host_port);
             let predicted = rss.cpu_of_tcp4(host, local);
-            assert_eq!(held, predicted, "cpu {cpu}'s connection from {local} is held by cpu {held}, its replies reach cpu {predicted}");
+            assert_eq!(
+                held, predicted,
+                "cpu {cpu}'s connection from {local} is held by cpu {held}, its replies reach cpu {predicted}"
+            );
         }
     }
     let greeted = server.join().unwrap();
     for cpu in 0..CPUS {
-        assert!(greeted.contains(&format!("hello from cpu {cpu}")), "the host was not greeted from cpu {cpu}: {greeted:?}");
+        assert!(
+            greeted.contains(&format!("hello from cpu {cpu}")),
+            "the host was not greeted from cpu {cpu}: {greeted:?}"
+        );
     }
     rss.unwrap_or_else(|e| panic!("no RSS: {e}"));
     drop(vm);

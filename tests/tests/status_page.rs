@@ -81,13 +81,22 @@ fn read_page(dom: &str, cpus: usize) -> Shown {
     assert!(cpu_rows.iter().all(|r| r.len() == 3 && number(&r[1]) >= 0.0 && number(&r[2]) >= 0.0), "{cpu_rows:?}");
     assert!(cpu_rows.iter().map(|r| number(&r[1])).sum::<f64>() >= 2.0, "threads: {cpu_rows:?}");
     let memory = rows(dom, "memory");
-    assert!(!memory.is_empty() && memory.iter().all(|r| number(&r[1]) > 100.0 && number(&r[2]) > 0.0), "memory: {memory:?}");
+    assert!(
+        !memory.is_empty() && memory.iter().all(|r| number(&r[1]) > 100.0 && number(&r[2]) > 0.0),
+        "memory: {memory:?}"
+    );
     let nic = rows(dom, "nic");
-    let rx_packets = nic.iter().find(|r| r[0] == "rx_packets").map(|r| number(&r[1])).unwrap_or_else(|| panic!("nic: {nic:?}"));
+    let rx_packets =
+        nic.iter().find(|r| r[0] == "rx_packets").map(|r| number(&r[1])).unwrap_or_else(|| panic!("nic: {nic:?}"));
     let queues = rows(dom, "queues");
     assert!(!queues.is_empty() && queues.iter().all(|r| r.len() == 4 && number(&r[2]) > 0.0), "queues: {queues:?}");
     number(text_of(dom, "rps"));
-    let points = dom.split("id=\"line\"").nth(1).and_then(|s| s.split("points=\"").nth(1)).and_then(|s| s.split('"').next()).unwrap();
+    let points = dom
+        .split("id=\"line\"")
+        .nth(1)
+        .and_then(|s| s.split("points=\"").nth(1))
+        .and_then(|s| s.split('"').next())
+        .unwrap();
     Shown { requests: number(text_of(dom, "requests")), rx_packets, chart_points: points.split_whitespace().count() }
 }
 

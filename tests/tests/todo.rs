@@ -41,7 +41,8 @@ fn content_type(reply: &Reply) -> &str {
 fn todo_of(reply: Reply, status: u16) -> Todo {
     assert_eq!(reply.status, status, "{reply:?}");
     assert_eq!(content_type(&reply), "application/json");
-    serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not a todo ({e}): {}", String::from_utf8_lossy(&reply.body)))
+    serde_json::from_slice(&reply.body)
+        .unwrap_or_else(|e| panic!("not a todo ({e}): {}", String::from_utf8_lossy(&reply.body)))
 }
 
 /// A reply that must be `status` with `{"error": "..."}`; returns the text.
@@ -54,7 +55,8 @@ fn error_of(reply: Reply, status: u16) -> String {
     struct Error {
         error: String,
     }
-    let error: Error = serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not an error body ({e}): {reply:?}"));
+    let error: Error =
+        serde_json::from_slice(&reply.body).unwrap_or_else(|e| panic!("not an error body ({e}): {reply:?}"));
     assert!(!error.error.is_empty());
     error.error
 }
@@ -79,7 +81,8 @@ fn every_route_answers_and_every_error_has_its_status_and_a_json_body() {
     assert_ne!(milk.id, quoted.id);
     assert_eq!(todo_of(call(&mut s, "GET", &format!("/todos/{}", milk.id), ""), 200), milk);
 
-    let put = todo_of(call(&mut s, "PUT", &format!("/todos/{}", milk.id), r#"{"title": "oat milk", "done": true}"#), 200);
+    let put =
+        todo_of(call(&mut s, "PUT", &format!("/todos/{}", milk.id), r#"{"title": "oat milk", "done": true}"#), 200);
     assert_eq!(put, Todo { id: milk.id, title: "oat milk".into(), done: true });
     let patched = todo_of(call(&mut s, "PATCH", &format!("/todos/{}", milk.id), r#"{"done": false}"#), 200);
     assert_eq!(patched, Todo { id: milk.id, title: "oat milk".into(), done: false });
@@ -107,7 +110,15 @@ fn every_route_answers_and_every_error_has_its_status_and_a_json_body() {
     // 422: JSON of the wrong shape or out of range.
     let long = format!(r#"{{"title": "{}"}}"#, "é".repeat(201));
     let full_length = format!(r#"{{"title": "{}"}}"#, "é".repeat(200));
-    for body in [r#"{"title": 5}"#, r#"{"done": true}"#, r#"{"title": "a", "done": "no"}"#, r#"{"title": ""}"#, r#"{"title": "a", "x": 1}"#, "[]", &long] {
+    for body in [
+        r#"{"title": 5}"#,
+        r#"{"done": true}"#,
+        r#"{"title": "a", "done": "no"}"#,
+        r#"{"title": ""}"#,
+        r#"{"title": "a", "x": 1}"#,
+        "[]",
+        &long,
+    ] {
         let error = error_of(call(&mut s, "POST", "/todos", body), 422);
         println!("422 for {}: {error}", body.chars().take(40).collect::<String>());
     }
@@ -170,7 +181,9 @@ type Model = BTreeMap<u64, (String, bool)>;
 /// checked against `model`; returns the number of operations.
 fn random_client(port: u16, client: u64, run_for: Duration, model: &mut Model) -> Result<usize, String> {
     let mut stream = connect(port).map_err(|e| e.to_string())?;
-    let mut state = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64 ^ (client + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut state = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos() as u64
+        ^ (client + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        | 1;
     let mut next = move |n: u64| {
         state ^= state << 13;
         state ^= state >> 7;
@@ -199,8 +212,13 @@ fn random_client(port: u16, client: u64, run_for: Duration, model: &mut Model) -
             },
         };
         let body = if body.is_null() { String::new() } else { body.to_string() };
-        let reply = request(&mut stream, method, &path, body.as_bytes()).map_err(|e| format!("{method} {path}: {e}"))?;
-        let what = format!("client {client}: {method} {path} {body} -> {} {}", reply.status, String::from_utf8_lossy(&reply.body));
+        let reply =
+            request(&mut stream, method, &path, body.as_bytes()).map_err(|e| format!("{method} {path}: {e}"))?;
+        let what = format!(
+            "client {client}: {method} {path} {body} -> {} {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
         let todo = || serde_json::from_slice::<Todo>(&reply.body).map_err(|e| format!("{what}: {e}"));
         let id: Option<u64> = path.strip_prefix("/todos/").map(|id| id.parse().unwrap());
         match (method, id) {
@@ -212,7 +230,8 @@ fn random_client(port: u16, client: u64, run_for: Duration, model: &mut Model) -
                 model.insert(todo.id, (title, done));
             }
             ("GET", Some(id)) => match model.get(&id) {
-                Some((title, done)) if reply.status == 200 && todo()? == (Todo { id, title: title.clone(), done: *done }) => {}
+                Some((title, done))
+                    if reply.status == 200 && todo()? == (Todo { id, title: title.clone(), done: *done }) => {}
                 None if reply.status == 404 => {}
                 _ => return Err(what),
             },

@@ -45,7 +45,9 @@ impl NetHeader {
     pub fn write(&self, bytes: &mut [u8; HEADER_LEN]) {
         bytes[0] = self.flags;
         bytes[1] = self.gso_type;
-        for (i, word) in [self.hdr_len, self.gso_size, self.csum_start, self.csum_offset, self.num_buffers].into_iter().enumerate() {
+        for (i, word) in
+            [self.hdr_len, self.gso_size, self.csum_start, self.csum_offset, self.num_buffers].into_iter().enumerate()
+        {
             bytes[2 + 2 * i..4 + 2 * i].copy_from_slice(&word.to_le_bytes());
         }
     }
@@ -72,7 +74,8 @@ pub fn partial_checksum(frame: &mut [u8]) -> Option<NetHeader> {
     if ip.more_frags() || ip.frag_offset() != 0 || ip_start + total != frame.len() || total < header_len + field + 2 {
         return None;
     }
-    let pseudo = checksum::pseudo_header_v4(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), (total - header_len) as u32);
+    let pseudo =
+        checksum::pseudo_header_v4(&ip.src_addr(), &ip.dst_addr(), ip.next_header(), (total - header_len) as u32);
     let start = ip_start + header_len;
     frame[start + field..start + field + 2].copy_from_slice(&pseudo.to_be_bytes());
     Some(NetHeader { flags: NEEDS_CSUM, csum_start: start as u16, csum_offset: field as u16, ..NetHeader::default() })

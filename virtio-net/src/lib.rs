@@ -257,8 +257,7 @@ impl<T: Transport> VirtioNet<T> {
     pub fn new(mut transport: T, hw: &impl Hardware, interrupt: Interrupt) -> Result<Self, Error> {
         match set_up(&mut transport, hw, interrupt) {
             Ok(Setup { features, mac, rx, tx }) => {
-                let mut driver =
-                    Self { transport, interrupt, features, mac, rx, tx, doorbells: 0, interrupts: 0 };
+                let mut driver = Self { transport, interrupt, features, mac, rx, tx, doorbells: 0, interrupts: 0 };
                 // The receive buffers, and a first notification of them.
                 driver.flush();
                 Ok(driver)
@@ -521,7 +520,10 @@ mod tests {
         (0..60 + i % 100).map(|b| (b + i) as u8).collect()
     }
 
-    fn pci_driver(configure: impl FnOnce(&mut State), interrupt: Interrupt) -> (Result<VirtioNet<Pci<SimWindow>>, Error>, Sim) {
+    fn pci_driver(
+        configure: impl FnOnce(&mut State),
+        interrupt: Interrupt,
+    ) -> (Result<VirtioNet<Pci<SimWindow>>, Error>, Sim) {
         let sim = Sim::with(configure);
         let regions = PciRegions {
             common: sim.window(Window::Common),
@@ -540,7 +542,13 @@ mod tests {
         use status::*;
         assert_eq!(
             s.status_writes,
-            [0, ACKNOWLEDGE, ACKNOWLEDGE | DRIVER, ACKNOWLEDGE | DRIVER | FEATURES_OK, ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK]
+            [
+                0,
+                ACKNOWLEDGE,
+                ACKNOWLEDGE | DRIVER,
+                ACKNOWLEDGE | DRIVER | FEATURES_OK,
+                ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK
+            ]
         );
         assert_eq!(s.accepted, Features::SUPPORTED, "everything known, not MRG_RXBUF");
         assert_eq!(nic.features(), Features(Features::SUPPORTED));
@@ -601,10 +609,12 @@ mod tests {
         assert_eq!(error, Error::BadQueueSize(0));
         assert_ne!(sim.state().status & status::FAILED, 0);
         assert_eq!(setup_error(|s| s.queues[1].max = 100).0, Error::BadQueueSize(100));
-        let (mut nic, sim) = driver_with(|s| s.queues = s.queues.map(|mut q| {
-            q.max = 64;
-            q
-        }));
+        let (mut nic, sim) = driver_with(|s| {
+            s.queues = s.queues.map(|mut q| {
+                q.max = 64;
+                q
+            })
+        });
         assert_eq!(sim.state().queues.map(|q| q.size), [64, 64]);
         let accepted = (0..70).filter(|&i| sim.deliver(&frame(i))).count();
         assert_eq!(accepted, 64, "64 receive buffers");
@@ -692,7 +702,10 @@ mod tests {
             nic.flush();
             assert_eq!(sim.state().notifications[1], 1);
             assert_eq!(sim.state().sent, (0..10).map(frame).collect::<Vec<_>>());
-            assert!(sim.state().sent_headers.iter().all(|h| *h == NetHeader::default()), "no checksum asked for a non-IP frame");
+            assert!(
+                sim.state().sent_headers.iter().all(|h| *h == NetHeader::default()),
+                "no checksum asked for a non-IP frame"
+            );
             nic.flush();
             assert_eq!(sim.state().notifications[1], 1, "no notification without new frames");
             let stats = nic.stats();
@@ -941,20 +954,40 @@ mod tests {
         let mut segment = vec![0; if tcp { 20 } else { 8 } + payload.len()];
         if tcp {
             let repr = TcpRepr {
-                src_port: 8080, dst_port: 51000, control: TcpControl::Psh, seq_number: TcpSeqNumber(1000),
-                ack_number: Some(TcpSeqNumber(2000)), window_len: 4096, window_scale: None, max_seg_size: None,
-                sack_permitted: false, sack_ranges: [None; 3], timestamp: None, payload,
+                src_port: 8080,
+                dst_port: 51000,
+                control: TcpControl::Psh,
+                seq_number: TcpSeqNumber(1000),
+                ack_number: Some(TcpSeqNumber(2000)),
+                window_len: 4096,
+                window_scale: None,
+                max_seg_size: None,
+                sack_permitted: false,
+                sack_ranges: [None; 3],
+                timestamp: None,
+                payload,
             };
             repr.emit(&mut TcpPacket::new_unchecked(&mut segment[..]), &src.into(), &dst.into(), &caps);
         } else {
             let udp = UdpRepr { src_port: 5353, dst_port: 51001 };
             let fill = |buffer: &mut [u8]| buffer.copy_from_slice(payload);
-            udp.emit(&mut UdpPacket::new_unchecked(&mut segment[..]), &src.into(), &dst.into(), payload.len(), fill, &caps);
+            udp.emit(
+                &mut UdpPacket::new_unchecked(&mut segment[..]),
+                &src.into(),
+                &dst.into(),
+                payload.len(),
+                fill,
+                &caps,
+            );
         }
         let protocol = if tcp { IpProtocol::Tcp } else { IpProtocol::Udp };
         let mut bytes = vec![0; 34 + segment.len()];
-        EthernetRepr { src_addr: EthernetAddress(MAC), dst_addr: EthernetAddress([2, 0, 0, 0, 0, 9]), ethertype: EthernetProtocol::Ipv4 }
-            .emit(&mut EthernetFrame::new_unchecked(&mut bytes[..]));
+        EthernetRepr {
+            src_addr: EthernetAddress(MAC),
+            dst_addr: EthernetAddress([2, 0, 0, 0, 0, 9]),
+            ethertype: EthernetProtocol::Ipv4,
+        }
+        .emit(&mut EthernetFrame::new_unchecked(&mut bytes[..]));
         Ipv4Repr { src_addr: src, dst_addr: dst, next_header: protocol, payload_len: segment.len(), hop_limit: 64 }
             .emit(&mut Ipv4Packet::new_unchecked(&mut bytes[14..34]), &caps);
         bytes[34..].copy_from_slice(&segment);
@@ -970,7 +1003,9 @@ mod tests {
         let (src, dst) = (IpAddress::from(ip.src_addr()), IpAddress::from(ip.dst_addr()));
         let verify = ChecksumCapabilities::default();
         match ip.next_header() {
-            IpProtocol::Tcp => TcpPacket::new_checked(ip.payload()).is_ok_and(|tcp| TcpRepr::parse(&tcp, &src, &dst, &verify).is_ok()),
+            IpProtocol::Tcp => {
+                TcpPacket::new_checked(ip.payload()).is_ok_and(|tcp| TcpRepr::parse(&tcp, &src, &dst, &verify).is_ok())
+            }
             IpProtocol::Udp => UdpPacket::new_checked(ip.payload())
                 .is_ok_and(|udp| udp.checksum() != 0 && UdpRepr::parse(&udp, &src, &dst, &verify).is_ok()),
             _ => false,
@@ -982,8 +1017,15 @@ mod tests {
         let (mut nic, sim) = driver();
         let now = Instant::from_millis(0);
         let caps = nic.capabilities();
-        assert!(!caps.checksum.tcp.tx() && !caps.checksum.udp.tx() && caps.checksum.tcp.rx() && caps.checksum.ipv4.tx());
-        let frames = [ip_frame(true, b"GET / HTTP/1.1\r\n\r\n", false), ip_frame(true, b"odd", false), ip_frame(false, &[0xab; 1458], false), ip_frame(false, b"", false)];
+        assert!(
+            !caps.checksum.tcp.tx() && !caps.checksum.udp.tx() && caps.checksum.tcp.rx() && caps.checksum.ipv4.tx()
+        );
+        let frames = [
+            ip_frame(true, b"GET / HTTP/1.1\r\n\r\n", false),
+            ip_frame(true, b"odd", false),
+            ip_frame(false, &[0xab; 1458], false),
+            ip_frame(false, b"", false),
+        ];
         for f in &frames {
             nic.transmit(now).expect("room").consume(f.len(), |b| b.copy_from_slice(f));
         }
@@ -992,7 +1034,10 @@ mod tests {
         let s = sim.state();
         for ((sent, header), original) in s.sent.iter().zip(&s.sent_headers).zip(&frames) {
             let tcp = original[23] == 6;
-            assert_eq!((header.flags, header.csum_start, header.csum_offset), (NEEDS_CSUM, 34, if tcp { 16 } else { 6 }));
+            assert_eq!(
+                (header.flags, header.csum_start, header.csum_offset),
+                (NEEDS_CSUM, 34, if tcp { 16 } else { 6 })
+            );
             assert!(l4_checksum_ok(sent), "bad checksum in {sent:02x?}");
             assert!(!l4_checksum_ok(original), "smoltcp left it to the device");
             assert_eq!(sent.len(), original.len());
@@ -1005,12 +1050,24 @@ mod tests {
         let udp = ip_frame(false, b"abc", false);
         assert!(header::partial_checksum(&mut udp.clone()).is_some());
         for bad in [
-            udp[..udp.len() - 1].to_vec(),                  // IP length longer than the frame
-            [udp.clone(), vec![0; 4]].concat(),             // trailing bytes after the IP packet
-            { let mut f = udp.clone(); f[12] = 0x86; f },   // not IPv4
-            { let mut f = udp.clone(); f[20] = 0x20; f },   // more fragments
-            { let mut f = udp.clone(); f[23] = 1; f },      // ICMP
-            udp[..20].to_vec(),                             // truncated
+            udp[..udp.len() - 1].to_vec(),      // IP length longer than the frame
+            [udp.clone(), vec![0; 4]].concat(), // trailing bytes after the IP packet
+            {
+                let mut f = udp.clone();
+                f[12] = 0x86;
+                f
+            }, // not IPv4
+            {
+                let mut f = udp.clone();
+                f[20] = 0x20;
+                f
+            }, // more fragments
+            {
+                let mut f = udp.clone();
+                f[23] = 1;
+                f
+            }, // ICMP
+            udp[..20].to_vec(),                 // truncated
         ] {
             let mut copy = bad.clone();
             assert_eq!(header::partial_checksum(&mut copy), None, "{bad:02x?}");

@@ -41,7 +41,17 @@ pub struct SimQueue {
 
 impl SimQueue {
     fn new(max: u16) -> Self {
-        Self { max, size: max, ready: false, desc: 0, driver: 0, device: 0, msix_vector: NO_VECTOR, next_avail: 0, used_idx: 0 }
+        Self {
+            max,
+            size: max,
+            ready: false,
+            desc: 0,
+            driver: 0,
+            device: 0,
+            msix_vector: NO_VECTOR,
+            next_avail: 0,
+            used_idx: 0,
+        }
     }
 }
 
@@ -194,7 +204,11 @@ impl Sim {
     /// reports). False when the driver gave it no buffer.
     pub fn deliver_with(&self, header: NetHeader, frame: &[u8], used_len: Option<u32>) -> bool {
         let mut s = self.0.borrow_mut();
-        assert_eq!(s.status & (status::DRIVER_OK | status::FAILED), status::DRIVER_OK, "frames arrive once the driver is ready");
+        assert_eq!(
+            s.status & (status::DRIVER_OK | status::FAILED),
+            status::DRIVER_OK,
+            "frames arrive once the driver is ready"
+        );
         let q = s.queues[0];
         assert!(q.ready);
         if read16(q.driver + 2) == q.next_avail {
@@ -519,7 +533,8 @@ impl Sim {
 /// `start` to the end of the frame (the field included, as the driver
 /// seeded it), complemented, stored at `start + offset`.
 fn insert_checksum(frame: &mut [u8], start: usize, offset: usize) {
-    let mut sum: u32 = frame[start..].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
+    let mut sum: u32 =
+        frame[start..].chunks(2).map(|w| u32::from(u16::from_be_bytes([w[0], *w.get(1).unwrap_or(&0)]))).sum();
     while sum > 0xffff {
         sum = (sum & 0xffff) + (sum >> 16);
     }

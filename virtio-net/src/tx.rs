@@ -67,7 +67,8 @@ impl TxQueue {
         let offset = usize::from(id) * BUFFER_SIZE;
         // SAFETY: a free descriptor's buffer is the driver's until it is
         // made available below; id < len, within the buffers.
-        let buffer = unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(offset), HEADER_LEN + len) };
+        let buffer =
+            unsafe { core::slice::from_raw_parts_mut(self.buffers.virt.as_ptr().add(offset), HEADER_LEN + len) };
         let (header, frame) = buffer.split_at_mut(HEADER_LEN);
         let result = f(frame);
         let net_header = if self.offload { partial_checksum(frame) } else { None };

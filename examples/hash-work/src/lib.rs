@@ -36,11 +36,10 @@ pub fn kib_of(query: Option<&str>) -> Result<usize, String> {
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=') {
             Some(("kib", value)) => {
-                kib = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_KIB).contains(n))
-                    .ok_or_else(|| alloc::format!("kib must be a whole number from 1 to {MAX_KIB}, not {value:?}\n"))?;
+                kib =
+                    value.parse().ok().filter(|n| (1..=MAX_KIB).contains(n)).ok_or_else(|| {
+                        alloc::format!("kib must be a whole number from 1 to {MAX_KIB}, not {value:?}\n")
+                    })?;
             }
             _ => return Err(alloc::format!("unknown query parameter {pair:?}: /hash takes kib=N (1 to {MAX_KIB})\n")),
         }

@@ -76,7 +76,8 @@ fn config() -> Config {
 fn main() -> Result<(), NetError> {
     let config = config();
     let (address, _) = bravo::net::wait_for_address(Duration::from_secs(30))?;
-    let listener: &'static TcpListener = alloc::boxed::Box::leak(alloc::boxed::Box::new(TcpListener::bind(config.port)?));
+    let listener: &'static TcpListener =
+        alloc::boxed::Box::leak(alloc::boxed::Box::new(TcpListener::bind(config.port)?));
     let cpus = thread::cpu_count();
     let metrics = Metrics::leak();
     let timeout = config.timeout;
@@ -151,7 +152,8 @@ impl Transport for Connection<'_> {
 fn connection(stream: TcpStream, budget: Duration, metrics: &'static Metrics) {
     let answering = Cell::new(None);
     let counters = metrics.this_cpu();
-    let mut connection = Connection { stream, budget, deadline: Instant::now() + budget, counters, answering: &answering };
+    let mut connection =
+        Connection { stream, budget, deadline: Instant::now() + budget, counters, answering: &answering };
     microhttp::serve(&mut connection, &Limits::default(), |request| {
         let route = Route::of(&request.path);
         answering.set(Some((route, Instant::now())));

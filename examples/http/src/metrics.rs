@@ -33,8 +33,16 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 8] =
-        [Route::Index, Route::Health, Route::Stats, Route::Metrics, Route::Echo, Route::Hash, Route::Other, Route::Unparsed];
+    const ALL: [Route; 8] = [
+        Route::Index,
+        Route::Health,
+        Route::Stats,
+        Route::Metrics,
+        Route::Echo,
+        Route::Hash,
+        Route::Other,
+        Route::Unparsed,
+    ];
 
     /// The route of a request target (its query, after `?`, does not count).
     pub fn of(target: &str) -> Route {
@@ -67,8 +75,10 @@ impl Route {
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Latency bucket bounds, in microseconds: 100 µs to 10 s.
-const LATENCY_BOUNDS: [u64; 15] =
-    [100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 10_000_000];
+const LATENCY_BOUNDS: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000,
+    10_000_000,
+];
 type Latency = Histogram<{ LATENCY_BOUNDS.len() }>;
 
 /// One cpu's counters, on a cache line of its own.
@@ -121,7 +131,9 @@ impl Metrics {
     /// Requests answered so far (every response but those microhttp made
     /// before routing).
     pub fn requests(&self) -> u64 {
-        let routed = |c: &'_ CpuCounters| c.responses[..Route::Unparsed as usize].iter().flatten().map(|n| n.load(Ordering::Relaxed)).sum::<u64>();
+        let routed = |c: &'_ CpuCounters| {
+            c.responses[..Route::Unparsed as usize].iter().flatten().map(|n| n.load(Ordering::Relaxed)).sum::<u64>()
+        };
         self.cpus.iter().map(routed).sum()
     }
 
@@ -138,13 +150,19 @@ impl Metrics {
         out.family("bravo_http_requests_total", "HTTP responses sent, by route and status class (route=\"unparsed\": refused before routing, or a client idle past its timeout).", Kind::Counter)?;
         for route in Route::ALL {
             for (class, code) in CLASSES.iter().enumerate() {
-                let total: u64 = self.cpus.iter().map(|c| c.responses[route as usize][class].load(Ordering::Relaxed)).sum();
+                let total: u64 =
+                    self.cpus.iter().map(|c| c.responses[route as usize][class].load(Ordering::Relaxed)).sum();
                 out.sample(&[("route", &route.label()), ("code", code)], total)?;
             }
         }
-        out.family("bravo_http_request_duration_seconds", "Time from a request parsed to its response written, by route.", Kind::Histogram)?;
+        out.family(
+            "bravo_http_request_duration_seconds",
+            "Time from a request parsed to its response written, by route.",
+            Kind::Histogram,
+        )?;
         for route in Route::ALL.into_iter().filter(|&r| r != Route::Unparsed) {
-            let mut total = HistogramSnapshot { bounds: LATENCY_BOUNDS, counts: [0; LATENCY_BOUNDS.len()], above: 0, sum: 0 };
+            let mut total =
+                HistogramSnapshot { bounds: LATENCY_BOUNDS, counts: [0; LATENCY_BOUNDS.len()], above: 0, sum: 0 };
             for cpu in self.cpus.iter() {
                 total.merge(&cpu.latency[route as usize].snapshot())?;
             }
@@ -183,8 +201,20 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
         out.sample(&[("node", &node)], stats.free)?;
     }
     let lazy = bravo::memory::lazy::stats();
-    single(out, "bravo_memory_thread_stack_bytes", "Memory committed in thread stacks.", Kind::Gauge, lazy.stack_bytes as u64)?;
-    single(out, "bravo_memory_page_table_bytes", "Memory in the page tables of lazily committed memory.", Kind::Gauge, lazy.page_table_bytes as u64)?;
+    single(
+        out,
+        "bravo_memory_thread_stack_bytes",
+        "Memory committed in thread stacks.",
+        Kind::Gauge,
+        lazy.stack_bytes as u64,
+    )?;
+    single(
+        out,
+        "bravo_memory_page_table_bytes",
+        "Memory in the page tables of lazily committed memory.",
+        Kind::Gauge,
+        lazy.page_table_bytes as u64,
+    )?;
     // No NIC, no NIC families.
     if let Ok(nic) = bravo::net::nic_stats() {
         let counters = [
@@ -204,7 +234,9 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
     }
     let queues = bravo::net::queue_stats();
     let per_queue: [(&'static str, &str, fn(&bravo::net::NicStats) -> u64); 4] = [
-        ("bravo_nic_queue_rx_packets_total", "Frames received, by NIC queue and the cpu that owns it.", |n| n.rx_packets),
+        ("bravo_nic_queue_rx_packets_total", "Frames received, by NIC queue and the cpu that owns it.", |n| {
+            n.rx_packets
+        }),
         ("bravo_nic_queue_rx_bytes_total", "Bytes received, by NIC queue and the cpu that owns it.", |n| n.rx_bytes),
         ("bravo_nic_queue_tx_packets_total", "Frames sent, by NIC queue and the cpu that owns it.", |n| n.tx_packets),
         ("bravo_nic_queue_tx_bytes_total", "Bytes sent, by NIC queue and the cpu that owns it.", |n| n.tx_bytes),
@@ -218,13 +250,29 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
         }
     }
     let net = bravo::net::stats();
-    single(out, "bravo_net_sockets", "Sockets the network stack holds (TCP, UDP, DHCP; listening ones too).", Kind::Gauge, net.sockets)?;
-    single(out, "bravo_net_socket_buffer_bytes", "Memory committed in TCP sockets' buffers.", Kind::Gauge, net.buffer_bytes)?;
+    single(
+        out,
+        "bravo_net_sockets",
+        "Sockets the network stack holds (TCP, UDP, DHCP; listening ones too).",
+        Kind::Gauge,
+        net.sockets,
+    )?;
+    single(
+        out,
+        "bravo_net_socket_buffer_bytes",
+        "Memory committed in TCP sockets' buffers.",
+        Kind::Gauge,
+        net.buffer_bytes,
+    )?;
     let counters = [
         ("bravo_net_tcp_refused_total", "New TCP connections refused with a reset.", net.tcp_refused),
         ("bravo_net_half_open_evicted_total", "Half-open connections dropped for a newer one.", net.half_open_evicted),
         ("bravo_net_timed_out_total", "Connections dropped for outliving their state's bound.", net.timed_out),
-        ("bravo_net_arp_requests_dropped_total", "ARP requests dropped over the rate allowed.", net.arp_requests_dropped),
+        (
+            "bravo_net_arp_requests_dropped_total",
+            "ARP requests dropped over the rate allowed.",
+            net.arp_requests_dropped,
+        ),
         ("bravo_net_rounds_total", "Rounds of the network thread.", net.rounds),
     ];
     for (name, help, value) in counters {

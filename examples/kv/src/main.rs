@@ -107,7 +107,13 @@ struct Connection(TcpStream);
 impl Transport for Connection {
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError> {
         self.0.set_read_timeout(Some(Duration::from_secs(30)));
-        self.0.read(buf).map_err(|e| if e == NetError::TimedOut { TransportError::TimedOut } else { TransportError::Closed })
+        self.0.read(buf).map_err(|e| {
+            if e == NetError::TimedOut {
+                TransportError::TimedOut
+            } else {
+                TransportError::Closed
+            }
+        })
     }
 
     fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {

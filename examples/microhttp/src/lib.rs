@@ -170,7 +170,9 @@ fn parse_head<'a>(buf: &'a [u8], limits: &Limits) -> HeadParse<'a> {
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => return HeadParse::Error(Status::HeaderFieldsTooLarge),
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_head => {
+            return HeadParse::Error(Status::HeaderFieldsTooLarge)
+        }
         Ok(httparse::Status::Partial) => return HeadParse::Partial,
         Err(httparse::Error::TooManyHeaders) => return HeadParse::Error(Status::HeaderFieldsTooLarge),
         Err(_) => return HeadParse::Error(Status::BadRequest),
@@ -596,15 +598,24 @@ mod tests {
     fn bad_requests_get_their_status() {
         assert_eq!(request("GARBAGE\r\n\r\n"), Parsed::Error(Status::BadRequest));
         assert_eq!(request("GET / HTTP/1.1\r\nContent-Length: x\r\n\r\n"), Parsed::Error(Status::BadRequest));
-        assert_eq!(request("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), Parsed::Error(Status::BadRequest));
+        assert_eq!(
+            request("GET / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Parsed::Error(Status::BadRequest)
+        );
         assert_eq!(request("POST / HTTP/1.1\r\nContent-Length: 5000\r\n\r\n"), Parsed::Error(Status::PayloadTooLarge));
-        assert_eq!(request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), Parsed::Error(Status::NotImplemented));
+        assert_eq!(
+            request("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Parsed::Error(Status::NotImplemented)
+        );
         let long = alloc::format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
         assert_eq!(request(&long), Parsed::Error(Status::HeaderFieldsTooLarge));
         let unfinished = alloc::format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(2000));
         assert_eq!(request(&unfinished), Parsed::Error(Status::HeaderFieldsTooLarge));
         let many: String = (0..100).map(|i| alloc::format!("H{i}: v\r\n")).collect();
-        assert_eq!(request(&alloc::format!("GET / HTTP/1.1\r\n{many}\r\n")), Parsed::Error(Status::HeaderFieldsTooLarge));
+        assert_eq!(
+            request(&alloc::format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Parsed::Error(Status::HeaderFieldsTooLarge)
+        );
     }
 
     /// A transport fed from a script of reads; records what is written.
@@ -638,7 +649,10 @@ mod tests {
 
         fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError> {
             assert!(self.last_from.is_none(), "a write after the last one");
-            assert!(self.written.capacity() - self.written.len() >= data.len(), "the script's room for writes is too small");
+            assert!(
+                self.written.capacity() - self.written.len() >= data.len(),
+                "the script's room for writes is too small"
+            );
             self.written.extend_from_slice(data);
             Ok(())
         }
@@ -656,7 +670,14 @@ mod tests {
 
     fn script(reads: Vec<Result<&[u8], TransportError>>) -> Script {
         let reads = reads.into_iter().map(|r| r.map(<[u8]>::to_vec)).collect();
-        Script { reads, next: 0, offset: 0, written: Vec::with_capacity(1 << 20), last_from: None, answered: Vec::new() }
+        Script {
+            reads,
+            next: 0,
+            offset: 0,
+            written: Vec::with_capacity(1 << 20),
+            last_from: None,
+            answered: Vec::new(),
+        }
     }
 
     fn run(reads: Vec<Result<&[u8], TransportError>>) -> (End, String) {
@@ -671,7 +692,10 @@ mod tests {
         assert_eq!(serve(&mut t, &limits(), |r| Response::text(Status::Ok, &r.path)), End::Closed);
         let from = t.last_from.expect("the closing response goes through write_last");
         assert!(String::from_utf8_lossy(&t.written[from..]).starts_with("HTTP/1.1 200 OK"));
-        assert!(String::from_utf8_lossy(&t.written[..from]).ends_with("/a"), "the keep-alive response is an ordinary write");
+        assert!(
+            String::from_utf8_lossy(&t.written[..from]).ends_with("/a"),
+            "the keep-alive response is an ordinary write"
+        );
         // A rejected request too.
         let mut t = script(vec![Ok(b"\x00\x01\r\n\r\n")]);
         assert!(matches!(serve(&mut t, &limits(), |_| Response::text(Status::Ok, "")), End::Rejected(_)));
@@ -699,7 +723,8 @@ mod tests {
         assert_eq!(end, End::Rejected(Status::ServiceUnavailable));
         assert_eq!(t.answered, [Status::ServiceUnavailable]);
         // An idle client's 408 too; nothing for a connection that broke.
-        let (mut idle, mut broken) = (script(vec![Err(TransportError::TimedOut)]), script(vec![Err(TransportError::Closed)]));
+        let (mut idle, mut broken) =
+            (script(vec![Err(TransportError::TimedOut)]), script(vec![Err(TransportError::Closed)]));
         serve(&mut idle, &limits(), |_| Response::text(Status::Ok, ""));
         serve(&mut broken, &limits(), |_| Response::text(Status::Ok, ""));
         assert_eq!((idle.answered.as_slice(), broken.answered.as_slice()), (&[Status::RequestTimeout][..], &[][..]));
@@ -750,17 +775,29 @@ mod tests {
         unsafe impl GlobalAlloc for Refusing {
             unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
                 // SAFETY: the caller's contract, passed on.
-                if refused(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc(layout) } }
+                if refused(layout.size()) {
+                    std::ptr::null_mut()
+                } else {
+                    unsafe { System.alloc(layout) }
+                }
             }
 
             unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
                 // SAFETY: as above.
-                if refused(layout.size()) { std::ptr::null_mut() } else { unsafe { System.alloc_zeroed(layout) } }
+                if refused(layout.size()) {
+                    std::ptr::null_mut()
+                } else {
+                    unsafe { System.alloc_zeroed(layout) }
+                }
             }
 
             unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
                 // SAFETY: as above.
-                if refused(new_size) { std::ptr::null_mut() } else { unsafe { System.realloc(ptr, layout, new_size) } }
+                if refused(new_size) {
+                    std::ptr::null_mut()
+                } else {
+                    unsafe { System.realloc(ptr, layout, new_size) }
+                }
             }
 
             unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -879,11 +916,8 @@ mod tests {
                 Response::text(Status::Ok, "ok")
             });
             assert_eq!(end, End::Closed);
-            let expected: Vec<(String, bool)> = if pipelined {
-                vec![("/a".into(), true), ("/b".into(), false)]
-            } else {
-                vec![("/a".into(), true)]
-            };
+            let expected: Vec<(String, bool)> =
+                if pipelined { vec![("/a".into(), true), ("/b".into(), false)] } else { vec![("/a".into(), true)] };
             assert_eq!(seen, expected);
         }
     }
@@ -928,7 +962,10 @@ mod tests {
 
     #[test]
     fn insufficient_storage_is_507() {
-        assert_eq!((Status::InsufficientStorage.code(), Status::InsufficientStorage.reason()), (507, "Insufficient Storage"));
+        assert_eq!(
+            (Status::InsufficientStorage.code(), Status::InsufficientStorage.reason()),
+            (507, "Insufficient Storage")
+        );
         let bytes = Response::text(Status::InsufficientStorage, "full").try_encode(true).unwrap();
         assert!(String::from_utf8_lossy(&bytes).starts_with("HTTP/1.1 507 Insufficient Storage\r\n"));
     }

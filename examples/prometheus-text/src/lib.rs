@@ -204,7 +204,12 @@ impl<'n, W: Write> Encoder<'n, W> {
     /// cumulative `_bucket{le=...}` lines (the last `+Inf`), `_sum` and
     /// `_count`. Observations and bounds are divided by `scale` (1e6 for
     /// microseconds observed, seconds written).
-    pub fn histogram<const N: usize>(&mut self, labels: &Labels, histogram: &HistogramSnapshot<N>, scale: f64) -> Result<(), Error> {
+    pub fn histogram<const N: usize>(
+        &mut self,
+        labels: &Labels,
+        histogram: &HistogramSnapshot<N>,
+        scale: f64,
+    ) -> Result<(), Error> {
         let name = match self.family {
             Some((name, Kind::Histogram)) => name,
             _ => return Err(Error::WrongFamily),
@@ -222,7 +227,14 @@ impl<'n, W: Write> Encoder<'n, W> {
         self.line(name, "_count", labels, None, Value::Integer(cumulative))
     }
 
-    fn line(&mut self, name: &str, suffix: &str, labels: &Labels, le: Option<Value>, value: Value) -> Result<(), Error> {
+    fn line(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &Labels,
+        le: Option<Value>,
+        value: Value,
+    ) -> Result<(), Error> {
         write!(self.out, "{name}{suffix}")?;
         if !labels.is_empty() || le.is_some() {
             self.out.write_char('{')?;

@@ -18,10 +18,10 @@ use alloc::boxed::Box;
 use alloc::vec::Vec;
 
 use bravo::arch::paging::virt_to_phys;
+use bravo::println;
 use bravo::sync::channel;
 use bravo::thread::{self, SpawnError};
 use bravo::time::Instant;
-use bravo::println;
 
 bravo::main!(main);
 
@@ -46,7 +46,9 @@ fn main() -> Result<(), SpawnError> {
         .join();
         let (ran_on, id, stack_node, heap_node) = report;
         let id = id.map(|i| alloc::format!("{i}")).unwrap_or_default();
-        println!("thread {id} for cpu {cpu} ran on cpu {ran_on}: stack on node {stack_node}, heap block on node {heap_node}");
+        println!(
+            "thread {id} for cpu {cpu} ran on cpu {ran_on}: stack on node {stack_node}, heap block on node {heap_node}"
+        );
     }
 
     // The ring: thread i waits for the token from i-1 and passes it on.

@@ -166,7 +166,8 @@ pub fn parse<T: serde::de::DeserializeOwned + Validate>(body: &[u8]) -> Result<T
     }
     // First the syntax of the whole body (allocating nothing): a typed
     // parse stops at the first wrong type, before a syntax error later on.
-    serde_json::from_slice::<IgnoredAny>(body).map_err(|e| ApiError { status: Status::BadRequest, message: Message::Json(e) })?;
+    serde_json::from_slice::<IgnoredAny>(body)
+        .map_err(|e| ApiError { status: Status::BadRequest, message: Message::Json(e) })?;
     let value: T = serde_json::from_slice(body).map_err(|e| {
         let status = match e.classify() {
             Category::Data => Status::UnprocessableContent,

@@ -157,7 +157,9 @@ fn list(shards: &[Sender<Message>]) -> Response {
     for shard in shards {
         match ask(shard, Op::List) {
             Some(Reply::Part(Some(part))) => parts.push(part),
-            Some(Reply::Part(None)) => return ApiError::new(Status::ServiceUnavailable, "no memory for the listing").response(),
+            Some(Reply::Part(None)) => {
+                return ApiError::new(Status::ServiceUnavailable, "no memory for the listing").response()
+            }
             _ => return ApiError::new(Status::ServiceUnavailable, "shard gone").response(),
         }
     }

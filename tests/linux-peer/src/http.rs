@@ -313,9 +313,8 @@ impl Epoll {
     fn wait(&self, events: &mut [libc::epoll_event]) -> io::Result<usize> {
         loop {
             // SAFETY: `events` is a writable buffer of `events.len()` entries.
-            let n = unsafe {
-                libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, -1)
-            };
+            let n =
+                unsafe { libc::epoll_wait(self.fd.as_raw_fd(), events.as_mut_ptr(), events.len() as libc::c_int, -1) };
             match cvt(n) {
                 Ok(n) => return Ok(n as usize),
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
@@ -337,7 +336,8 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 /// SO_REUSEPORT (one per thread on the same port) and a backlog of [`BACKLOG`] (std's `TcpListener::bind` picks its own backlog).
 fn listen(port: u16) -> io::Result<TcpListener> {
     // SAFETY: plain syscall; the result is checked.
-    let fd = cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
+    let fd =
+        cvt(unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: `fd` is a fresh socket that nothing else owns.
     let listener = unsafe { TcpListener::from_raw_fd(fd) };
     let one: libc::c_int = 1;
@@ -380,7 +380,8 @@ pub fn serve(port: u16) -> io::Result<()> {
     // Every listener is bound before the first is announced ready.
     let listeners = (0..threads).map(|_| listen(port)).collect::<io::Result<Vec<_>>>()?;
     say(&format!("peer: ready mode=http port={port} threads={threads}"));
-    let servers: Vec<_> = listeners.into_iter().map(|listener| std::thread::spawn(move || serve_on(listener))).collect();
+    let servers: Vec<_> =
+        listeners.into_iter().map(|listener| std::thread::spawn(move || serve_on(listener))).collect();
     for server in servers {
         server.join().map_err(|_| io::Error::other("an HTTP thread panicked"))??;
     }
@@ -466,7 +467,18 @@ mod tests {
     #[test]
     fn complete_request_keeps_alive_by_default() {
         let r = request(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-        assert_eq!(r, Request { consumed: 33, health: true, stats: false, hash: None, head_only: false, keep_alive: true, http10: false });
+        assert_eq!(
+            r,
+            Request {
+                consumed: 33,
+                health: true,
+                stats: false,
+                hash: None,
+                head_only: false,
+                keep_alive: true,
+                http10: false
+            }
+        );
     }
 
     #[test]
@@ -534,6 +546,9 @@ mod tests {
     fn stats_reports_meminfo_in_bytes() {
         assert!(request(b"GET /stats HTTP/1.1\r\n\r\n").stats);
         let meminfo = "MemTotal:         254000 kB\nMemFree:          200000 kB\nMemAvailable:     210000 kB\n";
-        assert_eq!(memory_json(meminfo), "{\"memory\":[{\"node\":0,\"total_bytes\":260096000,\"free_bytes\":204800000}]}\n");
+        assert_eq!(
+            memory_json(meminfo),
+            "{\"memory\":[{\"node\":0,\"total_bytes\":260096000,\"free_bytes\":204800000}]}\n"
+        );
     }
 }

@@ -55,7 +55,13 @@ fn forwards() -> Option<Vec<(u16, u16)>> {
         let (host, guest) = p.trim().split_once(':')?;
         Some((host.parse().ok()?, guest.parse().ok()?))
     };
-    Some(spec.split(',').map(|p| pair(p).unwrap_or_else(|| fail(&format!("FORWARD={spec}: expected HOST:GUEST[,HOST:GUEST] or none")))).collect())
+    Some(
+        spec.split(',')
+            .map(|p| {
+                pair(p).unwrap_or_else(|| fail(&format!("FORWARD={spec}: expected HOST:GUEST[,HOST:GUEST] or none")))
+            })
+            .collect(),
+    )
 }
 
 /// Why `image` cannot be booted when it is not a file: an example that is
@@ -84,15 +90,19 @@ fn missing_image(image: &str) -> String {
 /// taken, before QEMU would fail on it with a less helpful message.
 fn check_ports_free(forwards: &[(u16, u16)]) {
     for &(host, _) in forwards {
-        let taken = std::net::TcpListener::bind(("127.0.0.1", host)).is_err() || std::net::UdpSocket::bind(("127.0.0.1", host)).is_err();
+        let taken = std::net::TcpListener::bind(("127.0.0.1", host)).is_err()
+            || std::net::UdpSocket::bind(("127.0.0.1", host)).is_err();
         if !taken {
             continue;
         }
-        let free = (host.saturating_add(1)..=u16::MAX)
-            .find(|&p| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok());
+        let free = (host.saturating_add(1)..=u16::MAX).find(|&p| {
+            std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok()
+        });
         let another = free.map_or_else(|| "another port".to_string(), |p| p.to_string());
         let how = match std::env::var("FORWARD") {
-            Ok(f) if !f.is_empty() => format!("pick another in FORWARD (FORWARD={f}: host port {host} is the one taken)"),
+            Ok(f) if !f.is_empty() => {
+                format!("pick another in FORWARD (FORWARD={f}: host port {host} is the one taken)")
+            }
             _ => format!("pick another with PORT=, e.g. PORT={another}"),
         };
         fail(&format!("port {host} on 127.0.0.1 is taken (another program, or another VM, is using it): {how}"));
@@ -176,7 +186,10 @@ fn main() {
         machine_type.name(),
     );
     if forwards.is_some() {
-        eprintln!("bravo-run: network card: {} (NIC=e1000|virtio to change)", machine_type.nic_device(nic).map(|d| d.split(',').next().unwrap_or(d)).unwrap_or_else(|e| fail(&e)));
+        eprintln!(
+            "bravo-run: network card: {} (NIC=e1000|virtio to change)",
+            machine_type.nic_device(nic).map(|d| d.split(',').next().unwrap_or(d)).unwrap_or_else(|e| fail(&e))
+        );
     }
     for (host, guest) in forwards.iter().flatten() {
         match guest {

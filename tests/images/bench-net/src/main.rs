@@ -45,7 +45,9 @@ fn parse_args() -> Result<Args, &'static str> {
         match arg.split_once('=') {
             None if arg == "raw" => args.raw = true,
             Some(("ip", v)) => args.ip = Some(v.parse().map_err(|_| "ip=: expected an IPv4 address")?),
-            Some(("port", v)) => args.port = v.parse().ok().filter(|&p: &u16| p != 0 && p < 65533).ok_or("port=: expected 1-65532")?,
+            Some(("port", v)) => {
+                args.port = v.parse().ok().filter(|&p: &u16| p != 0 && p < 65533).ok_or("port=: expected 1-65532")?
+            }
             _ => return Err("usage: bench-net [raw ip=A.B.C.D] [port=9000]"),
         }
     }

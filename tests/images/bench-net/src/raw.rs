@@ -51,7 +51,12 @@ pub fn serve(ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
     let mut nic = RawNic::open()?;
     let mac = EthernetAddress(nic.mac());
     let ip = Ipv4Address::from(ip);
-    println!("bench-net: ready on {ip}: sink {port}, source {}, echo {} (raw e1000, no stack), cpus={}", port + 1, port + 2, bravo::thread::cpu_count());
+    println!(
+        "bench-net: ready on {ip}: sink {port}, source {}, echo {} (raw e1000, no stack), cpus={}",
+        port + 1,
+        port + 2,
+        bravo::thread::cpu_count()
+    );
     let (mut sink, mut source) = ((0u64, 0u64), (0u64, 0u64));
     let mut flood: Option<Flood> = None;
     let mut echo = [0u8; 2048];
@@ -59,7 +64,8 @@ pub fn serve(ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
     loop {
         let mut busy = false;
         for _ in 0..256 {
-            let Some(work) = nic.receive_with(|frame| frame.map_or(Work::Nothing, |f| classify(f, mac, ip, port, &mut echo)))
+            let Some(work) =
+                nic.receive_with(|frame| frame.map_or(Work::Nothing, |f| classify(f, mac, ip, port, &mut echo)))
             else {
                 break;
             };
@@ -116,22 +122,25 @@ fn classify(frame: &[u8], mac: EthernetAddress, ip: Ipv4Address, port: u16, echo
     let Ok(eth) = EthernetFrame::new_checked(frame) else { return Work::Nothing };
     match eth.ethertype() {
         EthernetProtocol::Arp => match ArpPacket::new_checked(eth.payload()).and_then(|p| ArpRepr::parse(&p)) {
-            Ok(ArpRepr::EthernetIpv4 { operation: ArpOperation::Request, source_hardware_addr, source_protocol_addr, target_protocol_addr, .. })
-                if target_protocol_addr == ip =>
-            {
-                Work::ArpReply(ArpRepr::EthernetIpv4 {
-                    operation: ArpOperation::Reply,
-                    source_hardware_addr: mac,
-                    source_protocol_addr: ip,
-                    target_hardware_addr: source_hardware_addr,
-                    target_protocol_addr: source_protocol_addr,
-                })
-            }
+            Ok(ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Request,
+                source_hardware_addr,
+                source_protocol_addr,
+                target_protocol_addr,
+                ..
+            }) if target_protocol_addr == ip => Work::ArpReply(ArpRepr::EthernetIpv4 {
+                operation: ArpOperation::Reply,
+                source_hardware_addr: mac,
+                source_protocol_addr: ip,
+                target_hardware_addr: source_hardware_addr,
+                target_protocol_addr: source_protocol_addr,
+            }),
             _ => Work::Nothing,
         },
         EthernetProtocol::Ipv4 => {
             let Ok(packet) = Ipv4Packet::new_checked(eth.payload()) else { return Work::Nothing };
-            if packet.dst_addr() != ip || packet.next_header() != IpProtocol::Udp || packet.header_len() as usize != IP {
+            if packet.dst_addr() != ip || packet.next_header() != IpProtocol::Udp || packet.header_len() as usize != IP
+            {
                 return Work::Nothing;
             }
             let Ok(udp) = UdpPacket::new_checked(packet.payload()) else { return Work::Nothing };
@@ -185,7 +194,13 @@ fn send_udp(nic: &mut RawNic, mac: EthernetAddress, ip: Ipv4Address, port: u16, 
 /// `buf` (UDP checksum 0: none, as IPv4 allows).
 fn write_udp(buf: &mut [u8], mac: EthernetAddress, ip: Ipv4Address, port: u16, peer: Peer, size: usize) {
     let eth = EthernetRepr { src_addr: mac, dst_addr: peer.mac, ethertype: EthernetProtocol::Ipv4 };
-    let ipv4 = Ipv4Repr { src_addr: ip, dst_addr: peer.ip, next_header: IpProtocol::Udp, payload_len: UDP + size, hop_limit: 64 };
+    let ipv4 = Ipv4Repr {
+        src_addr: ip,
+        dst_addr: peer.ip,
+        next_header: IpProtocol::Udp,
+        payload_len: UDP + size,
+        hop_limit: 64,
+    };
     let mut frame = EthernetFrame::new_unchecked(buf);
     eth.emit(&mut frame);
     let mut packet = Ipv4Packet::new_unchecked(frame.payload_mut());

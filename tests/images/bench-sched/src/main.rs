@@ -78,7 +78,9 @@ fn spawns(remote: usize) {
         }
     });
     handles.into_iter().for_each(|h| h.join());
-    per_op("spawn-join-remote", n, || (0..n).for_each(|_| thread::spawn_on(remote, || ()).expect("cpu 1 is online").join()));
+    per_op("spawn-join-remote", n, || {
+        (0..n).for_each(|_| thread::spawn_on(remote, || ()).expect("cpu 1 is online").join())
+    });
     per_op("ping", ITERATIONS, || (0..ITERATIONS).for_each(|_| thread::ping(remote).expect("cpu 1 is online")));
 }
 

@@ -93,7 +93,8 @@ where
         return Err("write_ready is false on a new connection".into());
     }
     // 2.
-    writeln!(stream, "io-traits: hello from cpu {}", bravo::thread::current_cpu()).map_err(|e| format!("write_fmt: {e:?}"))?;
+    writeln!(stream, "io-traits: hello from cpu {}", bravo::thread::current_cpu())
+        .map_err(|e| format!("write_fmt: {e:?}"))?;
     stream.flush().map_err(|e| format!("flush: {e}"))?;
     // 3.
     let waited = bravo::time::Instant::now();
@@ -104,7 +105,8 @@ where
         bravo::thread::sleep(Duration::from_millis(5));
     }
     let mut scratch = [0u8; 4096];
-    let (order, _) = postcard::from_eio::<Order, _>((&mut *stream, &mut scratch)).map_err(|e| format!("postcard::from_eio: {e}"))?;
+    let (order, _) =
+        postcard::from_eio::<Order, _>((&mut *stream, &mut scratch)).map_err(|e| format!("postcard::from_eio: {e}"))?;
     bravo::println!("io-traits: order {} with {} items read", order.id, order.items.len());
     postcard::to_eio(&receipt(order), &mut *stream).map_err(|e| format!("postcard::to_eio: {e}"))?;
     // 4. The host closes once it has the receipt.

@@ -182,7 +182,9 @@ fn five_thousand_sleeping_threads_fit() -> Result<(), String> {
     handles.try_reserve(THREADS).map_err(|_| "no room for handles")?;
     for i in 0..THREADS {
         let gate = gate.clone();
-        match thread::spawn_on(thread::current_cpu(), move || gate.1.wait_until(|| gate.0.load(Ordering::Acquire).then_some(()))) {
+        match thread::spawn_on(thread::current_cpu(), move || {
+            gate.1.wait_until(|| gate.0.load(Ordering::Acquire).then_some(()))
+        }) {
             Ok(handle) => handles.push(handle),
             Err(e) => return Err(alloc::format!("thread {i} could not be spawned: {e}")),
         }
@@ -233,7 +235,11 @@ fn freed_stacks_are_reused() -> Result<(), String> {
     );
     // 800+ stacks went through: without reuse they would need about 27
     // more page tables per 800 on each cpu.
-    check!(stats.page_table_bytes - tables <= 8 * PAGE, "page tables grew by {} bytes", stats.page_table_bytes - tables);
+    check!(
+        stats.page_table_bytes - tables <= 8 * PAGE,
+        "page tables grew by {} bytes",
+        stats.page_table_bytes - tables
+    );
     Ok(())
 }
 

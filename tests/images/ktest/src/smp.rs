@@ -33,7 +33,10 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "local spawns all run and are joined", run: local_spawns_all_run },
     Test { name: "remote spawns between every pair of cpus run exactly once", run: remote_spawns_between_every_pair },
     Test { name: "yield lets the other threads of the cpu run", run: yield_alternates },
-    Test { name: "a cpu's run-queue length counts the threads waiting for it", run: run_queue_length_counts_waiting_threads },
+    Test {
+        name: "a cpu's run-queue length counts the threads waiting for it",
+        run: run_queue_length_counts_waiting_threads,
+    },
     Test { name: "heap blocks freed on another cpu go home without a leak", run: cross_cpu_frees_go_home },
     Test { name: "sleeps last at least as asked and not much longer", run: sleeps_are_accurate },
     Test { name: "sleepers on one cpu wake in deadline order", run: sleepers_wake_in_order },
@@ -41,7 +44,10 @@ pub const SMP_TESTS: &[Test] = &[
     Test { name: "a channel from every cpu delivers everything once", run: a_channel_delivers_everything },
     Test { name: "mailbox round trips to every cpu", run: mailbox_round_trips },
     Test { name: "a reply sent just before its sender drops is received", run: last_reply_is_received },
-    Test { name: "spawning with no memory left is an error, then works again", run: spawning_without_memory_is_an_error },
+    Test {
+        name: "spawning with no memory left is an error, then works again",
+        run: spawning_without_memory_is_an_error,
+    },
 ];
 
 fn node_of_virt(addr: u64) -> usize {
@@ -77,7 +83,10 @@ fn thread_memory_is_on_its_node() -> Result<(), String> {
         .map_err(|e| alloc::format!("spawn_on({cpu}): {e}"))?;
         let (guard, top, block, on_stack) = handle.join();
         let node = topology().node_of_cpu(cpu);
-        check!(guard < on_stack && on_stack < top, "cpu {cpu}: a local at {on_stack:#x} is outside the stack {guard:#x}..{top:#x}");
+        check!(
+            guard < on_stack && on_stack < top,
+            "cpu {cpu}: a local at {on_stack:#x} is outside the stack {guard:#x}..{top:#x}"
+        );
         check_eq!(node_of_virt(on_stack), node);
         check_eq!(node_of_virt(block), node);
     }

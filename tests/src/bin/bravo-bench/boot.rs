@@ -28,7 +28,8 @@ pub fn run(args: &[String]) {
             let (mut first, mut main) = (Vec::new(), Vec::new());
             for run in 0..runs {
                 progress(&format!("boot: {} on {} run {}/{runs}", system.name(), nic.name(), run + 1));
-                let (to_response, to_main) = boot_once(system, options.place(system, system.boot_machine(), nic), accel);
+                let (to_response, to_main) =
+                    boot_once(system, options.place(system, system.boot_machine(), nic), accel);
                 first.push(to_response.as_secs_f64() * 1000.0);
                 main.push(to_main);
             }
@@ -37,19 +38,28 @@ pub fn run(args: &[String]) {
     }
     eprintln!();
 
-    let mut report = Report::new("boot", &format!(
-        "Boot of an HTTP service on QEMU ({}) under {}, 1 vCPU, median of {runs} runs",
-        options.hardware(), accel.name().to_uppercase()
-    ));
+    let mut report = Report::new(
+        "boot",
+        &format!(
+            "Boot of an HTTP service on QEMU ({}) under {}, 1 vCPU, median of {runs} runs",
+            options.hardware(),
+            accel.name().to_uppercase()
+        ),
+    );
     report.notes.push("QEMU start to first response: from the moment the host starts QEMU, it starts a GET /health through QEMU's port forwarding every 5 ms (up to 32 in flight, overlapping, so that one stuck on QEMU's slow SYN retry to a guest not yet up does not hide a ready one)".into());
     report.notes.push("entry to main: the guest's own clock (Bravo: TSC from kmain's first instruction; Linux: /proc/uptime when the peer starts)".into());
     report.notes.push("Bravo boots by PVH (-kernel, no firmware beyond QEMU's); Linux by -kernel/-initrd (bzImage through QEMU's boot code)".into());
     report.notes.extend(options.hardware_notes());
     report.notes.extend(notes);
     let pick = |nic: Nic, system: System, k: usize| -> Option<Samples> {
-        results.iter().find(|r| r.0 == nic && r.1 == system).map(|r| Samples(if k == 0 { r.2.clone() } else { r.3.clone() }))
+        results
+            .iter()
+            .find(|r| r.0 == nic && r.1 == system)
+            .map(|r| Samples(if k == 0 { r.2.clone() } else { r.3.clone() }))
     };
-    for (k, label) in ["QEMU start to first HTTP response", "kernel entry to main (guest clock)"].into_iter().enumerate() {
+    for (k, label) in
+        ["QEMU start to first HTTP response", "kernel entry to main (guest clock)"].into_iter().enumerate()
+    {
         for &nic in &options.nics {
             report.rows.push(Row {
                 group: options.group("boot", nic),
@@ -86,7 +96,12 @@ pub fn run(args: &[String]) {
 /// The example programs (every `examples/*` with a `main.rs`).
 fn examples() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(workspace_root().join("examples"))
-        .map(|dir| dir.flatten().filter(|e| e.path().join("src/main.rs").is_file()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|dir| {
+            dir.flatten()
+                .filter(|e| e.path().join("src/main.rs").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names

@@ -54,13 +54,17 @@ struct Measured {
 }
 
 pub fn run(args: &[String]) {
-    let options = Options { secs: 5.0, ..Options::new() }.parse(args, &["--runs", "--secs", "--cpus", "--cap", "--syn-rate", "--systems"]);
+    let options = Options { secs: 5.0, ..Options::new() }
+        .parse(args, &["--runs", "--secs", "--cpus", "--cap", "--syn-rate", "--systems"]);
     if !tcp_load::is_root() {
         fail("bench conns needs root: it makes a network namespace with a tap, enters it and writes raw frames (run it with sudo)");
     }
     let descriptors = tcp_load::raise_fd_limit();
     if descriptors < options.cap as u64 + 256 {
-        fail(&format!("--cap {} needs as many open files, and the limit here is {descriptors} (raise it with `ulimit -n`)", options.cap));
+        fail(&format!(
+            "--cap {} needs as many open files, and the limit here is {descriptors} (raise it with `ulimit -n`)",
+            options.cap
+        ));
     }
     let wanted: Vec<System> = options.systems.iter().copied().filter(|&s| s != System::Ceiling).collect();
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
@@ -68,23 +72,32 @@ pub fn run(args: &[String]) {
     let mut results: Vec<(System, Vec<Measured>)> = Vec::new();
     for &system in &systems {
         let netns = Netns::create().unwrap_or_else(|e| fail(&format!("bench conns needs a network namespace: {e}")));
-        let runs: Vec<Measured> = (1..=options.runs).map(|run| measure(system, run, &options, &netns, accel, &mut notes)).collect();
+        let runs: Vec<Measured> =
+            (1..=options.runs).map(|run| measure(system, run, &options, &netns, accel, &mut notes)).collect();
         results.push((system, runs));
     }
     eprintln!();
 
     let cpus = options.single_cpu_count("conns");
-    let mut report = Report::new("conns", &format!(
-        "Connections to GET /health under {}, {cpus} vCPU{}, 256 MiB, median of {} runs",
-        accel.name().to_uppercase(), if cpus == 1 { "" } else { "s" }, options.runs
-    ));
+    let mut report = Report::new(
+        "conns",
+        &format!(
+            "Connections to GET /health under {}, {cpus} vCPU{}, 256 MiB, median of {} runs",
+            accel.name().to_uppercase(),
+            if cpus == 1 { "" } else { "s" },
+            options.runs
+        ),
+    );
     report.notes.push("wire: e1000 on a tap inside a network namespace made by the benchmark; the clients and the flood run in that namespace; a fresh guest for each measure".into());
     report.notes.push("Bravo: examples/http; Linux: the peer's single-threaded epoll server (tests/linux-peer), same QEMU command line".into());
     report.notes.push(format!(
         "SYN flood: {} SYN/s from random sources in 10.0.1.0-10.0.254.255 (on the guests' /16 link, never answering ARP) for {} s; recovery capped at {} s",
         options.syn_rate, options.secs, RECOVERY_LIMIT.as_secs()
     ));
-    report.notes.push(format!("idle: up to {} connections opened {IDLE_BURST} at a time, each served one request, then all asked again", options.cap));
+    report.notes.push(format!(
+        "idle: up to {} connections opened {IDLE_BURST} at a time, each served one request, then all asked again",
+        options.cap
+    ));
     let held = |system| {
         let (_, runs) = results.iter().find(|(s, _)| *s == system)?;
         Samples(runs.iter().filter_map(|m| m.served_again).collect()).median()
@@ -130,7 +143,14 @@ pub fn run(args: &[String]) {
 }
 
 /// One run of the three measures on `system`, each on a fresh guest.
-fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: Accel, notes: &mut Vec<String>) -> Measured {
+fn measure(
+    system: System,
+    run: usize,
+    options: &Options,
+    netns: &Netns,
+    accel: Accel,
+    notes: &mut Vec<String>,
+) -> Measured {
     let mut m = Measured::default();
     let secs = Duration::from_secs_f64(options.secs);
     let name = system.name();
@@ -139,7 +159,12 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
     let mut vm = boot(system, netns, accel, options.single_cpu_count("conns"));
     match tcp_load::churn(netns.name(), GUEST, CHURN_CLIENTS, usize::MAX, secs) {
         Ok(churn) => {
-            eprintln!("\rconns: {name} run {run}: {:.0} connections/s ({} served, {} failed)", churn.rate(), churn.served, churn.failed);
+            eprintln!(
+                "\rconns: {name} run {run}: {:.0} connections/s ({} served, {} failed)",
+                churn.rate(),
+                churn.served,
+                churn.failed
+            );
             m.connections_per_sec = Some(churn.rate());
         }
         Err(e) => fail(&format!("{name}: {e}")),
@@ -162,7 +187,9 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
     idle(&mut m, netns, options.cap, notes, name);
     eprintln!(
         "\rconns: {name} run {run}: {:.0} idle connections held, {:.0} served again, {:.1} KiB each",
-        m.held.unwrap_or(0.0), m.served_again.unwrap_or(0.0), m.kib_per_connection.unwrap_or(f64::NAN)
+        m.held.unwrap_or(0.0),
+        m.served_again.unwrap_or(0.0),
+        m.kib_per_connection.unwrap_or(f64::NAN)
     );
     note_panic(&mut vm, system, run, "idle connections", notes);
     m
@@ -170,7 +197,12 @@ fn measure(system: System, run: usize, options: &Options, netns: &Netns, accel: 
 
 /// Boots `system`'s service on the namespace's tap; waits until it serves.
 fn boot(system: System, netns: &Netns, accel: Accel, cpus: usize) -> Running {
-    let machine = system.conns_machine(IDLE_MS).accel(accel).cpus(cpus).tap_net(netns.name(), TAP).timeout(Duration::from_secs(3600));
+    let machine = system
+        .conns_machine(IDLE_MS)
+        .accel(accel)
+        .cpus(cpus)
+        .tap_net(netns.name(), TAP)
+        .timeout(Duration::from_secs(3600));
     let mut vm = machine.start();
     if let Err(e) = vm.wait_for_line(system.http_ready_line(), Duration::from_secs(120)) {
         fail(&format!("{} did not come up: {e}", system.name()));
@@ -236,18 +268,24 @@ fn idle(m: &mut Measured, netns: &Netns, cap: usize, notes: &mut Vec<String>, na
     };
     let before = tcp_load::stats(&mut stats);
     let open_by = Instant::now() + Duration::from_secs(60 + cap as u64 / 50);
-    let mut idle = tcp_load::open_idle(netns.name(), GUEST, cap, IDLE_BURST, IDLE_PATIENCE, open_by).unwrap_or_else(|e| fail(&e));
+    let mut idle =
+        tcp_load::open_idle(netns.name(), GUEST, cap, IDLE_BURST, IDLE_PATIENCE, open_by).unwrap_or_else(|e| fail(&e));
     let held = idle.streams.len();
     m.held = Some(held as f64);
     // Let the guest finish whatever the last burst started.
     std::thread::sleep(Duration::from_secs(1));
     match (before, tcp_load::stats(&mut stats)) {
         (Ok(before), Ok(after)) if held > 0 => {
-            m.kib_per_connection = Some(before.free_bytes.saturating_sub(after.free_bytes) as f64 / held as f64 / 1024.0);
+            m.kib_per_connection =
+                Some(before.free_bytes.saturating_sub(after.free_bytes) as f64 / held as f64 / 1024.0);
         }
         (Err(e), _) | (_, Err(e)) => notes.push(format!("{name}: no memory figure: {e}")),
         _ => {}
     }
-    let answered = tcp_load::request_each(&mut idle.streams, "/health", Instant::now() + Duration::from_secs(60 + held as u64 / 50));
+    let answered = tcp_load::request_each(
+        &mut idle.streams,
+        "/health",
+        Instant::now() + Duration::from_secs(60 + held as u64 / 50),
+    );
     m.served_again = Some(answered.iter().filter(|&&ok| ok).count() as f64);
 }

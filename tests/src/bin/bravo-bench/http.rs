@@ -87,18 +87,28 @@ pub fn run(args: &[String]) {
     }
     eprintln!();
 
-    let mut report = Report::new("http", &format!(
-        "HTTP with wrk through QEMU ({}) under {}, {}, median of {runs} runs of {secs} s",
-        options.hardware(), accel.name().to_uppercase(), options.cpus_title()
-    ));
-    report.notes.push("wire: the card on a tap device inside a network namespace made by the benchmark; wrk runs in that namespace".into());
+    let mut report = Report::new(
+        "http",
+        &format!(
+            "HTTP with wrk through QEMU ({}) under {}, {}, median of {runs} runs of {secs} s",
+            options.hardware(),
+            accel.name().to_uppercase(),
+            options.cpus_title()
+        ),
+    );
+    report.notes.push(
+        "wire: the card on a tap device inside a network namespace made by the benchmark; wrk runs in that namespace"
+            .into(),
+    );
     report.notes.push("Bravo: examples/http; Linux: the peer's epoll server, one thread per cpu on SO_REUSEPORT listeners (tests/linux-peer), same QEMU command line".into());
     report.notes.push(format!(
         "loads on GET /health but \"work\": GET /hash?kib={WORK_KIB}, SHA-256 over {WORK_KIB} KiB the guest generates (both systems' answers checked against the host's digest before measuring)"
     ));
     report.notes.extend(options.hardware_notes());
     report.notes.extend(notes);
-    report.notes.extend(results.iter().map(|m| format!("{} on {}, {} vCPU: {}", m.system.name(), m.nic.name(), m.cpus, m.seen)));
+    report.notes.extend(
+        results.iter().map(|m| format!("{} on {}, {} vCPU: {}", m.system.name(), m.nic.name(), m.cpus, m.seen)),
+    );
     let errors: u64 = results.iter().flat_map(|m| m.loads.iter().flatten()).map(|r| r.errors).sum();
     report.notes.push(format!("wrk socket errors and non-2xx answers over all runs: {errors}"));
     let pick = |nic: Nic, system: System, cpus: usize, load: usize, f: fn(&WrkResult) -> f64| -> Option<Samples> {
@@ -128,7 +138,14 @@ pub fn run(args: &[String]) {
                 }
                 if better == Better::Higher {
                     for &cpus in options.cpus.iter().filter(|&&c| c != options.base_cpus()) {
-                        report.rows.push(scaling_row(&options.group(load.name, nic), label, options.base_cpus(), cpus, &base, &row(cpus)));
+                        report.rows.push(scaling_row(
+                            &options.group(load.name, nic),
+                            label,
+                            options.base_cpus(),
+                            cpus,
+                            &base,
+                            &row(cpus),
+                        ));
                     }
                 }
             }
@@ -141,13 +158,22 @@ pub fn run(args: &[String]) {
 /// tap, checks that it runs them and answers `/hash` right, and runs every
 /// load. Returns the runs per load and what the guest said of its cpus
 /// and queues.
-fn measure(system: System, machine: Machine, runs: usize, secs: u64, cpus: usize, accel: Accel) -> (Vec<Vec<WrkResult>>, String) {
+fn measure(
+    system: System,
+    machine: Machine,
+    runs: usize,
+    secs: u64,
+    cpus: usize,
+    accel: Accel,
+) -> (Vec<Vec<WrkResult>>, String) {
     let netns = Netns::create().unwrap_or_else(|e| fail(&format!("bench http needs a network namespace: {e}")));
     let nic = machine.nic_kind().name();
     progress(&format!("http: booting {} on {nic} with {cpus} vCPU", system.name()));
     let machine = machine.accel(accel).cpus(cpus).tap_net(netns.name(), TAP).timeout(Duration::from_secs(3600));
     let mut vm: Running = machine.start();
-    let ready = vm.wait_for_line(system.http_ready_line(), Duration::from_secs(120)).unwrap_or_else(|e| fail(&format!("{} did not come up: {e}", system.name())));
+    let ready = vm
+        .wait_for_line(system.http_ready_line(), Duration::from_secs(120))
+        .unwrap_or_else(|e| fail(&format!("{} did not come up: {e}", system.name())));
     // The first frames after the guest starts its NIC may be lost.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -158,18 +184,30 @@ fn measure(system: System, machine: Machine, runs: usize, secs: u64, cpus: usize
         }
     }
     let seen = guest_cpus_and_queues(system, &mut vm, &netns, &ready.text, cpus);
-    let work = curl(&netns, &format!("/hash?kib={WORK_KIB}")).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+    let work =
+        curl(&netns, &format!("/hash?kib={WORK_KIB}")).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
     if work != hash_route_digest(WORK_KIB) {
-        fail(&format!("{} answers /hash?kib={WORK_KIB} with {work:?}, the host computes {}", system.name(), hash_route_digest(WORK_KIB)));
+        fail(&format!(
+            "{} answers /hash?kib={WORK_KIB} with {work:?}, the host computes {}",
+            system.name(),
+            hash_route_digest(WORK_KIB)
+        ));
     }
     let mut results: Vec<Vec<WrkResult>> = LOADS.iter().map(|_| Vec::new()).collect();
     for run in 0..runs {
         for (l, load) in LOADS.iter().enumerate() {
             progress(&format!("http: {} on {nic}, {cpus} vCPU, run {}/{runs}: {}", system.name(), run + 1, load.name));
-            let result = wrk(&netns, load.connections, load.keep_alive, secs, load.path).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+            let result = wrk(&netns, load.connections, load.keep_alive, secs, load.path)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
             eprintln!(
                 "\rhttp: {} on {nic}, {cpus} vCPU, run {}: {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
-                system.name(), run + 1, load.name, result.requests_per_sec, result.p50_us, result.p99_us, result.errors
+                system.name(),
+                run + 1,
+                load.name,
+                result.requests_per_sec,
+                result.p50_us,
+                result.p99_us,
+                result.errors
             );
             results[l].push(result);
         }
@@ -189,25 +227,40 @@ fn guest_cpus_and_queues(system: System, vm: &mut Running, netns: &Netns, ready:
             }
             let stats = curl(netns, "/stats").unwrap_or_else(|e| fail(&format!("Bravo's /stats: {e}")));
             let queues = stats.split("\"queues\":[").nth(1).and_then(|rest| rest.split(']').next()).unwrap_or("");
-            let owners: Vec<&str> = queues.split("\"cpu\":").skip(1).filter_map(|rest| rest.split([',', '}']).next()).collect();
+            let owners: Vec<&str> =
+                queues.split("\"cpu\":").skip(1).filter_map(|rest| rest.split([',', '}']).next()).collect();
             format!("{cpus} cpu(s), {} NIC queue(s) on cpu(s) {}", owners.len(), owners.join(","))
         }
         System::Linux => {
             let up = vm.wait_for_line("peer: linux", Duration::from_secs(1)).unwrap_or_else(|e| fail(&e));
-            let field = |key: &str| up.text.split(&format!("{key}=")).nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<usize>().ok());
+            let field = |key: &str| {
+                up.text
+                    .split(&format!("{key}="))
+                    .nth(1)
+                    .and_then(|v| v.split_whitespace().next())
+                    .and_then(|v| v.parse::<usize>().ok())
+            };
             if field("cpus") != Some(cpus) {
                 fail(&format!("Linux was given {cpus} vCPUs but says: {}", up.text));
             }
-            let threads = vm.wait_for_line("peer: ready mode=http", Duration::from_secs(1)).map(|l| l.text).unwrap_or_default();
+            let threads =
+                vm.wait_for_line("peer: ready mode=http", Duration::from_secs(1)).map(|l| l.text).unwrap_or_default();
             let threads = threads.split("threads=").nth(1).unwrap_or("?").to_string();
-            format!("{cpus} cpu(s), eth0 with {} receive queue(s), {threads} server thread(s)", field("eth0_rx_queues").map_or("?".into(), |q| q.to_string()))
+            format!(
+                "{cpus} cpu(s), eth0 with {} receive queue(s), {threads} server thread(s)",
+                field("eth0_rx_queues").map_or("?".into(), |q| q.to_string())
+            )
         }
     }
 }
 
 /// The body of `GET path` from the guest (curl inside the namespace).
 fn curl(netns: &Netns, path: &str) -> Result<String, String> {
-    let output = netns.command("curl").args(["-sS", "--fail", "--max-time", "10", &format!("{GUEST}{path}")]).output().map_err(|e| format!("cannot run curl: {e}"))?;
+    let output = netns
+        .command("curl")
+        .args(["-sS", "--fail", "--max-time", "10", &format!("{GUEST}{path}")])
+        .output()
+        .map_err(|e| format!("cannot run curl: {e}"))?;
     if !output.status.success() {
         return Err(format!("curl {GUEST}{path} failed: {}", String::from_utf8_lossy(&output.stderr).trim()));
     }
@@ -290,7 +343,10 @@ mod tests {
 Requests/sec:  18000.50
 Transfer/sec:      1.60MB
 ";
-        assert_eq!(parse_wrk(text), Some(WrkResult { requests_per_sec: 18000.5, p50_us: 812.0, p99_us: 1.2e6, errors: 10 }));
+        assert_eq!(
+            parse_wrk(text),
+            Some(WrkResult { requests_per_sec: 18000.5, p50_us: 812.0, p99_us: 1.2e6, errors: 10 })
+        );
         assert_eq!(parse_wrk("Requests/sec: 10\n"), None);
     }
 }

@@ -151,12 +151,27 @@ impl Options {
             }
             let value = it.next().cloned().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
             match arg.as_str() {
-                "--runs" => self.runs = value.parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0")),
-                "--secs" => self.secs = value.parse().ok().filter(|&s| s > 0.0 && s <= 600.0).unwrap_or_else(|| fail("--secs: expected 0-600")),
+                "--runs" => {
+                    self.runs =
+                        value.parse().ok().filter(|&r| r > 0).unwrap_or_else(|| fail("--runs: expected a number > 0"))
+                }
+                "--secs" => {
+                    self.secs = value
+                        .parse()
+                        .ok()
+                        .filter(|&s| s > 0.0 && s <= 600.0)
+                        .unwrap_or_else(|| fail("--secs: expected 0-600"))
+                }
                 "--cpus" => {
                     self.cpus = value
                         .split(',')
-                        .map(|c| c.trim().parse().ok().filter(|&c| (1..=64).contains(&c)).unwrap_or_else(|| fail("--cpus: expected cpu counts 1-64, e.g. 1 or 1,2,4")))
+                        .map(|c| {
+                            c.trim()
+                                .parse()
+                                .ok()
+                                .filter(|&c| (1..=64).contains(&c))
+                                .unwrap_or_else(|| fail("--cpus: expected cpu counts 1-64, e.g. 1 or 1,2,4"))
+                        })
                         .collect();
                     self.cpus.sort();
                     self.cpus.dedup();
@@ -164,19 +179,55 @@ impl Options {
                 "--sizes" => {
                     self.sizes = value
                         .split(',')
-                        .map(|s| s.trim().parse().ok().filter(|&s| (64..=1514).contains(&s)).unwrap_or_else(|| fail("--sizes: frame sizes 64-1514, e.g. 64,512,1500")))
+                        .map(|s| {
+                            s.trim()
+                                .parse()
+                                .ok()
+                                .filter(|&s| (64..=1514).contains(&s))
+                                .unwrap_or_else(|| fail("--sizes: frame sizes 64-1514, e.g. 64,512,1500"))
+                        })
                         .collect()
                 }
-                "--window" => self.window = value.parse().ok().filter(|&w| w > 0 && w <= 256).unwrap_or_else(|| fail("--window: expected 1-256")),
+                "--window" => {
+                    self.window = value
+                        .parse()
+                        .ok()
+                        .filter(|&w| w > 0 && w <= 256)
+                        .unwrap_or_else(|| fail("--window: expected 1-256"))
+                }
                 "--systems" => self.systems = System::parse_list(&value).unwrap_or_else(|e| fail(&e)),
-                "--cap" => self.cap = value.parse().ok().filter(|&c| (1..=60_000).contains(&c)).unwrap_or_else(|| fail("--cap: expected 1-60000")),
-                "--syn-rate" => self.syn_rate = value.parse().ok().filter(|&r| (1..=1_000_000).contains(&r)).unwrap_or_else(|| fail("--syn-rate: expected 1-1000000 per second")),
-                "--minutes" => self.minutes = value.parse().ok().filter(|&m: &f64| m > 0.0 && m <= 24.0 * 60.0).unwrap_or_else(|| fail("--minutes: expected more than 0, at most a day")),
+                "--cap" => {
+                    self.cap = value
+                        .parse()
+                        .ok()
+                        .filter(|&c| (1..=60_000).contains(&c))
+                        .unwrap_or_else(|| fail("--cap: expected 1-60000"))
+                }
+                "--syn-rate" => {
+                    self.syn_rate = value
+                        .parse()
+                        .ok()
+                        .filter(|&r| (1..=1_000_000).contains(&r))
+                        .unwrap_or_else(|| fail("--syn-rate: expected 1-1000000 per second"))
+                }
+                "--minutes" => {
+                    self.minutes = value
+                        .parse()
+                        .ok()
+                        .filter(|&m: &f64| m > 0.0 && m <= 24.0 * 60.0)
+                        .unwrap_or_else(|| fail("--minutes: expected more than 0, at most a day"))
+                }
                 "--nic" => {
-                    self.nics = value.split(',').map(|n| Nic::parse(n.trim()).unwrap_or_else(|e| fail(&format!("--nic: {e}")))).collect();
+                    self.nics = value
+                        .split(',')
+                        .map(|n| Nic::parse(n.trim()).unwrap_or_else(|e| fail(&format!("--nic: {e}"))))
+                        .collect();
                     self.nics.dedup();
                 }
-                "--machine" => (self.machine, self.machine_options) = MachineType::parse(&value).unwrap_or_else(|e| fail(&format!("--machine: {e}"))),
+                "--machine" => {
+                    (self.machine, self.machine_options) =
+                        MachineType::parse(&value).unwrap_or_else(|e| fail(&format!("--machine: {e}")))
+                }
                 _ => unreachable!("an accepted flag without a parser: {arg}"),
             }
         }
@@ -264,7 +315,10 @@ impl Options {
 
     /// For titles: `q35, e1000` or `microvm, virtio`.
     fn hardware(&self) -> String {
-        let machine = std::iter::once(self.machine.name().to_string()).chain(self.machine_options.iter().cloned()).collect::<Vec<_>>().join(",");
+        let machine = std::iter::once(self.machine.name().to_string())
+            .chain(self.machine_options.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",");
         let nics: Vec<&str> = self.nics.iter().map(|n| n.name()).collect();
         format!("{machine}, {}", nics.join(" and "))
     }
@@ -409,8 +463,12 @@ impl System {
     /// on 10.0.0.2/24.
     fn pps_machine(self, port: u16) -> Machine {
         let machine = match self {
-            System::Bravo => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{} -- port={port}", extra_options())),
-            System::Ceiling => Machine::new("bench-net").memory_mib(512).cmdline(&format!("log=warn net=raw{} -- raw ip=10.0.0.2 port={port}", extra_options())),
+            System::Bravo => Machine::new("bench-net")
+                .memory_mib(512)
+                .cmdline(&format!("log=warn ip=10.0.0.2/24{} -- port={port}", extra_options())),
+            System::Ceiling => Machine::new("bench-net")
+                .memory_mib(512)
+                .cmdline(&format!("log=warn net=raw{} -- raw ip=10.0.0.2 port={port}", extra_options())),
             System::Linux => System::linux_machine("udp", port, "10.0.0.2/24"),
         };
         machine.args(qemu_args())
@@ -419,7 +477,9 @@ impl System {
     /// The guest of `bench http`: an HTTP service on port 80 of 10.0.0.2/24.
     fn http_machine(self) -> Machine {
         let machine = match self {
-            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{}", extra_options())),
+            System::Bravo | System::Ceiling => {
+                Machine::new("http").memory_mib(512).cmdline(&format!("log=warn ip=10.0.0.2/24{}", extra_options()))
+            }
             System::Linux => System::linux_machine("http", 80, "10.0.0.2/24"),
         };
         machine.args(qemu_args())
@@ -429,7 +489,9 @@ impl System {
     /// QEMU's user networking (static address: no DHCP wait).
     fn boot_machine(self) -> Machine {
         let machine = match self {
-            System::Bravo | System::Ceiling => Machine::new("http").memory_mib(512).cmdline(&format!("log=info ip=10.0.2.15/24 gw=10.0.2.2{}", extra_options())),
+            System::Bravo | System::Ceiling => Machine::new("http")
+                .memory_mib(512)
+                .cmdline(&format!("log=info ip=10.0.2.15/24 gw=10.0.2.2{}", extra_options())),
             System::Linux => System::linux_machine("http", 80, "10.0.2.15/24"),
         };
         machine.args(qemu_args())
@@ -441,9 +503,8 @@ impl System {
     fn conns_machine(self, idle_ms: u64) -> Machine {
         use bravo_tests::tcp_load::GUEST_CIDR;
         let machine = match self {
-            System::Bravo | System::Ceiling => {
-                Machine::new("http").cmdline(&format!("log=warn ip={GUEST_CIDR}{} -- timeout_ms={idle_ms}", extra_options()))
-            }
+            System::Bravo | System::Ceiling => Machine::new("http")
+                .cmdline(&format!("log=warn ip={GUEST_CIDR}{} -- timeout_ms={idle_ms}", extra_options())),
             System::Linux => System::linux_machine("http", 80, GUEST_CIDR),
         };
         machine.memory_mib(256).args(qemu_args())
@@ -464,7 +525,8 @@ impl System {
             System::Linux => "peer: linux",
         };
         let text = vm.wait_for_line(line, Duration::from_secs(1)).unwrap_or_else(|e| fail(&e)).text;
-        let said = text.split("cpus=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<usize>().ok());
+        let said =
+            text.split("cpus=").nth(1).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse::<usize>().ok());
         if said != Some(cpus) {
             fail(&format!("{} was given {cpus} vCPUs but says: {text}", self.name()));
         }
@@ -486,7 +548,8 @@ fn alloc(args: &[String]) {
         _ => fail("usage: bravo-bench alloc [--runs N]"),
     };
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
-    let machine = Machine::new("bench-alloc").accel(accel).memory_mib(512).cmdline("log=warn").timeout(Duration::from_secs(300));
+    let machine =
+        Machine::new("bench-alloc").accel(accel).memory_mib(512).cmdline("log=warn").timeout(Duration::from_secs(300));
     // size -> (bravo samples, locked samples)
     let mut results: Vec<(u64, Vec<u64>, Vec<u64>)> = Vec::new();
     for i in 0..runs.max(1) {
@@ -497,7 +560,8 @@ fn alloc(args: &[String]) {
         }
         for line in run.lines.iter().filter(|l| l.text.starts_with("alloc size=")) {
             let field = |key: &str| -> u64 {
-                let at = line.text.find(&format!("{key}=")).map(|i| i + key.len() + 1).unwrap_or_else(|| fail(&line.text));
+                let at =
+                    line.text.find(&format!("{key}=")).map(|i| i + key.len() + 1).unwrap_or_else(|| fail(&line.text));
                 line.text[at..].split(' ').next().and_then(|v| v.parse().ok()).unwrap_or_else(|| fail(&line.text))
             };
             let size = field("size");
@@ -517,7 +581,10 @@ fn alloc(args: &[String]) {
         v.sort();
         v[v.len() / 2]
     };
-    println!("allocation+free on one cpu under {}, median of {runs} runs (ns per alloc+free)", accel.name().to_uppercase());
+    println!(
+        "allocation+free on one cpu under {}, median of {runs} runs (ns per alloc+free)",
+        accel.name().to_uppercase()
+    );
     println!("| size B | Bravo NUMA heap | one locked heap | Bravo/locked |");
     println!("|--------|-----------------|-----------------|--------------|");
     let mut csv = String::from("size,bravo_ns,locked_ns\n");
@@ -561,7 +628,9 @@ fn sched(args: &[String]) {
             "--cpus" => {
                 cpu_counts = value()
                     .split(',')
-                    .map(|c| c.trim().parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected e.g. 1,2,4")))
+                    .map(|c| {
+                        c.trim().parse().ok().filter(|&c| c > 0).unwrap_or_else(|| fail("--cpus: expected e.g. 1,2,4"))
+                    })
                     .collect()
             }
             other => fail(&format!("unexpected argument `{other}`")),
@@ -572,7 +641,12 @@ fn sched(args: &[String]) {
     // samples[measure][cpu count index]
     let mut samples: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cpu_counts.len()]; SCHED_MEASURES.len()];
     for (c, &cpus) in cpu_counts.iter().enumerate() {
-        let machine = Machine::new("bench-sched").accel(accel).cpus(cpus).memory_mib(512).cmdline("log=warn").timeout(Duration::from_secs(300));
+        let machine = Machine::new("bench-sched")
+            .accel(accel)
+            .cpus(cpus)
+            .memory_mib(512)
+            .cmdline("log=warn")
+            .timeout(Duration::from_secs(300));
         for i in 0..runs {
             eprint!("\rsched: {cpus} cpus, run {}/{runs}   ", i + 1);
             let run = machine.run();
@@ -597,7 +671,8 @@ fn sched(args: &[String]) {
         (!v.is_empty()).then(|| v[v.len() / 2])
     };
     println!("scheduler and heap under {}, median of {runs} runs per cpu count", accel.name().to_uppercase());
-    let header: String = cpu_counts.iter().map(|c| format!(" {:>7} |", format!("{c} cpu{}", if *c == 1 { "" } else { "s" }))).collect();
+    let header: String =
+        cpu_counts.iter().map(|c| format!(" {:>7} |", format!("{c} cpu{}", if *c == 1 { "" } else { "s" }))).collect();
     println!("| measure                                          | unit   |{header}");
     println!("|--------------------------------------------------|--------|{}", "---------|".repeat(cpu_counts.len()));
     let mut csv = String::from("measure,unit,cpus,median\n");
@@ -613,7 +688,10 @@ fn sched(args: &[String]) {
             .collect();
         println!("| {label:<48} | {unit:<6} |{cells}");
     }
-    println!("(- = needs more cpus; the host has {} cpus, so more vCPUs than that share them)", std::thread::available_parallelism().map_or(0, |n| n.get()));
+    println!(
+        "(- = needs more cpus; the host has {} cpus, so more vCPUs than that share them)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     let dir = workspace_root().join("target/bench");
     let _ = std::fs::create_dir_all(&dir);
     if std::fs::write(dir.join("sched.csv"), csv).is_ok() {

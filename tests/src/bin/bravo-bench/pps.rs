@@ -25,7 +25,8 @@ const ECHO: u16 = SINK + 2;
 type Measures = Vec<[Vec<f64>; 5]>;
 
 pub fn run(args: &[String]) {
-    let o = Options::new().parse(args, &["--runs", "--secs", "--sizes", "--cpus", "--window", "--systems", "--nic", "--machine"]);
+    let o = Options::new()
+        .parse(args, &["--runs", "--secs", "--sizes", "--cpus", "--window", "--systems", "--nic", "--machine"]);
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let duration = Duration::from_secs_f64(o.secs);
     let (systems, notes) = System::available(&o.systems);
@@ -40,13 +41,22 @@ pub fn run(args: &[String]) {
     }
     eprintln!();
 
-    let mut report = Report::new("pps", &format!(
-        "UDP packets per second through QEMU ({}) under {}, {}, median of {} runs of {} s",
-        o.hardware(), accel.name().to_uppercase(), o.cpus_title(), o.runs, o.secs
-    ));
+    let mut report = Report::new(
+        "pps",
+        &format!(
+            "UDP packets per second through QEMU ({}) under {}, {}, median of {} runs of {} s",
+            o.hardware(),
+            accel.name().to_uppercase(),
+            o.cpus_title(),
+            o.runs,
+            o.secs
+        ),
+    );
     report.notes.push("wire: QEMU -netdev dgram over unix sockets to a host tool (bravo-bench); frame size = Ethernet frame without FCS".into());
     report.notes.push("RX: host floods the guest's UDP sink, rate = packets the guest counted / flood time; TX: the guest's UDP source floods the host, rate = packets the host counted / first-to-last arrival".into());
-    report.notes.push(format!("echo: {} datagrams in flight to the guest's UDP echo; round trips per second", o.window));
+    report
+        .notes
+        .push(format!("echo: {} datagrams in flight to the guest's UDP echo; round trips per second", o.window));
     report.notes.push("ceiling: Bravo with net=raw, a polling loop that only recycles the card's descriptors (no stack): what QEMU's device model moves".into());
     report.notes.extend(o.hardware_notes());
     report.notes.extend(notes);
@@ -94,8 +104,13 @@ pub fn run(args: &[String]) {
 /// size `runs` times.
 fn measure(system: System, nic: Nic, cpus: usize, o: &Options, accel: Accel, duration: Duration) -> Measures {
     let dir = bravo_tests::report::bench_dir().join(format!("wire-{}", std::process::id()));
-    let mut wire = Wire::bind(&dir).unwrap_or_else(|e| fail(&format!("cannot bind the host end of the wire in {}: {e}", dir.display())));
-    let machine = o.place(system, system.pps_machine(SINK), nic).accel(accel).cpus(cpus).dgram_net(wire.guest_path(), wire.host_path());
+    let mut wire = Wire::bind(&dir)
+        .unwrap_or_else(|e| fail(&format!("cannot bind the host end of the wire in {}: {e}", dir.display())));
+    let machine = o
+        .place(system, system.pps_machine(SINK), nic)
+        .accel(accel)
+        .cpus(cpus)
+        .dgram_net(wire.guest_path(), wire.host_path());
     progress(&format!("pps: booting {} on {} with {cpus} vCPU", system.name(), nic.name()));
     let mut vm: Running = machine.timeout(Duration::from_secs(3600)).start();
     for line in system.ready_lines() {
@@ -109,15 +124,27 @@ fn measure(system: System, nic: Nic, cpus: usize, o: &Options, accel: Accel, dur
     for run in 0..o.runs {
         for (i, &size) in o.sizes.iter().enumerate() {
             let payload = size - HEADERS;
-            let step = |what: &str| progress(&format!("pps: {} on {}, {cpus} vCPU, run {}/{}, {size} B frames: {what}", system.name(), nic.name(), run + 1, o.runs));
+            let step = |what: &str| {
+                progress(&format!(
+                    "pps: {} on {}, {cpus} vCPU, run {}/{}, {size} B frames: {what}",
+                    system.name(),
+                    nic.name(),
+                    run + 1,
+                    o.runs
+                ))
+            };
             step("RX");
             let flooded = wire.flood(SINK, payload, duration);
-            let counted = wire.stop(SINK, Duration::from_secs(10)).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+            let counted =
+                wire.stop(SINK, Duration::from_secs(10)).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
             measures[i][0].push(counted.packets as f64 / flooded.elapsed.as_secs_f64());
             measures[i][3].push(lost(flooded.packets, counted.packets));
             step("TX");
-            let received = wire.receive_flood(SOURCE, payload, duration).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
-            let sent = wire.stop(SOURCE, Duration::from_secs(10)).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+            let received = wire
+                .receive_flood(SOURCE, payload, duration)
+                .unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
+            let sent =
+                wire.stop(SOURCE, Duration::from_secs(10)).unwrap_or_else(|e| fail(&format!("{}: {e}", system.name())));
             measures[i][1].push(received.packets as f64 / received.elapsed.as_secs_f64().max(1e-3));
             measures[i][4].push(lost(sent.packets, received.packets));
             step("echo");

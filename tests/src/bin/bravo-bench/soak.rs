@@ -60,7 +60,8 @@ enum Phase {
     IdleBurst,
 }
 
-const PHASES: [Phase; 6] = [Phase::Churn, Phase::Malformed, Phase::SlowClients, Phase::SynFlood, Phase::RstFlood, Phase::IdleBurst];
+const PHASES: [Phase; 6] =
+    [Phase::Churn, Phase::Malformed, Phase::SlowClients, Phase::SynFlood, Phase::RstFlood, Phase::IdleBurst];
 
 impl Phase {
     fn name(self) -> &'static str {
@@ -91,7 +92,12 @@ pub fn run(args: &[String]) {
     tcp_load::raise_fd_limit();
     let accel = Accel::from_env_or_default().unwrap_or_else(|e| fail(&e));
     let netns = Netns::create().unwrap_or_else(|e| fail(&format!("bench soak needs a network namespace: {e}")));
-    let machine = System::Bravo.conns_machine(REQUEST_TIMEOUT_MS).accel(accel).cpus(options.single_cpu_count("soak")).tap_net(netns.name(), TAP).timeout(Duration::from_secs(48 * 3600));
+    let machine = System::Bravo
+        .conns_machine(REQUEST_TIMEOUT_MS)
+        .accel(accel)
+        .cpus(options.single_cpu_count("soak"))
+        .tap_net(netns.name(), TAP)
+        .timeout(Duration::from_secs(48 * 3600));
     let mut vm = machine.start();
     if let Err(e) = vm.wait_for_line("http: serving on", Duration::from_secs(120)) {
         fail(&format!("examples/http did not come up: {e}"));
@@ -108,7 +114,9 @@ pub fn run(args: &[String]) {
     let mut tallies = [Tally::default(); PHASES.len()];
     std::thread::scope(|scope| {
         let steady = scope.spawn(|| {
-            tcp_load::on_threads_in_netns(netns.name(), STEADY_CLIENTS, |_| steady_client(&stop, &steady_ok, &steady_failed))
+            tcp_load::on_threads_in_netns(netns.name(), STEADY_CLIENTS, |_| {
+                steady_client(&stop, &steady_ok, &steady_failed)
+            })
         });
         let mut turn = 0;
         while started.elapsed() < total {
@@ -180,13 +188,21 @@ pub fn run(args: &[String]) {
                 problems.push(format!("free memory {free_delta:+} bytes from the start"));
             }
             match (start_stats.net, end.net) {
-                (Some(a), Some(b)) if a.sockets != b.sockets => problems.push(format!("sockets {} at the start, {} at the end", a.sockets, b.sockets)),
+                (Some(a), Some(b)) if a.sockets != b.sockets => {
+                    problems.push(format!("sockets {} at the start, {} at the end", a.sockets, b.sockets))
+                }
                 (Some(_), Some(_)) => {}
-                _ => problems.push("/stats does not report sockets (\"net\":{\"sockets\":N}): the socket count was not compared".into()),
+                _ => problems.push(
+                    "/stats does not report sockets (\"net\":{\"sockets\":N}): the socket count was not compared"
+                        .into(),
+                ),
             }
         }
         Err(e) => {
-            summary.push_str(&format!("| end ({:.1} s after the load) | no /stats: {e} | - |\n\n", settled_in.as_secs_f64()));
+            summary.push_str(&format!(
+                "| end ({:.1} s after the load) | no /stats: {e} | - |\n\n",
+                settled_in.as_secs_f64()
+            ));
             problems.push(format!("no /stats at the end: {e}"));
         }
     }
@@ -225,7 +241,8 @@ pub fn run(args: &[String]) {
 /// `/stats` on a connection of its own.
 fn fresh_stats(netns: &Netns) -> Result<GuestStats, String> {
     tcp_load::in_netns(netns.name(), || {
-        let mut stream = tcp_load::connect(GUEST, Duration::from_secs(10)).map_err(|e| format!("/stats connection: {e}"))?;
+        let mut stream =
+            tcp_load::connect(GUEST, Duration::from_secs(10)).map_err(|e| format!("/stats connection: {e}"))?;
         tcp_load::stats(&mut stream)
     })?
 }
@@ -238,7 +255,8 @@ fn settle(netns: &Netns, start: &GuestStats) -> (Result<GuestStats, String>, Dur
     loop {
         let now = fresh_stats(netns);
         let back = now.as_ref().is_ok_and(|now| {
-            now.free_bytes.abs_diff(start.free_bytes) * 100 <= start.free_bytes && now.net.map(|n| n.sockets) == start.net.map(|n| n.sockets)
+            now.free_bytes.abs_diff(start.free_bytes) * 100 <= start.free_bytes
+                && now.net.map(|n| n.sockets) == start.net.map(|n| n.sockets)
         });
         if back || begun.elapsed() >= SETTLE {
             return (now, begun.elapsed());
@@ -274,9 +292,13 @@ fn steady_client(stop: &AtomicBool, ok: &AtomicU64, failed: &AtomicU64) {
 /// Runs one phase for `length`; returns (served, failed).
 fn run_phase(phase: Phase, netns: &Netns, length: Duration) -> (u64, u64) {
     let result = match phase {
-        Phase::Churn => tcp_load::churn(netns.name(), GUEST, 4, usize::MAX, length).map(|c| (c.served as u64, c.failed as u64)),
+        Phase::Churn => {
+            tcp_load::churn(netns.name(), GUEST, 4, usize::MAX, length).map(|c| (c.served as u64, c.failed as u64))
+        }
         Phase::Malformed => tcp_load::on_threads_in_netns(netns.name(), 2, |_| malformed(length)).map(sum),
-        Phase::SlowClients => tcp_load::on_threads_in_netns(netns.name(), 16, |i| slow_client(i % 2 == 0, length)).map(sum),
+        Phase::SlowClients => {
+            tcp_load::on_threads_in_netns(netns.name(), 16, |i| slow_client(i % 2 == 0, length)).map(sum)
+        }
         Phase::SynFlood | Phase::RstFlood => {
             let kind = if phase == Phase::SynFlood { FloodKind::Syn } else { FloodKind::Rst };
             let flood = Flood::start(netns.name(), TAP, kind, GUEST, FLOOD_RATE).unwrap_or_else(|e| fail(&e));
