@@ -33,10 +33,45 @@ iso NAME: build
 debug NAME: build
     cargo run -q -p bravo-tests --bin bravo-run -- --gdb --append "${CMDLINE:-}" {{images}}/{{NAME}}
 
-# Run every test: host unit tests, then kernel images booted in QEMU
-test: build
+# Run every test: `just lint`, host unit tests, then kernel images booted in QEMU; ends with the skipped tests
+test: lint build
+    #!/usr/bin/env bash
+    set -euo pipefail
+    # The harness's `skip` appends `TEST<TAB>REASON` here (tests/src/lib.rs).
+    skipped="$(realpath -m "${CARGO_TARGET_DIR:-target}")/skipped-tests"
+    mkdir -p "$(dirname "$skipped")"
+    : > "$skipped"
+    export BRAVO_SKIPPED_TESTS="$skipped"
     cargo test --lib -p bravo -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
-    cargo test -p bravo-tests
+    status=0
+    cargo test -p bravo-tests || status=$?
+    if [ -s "$skipped" ]; then
+        sort "$skipped" | awk -F '\t' '{ printf "skipped: %s (%s)\n", $1, $2 }'
+    else
+        echo "skipped: none"
+    fi
+    exit "$status"
+
+# Crates built for the host, with their tests (clippy sees `cfg(test)` code)
+host_crates := "-p bravo-tests -p bravo-linux-peer -p e1000 -p igb -p virtio-net -p microhttp -p prometheus-text -p hash-work"
+
+# Check formatting and lint with clippy (warnings denied), host crates first, then the kernel target; lists what failed
+lint:
+    #!/usr/bin/env bash
+    set -uo pipefail
+    failed=()
+    step() { echo "lint: $*" >&2; "$@" || failed+=("$*"); }
+    step cargo clippy {{host_crates}} --all-targets -- -D warnings
+    # todo's binary needs the kernel (target_os = "none"): its library and tests on the host.
+    step cargo clippy -p todo --lib --tests -- -D warnings
+    # The kernel's host unit tests, then every image for the kernel target.
+    step cargo clippy -p bravo --lib --tests -- -D warnings
+    step cargo clippy --release --target {{kernel_target}} --workspace --exclude bravo-tests --exclude bravo-linux-peer -- -D warnings
+    step cargo fmt --all -- --check
+    if [ ${#failed[@]} -gt 0 ]; then
+        printf 'lint failed: %s\n' "${failed[@]}" >&2
+        exit 1
+    fi
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build

@@ -315,6 +315,51 @@ pub fn ovmf_firmware() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The environment variable naming the file [`skip`] appends to (`just
+/// test` sets it, empties the file first and prints it after the tests).
+pub const SKIPPED_TESTS_FILE: &str = "BRAVO_SKIPPED_TESTS";
+
+/// Marks the calling test as skipped because of `reason` (something this
+/// machine lacks); the test then returns without checking anything. Prints
+/// `skipped: TEST (REASON)` (seen under `--nocapture`) and, when
+/// `$BRAVO_SKIPPED_TESTS` names a file, appends `TEST<TAB>REASON` to it, so
+/// that `just test` can end with one line per skipped test. `TEST` is
+/// `FILE::NAME`, e.g. `boot::hello_boots_by_limine_uefi`.
+///
+/// Test processes and their threads append at once: each line is written
+/// by one `write` to a file opened with `O_APPEND`, so lines never mix.
+pub fn skip(reason: impl std::fmt::Display) {
+    let test = current_test_name();
+    let reason = reason.to_string().replace(['\t', '\n'], " ");
+    eprintln!("skipped: {test} ({reason})");
+    let Some(path) = std::env::var_os(SKIPPED_TESTS_FILE) else { return };
+    let line = format!("{test}\t{reason}\n");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, line.as_bytes()));
+    if let Err(e) = appended {
+        panic!("cannot record the skip of {test} in {}: {e}", Path::new(&path).display());
+    }
+}
+
+/// `FILE::NAME` of the running test: the test binary's name without
+/// cargo's hash (`boot-0123abcd` is `tests/boot.rs`), and the name libtest
+/// gives the test's thread.
+fn current_test_name() -> String {
+    let thread = std::thread::current();
+    let name = thread.name().unwrap_or("unnamed test");
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_deref().and_then(Path::file_stem).and_then(|s| s.to_str()).unwrap_or("");
+    let file = stem.rsplit_once('-').map_or(stem, |(file, _hash)| file);
+    if file.is_empty() {
+        name.to_string()
+    } else {
+        format!("{file}::{name}")
+    }
+}
+
 /// Where a network test runs: a machine type and its card.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Hardware {

@@ -198,7 +198,7 @@ fn pps_bench_runs_on_virtio() {
 #[test]
 fn conns_bench_reports_connection_rates_idle_connections_and_the_flood_for_bravo_and_linux() {
     if !bravo_tests::tcp_load::is_root() {
-        eprintln!("skipped: bench conns needs root (a network namespace, raw frames)");
+        bravo_tests::skip("bench conns needs root (a network namespace, raw frames)");
         return;
     }
     let rows = bench("conns", &["conns", "--runs", "1", "--secs", "1", "--cap", "300", "--syn-rate", "200"]);

@@ -15,7 +15,7 @@ fn hello_boots_by_pvh_under_tcg() {
 #[test]
 fn hello_boots_under_kvm() {
     if let Err(why) = bravo_tests::kvm_status() {
-        eprintln!("SKIPPED: {why}");
+        bravo_tests::skip(why);
         return;
     }
     // On these machines /dev/kvm is a nested software hypervisor (~1000x
@@ -57,11 +57,11 @@ fn in_kernel_selftest_passes() {
 /// Whether this machine can boot `boot` (says why not, as a skip).
 fn limine_available(boot: Boot) -> bool {
     if let Err(why) = limine_dir() {
-        eprintln!("SKIPPED: {boot:?} boot: {why}");
+        bravo_tests::skip(why);
         return false;
     }
     if boot == Boot::LimineUefi && ovmf_firmware().is_none() {
-        eprintln!("SKIPPED: UEFI boot needs OVMF (Debian package `ovmf`)");
+        bravo_tests::skip("UEFI boot needs OVMF (Debian package `ovmf`)");
         return false;
     }
     true

@@ -23,7 +23,7 @@ const IDLE: usize = 2_000;
 /// reason printed) when this is not root.
 fn service() -> Option<(Netns, Running)> {
     if !tcp_load::is_root() {
-        eprintln!("skipped: needs root (a network namespace with a tap)");
+        bravo_tests::skip("needs root (a network namespace with a tap)");
         return None;
     }
     assert!(tcp_load::raise_fd_limit() >= (IDLE + 256) as u64, "too few open files allowed (ulimit -n)");

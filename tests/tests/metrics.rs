@@ -92,7 +92,7 @@ fn requests(route: &str, code: &str) -> (String, String) {
 #[test]
 fn scrapes_parse_and_count_the_traffic_sent() {
     if let Some(why) = parser_missing() {
-        eprintln!("skipped: scrapes_parse_and_count_the_traffic_sent ({why}; .ci/install-deps installs it)");
+        bravo_tests::skip(format!("{why}; .ci/install-deps installs it"));
         return;
     }
     let (_vm, port) = start_service("http", |m| m.cpus(2).timeout(Duration::from_secs(300)));

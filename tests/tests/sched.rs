@@ -70,7 +70,7 @@ fn idle_cpus_halt_and_cost_the_host_nothing() {
 fn tsc_deadline_timers_wake_sleepers_under_kvm() {
     // TCG has no TSC-deadline mode; KVM's local APIC has.
     if let Err(why) = bravo_tests::kvm_status() {
-        eprintln!("SKIPPED: {why}");
+        bravo_tests::skip(why);
         return;
     }
     let run = ktest("timers").accel(bravo_tests::Accel::Kvm).cpus(2).timeout(Duration::from_secs(120)).run();

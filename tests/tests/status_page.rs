@@ -103,7 +103,7 @@ fn read_page(dom: &str, cpus: usize) -> Shown {
 #[test]
 fn status_page_shows_live_numbers_in_a_browser() {
     let Some(browser) = browser() else {
-        eprintln!("skipped: status_page_shows_live_numbers_in_a_browser (chromium not installed)");
+        bravo_tests::skip("chromium not installed");
         return;
     };
     let (_vm, port) = start_service("http", |m| m.cpus(2).timeout(Duration::from_secs(300)));
