@@ -38,8 +38,11 @@ pub const RING_LEN: usize = 256;
 
 /// DMA memory: zeroed, physically contiguous, mapped at `virt`.
 pub struct Dma {
+    /// Where the driver reaches the memory.
     pub virt: NonNull<u8>,
+    /// Where the device reaches it (the address its descriptors hold).
     pub phys: u64,
+    /// Its length in bytes.
     pub size: usize,
 }
 
@@ -66,6 +69,8 @@ pub enum Error {
     OutOfMemory,
 }
 
+/// One e1000 NIC: its registers (through `H`), its receive and transmit
+/// rings and its counters; a smoltcp `Device`.
 pub struct E1000<H: Hardware> {
     hw: H,
     mac: [u8; 6],

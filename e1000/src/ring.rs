@@ -106,18 +106,23 @@ pub fn seed_checksum(frame: &mut [u8]) -> Option<ChecksumPlace> {
 /// Packets, bytes and trouble, counted by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Frames received and handed up.
     pub rx_packets: u64,
+    /// Bytes of those frames.
     pub rx_bytes: u64,
     /// Frames the device marked bad or that spanned several buffers.
     pub rx_errors: u64,
     /// Frames the device dropped for want of a buffer (its MPC counter).
     pub rx_missed: u64,
+    /// Frames queued for the device to send.
     pub tx_packets: u64,
+    /// Bytes of those frames.
     pub tx_bytes: u64,
     /// Frames dropped because the transmit ring was full.
     pub tx_dropped: u64,
     /// Writes to the RDT and TDT registers (doorbells).
     pub doorbells: u64,
+    /// Interrupts the driver handled.
     pub interrupts: u64,
 }
 

@@ -136,8 +136,11 @@ const LINK_WAIT_US: u64 = 3_000_000;
 
 /// DMA memory: zeroed, physically contiguous, mapped at `virt`.
 pub struct Dma {
+    /// Where the driver reaches the memory.
     pub virt: NonNull<u8>,
+    /// Where the device reaches it (the address its descriptors hold).
     pub phys: u64,
+    /// Its length in bytes.
     pub size: usize,
 }
 
@@ -278,10 +281,12 @@ impl<H: Hardware> Igb<H> {
         self.msix
     }
 
+    /// The device's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
 
+    /// The device's RSS key and redirection table.
     pub fn rss(&self) -> &Rss {
         &self.rss
     }
@@ -385,10 +390,12 @@ impl<H: Hardware> Queue<H> {
         self.index
     }
 
+    /// The device's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.mac
     }
 
+    /// The device's RSS key and redirection table.
     pub fn rss(&self) -> &Rss {
         &self.rss
     }

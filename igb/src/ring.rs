@@ -178,7 +178,9 @@ pub fn rx_frame_is_bad(d: &RxDescriptor) -> bool {
 /// Packets, bytes and trouble of one queue, counted by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Frames received and handed up.
     pub rx_packets: u64,
+    /// Bytes of those frames.
     pub rx_bytes: u64,
     /// Frames the device marked bad (checksum or frame errors), left
     /// unchecked, or spanning several buffers.
@@ -186,7 +188,9 @@ pub struct Stats {
     /// Frames the device dropped on this queue for want of a buffer (its
     /// RQDPC counter; 0 where the device model does not count).
     pub rx_missed: u64,
+    /// Frames queued for the device to send.
     pub tx_packets: u64,
+    /// Bytes of those frames.
     pub tx_bytes: u64,
     /// Frames dropped because the transmit ring was full.
     pub tx_dropped: u64,

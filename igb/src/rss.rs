@@ -19,7 +19,9 @@ pub const RETA_ENTRIES: usize = 128;
 /// of each entry).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rss {
+    /// The Toeplitz hash key.
     pub key: [u8; 40],
+    /// The queue of each redirection-table entry.
     pub reta: [u8; RETA_ENTRIES],
 }
 
@@ -95,11 +97,15 @@ impl Rss {
 mod tests {
     use super::*;
 
+    /// Destination address and port, source address and port, IPv4 hash,
+    /// TCP/IPv4 hash.
+    type Vector = ([u8; 4], u16, [u8; 4], u16, u32, u32);
+
     /// Microsoft's "Verifying the RSS Hash Calculation" table: destination
     /// and source address and port, the IPv4-only hash and the TCP/IPv4
     /// hash, under [`DEFAULT_KEY`]. The input is source address,
     /// destination address, source port, destination port.
-    const VECTORS: [([u8; 4], u16, [u8; 4], u16, u32, u32); 5] = [
+    const VECTORS: [Vector; 5] = [
         ([161, 142, 100, 80], 1766, [66, 9, 149, 187], 2794, 0x323e8fc2, 0x51ccc178),
         ([65, 69, 140, 83], 4739, [199, 92, 111, 2], 14230, 0xd718262a, 0xc626b0ea),
         ([12, 22, 207, 184], 38024, [24, 19, 198, 95], 12898, 0xd2d0a5de, 0x5c2b394a),

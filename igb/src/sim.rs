@@ -88,7 +88,7 @@ impl Sim {
         let key: Vec<u8> = (0..10).flat_map(|i| self.reg(RSSRK + 4 * i).to_le_bytes()).collect();
         let input = [&src[..], &dst[..], &src_port.to_be_bytes()[..], &dst_port.to_be_bytes()[..]].concat();
         let hash = rss::toeplitz(key.as_slice().try_into().unwrap(), &input);
-        let entry = (hash & 0x7f) as u32;
+        let entry = hash & 0x7f;
         (self.reg(RETA + entry / 4 * 4) >> (8 * (entry % 4)) & 0x0f) as usize
     }
 

@@ -562,7 +562,8 @@ impl Rng {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
         Rng::new(nanos)
     }
-    pub fn next(&mut self) -> u64 {
+    /// The next number of the xorshift64* sequence.
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -570,13 +571,13 @@ impl Rng {
     }
     /// Uniform in `0..n` (n > 0; the bias is negligible for small n).
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.next_u64() % n
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
     fn bytes(&mut self, len: usize) -> Vec<u8> {
-        (0..len).map(|_| self.next() as u8).collect()
+        (0..len).map(|_| self.next_u64() as u8).collect()
     }
     /// `min..=max` random bytes.
     fn bytes_between(&mut self, min: usize, max: usize) -> Vec<u8> {
@@ -607,7 +608,7 @@ impl Source {
     /// A random off-link address (198.18.0.0/15, the benchmarking range)
     /// arriving through the gateway.
     fn off_link(rng: &mut Rng) -> Source {
-        let r = rng.next();
+        let r = rng.next_u64();
         let ip = Ipv4Address::new(198, 18 + (r & 1) as u8, (r >> 8) as u8, 1 + ((r >> 16) % 254) as u8);
         Source { mac: GATEWAY_MAC, ip }
     }
@@ -695,8 +696,8 @@ fn raw_tcp_frame(
     let mut tcp = TcpPacket::new_unchecked(&mut segment[..]);
     tcp.set_src_port(1024 + rng.below(64512) as u16);
     tcp.set_dst_port(dst_port);
-    tcp.set_seq_number(TcpSeqNumber(rng.next() as i32));
-    tcp.set_ack_number(TcpSeqNumber(if flags.ack { rng.next() as i32 } else { 0 }));
+    tcp.set_seq_number(TcpSeqNumber(rng.next_u64() as i32));
+    tcp.set_ack_number(TcpSeqNumber(if flags.ack { rng.next_u64() as i32 } else { 0 }));
     tcp.set_syn(flags.syn);
     tcp.set_ack(flags.ack);
     tcp.set_rst(flags.rst);
@@ -804,7 +805,7 @@ impl Forge {
         match self.attack {
             Attack::SpoofedSyn => {
                 let src = Source::random(rng);
-                let (port, seq, ts) = (1024 + rng.below(64512) as u16, rng.next() as u32, rng.next() as u32);
+                let (port, seq, ts) = (1024 + rng.below(64512) as u16, rng.next_u64() as u32, rng.next_u64() as u32);
                 tcp_frame(src, &client_syn(port, seq, ts))
             }
             Attack::UnknownRstAck | Attack::UnknownFin => {
@@ -825,7 +826,7 @@ impl Forge {
                 let src = Source::random(rng);
                 let len = if rng.chance(20) { 1472 } else { rng.below(1473) as usize };
                 let data = rng.bytes(len);
-                icmp_echo_frame(src, rng.next() as u16, rng.next() as u16, &data)
+                icmp_echo_frame(src, rng.next_u64() as u16, rng.next_u64() as u16, &data)
             }
             Attack::ArpChurn => {
                 let src = match rng.below(10) {
@@ -833,7 +834,7 @@ impl Forge {
                     _ => {
                         // Anywhere in 10.0.0.0/8 but the guest's /24: not
                         // the guest's network, ignored by a careful stack.
-                        let r = rng.next();
+                        let r = rng.next_u64();
                         let second = (r >> 8) as u8;
                         let ip = Ipv4Address::new(
                             10,
@@ -865,7 +866,7 @@ impl Forge {
             Attack::BadChecksums => {
                 let src = Source::random(rng);
                 let mut frame = match rng.below(3) {
-                    0 => tcp_frame(src, &client_syn(1024 + rng.below(64512) as u16, rng.next() as u32, 1)),
+                    0 => tcp_frame(src, &client_syn(1024 + rng.below(64512) as u16, rng.next_u64() as u32, 1)),
                     1 => raw_tcp_frame(src, 80, Flags { ack: true, ..Flags::default() }, 5, &[], &rng.bytes(100), rng),
                     _ => udp_frame(src, 4000, 80, &rng.bytes(64)),
                 };
@@ -886,7 +887,7 @@ impl Forge {
     fn fragments(&mut self) {
         let rng = &mut self.rng;
         let src = Source::random(rng);
-        let ident = rng.next() as u16;
+        let ident = rng.next_u64() as u16;
         // The datagram fragments would carry: UDP to port 80, or an echo
         // request (whose header the first fragment holds).
         let udp = udp_frame(src, 4000, 80, &rng.bytes(1400));

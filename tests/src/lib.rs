@@ -12,6 +12,10 @@
 //! means success, 35 failure (see `kernel/src/arch/x86_64/power.rs`). A
 //! harness-started QEMU is always killed when its handle is dropped.
 
+// The harness is used only by this package's tests and tools: its
+// self-explaining fields and helpers are not a published API.
+#![allow(missing_docs)]
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -1040,7 +1044,7 @@ mod tests {
 
     #[test]
     fn what_microvm_cannot_do_is_a_clear_error() {
-        let err = |m: Machine| m.command().err().expect("an error");
+        let err = |m: Machine| m.command().expect_err("an error");
         assert!(err(machine().machine_type(MachineType::Microvm).user_net(&[])).contains("microvm has none"));
         assert!(err(machine().microvm().boot(Boot::Limine)).contains("PVH"));
         assert!(err(machine().microvm().two_numa_nodes()).contains("-numa"));

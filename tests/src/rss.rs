@@ -119,7 +119,7 @@ mod tests {
         let rss = Rss::parse(&format!(
             "rss-probe: rss key={} cpus={}",
             KEY.iter().map(|b| format!("{b:02x}")).collect::<String>(),
-            vec!["0", "1"].repeat(64).join(",")
+            ["0", "1"].repeat(64).join(",")
         ))
         .unwrap();
         assert_eq!((rss.key.as_slice(), rss.entry_cpus.len()), (&KEY[..], 128));

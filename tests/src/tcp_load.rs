@@ -607,7 +607,7 @@ impl PacketSocket {
 /// valid checksums: a random on-link source (10.0.1.0–10.0.254.255) with a
 /// random locally administered MAC, port and sequence number.
 pub fn spoofed_segment(random: &mut Rng, kind: FloodKind, target: SocketAddrV4) -> Vec<u8> {
-    let r = random.next();
+    let r = random.next_u64();
     let source = Ipv4Address::new(10, 0, 1 + (r % 254) as u8, (r >> 8) as u8);
     let mac = EthernetAddress([0x02, (r >> 16) as u8, (r >> 24) as u8, (r >> 32) as u8, (r >> 40) as u8, 0x01]);
     let (control, max_seg_size) = match kind {
@@ -618,7 +618,7 @@ pub fn spoofed_segment(random: &mut Rng, kind: FloodKind, target: SocketAddrV4) 
         src_port: 1024 + (r >> 48) as u16 % 64000,
         dst_port: target.port(),
         control,
-        seq_number: TcpSeqNumber(random.next() as i32),
+        seq_number: TcpSeqNumber(random.next_u64() as i32),
         ack_number: None,
         window_len: 64240,
         window_scale: None,

@@ -77,18 +77,27 @@ const FALLBACK_MAC: [u8; 6] = [0x02, 0x00, 0x00, 0x00, 0x00, 0x01];
 /// bytes from the start of the window; accesses are volatile and naturally
 /// aligned.
 pub trait Registers {
+    /// Reads the byte at `offset`.
     fn read8(&self, offset: usize) -> u8;
+    /// Reads the 16-bit register at `offset`.
     fn read16(&self, offset: usize) -> u16;
+    /// Reads the 32-bit register at `offset`.
     fn read32(&self, offset: usize) -> u32;
+    /// Writes the byte at `offset`.
     fn write8(&self, offset: usize, value: u8);
+    /// Writes the 16-bit register at `offset`.
     fn write16(&self, offset: usize, value: u16);
+    /// Writes the 32-bit register at `offset`.
     fn write32(&self, offset: usize, value: u32);
 }
 
 /// DMA memory: zeroed, physically contiguous, mapped at `virt`.
 pub struct Dma {
+    /// Where the driver reaches the memory.
     pub virt: NonNull<u8>,
+    /// Where the device reaches it (the address its descriptors hold).
     pub phys: u64,
+    /// Its length in bytes.
     pub size: usize,
 }
 
@@ -155,12 +164,21 @@ impl fmt::Display for Error {
 pub struct Features(pub u64);
 
 impl Features {
+    /// The device completes the partial checksum of frames it sends.
     pub const CSUM: u64 = 1 << 0;
+    /// The driver takes frames with a partial checksum, and the device
+    /// marks those whose checksum it checked.
     pub const GUEST_CSUM: u64 = 1 << 1;
+    /// The device has a MAC address in its configuration space.
     pub const MAC: u64 = 1 << 5;
+    /// The device may spread a received frame over several buffers.
     pub const MRG_RXBUF: u64 = 1 << 15;
+    /// The configuration space has a link status field.
     pub const STATUS: u64 = 1 << 16;
+    /// Used and available rings carry event indexes (notification
+    /// suppression).
     pub const RING_EVENT_IDX: u64 = 1 << 29;
+    /// A virtio 1.x (modern) device.
     pub const VERSION_1: u64 = 1 << 32;
     /// What the driver accepts when offered.
     pub const SUPPORTED: u64 =
@@ -176,6 +194,7 @@ impl Features {
         (Self::MRG_RXBUF, "MRG_RXBUF"),
     ];
 
+    /// Whether every bit of `bits` is set.
     pub fn contains(self, bits: u64) -> bool {
         self.0 & bits == bits
     }
@@ -209,21 +228,28 @@ impl fmt::Debug for Features {
 /// Packets, bytes and trouble, counted by the driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Frames received and handed up.
     pub rx_packets: u64,
+    /// Bytes of those frames.
     pub rx_bytes: u64,
     /// Frames too short, longer than a buffer, or with a bad checksum place.
     pub rx_errors: u64,
     /// Always 0: virtio has no missed-frame counter.
     pub rx_missed: u64,
+    /// Frames queued for the device to send.
     pub tx_packets: u64,
+    /// Bytes of those frames.
     pub tx_bytes: u64,
     /// Frames dropped because the transmit queue was full.
     pub tx_dropped: u64,
     /// Notifications written to the device.
     pub doorbells: u64,
+    /// Interrupts the driver handled.
     pub interrupts: u64,
 }
 
+/// One virtio-net device on transport `T` (PCI or MMIO): its receive and
+/// transmit queues, negotiated features and counters; a smoltcp `Device`.
 pub struct VirtioNet<T: Transport> {
     transport: T,
     interrupt: Interrupt,

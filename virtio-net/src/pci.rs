@@ -31,12 +31,16 @@ mod common {
 /// The regions a modern virtio PCI device's vendor capabilities point at
 /// (cfg_type 1 common, 2 notify, 3 ISR, 4 device), mapped by the kernel.
 pub struct PciRegions<R: Registers> {
+    /// The common configuration (features, status, queue set-up).
     pub common: R,
+    /// The queues' doorbells.
     pub notify: R,
     /// From the notify capability: bytes between queues' doorbells per
     /// unit of `queue_notify_off`.
     pub notify_off_multiplier: u32,
+    /// The interrupt status register (read to acknowledge).
     pub isr: R,
+    /// The device-specific configuration (MAC, link status).
     pub device: R,
 }
 
@@ -48,6 +52,7 @@ pub struct Pci<R: Registers> {
 }
 
 impl<R: Registers> Pci<R> {
+    /// The device whose capabilities point at `regions`.
     pub fn new(regions: PciRegions<R>) -> Self {
         Self { regions, doorbells: Vec::new() }
     }

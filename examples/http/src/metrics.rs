@@ -233,7 +233,9 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
         }
     }
     let queues = bravo::net::queue_stats();
-    let per_queue: [(&'static str, &str, fn(&bravo::net::NicStats) -> u64); 4] = [
+    /// A family's name, help text, and value in a queue's counters.
+    type PerQueue = (&'static str, &'static str, fn(&bravo::net::NicStats) -> u64);
+    let per_queue: [PerQueue; 4] = [
         ("bravo_nic_queue_rx_packets_total", "Frames received, by NIC queue and the cpu that owns it.", |n| {
             n.rx_packets
         }),

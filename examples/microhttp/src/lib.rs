@@ -24,25 +24,39 @@ use core::fmt::Write;
 /// Response statuses the services use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Status {
+    /// 200 OK.
     Ok,
+    /// 201 Created.
     Created,
+    /// 204 No Content.
     NoContent,
+    /// 400 Bad Request: the request could not be parsed.
     BadRequest,
+    /// 404 Not Found.
     NotFound,
+    /// 405 Method Not Allowed.
     MethodNotAllowed,
+    /// 408 Request Timeout: the request did not arrive in time.
     RequestTimeout,
+    /// 413 Content Too Large.
     PayloadTooLarge,
     /// Well-formed content with the wrong meaning (wrong types, missing
     /// fields, values out of range).
     UnprocessableContent,
+    /// 431 Request Header Fields Too Large.
     HeaderFieldsTooLarge,
+    /// 500 Internal Server Error.
     InternalServerError,
+    /// 501 Not Implemented.
     NotImplemented,
+    /// 503 Service Unavailable.
     ServiceUnavailable,
+    /// 507 Insufficient Storage: no memory for the request.
     InsufficientStorage,
 }
 
 impl Status {
+    /// The numeric status code (`200` for `Ok`).
     pub fn code(self) -> u16 {
         match self {
             Status::Ok => 200,
@@ -62,6 +76,7 @@ impl Status {
         }
     }
 
+    /// The reason phrase of the status line (`"OK"` for `Ok`).
     pub fn reason(self) -> &'static str {
         match self {
             Status::Ok => "OK",
@@ -100,10 +115,13 @@ impl Default for Limits {
 /// A parsed request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The method, as sent (`GET`).
     pub method: String,
+    /// The request target, as sent (`/todos/3`).
     pub path: String,
     /// Whether the connection stays open after the response.
     pub keep_alive: bool,
+    /// The body (`Content-Length` bytes; empty without one).
     pub body: Vec<u8>,
 }
 
@@ -232,8 +250,11 @@ pub fn parse(buf: &[u8], limits: &Limits) -> Parsed {
 /// A response to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Response {
+    /// The status line's status.
     pub status: Status,
+    /// The `Content-Type` header's value.
     pub content_type: &'static str,
+    /// The body (its length goes in `Content-Length`).
     pub body: Vec<u8>,
 }
 
@@ -242,6 +263,7 @@ pub struct Response {
 const COALESCE: usize = 16 * 1024;
 
 impl Response {
+    /// A response with `status`, `content_type` and `body`.
     pub fn new(status: Status, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
         Response { status, content_type, body: body.into() }
     }
@@ -367,6 +389,7 @@ pub enum TransportError {
 pub trait Transport {
     /// Reads some bytes; `Ok(0)` when the peer finished sending.
     fn read(&mut self, buf: &mut [u8]) -> Result<usize, TransportError>;
+    /// Writes all of `data`, or fails.
     fn write_all(&mut self, data: &[u8]) -> Result<(), TransportError>;
     /// Writes the connection's last bytes; the connection ends after them
     /// (a TCP transport sends its FIN with them).
@@ -774,28 +797,28 @@ mod tests {
         // or answered with null (a valid answer of `alloc`/`realloc`).
         unsafe impl GlobalAlloc for Refusing {
             unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-                // SAFETY: the caller's contract, passed on.
                 if refused(layout.size()) {
                     std::ptr::null_mut()
                 } else {
+                    // SAFETY: the caller's contract, passed on.
                     unsafe { System.alloc(layout) }
                 }
             }
 
             unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-                // SAFETY: as above.
                 if refused(layout.size()) {
                     std::ptr::null_mut()
                 } else {
+                    // SAFETY: the caller's contract, passed on.
                     unsafe { System.alloc_zeroed(layout) }
                 }
             }
 
             unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-                // SAFETY: as above.
                 if refused(new_size) {
                     std::ptr::null_mut()
                 } else {
+                    // SAFETY: the caller's contract, passed on.
                     unsafe { System.realloc(ptr, layout, new_size) }
                 }
             }

@@ -86,7 +86,9 @@ impl Display for Error {
 /// 2^53 would lose digits as a float).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Value {
+    /// Written in decimal, every digit.
     Integer(u64),
+    /// Written in the shortest exact decimal; `NaN`, `+Inf`, `-Inf`.
     Float(f64),
 }
 
@@ -166,6 +168,7 @@ pub struct Encoder<'n, W: Write> {
 }
 
 impl<'n, W: Write> Encoder<'n, W> {
+    /// An encoder writing to `out`, before its first family.
     pub fn new(out: W) -> Self {
         Encoder { out, family: None }
     }
@@ -288,6 +291,8 @@ impl<const N: usize> Histogram<N> {
         Histogram { bounds, counts: [const { AtomicU64::new(0) }; N], above: AtomicU64::new(0), sum: AtomicU64::new(0) }
     }
 
+    /// Counts `value` in the first bucket whose bound is at least `value`
+    /// (or above the last bound) and adds it to the sum.
     pub fn observe(&self, value: u64) {
         match self.bounds.iter().position(|&bound| value <= bound) {
             Some(bucket) => self.counts[bucket].fetch_add(1, Ordering::Relaxed),
@@ -312,10 +317,13 @@ impl<const N: usize> Histogram<N> {
 /// A histogram's counts at one moment (per bucket, not cumulative).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HistogramSnapshot<const N: usize> {
+    /// The buckets' upper bounds, strictly increasing.
     pub bounds: [u64; N],
+    /// Observations per bucket: `counts[i]` in `(bounds[i - 1], bounds[i]]`.
     pub counts: [u64; N],
     /// Observations above the last bound.
     pub above: u64,
+    /// The sum of every value observed.
     pub sum: u64,
 }
 

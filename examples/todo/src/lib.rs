@@ -28,8 +28,11 @@ pub const TITLES: core::ops::RangeInclusive<usize> = 1..=200;
 /// A todo as the API shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Todo {
+    /// Unique across shards; names its shard ([`shard_of`]).
     pub id: u64,
+    /// 1 to 200 characters ([`TITLES`]).
     pub title: String,
+    /// Whether it is done.
     pub done: bool,
 }
 
@@ -37,7 +40,9 @@ pub struct Todo {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewTodo {
+    /// 1 to 200 characters ([`TITLES`]).
     pub title: String,
+    /// Whether it is done (false when absent).
     #[serde(default)]
     pub done: bool,
 }
@@ -46,7 +51,9 @@ pub struct NewTodo {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Replacement {
+    /// The new title, 1 to 200 characters ([`TITLES`]).
     pub title: String,
+    /// Whether it is done.
     pub done: bool,
 }
 
@@ -54,12 +61,15 @@ pub struct Replacement {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
+    /// A new title, 1 to 200 characters ([`TITLES`]).
     pub title: Option<String>,
+    /// Whether it is done.
     pub done: Option<bool>,
 }
 
 /// Checks of a parsed body beyond its shape.
 pub trait Validate {
+    /// `Err` (422) when a field is out of range.
     fn validate(&self) -> Result<(), ApiError>;
 }
 
@@ -92,6 +102,7 @@ impl Validate for Patch {
 /// A refused request: its status and what the `{"error": ...}` body says.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The response's status.
     pub status: Status,
     message: Message,
 }
@@ -109,6 +120,7 @@ enum Message {
 const MESSAGE_LIMIT: usize = 300;
 
 impl ApiError {
+    /// A refusal with `status` and a fixed `message`.
     pub fn new(status: Status, message: &'static str) -> Self {
         ApiError { status, message: Message::Fixed(message) }
     }
@@ -182,12 +194,19 @@ pub fn parse<T: serde::de::DeserializeOwned + Validate>(body: &[u8]) -> Result<T
 /// What a request asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Route {
+    /// `GET /health`.
     Health,
+    /// `GET /todos`.
     List,
+    /// `POST /todos`.
     Create,
+    /// `GET /todos/{id}`.
     Get(u64),
+    /// `PUT /todos/{id}`.
     Replace(u64),
+    /// `PATCH /todos/{id}`.
     Patch(u64),
+    /// `DELETE /todos/{id}`.
     Delete(u64),
 }
 
@@ -242,6 +261,7 @@ pub fn json_response<T: Serialize + ?Sized>(status: Status, value: &T) -> Respon
 /// Why a store refused an operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StoreError {
+    /// No todo has the id.
     NotFound,
     /// It holds its capacity of todos.
     Full,
@@ -267,6 +287,7 @@ impl Store {
         Store { next_id: shard as u64, shards: shards as u64, capacity, todos: BTreeMap::new() }
     }
 
+    /// Adds `new` under the next id of this shard.
     pub fn create(&mut self, new: NewTodo) -> Result<&Todo, StoreError> {
         if self.todos.len() >= self.capacity {
             return Err(StoreError::Full);
@@ -276,16 +297,19 @@ impl Store {
         Ok(self.todos.entry(id).or_insert(Todo { id, title: new.title, done: new.done }))
     }
 
+    /// The todo `id`.
     pub fn get(&self, id: u64) -> Result<&Todo, StoreError> {
         self.todos.get(&id).ok_or(StoreError::NotFound)
     }
 
+    /// Sets todo `id`'s title and state.
     pub fn replace(&mut self, id: u64, with: Replacement) -> Result<&Todo, StoreError> {
         let todo = self.todos.get_mut(&id).ok_or(StoreError::NotFound)?;
         (todo.title, todo.done) = (with.title, with.done);
         Ok(todo)
     }
 
+    /// Changes the fields `patch` has in todo `id`.
     pub fn patch(&mut self, id: u64, patch: Patch) -> Result<&Todo, StoreError> {
         let todo = self.todos.get_mut(&id).ok_or(StoreError::NotFound)?;
         if let Some(title) = patch.title {
@@ -297,14 +321,17 @@ impl Store {
         Ok(todo)
     }
 
+    /// Removes todo `id`.
     pub fn delete(&mut self, id: u64) -> Result<(), StoreError> {
         self.todos.remove(&id).map(drop).ok_or(StoreError::NotFound)
     }
 
+    /// How many todos the shard holds.
     pub fn len(&self) -> usize {
         self.todos.len()
     }
 
+    /// Whether the shard holds no todo.
     pub fn is_empty(&self) -> bool {
         self.todos.is_empty()
     }

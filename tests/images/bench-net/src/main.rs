@@ -89,7 +89,7 @@ fn main() -> Result<(), NetError> {
         args.port + 2,
         thread::cpu_count()
     );
-    let _ = sink.join();
+    sink.join();
     Ok(())
 }
 

@@ -50,7 +50,6 @@ struct Flood {
 pub fn serve(ip: Ipv4Addr, port: u16) -> Result<(), NetError> {
     let mut nic = RawNic::open()?;
     let mac = EthernetAddress(nic.mac());
-    let ip = Ipv4Address::from(ip);
     println!(
         "bench-net: ready on {ip}: sink {port}, source {}, echo {} (raw e1000, no stack), cpus={}",
         port + 1,

@@ -115,7 +115,9 @@ pub fn run(args: &[String]) {
         let m = results.iter().find(|m| m.nic == nic && m.system == system && m.cpus == cpus)?;
         Some(Samples(m.loads[load].iter().map(f).collect()))
     };
-    let measures: [(&str, &str, Better, fn(&WrkResult) -> f64); 3] = [
+    /// A measure's label, unit, better direction, and value in a wrk result.
+    type Measure = (&'static str, &'static str, Better, fn(&WrkResult) -> f64);
+    let measures: [Measure; 3] = [
         ("requests/s", "req/s", Better::Higher, |r| r.requests_per_sec),
         ("latency p50", "µs", Better::Lower, |r| r.p50_us),
         ("latency p99", "µs", Better::Lower, |r| r.p99_us),
