@@ -10,7 +10,7 @@
 //! Module map: `boot` (what the loader handed over), `arch` (all direct
 //! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
 //! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
-//! channel), `time` (monotonic clock), `tsc_rate` (choosing the TSC rate),
+//! channel), `time` (monotonic clock),
 //! `boot_phases` (how long each boot step took), `pci` (devices), `net` (e1000 +
 //! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
@@ -27,7 +27,6 @@ pub mod cmdline;
 pub mod spsc;
 pub mod topology;
 mod mptable;
-pub mod tsc_rate;
 
 /// The lazily committed region's bookkeeping, tested on the host (in the
 /// kernel it is `memory::lazy`'s own module).
@@ -42,6 +41,15 @@ mod memory_pending;
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
 pub mod arch;
+/// The parts of `arch` that are pure logic (capacities, choosing the TSC
+/// rate), tested on the host.
+#[cfg(test)]
+#[path = "arch/x86_64"]
+mod arch {
+    mod limits;
+    pub mod tsc_rate;
+    pub use limits::{MAX_CPUS, MAX_IO_APICS};
+}
 #[cfg(not(test))]
 mod acpi_tables;
 #[cfg(not(test))]

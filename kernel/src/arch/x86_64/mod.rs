@@ -11,6 +11,7 @@ pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
+mod limits;
 pub mod mmio;
 pub mod msix;
 pub mod paging;
@@ -22,6 +23,7 @@ pub mod smp;
 pub mod timers;
 pub mod traps;
 pub mod tsc;
+pub mod tsc_rate;
 
 /// Reports a failure that happens before the console is set up, and ends
 /// the VM with failure.
@@ -34,4 +36,5 @@ pub fn early_fail(message: &str) -> ! {
     power::exit(power::ExitCode::Failure)
 }
 
+pub use limits::{MAX_CPUS, MAX_IO_APICS};
 pub use percpu::cpu_id;

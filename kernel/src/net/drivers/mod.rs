@@ -218,7 +218,7 @@ fn init_io_apics(standard_fallback: bool) -> Option<u8> {
         return None;
     }
     let standard = (!described).then_some(STANDARD_IO_APIC);
-    ioapic::init(topology.io_apics().chain(standard)).ok()
+    ioapic::init(topology.io_apics().chain(standard).map(|chip| (chip.address, chip.gsi_base))).ok()
 }
 
 /// The physical address of `length` bytes at `offset` in memory BAR
