@@ -7,8 +7,8 @@
 //! blocking primitives ([`sync`]), TCP/UDP sockets ([`net`]), time and
 //! panic handling.
 //!
-//! Module map: `boot` (what the loader handed over), `arch` (all direct
-//! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
+//! Module map: `arch` (all direct hardware access, and what the loader
+//! handed over), `memory` (frames, heap, stacks), `sched` (per-cpu
 //! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
 //! channel), `time` (monotonic clock),
 //! `boot_phases` (how long each boot step took), `pci` (devices), `net` (e1000 +
@@ -52,8 +52,6 @@ mod arch {
 }
 #[cfg(not(test))]
 mod acpi_tables;
-#[cfg(not(test))]
-pub mod boot;
 #[cfg(not(test))]
 mod boot_phases;
 #[cfg(not(test))]

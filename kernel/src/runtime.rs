@@ -4,7 +4,7 @@
 use spin::Once;
 
 use crate::arch::{self, power};
-use crate::boot::BootInfo;
+use crate::arch::boot::BootInfo;
 use crate::boot_phases as phases;
 use crate::cmdline::{CommandLine, KernelOptions, Problem};
 
@@ -22,7 +22,8 @@ extern "Rust" {
 }
 
 /// The kernel's entry, reached from either loader's entry code on the boot
-/// stack with interrupts off.
+/// stack with interrupts off (`arch::boot` calls it by this symbol name).
+#[unsafe(export_name = "__bravo_kernel_main")]
 pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::mark_entry();
     arch::percpu::init_boot_cpu();
@@ -79,7 +80,7 @@ pub fn kmain(boot: BootInfo) -> ! {
     phases::done("cpus");
     log_summary(topology, secondaries + 1);
 
-    crate::env::init(cmdline.app_args);
+    crate::env::init(boot.cmdline(), boot.loader.name(), cmdline.app_args);
     if let Err(e) = crate::sched::spawn_main(run_app_main) {
         panic!("cannot start the main thread: {e}");
     }

@@ -37,7 +37,7 @@ pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
 pub use heap::{alloc_in, leak_in, reclaim};
 pub use pressure::{node_pressure, pressure, Level, Pressure};
 
-use crate::boot::{MemoryRegion, RegionKind};
+use crate::arch::boot::{MemoryRegion, RegionKind};
 use crate::topology::Topology;
 
 /// Moves `value` into a new `Box`, or hands it back when the allocator

@@ -1,4 +1,5 @@
-//! Everything that touches x86_64 hardware directly: boot stack, serial
+//! Everything that touches x86_64 hardware directly: the boot protocols
+//! (Limine, PVH) and what they hand over, boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features, per-cpu data,
 //! local and I/O APICs, the TSC and the timers it is calibrated against,
 //! device register windows, MSI-X tables, PCI configuration space, starting
@@ -6,6 +7,7 @@
 
 pub mod acpi_handler;
 pub mod apic;
+pub mod boot;
 pub mod boot_stack;
 pub mod context;
 pub mod cpu;

@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::Mutex;
+use spin::{Mutex, Once};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
@@ -26,7 +26,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::cpu::Features;
-use crate::boot::{BootInfo, MemoryRegion};
+use super::boot::{BootInfo, ImageLocation, MemoryRegion, RegionKind, KERNEL_VMA};
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
@@ -51,8 +51,8 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
 
 /// The physical address of a direct-map or image virtual address.
 pub fn virt_to_phys(virt: u64) -> u64 {
-    if virt >= crate::boot::KERNEL_VMA {
-        let image = crate::runtime::boot_info().image;
+    if virt >= KERNEL_VMA {
+        let image = IMAGE.get().expect("virt_to_phys of an image address before paging::install");
         virt - image.virt_base + image.phys_base
     } else if (LAZY_BASE..MMIO_BASE).contains(&virt) {
         let entry = leaf_entry(virt).map_or(0, |e| e.load(Ordering::Acquire));
@@ -87,6 +87,8 @@ pub fn guarded_stack_at(addr: u64) -> Option<&'static str> {
     image_guard_pages().into_iter().find(|&(page, _)| page <= addr && addr < page + 4096).map(|(_, name)| name)
 }
 
+/// Where the image is, as the loader said (set by [`install`]).
+static IMAGE: Once<ImageLocation> = Once::new();
 /// Physical address of the kernel's PML4, once installed.
 static KERNEL_PML4: Mutex<Option<PhysFrame>> = Mutex::new(None);
 
@@ -96,6 +98,7 @@ pub fn install(boot: &BootInfo, features: &Features, frames: &mut impl FrameAllo
     let nx = if features.nx { Flags::NO_EXECUTE } else { Flags::empty() };
     let global = if features.global_pages { Flags::GLOBAL } else { Flags::empty() };
     let loader_offset = VirtAddr::new(boot.loader_phys_offset);
+    IMAGE.call_once(|| boot.image);
 
     let pml4_frame = frames.allocate_frame().expect("no memory for the kernel's page tables");
     let pml4_ptr = (loader_offset + pml4_frame.start_address().as_u64()).as_mut_ptr::<PageTable>();
@@ -197,7 +200,7 @@ fn with_kernel_tables<R>(f: impl FnOnce(&mut OffsetPageTable) -> R) -> R {
 /// Makes sure the direct map covers `[phys, phys + len)` with write-back
 /// caching: for firmware tables outside the RAM ranges of the memory map.
 pub fn ensure_direct_map(phys: u64, len: u64) {
-    let region = MemoryRegion { start: phys, len: len.max(1), kind: crate::boot::RegionKind::Reserved };
+    let region = MemoryRegion { start: phys, len: len.max(1), kind: RegionKind::Reserved };
     let flags = Flags::PRESENT | Flags::WRITABLE | nx_flag();
     with_kernel_tables(|table| {
         let mut frames = crate::memory::PageTableFrames;
