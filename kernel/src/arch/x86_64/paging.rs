@@ -89,6 +89,33 @@ pub fn guarded_stack_at(addr: u64) -> Option<&'static str> {
 
 /// Where the image is, as the loader said (set by [`install`]).
 static IMAGE: Once<ImageLocation> = Once::new();
+/// Where page tables made after [`install`] get their frames (the memory
+/// layer registers it: [`set_table_frame_source`]).
+static TABLE_FRAME_SOURCE: Once<fn() -> Option<PhysFrame>> = Once::new();
+
+/// Makes `source` where the page tables made after [`install`] (direct-map
+/// additions, MMIO, split huge pages, the lazy region's tables) get their
+/// frames (once; later calls keep the first). Until then such mappings
+/// fail for want of a page table.
+///
+/// # Safety
+/// `source` hands out each frame at most once, from RAM nothing else uses,
+/// and every frame it gives is in the direct map.
+pub unsafe fn set_table_frame_source(source: fn() -> Option<PhysFrame>) {
+    TABLE_FRAME_SOURCE.call_once(|| source);
+}
+
+/// The registered source as the `x86_64` crate's frame allocator.
+struct TableFrames;
+
+// SAFETY: the registered source hands out each frame once, from unused RAM
+// (set_table_frame_source's contract).
+unsafe impl FrameAllocator<Size4KiB> for TableFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        TABLE_FRAME_SOURCE.get().and_then(|source| source())
+    }
+}
+
 /// Physical address of the kernel's PML4, once installed.
 static KERNEL_PML4: Mutex<Option<PhysFrame>> = Mutex::new(None);
 
@@ -203,7 +230,7 @@ pub fn ensure_direct_map(phys: u64, len: u64) {
     let region = MemoryRegion { start: phys, len: len.max(1), kind: RegionKind::Reserved };
     let flags = Flags::PRESENT | Flags::WRITABLE | nx_flag();
     with_kernel_tables(|table| {
-        let mut frames = crate::memory::PageTableFrames;
+        let mut frames = TableFrames;
         let start = region.start & !(SIZE_2M - 1);
         let end = region.end().div_ceil(SIZE_2M) * SIZE_2M;
         for phys in (start..end).step_by(SIZE_2M as usize) {
@@ -241,7 +268,7 @@ pub fn map_mmio(phys: u64, len: u64) -> Result<*mut u8, &'static str> {
     }
     let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx_flag();
     with_kernel_tables(|table| {
-        let mut frames = crate::memory::PageTableFrames;
+        let mut frames = TableFrames;
         let start = phys & !0xfff;
         for page_phys in (start..phys + len).step_by(4096) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(MMIO_BASE + page_phys));
@@ -285,7 +312,7 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
             return Err("address outside the direct map");
         }
         if pde.flags().contains(Flags::HUGE_PAGE) {
-            let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+            let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
             let table_ptr = phys_to_virt(frame.start_address().as_u64()) as *mut PageTable;
             let leaf_flags = pde.flags() - Flags::HUGE_PAGE;
             let base = pde.addr().as_u64();
@@ -349,7 +376,7 @@ pub fn ensure_leaf_tables(start: u64, end: u64) -> Result<usize, &'static str> {
             let entry = table_entry(table, table_index(at, level));
             let value = entry.load(Ordering::Acquire);
             if value & Flags::PRESENT.bits() == 0 {
-                let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+                let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
                 let phys = frame.start_address().as_u64();
                 // SAFETY: the frame was just allocated for this table alone.
                 unsafe { (phys_to_virt(phys) as *mut PageTable).write(PageTable::new()) };
