@@ -28,6 +28,7 @@ pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::mark_entry();
     arch::percpu::init_boot_cpu();
     crate::console::init();
+    arch::traps::set_report_printer(crate::console::emergency_println);
     let boot = BOOT_INFO.call_once(|| boot);
 
     // Problems are reported once the log level is known.

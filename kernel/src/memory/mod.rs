@@ -94,6 +94,7 @@ fn page_table_frame() -> Option<PhysFrame> {
 /// boot allocator handed out. From here on, page tables and the heap draw
 /// from the nodes.
 pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
+    lazy::register_fault_hooks();
     let used = BOOT_FRAMES.lock().take().map_or((0, 0), |b| b.used());
     let mut regions = [(0u64, 0u64, 0usize); 256];
     let mut n = 0;

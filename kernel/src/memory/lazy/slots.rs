@@ -43,6 +43,14 @@ pub const KINDS: usize = 2;
 
 impl Kind {
     pub const ALL: [Kind; KINDS] = [Kind::Stack, Kind::Buffer];
+
+    /// The kind's name in fault reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Stack => "Stack",
+            Kind::Buffer => "Buffer",
+        }
+    }
 }
 
 /// The class holding a range of `pages` pages (None when too large or
