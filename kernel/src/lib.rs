@@ -45,7 +45,7 @@ pub mod arch;
 /// rate), tested on the host.
 #[cfg(test)]
 #[path = "arch/x86_64"]
-mod arch {
+pub mod arch {
     mod limits;
     pub mod tsc_rate;
     pub use limits::{MAX_CPUS, MAX_IO_APICS};

@@ -247,6 +247,11 @@ mod tests {
     const LAYOUT: Layout = Layout { base: 0xffff_a000_0000_0000 };
 
     #[test]
+    fn fault_reports_name_each_kind() {
+        assert_eq!(Kind::ALL.map(Kind::name), ["Stack", "Buffer"]);
+    }
+
+    #[test]
     fn classes_round_up_to_powers_of_two() {
         assert_eq!(class_of(0), None);
         assert_eq!(class_of(1), Some(0));
