@@ -62,6 +62,16 @@ pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
     }
 }
 
+/// `2^order` zeroed frames from `node` (as [`alloc_frames`]): their
+/// physical address, reached at `paging::phys_to_virt` of it.
+pub fn alloc_zeroed_frames(node: usize, order: usize) -> Option<u64> {
+    let phys = alloc_frames(node, order)?;
+    // SAFETY: the frames were just allocated, so nothing else uses them,
+    // and all RAM is in the direct map.
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(phys), 0, 4096 << order) };
+    Some(phys)
+}
+
 /// Low memory stays free for real-mode trampolines.
 pub const LOW_MEMORY_END: u64 = 1 << 20;
 
