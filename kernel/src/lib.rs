@@ -20,10 +20,19 @@
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
+// Unsafe code only where a module declaration below allows it: `arch`
+// (hardware, boot protocols), `memory` (frames, heap, lazily committed
+// memory), `sched` and `sync` (per-cpu scheduler state, wait queues),
+// `spsc` (the mailboxes' ring), `runtime` (the entry symbols between
+// `arch::boot`, the kernel and the application) and, in `net`, `lent` and
+// `socket_memory` (buffers lent across threads, lazily committed socket
+// buffers).
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
 pub mod cmdline;
+#[allow(unsafe_code)]
 pub mod spsc;
 pub mod topology;
 mod mptable;
@@ -40,6 +49,7 @@ mod memory_pending;
 
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
+#[allow(unsafe_code)]
 pub mod arch;
 /// The parts of `arch` that are pure logic (capacities, choosing the TSC
 /// rate), tested on the host.
@@ -61,6 +71,7 @@ mod cpus;
 #[cfg(not(test))]
 pub mod env;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod memory;
 #[cfg(not(test))]
 pub mod net;
@@ -83,10 +94,13 @@ mod panic;
 #[cfg(not(test))]
 pub mod pci;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod runtime;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod sched;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod sync;
 #[cfg(not(test))]
 pub mod testing;

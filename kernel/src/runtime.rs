@@ -23,6 +23,8 @@ extern "Rust" {
 
 /// The kernel's entry, reached from either loader's entry code on the boot
 /// stack with interrupts off (`arch::boot` calls it by this symbol name).
+// SAFETY: the name is the kernel's own: only `arch::boot` declares it, with
+// this signature, and nothing else exports it.
 #[unsafe(export_name = "__bravo_kernel_main")]
 pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::mark_entry();
@@ -161,6 +163,8 @@ impl<E: core::fmt::Debug> Termination for Result<(), E> {
 #[macro_export]
 macro_rules! main {
     ($main:path) => {
+        // SAFETY: the name is the one the kernel declares and calls, with
+        // this signature; one `main!` per application exports it.
         #[unsafe(export_name = "__bravo_app_main")]
         fn __bravo_app_main() -> $crate::ExitCode {
             $crate::Termination::report($main())
