@@ -8,7 +8,8 @@
 //! `memory::lazy` commits a lazily committed page, and the access is
 //! retried). Vectors from 32 on go to the handler registered with
 //! [`set_handler`], followed by end-of-interrupt. Fault reports are printed
-//! by the function the console registers ([`set_report_printer`]).
+//! by the function `kmain` registers, the console's emergency print
+//! ([`set_report_printer`]).
 //!
 //! Page faults, double faults and interrupts each run on an interrupt
 //! stack of their own (IST). Interrupts never use the interrupted thread's
