@@ -9,44 +9,14 @@
 use acpi::address::AddressSpace;
 use acpi::sdt::fadt::Fadt;
 use acpi::sdt::madt::{Madt, MadtEntry};
-use acpi::sdt::{SdtHeader, Signature};
-use acpi::{AcpiTable, AcpiTables, PhysicalMapping};
+use acpi::AcpiTables;
 
-use crate::arch::acpi_handler::KernelAcpiHandler;
+use crate::arch::acpi_handler::{self, table_bytes, KernelAcpiHandler, RawTable, SLIT, SRAT};
 use crate::arch::tsc::FirmwareTimers;
 use crate::topology::{self, Entry, Topology};
 
 const ENABLED: u32 = 1;
 const ONLINE_CAPABLE: u32 = 2;
-
-/// A table known only by its header, for reading its body as bytes.
-#[repr(C, packed)]
-struct RawTable<const SIG: u32> {
-    header: SdtHeader,
-}
-
-const SRAT: u32 = u32::from_le_bytes(*b"SRAT");
-const SLIT: u32 = u32::from_le_bytes(*b"SLIT");
-
-// SAFETY: RawTable is exactly an SDT header, valid for any table whose
-// signature matches (the crate checks it).
-unsafe impl<const SIG: u32> AcpiTable for RawTable<SIG> {
-    const SIGNATURE: Signature = match SIG {
-        SRAT => Signature::SRAT,
-        _ => Signature::SLIT,
-    };
-    fn header(&self) -> &SdtHeader {
-        &self.header
-    }
-}
-
-/// The whole table (header included) as bytes.
-fn table_bytes<const SIG: u32>(mapping: &PhysicalMapping<KernelAcpiHandler, RawTable<SIG>>) -> &[u8] {
-    let len = { mapping.get().header.length } as usize;
-    // SAFETY: the crate mapped the table's whole `length` (through the
-    // handler, into the direct map) after validating its checksum.
-    unsafe { core::slice::from_raw_parts(mapping.as_ptr() as *const u8, len) }
-}
 
 /// Reads the tables behind `rsdp`: the topology and the timers. Any
 /// problem is logged and answered with a safe fallback (the boot cpu
@@ -60,9 +30,7 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> (Topology, FirmwareTime
         log::warn!("acpi: the loader gave no RSDP and there are no MP tables; assuming one cpu and one node");
         return (Topology::single(boot_apic_id), FirmwareTimers::default());
     };
-    // SAFETY: the loader reports this as the RSDP's physical address; the
-    // crate validates its signature and checksum before trusting it.
-    let tables = match unsafe { AcpiTables::from_rsdp(KernelAcpiHandler, rsdp as usize) } {
+    let tables = match acpi_handler::tables_at(rsdp) {
         Ok(tables) => tables,
         Err(e) => {
             log::warn!("acpi: cannot read tables at RSDP {rsdp:#x} ({e:?}); assuming one cpu and one node");

@@ -15,7 +15,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use crate::arch::gdt::{IstTops, SECONDARY_IST_STACK_SIZE};
 use crate::arch::percpu::{self, PerCpu};
 use crate::arch::smp::{wait_online, Startup, Trampoline, CPU_STACK_SIZE, LOW_MEMORY_NEEDED, START_TIMEOUT_MS};
-use crate::boot::{MemoryRegion, RegionKind};
+use crate::arch::boot::{MemoryRegion, RegionKind};
 use crate::memory::leak_in;
 use crate::memory::stack::GuardedStack;
 use crate::topology::Topology;

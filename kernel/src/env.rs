@@ -2,24 +2,34 @@
 
 use spin::Once;
 
-static APP_ARGS: Once<&'static str> = Once::new();
+/// What `runtime::kmain` learnt at boot and hands down (this module imports
+/// nothing from `runtime`).
+struct Startup {
+    cmdline: &'static str,
+    loader: &'static str,
+    app_args: &'static str,
+}
 
-pub(crate) fn init(app_args: &'static str) {
-    APP_ARGS.call_once(|| app_args);
+static STARTUP: Once<Startup> = Once::new();
+
+/// Records the kernel command line, the loader's name and the application's
+/// part of the command line (once; kmain calls it before `main`).
+pub(crate) fn init(cmdline: &'static str, loader: &'static str, app_args: &'static str) {
+    STARTUP.call_once(|| Startup { cmdline, loader, app_args });
 }
 
 /// The whole kernel command line, as the loader passed it.
 pub fn cmdline() -> &'static str {
-    crate::runtime::boot_info().cmdline()
+    STARTUP.get().map_or("", |s| s.cmdline)
 }
 
 /// The application's arguments: the words after `--` on the command line
 /// (without the `virtio_mmio.device=` words a monitor may append).
 pub fn args() -> impl Iterator<Item = &'static str> {
-    crate::cmdline::app_words(APP_ARGS.get().copied().unwrap_or(""))
+    crate::cmdline::app_words(STARTUP.get().map_or("", |s| s.app_args))
 }
 
 /// Which loader booted the kernel: "Limine" or "PVH".
 pub fn loader() -> &'static str {
-    crate::runtime::boot_info().loader.name()
+    STARTUP.get().map_or("", |s| s.loader)
 }

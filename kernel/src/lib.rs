@@ -7,10 +7,10 @@
 //! blocking primitives ([`sync`]), TCP/UDP sockets ([`net`]), time and
 //! panic handling.
 //!
-//! Module map: `boot` (what the loader handed over), `arch` (all direct
-//! hardware access), `memory` (frames, heap, stacks), `sched` (per-cpu
+//! Module map: `arch` (all direct hardware access, and what the loader
+//! handed over), `memory` (frames, heap, stacks), `sched` (per-cpu
 //! schedulers, threads, messages between cpus), `sync` (wait queue, mutex,
-//! channel), `time` (monotonic clock), `tsc_rate` (choosing the TSC rate),
+//! channel), `time` (monotonic clock),
 //! `boot_phases` (how long each boot step took), `pci` (devices), `net` (e1000 +
 //! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
@@ -20,14 +20,22 @@
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
+// Unsafe code only where a module declaration below allows it: `arch`
+// (hardware, boot protocols), `memory` (frames, heap, lazily committed
+// memory), `sched` and `sync` (per-cpu scheduler state, wait queues),
+// `spsc` (the mailboxes' ring), `runtime` (the entry symbols between
+// `arch::boot`, the kernel and the application) and, in `net`, `lent` and
+// `socket_memory` (buffers lent across threads, lazily committed socket
+// buffers).
+#![deny(unsafe_code)]
 
 extern crate alloc;
 
 pub mod cmdline;
+#[allow(unsafe_code)]
 pub mod spsc;
 pub mod topology;
 mod mptable;
-pub mod tsc_rate;
 
 /// The lazily committed region's bookkeeping, tested on the host (in the
 /// kernel it is `memory::lazy`'s own module).
@@ -41,11 +49,19 @@ mod memory_pending;
 
 #[cfg(not(test))]
 #[path = "arch/x86_64/mod.rs"]
+#[allow(unsafe_code)]
 pub mod arch;
+/// The parts of `arch` that are pure logic (capacities, choosing the TSC
+/// rate), tested on the host.
+#[cfg(test)]
+#[path = "arch/x86_64"]
+pub mod arch {
+    mod limits;
+    pub mod tsc_rate;
+    pub use limits::{MAX_CPUS, MAX_IO_APICS};
+}
 #[cfg(not(test))]
 mod acpi_tables;
-#[cfg(not(test))]
-pub mod boot;
 #[cfg(not(test))]
 mod boot_phases;
 #[cfg(not(test))]
@@ -55,6 +71,7 @@ mod cpus;
 #[cfg(not(test))]
 pub mod env;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod memory;
 #[cfg(not(test))]
 pub mod net;
@@ -77,10 +94,13 @@ mod panic;
 #[cfg(not(test))]
 pub mod pci;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod runtime;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod sched;
 #[cfg(not(test))]
+#[allow(unsafe_code)]
 pub mod sync;
 #[cfg(not(test))]
 pub mod testing;

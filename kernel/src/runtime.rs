@@ -4,7 +4,7 @@
 use spin::Once;
 
 use crate::arch::{self, power};
-use crate::boot::BootInfo;
+use crate::arch::boot::BootInfo;
 use crate::boot_phases as phases;
 use crate::cmdline::{CommandLine, KernelOptions, Problem};
 
@@ -22,11 +22,15 @@ extern "Rust" {
 }
 
 /// The kernel's entry, reached from either loader's entry code on the boot
-/// stack with interrupts off.
+/// stack with interrupts off (`arch::boot` calls it by this symbol name).
+// SAFETY: the name is the kernel's own: only `arch::boot` declares it, with
+// this signature, and nothing else exports it.
+#[unsafe(export_name = "__bravo_kernel_main")]
 pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::mark_entry();
     arch::percpu::init_boot_cpu();
     crate::console::init();
+    arch::traps::set_report_printer(crate::console::emergency_println);
     let boot = BOOT_INFO.call_once(|| boot);
 
     // Problems are reported once the log level is known.
@@ -79,7 +83,7 @@ pub fn kmain(boot: BootInfo) -> ! {
     phases::done("cpus");
     log_summary(topology, secondaries + 1);
 
-    crate::env::init(cmdline.app_args);
+    crate::env::init(boot.cmdline(), boot.loader.name(), cmdline.app_args);
     if let Err(e) = crate::sched::spawn_main(run_app_main) {
         panic!("cannot start the main thread: {e}");
     }
@@ -159,6 +163,8 @@ impl<E: core::fmt::Debug> Termination for Result<(), E> {
 #[macro_export]
 macro_rules! main {
     ($main:path) => {
+        // SAFETY: the name is the one the kernel declares and calls, with
+        // this signature; one `main!` per application exports it.
         #[unsafe(export_name = "__bravo_app_main")]
         fn __bravo_app_main() -> $crate::ExitCode {
             $crate::Termination::report($main())

@@ -8,10 +8,9 @@
 
 use spin::Once;
 
-pub const MAX_CPUS: usize = 256;
+pub use crate::arch::{MAX_CPUS, MAX_IO_APICS};
 pub const MAX_NODES: usize = 8;
 pub const MAX_RANGES: usize = 32;
-pub const MAX_IO_APICS: usize = 4;
 
 /// An I/O APIC: where its registers are and the first global system
 /// interrupt (GSI) its pins carry.

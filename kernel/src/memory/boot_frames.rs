@@ -3,7 +3,7 @@
 use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
 use x86_64::PhysAddr;
 
-use crate::boot::{MemoryRegion, RegionKind};
+use crate::arch::boot::{MemoryRegion, RegionKind};
 
 const FRAME: u64 = 4096;
 /// Low memory stays free for real-mode trampolines.

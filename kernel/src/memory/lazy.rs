@@ -80,6 +80,7 @@ use slots::{Layout, Region, KINDS, PAGE_SIZE};
 use super::frames;
 use crate::arch::paging::{self, LAZY_RESERVED_PTE};
 use crate::arch::percpu;
+use crate::arch::traps::{self, PageFaultHooks, PageFaultOutcome};
 use crate::topology::MAX_CPUS;
 
 const LAYOUT: Layout = Layout { base: paging::LAZY_BASE };
@@ -264,45 +265,44 @@ fn probe_stack() {
     }
 }
 
-/// What [`handle_page_fault`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Fault {
-    /// A reserved page got a frame: retry the access.
-    Committed,
-    /// Not a reserved page (guard page, unreserved address, protection
-    /// violation): the fault is the kernel's bug, reported as before.
-    NotLazy,
-    /// A reserved page could not get a frame.
-    Failed(&'static str),
+/// Makes `arch::traps` call [`handle_page_fault`] on page faults and name
+/// this region's guard pages in fault reports ([`is_guard_page`]).
+pub fn register_fault_hooks() {
+    traps::set_page_fault_hooks(PageFaultHooks {
+        resolve: handle_page_fault,
+        guard_page_of: |addr| is_guard_page(addr).map(Kind::name),
+    });
 }
 
 /// The page-fault hook: commits a zeroed frame at the reserved page
 /// holding `addr`. `error_code` is the cpu's page-fault error code. Runs
 /// on the page-fault IST stack with interrupts off; takes no lock but, as
 /// a last resort, the frame allocator's (see the module documentation).
-pub fn handle_page_fault(addr: u64, error_code: u64) -> Fault {
+/// `NotHandled` means not a reserved page (guard page, unreserved address,
+/// protection violation): the fault is the kernel's bug, reported as before.
+pub fn handle_page_fault(addr: u64, error_code: u64) -> PageFaultOutcome {
     const PRESENT: u64 = 1 << 0;
     const RESERVED_BIT: u64 = 1 << 3;
     const FETCH: u64 = 1 << 4;
     if !LAYOUT.contains(addr) || error_code & (PRESENT | RESERVED_BIT | FETCH) != 0 {
-        return Fault::NotLazy;
+        return PageFaultOutcome::NotHandled;
     }
-    let Some(entry) = paging::leaf_entry(addr) else { return Fault::NotLazy };
+    let Some(entry) = paging::leaf_entry(addr) else { return PageFaultOutcome::NotHandled };
     match entry.load(Ordering::Acquire) {
         LAZY_RESERVED_PTE => {}
         // Another cpu committed it meanwhile: retry.
-        value if paging::present_frame(value).is_some() => return Fault::Committed,
-        _ => return Fault::NotLazy,
+        value if paging::present_frame(value).is_some() => return PageFaultOutcome::Resolved,
+        _ => return PageFaultOutcome::NotHandled,
     }
     let reserve = Reserve::this_cpu();
     let (frame, from_reserve) = match reserve.pop() {
         Some(frame) => (frame, true),
         None => {
             if percpu::this().frame_lock_depth.load(Ordering::Relaxed) != 0 {
-                return Fault::Failed("touched inside the frame allocator's locked section with this cpu's reserve empty");
+                return PageFaultOutcome::Failed("touched inside the frame allocator's locked section with this cpu's reserve empty");
             }
             let Some(frame) = frames::alloc_frames(super::current_node(), 0) else {
-                return Fault::Failed("memory is exhausted");
+                return PageFaultOutcome::Failed("memory is exhausted");
             };
             zero_frame(frame);
             (frame, false)
@@ -324,7 +324,7 @@ pub fn handle_page_fault(addr: u64, error_code: u64) -> Fault {
             }
         }
     }
-    Fault::Committed
+    PageFaultOutcome::Resolved
 }
 
 /// Whether `addr` lies in the guard page of a slot of the region (for

@@ -29,7 +29,7 @@ pub mod stack;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use spin::Mutex;
-use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
+use x86_64::structures::paging::{FrameAllocator, PhysFrame};
 use x86_64::PhysAddr;
 
 pub use boot_frames::BootFrames;
@@ -37,7 +37,8 @@ pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
 pub use heap::{alloc_in, leak_in, reclaim};
 pub use pressure::{node_pressure, pressure, Level, Pressure};
 
-use crate::boot::{MemoryRegion, RegionKind};
+use crate::arch::boot::{MemoryRegion, RegionKind};
+use crate::arch::paging;
 use crate::topology::Topology;
 
 /// Moves `value` into a new `Box`, or hands it back when the allocator
@@ -61,30 +62,41 @@ pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
     }
 }
 
+/// `2^order` zeroed frames from `node` (as [`alloc_frames`]): their
+/// physical address, reached at `paging::phys_to_virt` of it.
+pub fn alloc_zeroed_frames(node: usize, order: usize) -> Option<u64> {
+    let phys = alloc_frames(node, order)?;
+    // SAFETY: the frames were just allocated, so nothing else uses them,
+    // and all RAM is in the direct map.
+    unsafe { core::ptr::write_bytes(paging::phys_to_virt(phys), 0, 4096 << order) };
+    Some(phys)
+}
+
 /// Low memory stays free for real-mode trampolines.
 pub const LOW_MEMORY_END: u64 = 1 << 20;
 
 /// Boot frames, until the node allocators take over.
 static BOOT_FRAMES: Mutex<Option<BootFrames>> = Mutex::new(None);
 
-/// Keeps the boot frame allocator for page tables made before [`init`].
+/// Keeps the boot frame allocator for page tables made before [`init`],
+/// and makes [`page_table_frame`] where `arch::paging` takes the frames
+/// of the page tables it makes from now on.
 pub fn set_boot_frames(frames: BootFrames) {
     *BOOT_FRAMES.lock() = Some(frames);
+    // SAFETY: page_table_frame hands each frame out once, from free RAM
+    // nothing else uses (the boot frames, then the node allocators), and
+    // all RAM is in the direct map the kernel's tables have from install.
+    unsafe { paging::set_table_frame_source(page_table_frame) };
 }
 
-/// Frames for page tables: boot frames before [`init`], the current node's
-/// frames after.
-pub struct PageTableFrames;
-
-// SAFETY: both sources hand out each frame once, from free RAM.
-unsafe impl FrameAllocator<Size4KiB> for PageTableFrames {
-    fn allocate_frame(&mut self) -> Option<PhysFrame> {
-        if let Some(boot) = BOOT_FRAMES.lock().as_mut() {
-            return boot.allocate_frame();
-        }
-        let phys = alloc_frames(current_node(), 0)?;
-        Some(PhysFrame::containing_address(PhysAddr::new(phys)))
+/// A frame for a page table: from the boot frames before [`init`], the
+/// current node's frames after.
+fn page_table_frame() -> Option<PhysFrame> {
+    if let Some(boot) = BOOT_FRAMES.lock().as_mut() {
+        return boot.allocate_frame();
     }
+    let phys = alloc_frames(current_node(), 0)?;
+    Some(PhysFrame::containing_address(PhysAddr::new(phys)))
 }
 
 /// Builds the node allocators from the memory map and topology: every
@@ -92,6 +104,7 @@ unsafe impl FrameAllocator<Size4KiB> for PageTableFrames {
 /// boot allocator handed out. From here on, page tables and the heap draw
 /// from the nodes.
 pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
+    lazy::register_fault_hooks();
     let used = BOOT_FRAMES.lock().take().map_or((0, 0), |b| b.used());
     let mut regions = [(0u64, 0u64, 0usize); 256];
     let mut n = 0;

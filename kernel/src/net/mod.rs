@@ -39,10 +39,12 @@ mod device;
 mod drivers;
 mod error;
 mod ingress_guard;
+#[allow(unsafe_code)]
 mod lent;
 mod listener;
 mod netcpus;
 mod raw;
+#[allow(unsafe_code)]
 mod socket_memory;
 mod sockets;
 mod stack;

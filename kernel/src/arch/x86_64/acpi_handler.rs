@@ -4,7 +4,8 @@
 
 use core::ptr::NonNull;
 
-use acpi::{Handler, PciAddress, RawPhysicalMapping};
+use acpi::sdt::{SdtHeader, Signature};
+use acpi::{AcpiError, AcpiTable, AcpiTables, Handler, PciAddress, PhysicalMapping, RawPhysicalMapping};
 use x86_64::instructions::port::Port;
 
 use super::paging;
@@ -12,6 +13,50 @@ use super::paging;
 /// The kernel's [`acpi::Handler`]: stateless, so cloning is free.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelAcpiHandler;
+
+/// The ACPI tables behind the RSDP at physical address `rsdp` (as the
+/// loader reported it). The crate checks the RSDP's signature and checksum
+/// before trusting it, and every table's before handing it out; all of it
+/// is read through the direct map, mapped on demand.
+pub fn tables_at(rsdp: u64) -> Result<AcpiTables<KernelAcpiHandler>, AcpiError> {
+    // SAFETY: whatever `rsdp` is, the handler maps it into the direct map
+    // (write-back, firmware memory is never handed to the allocators), so
+    // reading it is harmless, and nothing is trusted before the signature
+    // and checksum match.
+    unsafe { AcpiTables::from_rsdp(KernelAcpiHandler, rsdp as usize) }
+}
+
+/// A table known only by its header, for reading its body as bytes
+/// ([`table_bytes`]): the SRAT or the SLIT (`SIG`).
+#[repr(C, packed)]
+pub struct RawTable<const SIG: u32> {
+    header: SdtHeader,
+}
+
+/// `RawTable`'s signature parameter for the SRAT.
+pub const SRAT: u32 = u32::from_le_bytes(*b"SRAT");
+/// `RawTable`'s signature parameter for the SLIT.
+pub const SLIT: u32 = u32::from_le_bytes(*b"SLIT");
+
+// SAFETY: RawTable is exactly an SDT header, valid for any table whose
+// signature matches (the crate checks it).
+unsafe impl<const SIG: u32> AcpiTable for RawTable<SIG> {
+    const SIGNATURE: Signature = match SIG {
+        SRAT => Signature::SRAT,
+        _ => Signature::SLIT,
+    };
+    fn header(&self) -> &SdtHeader {
+        &self.header
+    }
+}
+
+/// The whole table (header included) as bytes.
+pub fn table_bytes<const SIG: u32>(mapping: &PhysicalMapping<KernelAcpiHandler, RawTable<SIG>>) -> &[u8] {
+    let len = { mapping.get().header.length } as usize;
+    // SAFETY: the crate mapped the table's whole `length` (through the
+    // handler, into the direct map) after validating its checksum.
+    unsafe { core::slice::from_raw_parts(mapping.as_ptr() as *const u8, len) }
+}
 
 fn direct<T>(phys: usize) -> *mut T {
     paging::phys_to_virt(phys as u64) as *mut T

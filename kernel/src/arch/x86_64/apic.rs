@@ -18,7 +18,7 @@ use x86_64::registers::model_specific::Msr;
 
 use super::percpu::cpu_id;
 use super::timers::Counter;
-use crate::topology::MAX_CPUS;
+use super::MAX_CPUS;
 
 /// The timer's vector.
 pub const TIMER_VECTOR: u8 = 0x30;
@@ -244,8 +244,8 @@ fn measure_timer(tsc_hz: u64) -> u64 {
         core::hint::spin_loop();
     }
     let end = super::tsc::sample(&mut timer);
-    let counted = crate::tsc_rate::elapsed_count(start.count, end.count, 32, true);
-    crate::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0)
+    let counted = super::tsc_rate::elapsed_count(start.count, end.count, 32, true);
+    super::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0)
 }
 
 /// How long the one-shot timer's rate is measured.

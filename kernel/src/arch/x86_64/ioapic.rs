@@ -6,7 +6,7 @@
 use spin::{Mutex, Once};
 use x2apic::ioapic::{IoApic, IrqFlags, IrqMode, RedirectionTableEntry};
 
-use crate::topology::MAX_IO_APICS;
+use super::MAX_IO_APICS;
 
 struct Chip {
     apic: IoApic,
@@ -33,11 +33,11 @@ pub enum Trigger {
 /// Maps the I/O APICs (physical address, GSI base) and masks every pin
 /// (once; later calls keep the first set). Returns how many GSIs the
 /// chip at base 0 carries (0 if none).
-pub fn init(chips: impl Iterator<Item = crate::topology::IoApic>) -> Result<u8, &'static str> {
+pub fn init(chips: impl Iterator<Item = (u64, u32)>) -> Result<u8, &'static str> {
     let chips = CHIPS.try_call_once(|| {
         let mut mapped: [Option<Chip>; MAX_IO_APICS] = [const { None }; MAX_IO_APICS];
-        for (slot, chip) in mapped.iter_mut().zip(chips) {
-            let base = super::paging::map_mmio(chip.address, 4096)?;
+        for (slot, (address, gsi_base)) in mapped.iter_mut().zip(chips) {
+            let base = super::paging::map_mmio(address, 4096)?;
             // SAFETY: `base` maps the I/O APIC's registers uncached, for
             // good, and this is the only handle to them.
             let mut apic = unsafe { IoApic::new(base as u64) };
@@ -49,7 +49,7 @@ pub fn init(chips: impl Iterator<Item = crate::topology::IoApic>) -> Result<u8, 
                 // SAFETY: masking a pin only stops its interrupts.
                 unsafe { apic.disable_irq(pin) };
             }
-            *slot = Some(Chip { apic, gsi_base: chip.gsi_base, pins });
+            *slot = Some(Chip { apic, gsi_base, pins });
         }
         Ok::<_, &'static str>(Mutex::new(mapped))
     })?;

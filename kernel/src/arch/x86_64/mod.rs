@@ -1,4 +1,5 @@
-//! Everything that touches x86_64 hardware directly: boot stack, serial
+//! Everything that touches x86_64 hardware directly: the boot protocols
+//! (Limine, PVH) and what they hand over, boot stack, serial
 //! port, segments, interrupt entry, paging, cpu features, per-cpu data,
 //! local and I/O APICs, the TSC and the timers it is calibrated against,
 //! device register windows, MSI-X tables, PCI configuration space, starting
@@ -6,11 +7,13 @@
 
 pub mod acpi_handler;
 pub mod apic;
+pub mod boot;
 pub mod boot_stack;
 pub mod context;
 pub mod cpu;
 pub mod gdt;
 pub mod ioapic;
+mod limits;
 pub mod mmio;
 pub mod msix;
 pub mod paging;
@@ -22,6 +25,7 @@ pub mod smp;
 pub mod timers;
 pub mod traps;
 pub mod tsc;
+pub mod tsc_rate;
 
 /// Reports a failure that happens before the console is set up, and ends
 /// the VM with failure.
@@ -34,4 +38,5 @@ pub fn early_fail(message: &str) -> ! {
     power::exit(power::ExitCode::Failure)
 }
 
+pub use limits::{MAX_CPUS, MAX_IO_APICS};
 pub use percpu::cpu_id;

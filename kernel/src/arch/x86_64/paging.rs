@@ -17,7 +17,7 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use spin::Mutex;
+use spin::{Mutex, Once};
 use x86_64::registers::control::{Cr3, Cr3Flags};
 use x86_64::structures::paging::mapper::MapToError;
 use x86_64::structures::paging::{
@@ -26,7 +26,7 @@ use x86_64::structures::paging::{
 use x86_64::{PhysAddr, VirtAddr};
 
 use super::cpu::Features;
-use crate::boot::{BootInfo, MemoryRegion};
+use super::boot::{BootInfo, ImageLocation, MemoryRegion, RegionKind, KERNEL_VMA};
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
@@ -51,8 +51,8 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
 
 /// The physical address of a direct-map or image virtual address.
 pub fn virt_to_phys(virt: u64) -> u64 {
-    if virt >= crate::boot::KERNEL_VMA {
-        let image = crate::runtime::boot_info().image;
+    if virt >= KERNEL_VMA {
+        let image = IMAGE.get().expect("virt_to_phys of an image address before paging::install");
         virt - image.virt_base + image.phys_base
     } else if (LAZY_BASE..MMIO_BASE).contains(&virt) {
         let entry = leaf_entry(virt).map_or(0, |e| e.load(Ordering::Acquire));
@@ -87,6 +87,35 @@ pub fn guarded_stack_at(addr: u64) -> Option<&'static str> {
     image_guard_pages().into_iter().find(|&(page, _)| page <= addr && addr < page + 4096).map(|(_, name)| name)
 }
 
+/// Where the image is, as the loader said (set by [`install`]).
+static IMAGE: Once<ImageLocation> = Once::new();
+/// Where page tables made after [`install`] get their frames (the memory
+/// layer registers it: [`set_table_frame_source`]).
+static TABLE_FRAME_SOURCE: Once<fn() -> Option<PhysFrame>> = Once::new();
+
+/// Makes `source` where the page tables made after [`install`] (direct-map
+/// additions, MMIO, split huge pages, the lazy region's tables) get their
+/// frames (once; later calls keep the first). Until then such mappings
+/// fail for want of a page table.
+///
+/// # Safety
+/// `source` hands out each frame at most once, from RAM nothing else uses,
+/// and every frame it gives is in the direct map.
+pub unsafe fn set_table_frame_source(source: fn() -> Option<PhysFrame>) {
+    TABLE_FRAME_SOURCE.call_once(|| source);
+}
+
+/// The registered source as the `x86_64` crate's frame allocator.
+struct TableFrames;
+
+// SAFETY: the registered source hands out each frame once, from unused RAM
+// (set_table_frame_source's contract).
+unsafe impl FrameAllocator<Size4KiB> for TableFrames {
+    fn allocate_frame(&mut self) -> Option<PhysFrame> {
+        TABLE_FRAME_SOURCE.get().and_then(|source| source())
+    }
+}
+
 /// Physical address of the kernel's PML4, once installed.
 static KERNEL_PML4: Mutex<Option<PhysFrame>> = Mutex::new(None);
 
@@ -96,6 +125,7 @@ pub fn install(boot: &BootInfo, features: &Features, frames: &mut impl FrameAllo
     let nx = if features.nx { Flags::NO_EXECUTE } else { Flags::empty() };
     let global = if features.global_pages { Flags::GLOBAL } else { Flags::empty() };
     let loader_offset = VirtAddr::new(boot.loader_phys_offset);
+    IMAGE.call_once(|| boot.image);
 
     let pml4_frame = frames.allocate_frame().expect("no memory for the kernel's page tables");
     let pml4_ptr = (loader_offset + pml4_frame.start_address().as_u64()).as_mut_ptr::<PageTable>();
@@ -197,10 +227,10 @@ fn with_kernel_tables<R>(f: impl FnOnce(&mut OffsetPageTable) -> R) -> R {
 /// Makes sure the direct map covers `[phys, phys + len)` with write-back
 /// caching: for firmware tables outside the RAM ranges of the memory map.
 pub fn ensure_direct_map(phys: u64, len: u64) {
-    let region = MemoryRegion { start: phys, len: len.max(1), kind: crate::boot::RegionKind::Reserved };
+    let region = MemoryRegion { start: phys, len: len.max(1), kind: RegionKind::Reserved };
     let flags = Flags::PRESENT | Flags::WRITABLE | nx_flag();
     with_kernel_tables(|table| {
-        let mut frames = crate::memory::PageTableFrames;
+        let mut frames = TableFrames;
         let start = region.start & !(SIZE_2M - 1);
         let end = region.end().div_ceil(SIZE_2M) * SIZE_2M;
         for phys in (start..end).step_by(SIZE_2M as usize) {
@@ -238,7 +268,7 @@ pub fn map_mmio(phys: u64, len: u64) -> Result<*mut u8, &'static str> {
     }
     let flags = Flags::PRESENT | Flags::WRITABLE | Flags::NO_CACHE | Flags::WRITE_THROUGH | nx_flag();
     with_kernel_tables(|table| {
-        let mut frames = crate::memory::PageTableFrames;
+        let mut frames = TableFrames;
         let start = phys & !0xfff;
         for page_phys in (start..phys + len).step_by(4096) {
             let page = Page::<Size4KiB>::containing_address(VirtAddr::new(MMIO_BASE + page_phys));
@@ -282,7 +312,7 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
             return Err("address outside the direct map");
         }
         if pde.flags().contains(Flags::HUGE_PAGE) {
-            let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+            let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
             let table_ptr = phys_to_virt(frame.start_address().as_u64()) as *mut PageTable;
             let leaf_flags = pde.flags() - Flags::HUGE_PAGE;
             let base = pde.addr().as_u64();
@@ -346,7 +376,7 @@ pub fn ensure_leaf_tables(start: u64, end: u64) -> Result<usize, &'static str> {
             let entry = table_entry(table, table_index(at, level));
             let value = entry.load(Ordering::Acquire);
             if value & Flags::PRESENT.bits() == 0 {
-                let frame = crate::memory::PageTableFrames.allocate_frame().ok_or("no memory for a page table")?;
+                let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
                 let phys = frame.start_address().as_u64();
                 // SAFETY: the frame was just allocated for this table alone.
                 unsafe { (phys_to_virt(phys) as *mut PageTable).write(PageTable::new()) };

@@ -38,6 +38,7 @@ impl Uart {
         }
     }
 
+    /// Writes `bytes`, a FIFO's worth after each "transmitter empty".
     pub fn write_bytes(&mut self, bytes: &[u8]) {
         for chunk in bytes.chunks(FIFO_DEPTH) {
             // SAFETY: reading LSR and writing THR of COM1 have no effect
@@ -53,5 +54,12 @@ impl Uart {
                 }
             }
         }
+    }
+}
+
+impl core::fmt::Write for Uart {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        self.write_bytes(s.as_bytes());
+        Ok(())
     }
 }

@@ -3,10 +3,13 @@
 //! Every vector gets a 16-byte stub (generated below) that pushes a uniform
 //! [`TrapFrame`] and calls [`trap_dispatch`]. CPU exceptions are fatal in a
 //! unikernel: they are reported (vector, name, error code, RIP, CR2 for page
-//! faults) and the VM ends with failure, except a page fault on a lazily
-//! committed page, which `memory::lazy` commits (and the access is
+//! faults) and the VM ends with failure, except a page fault the memory
+//! layer resolves through the hooks it registers ([`set_page_fault_hooks`]:
+//! `memory::lazy` commits a lazily committed page, and the access is
 //! retried). Vectors from 32 on go to the handler registered with
-//! [`set_handler`], followed by end-of-interrupt.
+//! [`set_handler`], followed by end-of-interrupt. Fault reports are printed
+//! by the function `kmain` registers, the console's emergency print
+//! ([`set_report_printer`]).
 //!
 //! Page faults, double faults and interrupts each run on an interrupt
 //! stack of their own (IST). Interrupts never use the interrupted thread's
@@ -15,6 +18,7 @@
 //! already acknowledged). Interrupt handlers never re-enable interrupts,
 //! so one stack per cpu suffices.
 
+use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use spin::Once;
@@ -194,13 +198,66 @@ pub fn set_handler(vector: u8, handler: Handler) {
     HANDLERS[vector as usize].store(handler as usize, Ordering::Release);
 }
 
+/// What a page-fault hook did with a fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PageFaultOutcome {
+    /// The page is mapped now: the access is retried.
+    Resolved,
+    /// Not a fault the hook handles (guard page, unmapped address,
+    /// protection violation): reported as a fatal exception.
+    NotHandled,
+    /// The hook's page could not be mapped, for this reason (reported).
+    Failed(&'static str),
+}
+
+/// How the memory layer takes part in page faults.
+#[derive(Clone, Copy)]
+pub struct PageFaultHooks {
+    /// Tries to resolve a fault at `addr` with the cpu's error code. Runs
+    /// on the page-fault stack with interrupts off.
+    pub resolve: fn(addr: u64, error_code: u64) -> PageFaultOutcome,
+    /// When `addr` is a guard page the memory layer laid out, what the
+    /// guarded range is for (named in the fault report).
+    pub guard_page_of: fn(addr: u64) -> Option<&'static str>,
+}
+
+static PAGE_FAULT_HOOKS: Once<PageFaultHooks> = Once::new();
+
+/// Registers the memory layer's page-fault hooks (once; later calls keep
+/// the first). Until then every page fault is fatal.
+pub fn set_page_fault_hooks(hooks: PageFaultHooks) {
+    PAGE_FAULT_HOOKS.call_once(|| hooks);
+}
+
+/// Prints one line of a fault report; it must work while the interrupted
+/// code holds any lock (the console's emergency print).
+pub type ReportPrinter = fn(fmt::Arguments);
+
+static REPORT_PRINTER: Once<ReportPrinter> = Once::new();
+
+/// Registers how fault reports are printed (once; later calls keep the
+/// first). Until then they go straight to COM1.
+pub fn set_report_printer(print: ReportPrinter) {
+    REPORT_PRINTER.call_once(|| print);
+}
+
+fn report(args: fmt::Arguments) {
+    match REPORT_PRINTER.get() {
+        Some(print) => print(args),
+        None => {
+            let _ = writeln!(super::serial::Uart::com1(), "{args}");
+        }
+    }
+}
+
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.vector == 14 {
         let cr2 = x86_64::registers::control::Cr2::read_raw();
-        match crate::memory::lazy::handle_page_fault(cr2, frame.error_code) {
-            crate::memory::lazy::Fault::Committed => return,
-            crate::memory::lazy::Fault::NotLazy => fatal_exception(frame, None),
-            crate::memory::lazy::Fault::Failed(why) => fatal_exception(frame, Some(why)),
+        let outcome = PAGE_FAULT_HOOKS.get().map_or(PageFaultOutcome::NotHandled, |hooks| (hooks.resolve)(cr2, frame.error_code));
+        match outcome {
+            PageFaultOutcome::Resolved => return,
+            PageFaultOutcome::NotHandled => fatal_exception(frame, None),
+            PageFaultOutcome::Failed(why) => fatal_exception(frame, Some(why)),
         }
     }
     if frame.vector < 32 {
@@ -225,7 +282,7 @@ fn fatal_exception(frame: &TrapFrame, uncommitted: Option<&str>) -> ! {
     let cpu = super::cpu_id();
     if frame.vector == 14 {
         let cr2 = x86_64::registers::control::Cr2::read_raw();
-        crate::console::emergency_println(format_args!(
+        report(format_args!(
             "EXCEPTION on cpu {cpu}: {name}, vector {} error={:#x} rip={:#x} cr2={:#x}: {}",
             frame.vector,
             frame.error_code,
@@ -235,23 +292,23 @@ fn fatal_exception(frame: &TrapFrame, uncommitted: Option<&str>) -> ! {
         ));
         let thread_guard = super::percpu::this().thread_stack_guard.load(Ordering::Relaxed);
         if let Some(why) = uncommitted {
-            crate::console::emergency_println(format_args!("  cannot commit the lazily committed page at {cr2:#x}: {why}"));
+            report(format_args!("  cannot commit the lazily committed page at {cr2:#x}: {why}"));
         } else if let Some(stack) = super::paging::guarded_stack_at(cr2) {
-            crate::console::emergency_println(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
+            report(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
         } else if thread_guard != 0 && cr2 & !0xfff == thread_guard {
-            crate::console::emergency_println(format_args!(
+            report(format_args!(
                 "  stack overflow: {cr2:#x} is the guard page below the running thread's stack"
             ));
-        } else if let Some(kind) = crate::memory::lazy::is_guard_page(cr2) {
-            crate::console::emergency_println(format_args!("  {cr2:#x} is the guard page below a lazily committed range ({kind:?})"));
+        } else if let Some(kind) = PAGE_FAULT_HOOKS.get().and_then(|hooks| (hooks.guard_page_of)(cr2)) {
+            report(format_args!("  {cr2:#x} is the guard page below a lazily committed range ({kind})"));
         }
     } else {
-        crate::console::emergency_println(format_args!(
+        report(format_args!(
             "EXCEPTION on cpu {cpu}: {name}, vector {} error={:#x} rip={:#x}",
             frame.vector, frame.error_code, frame.rip,
         ));
     }
-    crate::console::emergency_println(format_args!(
+    report(format_args!(
         "  rsp={:#x} rbp={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} rsi={:#x} rdi={:#x}",
         frame.rsp, frame.rbp, frame.rax, frame.rbx, frame.rcx, frame.rdx, frame.rsi, frame.rdi,
     ));

@@ -5,7 +5,7 @@
 //! 0x4000_0010, 0x16) and from short measurements against whichever
 //! fixed-rate timers the machine has (ACPI PM timer, the local APIC timer
 //! on QEMU/KVM's 1 GHz bus, PIT channel 0, the RTC), in that order, until
-//! two sources agree ([`crate::tsc_rate::choose`]). Under TCG nothing is
+//! two sources agree ([`super::tsc_rate::choose`]). Under TCG nothing is
 //! declared (the guest TSC runs at the host's rate), so q35 measures
 //! against the PM timer and the APIC timer, microvm against the APIC timer
 //! and the PIT, microvm without a PIT against the APIC timer and the RTC
@@ -17,7 +17,7 @@ use core::arch::x86_64::{__cpuid, _rdtsc};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::timers::{self, Counter};
-use crate::tsc_rate::{self, Estimate, Source, Verdict};
+use super::tsc_rate::{self, Estimate, Source, Verdict};
 
 static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 static TSC_AT_CALIBRATION: AtomicU64 = AtomicU64::new(0);

@@ -43,6 +43,14 @@ pub const KINDS: usize = 2;
 
 impl Kind {
     pub const ALL: [Kind; KINDS] = [Kind::Stack, Kind::Buffer];
+
+    /// The kind's name in fault reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Stack => "Stack",
+            Kind::Buffer => "Buffer",
+        }
+    }
 }
 
 /// The class holding a range of `pages` pages (None when too large or
@@ -237,6 +245,11 @@ mod tests {
     use super::*;
 
     const LAYOUT: Layout = Layout { base: 0xffff_a000_0000_0000 };
+
+    #[test]
+    fn fault_reports_name_each_kind() {
+        assert_eq!(Kind::ALL.map(Kind::name), ["Stack", "Buffer"]);
+    }
 
     #[test]
     fn classes_round_up_to_powers_of_two() {

@@ -218,7 +218,7 @@ fn init_io_apics(standard_fallback: bool) -> Option<u8> {
         return None;
     }
     let standard = (!described).then_some(STANDARD_IO_APIC);
-    ioapic::init(topology.io_apics().chain(standard)).ok()
+    ioapic::init(topology.io_apics().chain(standard).map(|chip| (chip.address, chip.gsi_base))).ok()
 }
 
 /// The physical address of `length` bytes at `offset` in memory BAR
@@ -293,12 +293,8 @@ fn find_interrupt_line(line: u8, mut nic: impl FnMut(bool)) -> Option<u32> {
 /// two of them), kept for good: the drivers live as long as the VM.
 fn alloc_dma(node: usize, size: usize) -> Option<(NonNull<u8>, u64)> {
     let frames = size.div_ceil(4096).next_power_of_two();
-    let phys = crate::memory::alloc_frames(node, frames.trailing_zeros() as usize)?;
-    let virt = paging::phys_to_virt(phys);
-    // SAFETY: freshly allocated frames, reached through the direct map,
-    // owned by the caller from now on.
-    unsafe { core::ptr::write_bytes(virt, 0, frames * 4096) };
-    Some((NonNull::new(virt)?, phys))
+    let phys = crate::memory::alloc_zeroed_frames(node, frames.trailing_zeros() as usize)?;
+    Some((NonNull::new(paging::phys_to_virt(phys))?, phys))
 }
 
 impl Nic {

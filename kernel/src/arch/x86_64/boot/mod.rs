@@ -3,8 +3,8 @@
 //! Bravo boots two ways: by Limine (64-bit, higher half already mapped) and by
 //! PVH (`qemu -kernel`, 32-bit protected mode). Each entry turns what its
 //! loader handed over into a [`BootInfo`] — copied into kernel-owned storage,
-//! so nothing refers to loader memory afterwards — and calls
-//! [`crate::runtime::kmain`].
+//! so nothing refers to loader memory afterwards — and hands it to the
+//! kernel above arch through [`enter_kernel`].
 
 mod limine;
 mod pvh;
@@ -172,6 +172,22 @@ extern "C" {
 pub fn image_virt_range() -> (u64, u64) {
     // Only the addresses of these linker-script symbols are taken.
     (&raw const __image_start as u64, &raw const __image_end as u64)
+}
+
+extern "Rust" {
+    /// The kernel's entry above arch (`runtime::kmain`, exported under this
+    /// name): reached by symbol, so the hardware layer imports nothing
+    /// above it.
+    fn __bravo_kernel_main(boot: BootInfo) -> !;
+}
+
+/// Leaves the boot protocol for the kernel proper, on the boot stack with
+/// interrupts off.
+fn enter_kernel(boot: BootInfo) -> ! {
+    // SAFETY: `runtime::kmain` is exported as `__bravo_kernel_main` with
+    // exactly this signature (the same crate defines both sides, so the
+    // types agree); it is called once, from the one boot path that ran.
+    unsafe { __bravo_kernel_main(boot) }
 }
 
 /// Where the linker script places kernel virtual addresses relative to the

@@ -93,5 +93,5 @@ extern "C" fn limine_entry() -> ! {
         let addr = r.address() as u64;
         if addr >= hhdm.offset() { addr - hhdm.offset() } else { addr }
     });
-    crate::runtime::kmain(boot)
+    super::enter_kernel(boot)
 }

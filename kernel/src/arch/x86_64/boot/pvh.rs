@@ -136,7 +136,7 @@ core::arch::global_asm!(
     ".popsection",
     vma = const KERNEL_VMA,
     stack = sym crate::arch::boot_stack::BOOT_STACK,
-        stack_size = const crate::arch::boot_stack::BOOT_STACK_SIZE,
+    stack_size = const crate::arch::boot_stack::BOOT_STACK_SIZE,
     entry = sym pvh_entry,
 );
 
@@ -216,5 +216,5 @@ extern "C" fn pvh_entry(start_info: u32) -> ! {
         crate::arch::early_fail("PVH: start info without a memory map (version 0)");
     }
     boot.carve_out_image();
-    crate::runtime::kmain(boot)
+    super::enter_kernel(boot)
 }
