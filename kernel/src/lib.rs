@@ -85,6 +85,8 @@ pub mod sync;
 #[cfg(not(test))]
 pub mod testing;
 #[cfg(not(test))]
+pub mod thread;
+#[cfg(not(test))]
 pub mod time;
 
 #[cfg(not(test))]
@@ -92,14 +94,6 @@ pub use arch::power::ExitCode;
 #[cfg(not(test))]
 pub use runtime::Termination;
 
-/// The thread API for applications: `bravo::thread::spawn_on(cpu, f)`.
-#[cfg(not(test))]
-pub mod thread {
-    pub use crate::sched::{
-        cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
-        SpawnError, ThreadId,
-    };
-}
 
 #[doc(hidden)]
 pub use alloc::format as alloc_format;

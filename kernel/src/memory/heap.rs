@@ -22,9 +22,9 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use buddy_system_allocator::Heap;
 use spin::Mutex;
-use x86_64::instructions::interrupts::without_interrupts;
 
 use super::frames::{self, FRAME_SIZE};
+use crate::arch::irq;
 use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
 use crate::topology::MAX_NODES;
 
@@ -152,7 +152,7 @@ pub fn reclaim(node: usize, bytes: usize) -> usize {
     let chunk = Layout::from_size_align(CHUNK, CHUNK).expect("power of two");
     let mut back = 0;
     while back < bytes {
-        let Some(block) = without_interrupts(|| with_heap(node, |heap| heap.alloc(chunk).ok())) else { break };
+        let Some(block) = irq::without(|_| with_heap(node, |heap| heap.alloc(chunk).ok())) else { break };
         // SAFETY: a free, 1 MiB-aligned 1 MiB block of this heap is exactly
         // one chunk the heap took from `node`'s frames at order GROW_ORDER
         // (chunks are 1 MiB-aligned frame blocks of that order), and the
@@ -170,7 +170,7 @@ pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
     if node >= MAX_NODES || layout.size() == 0 {
         return null_mut();
     }
-    without_interrupts(|| alloc_on(node, layout))
+    irq::without(|_| alloc_on(node, layout))
 }
 
 /// Moves `value` into memory of `node` for good (per-cpu structures that
@@ -190,7 +190,7 @@ pub fn leak_in<T>(node: usize, value: T) -> Option<&'static mut T> {
 /// Fills `out` with blocks of `layout` from `node`'s own heap under one
 /// lock acquisition; returns how many it got.
 pub(super) fn alloc_batch(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
-    without_interrupts(|| alloc_batch_locked(node, layout, out))
+    irq::without(|_| alloc_batch_locked(node, layout, out))
 }
 
 fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
@@ -218,7 +218,7 @@ fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize
 
 /// Frees small blocks of `layout` to `node`'s heap, which owns them.
 pub(super) fn free_batch(node: usize, layout: Layout, blocks: &[*mut u8]) {
-    without_interrupts(|| {
+    irq::without(|_| {
         with_heap(node, |heap| {
             for &block in blocks {
                 // SAFETY: the caller passes live blocks of this layout owned
@@ -245,7 +245,7 @@ pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     if super::cpu_cache::free(block, layout, owner) {
         return;
     }
-    without_interrupts(|| {
+    irq::without(|_| {
         with_heap(owner, |heap| {
             // SAFETY: a small block lives in the heap of the node owning
             // its memory, since heaps grow only from their own node's
@@ -265,7 +265,7 @@ pub struct HeapStats {
 
 pub fn stats(node: usize) -> HeapStats {
     let Some(h) = HEAPS.get(node) else { return HeapStats::default() };
-    let (total, allocated) = without_interrupts(|| {
+    let (total, allocated) = irq::without(|_| {
         let heap = h.heap.lock();
         (heap.stats_total_bytes(), heap.stats_alloc_actual())
     });

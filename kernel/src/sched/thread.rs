@@ -17,14 +17,18 @@ pub struct ThreadId(u64);
 const CPU_SHIFT: u32 = 40;
 
 impl ThreadId {
+    /// The id of thread number `seq` of `cpu`.
     pub(crate) fn new(cpu: usize, seq: u64) -> Self {
         Self(((cpu as u64) << CPU_SHIFT) | (seq & ((1 << CPU_SHIFT) - 1)))
     }
 
+    /// The id whose [`as_raw`](Self::as_raw) is `raw` (`None` for 0, which
+    /// is no thread's).
     pub(crate) fn from_raw(raw: u64) -> Option<Self> {
         (raw != 0).then_some(Self(raw))
     }
 
+    /// The id as one number (never 0).
     pub(crate) fn as_raw(self) -> u64 {
         self.0
     }
@@ -58,28 +62,31 @@ const NOTIFIED: u8 = 2;
 pub(crate) struct Thread {
     pub id: ThreadId,
     pub cpu: usize,
-    /// The saved stack pointer while the thread is switched out.
-    pub rsp: UnsafeCell<u64>,
+    /// The saved stack pointer while the thread is switched out (written
+    /// by `context::switch` through its address).
+    pub rsp: AtomicU64,
     park: AtomicU8,
     /// Where a reply to this thread's request to another cpu lands.
     pub reply: AtomicU64,
     pub stack: GuardedStack,
-    pub entry: UnsafeCell<Option<Box<dyn FnOnce() + Send>>>,
+    /// What the thread runs; taken by the thread when it starts.
+    pub entry: spin::Mutex<Option<Box<dyn FnOnce() + Send>>>,
     /// The next thread in its cpu's run queue (only that cpu touches it,
     /// with interrupts off; a thread is queued at most once).
     pub run_next: UnsafeCell<*mut Thread>,
 }
 
 impl Thread {
+    /// A control block for a thread that has not started yet.
     pub fn new(id: ThreadId, cpu: usize, stack: GuardedStack, entry: Box<dyn FnOnce() + Send>) -> Self {
         Self {
             id,
             cpu,
-            rsp: UnsafeCell::new(0),
+            rsp: AtomicU64::new(0),
             park: AtomicU8::new(EMPTY),
             reply: AtomicU64::new(0),
             stack,
-            entry: UnsafeCell::new(Some(entry)),
+            entry: spin::Mutex::new(Some(entry)),
             run_next: UnsafeCell::new(core::ptr::null_mut()),
         }
     }
@@ -126,17 +133,26 @@ impl Thread {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ThreadRef(NonNull<Thread>);
 
-// SAFETY: the control block is shared only through its atomics and ids;
+// SAFETY: the control block is shared only through its atomics, its
+// lock and its ids (its run-queue link is touched only by its own cpu);
 // see the lifetime rule above.
 unsafe impl Send for ThreadRef {}
-// SAFETY: as above.
-unsafe impl Sync for ThreadRef {}
 
 impl ThreadRef {
+    /// Refers to `thread` (which must stay alive while the reference is
+    /// held, see the type's documentation).
     pub fn new(thread: &Thread) -> Self {
         Self(NonNull::from(thread))
     }
 
+    /// Hands a new control block over to its thread: it is freed (with
+    /// `Box::from_raw` on [`as_ptr`](Self::as_ptr)) once the thread has
+    /// finished.
+    pub fn leak(thread: Box<Thread>) -> Self {
+        Self(NonNull::from(Box::leak(thread)))
+    }
+
+    /// The control block's address.
     pub fn as_ptr(self) -> *mut Thread {
         self.0.as_ptr()
     }

@@ -13,9 +13,7 @@
 use core::ptr::null_mut;
 use core::time::Duration;
 
-use x86_64::instructions::interrupts::without_interrupts;
-
-use crate::arch::tsc;
+use crate::arch::{irq, tsc};
 use crate::sched::scheduler::{current, park, wake};
 use crate::sched::thread::ThreadRef;
 
@@ -125,7 +123,7 @@ impl WaitQueue {
             if deadline.is_some_and(|d| tsc::now() >= d) {
                 return None;
             }
-            let registered = without_interrupts(|| {
+            let registered = irq::without(|_| {
                 let mut waiters = self.waiters.lock();
                 // Checked again under the lock: a notifier changes the
                 // condition first and takes the lock second, so either we
@@ -145,7 +143,7 @@ impl WaitQueue {
             // Unlinked by a notifier, or still linked (a timeout or a
             // spurious wake-up): either way not linked once the lock is
             // released, so the entry may go out of scope.
-            without_interrupts(|| {
+            irq::without(|_| {
                 let mut waiters = self.waiters.lock();
                 // SAFETY: our own entry; `linked` changes only under the lock.
                 if unsafe { (*me).linked } {
@@ -157,7 +155,7 @@ impl WaitQueue {
 
     /// Wakes the longest-waiting thread; returns whether there was one.
     pub fn notify_one(&self) -> bool {
-        without_interrupts(|| {
+        irq::without(|_| {
             let mut waiters = self.waiters.lock();
             match waiters.pop_front() {
                 Some(thread) => {
@@ -171,7 +169,7 @@ impl WaitQueue {
 
     /// Wakes every waiting thread; returns how many there were.
     pub fn notify_all(&self) -> usize {
-        without_interrupts(|| {
+        irq::without(|_| {
             let mut waiters = self.waiters.lock();
             let mut n = 0;
             while let Some(thread) = waiters.pop_front() {
@@ -184,6 +182,6 @@ impl WaitQueue {
 
     /// Whether no thread waits.
     pub fn is_empty(&self) -> bool {
-        without_interrupts(|| self.waiters.lock().head.is_null())
+        irq::without(|_| self.waiters.lock().head.is_null())
     }
 }
