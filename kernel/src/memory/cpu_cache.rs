@@ -75,7 +75,7 @@ fn this_cpu_cache() -> Option<&'static CpuCache> {
 fn make_cache() -> Option<&'static CpuCache> {
     let cpu = percpu::cpu_id();
     let node = super::current_node();
-    let cache = super::heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
+    let cache = super::node_heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
     if cache.is_null() {
         return None;
     }
@@ -94,7 +94,7 @@ fn make_cache() -> Option<&'static CpuCache> {
     let first = CACHES.publish(cpu, ours);
     if !core::ptr::eq(first, cache) {
         // SAFETY: ours was never published, and is not used again.
-        unsafe { super::heap::dealloc(cache as *mut u8, Layout::new::<CpuCache>()) };
+        unsafe { super::node_heap::dealloc(cache as *mut u8, Layout::new::<CpuCache>()) };
     }
     Some(first)
 }
@@ -116,7 +116,7 @@ pub(super) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
         let stack = &mut stacks[class];
         if stack.len == 0 {
             let block_layout = Layout::from_size_align(size, size).ok()?;
-            stack.len = super::heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
+            stack.len = super::node_heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
             cache.account(stack.len * size, 0);
             if stack.len == 0 {
                 return None;
@@ -141,7 +141,7 @@ pub(super) fn free(ptr: NonNull<u8>, layout: Layout, node: usize) -> bool {
         let stack = &mut stacks[class];
         if stack.len == DEPTH {
             let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
-            super::heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
+            super::node_heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
             stack.len = DEPTH / 2;
             cache.account(0, DEPTH / 2 * size);
         }
@@ -160,7 +160,7 @@ pub(super) fn flush_this_cpu() {
         for (class, stack) in stacks.iter_mut().enumerate() {
             let size = 1usize << (class as u32 + MIN_CLASS_SHIFT);
             let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
-            super::heap::free_batch(cache.node, block_layout, &stack.blocks[..stack.len]);
+            super::node_heap::free_batch(cache.node, block_layout, &stack.blocks[..stack.len]);
             cache.account(0, stack.len * size);
             stack.len = 0;
         }
