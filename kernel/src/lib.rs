@@ -15,8 +15,7 @@
 //! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
-//! nodes from ACPI), `spsc` (the lock-free ring under the mailboxes),
-//! `env` (arguments for the application),
+//! nodes from ACPI), `env` (arguments for the application),
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
@@ -24,7 +23,6 @@
 extern crate alloc;
 
 pub mod cmdline;
-pub mod spsc;
 pub mod topology;
 mod mptable;
 pub mod tsc_rate;

@@ -38,7 +38,7 @@ const RING_SLOTS: usize = 64;
 
 /// The ring from one sending cpu: its producer is that cpu with interrupts
 /// off, its consumer the receiving cpu's scheduler loop.
-type Ring = crate::spsc::Ring<Message, RING_SLOTS>;
+type Ring = bravo_collections::spsc::Ring<Message, RING_SLOTS>;
 
 const WORDS: usize = MAX_CPUS / 64;
 
