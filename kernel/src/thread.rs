@@ -11,7 +11,7 @@
 //! This module sits above both `sched` (threads, parking) and `sync` (the
 //! wait queue a [`JoinHandle`] waits on).
 
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;

@@ -11,8 +11,12 @@
 //! Applications use these through [`crate::thread`], which adds join
 //! handles (built on `sync`, which sits above this module).
 
+#![deny(unsafe_code)]
+
 mod mailbox;
+#[allow(unsafe_code)] // context switches, a new thread's stack, freeing a finished thread
 pub(crate) mod scheduler;
+#[allow(unsafe_code)] // the control block shared between cpus, the thread lists
 pub(crate) mod thread;
 
 use alloc::boxed::Box;

@@ -22,7 +22,7 @@ use alloc::boxed::Box;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use super::mailbox::{Mailbox, Message};
-use super::thread::{Thread, ThreadId, ThreadRef};
+use super::thread::{RunLink, Thread, ThreadId, ThreadList, ThreadRef, TimerLink};
 use crate::arch::irq::{self, IrqGuard};
 use crate::arch::percpu::{self, CpuLocal, CpuTable, LocalMut};
 use crate::arch::{apic, context, tsc};
@@ -44,8 +44,11 @@ pub(crate) struct Core {
 }
 
 struct Local {
-    run_queue: RunQueue,
-    timers: Timers,
+    /// Runnable threads, oldest first (queueing never allocates).
+    run_queue: ThreadList<RunLink>,
+    /// Sleeping threads by deadline, soonest first (sleeping never
+    /// allocates). A thread leaves them before it returns from `park`.
+    timers: ThreadList<TimerLink>,
     current: Option<ThreadRef>,
     /// The thread that just finished, freed by the loop.
     finished: Option<ThreadRef>,
@@ -62,120 +65,6 @@ const SPARE_STACKS: usize = 16;
 /// A finished thread's stack is kept as a spare only if at most this much
 /// of it is committed, so spares hold at most 16 x 16 KiB per cpu.
 const SPARE_COMMITTED_MAX: usize = 16 * 1024;
-
-/// Runnable threads, oldest first, linked through their control blocks
-/// (queueing never allocates).
-struct RunQueue {
-    head: *mut Thread,
-    tail: *mut Thread,
-}
-
-impl RunQueue {
-    fn push_back(&mut self, thread: ThreadRef) {
-        let t = thread.as_ptr();
-        // SAFETY: live control blocks of this cpu, touched only by this cpu
-        // with interrupts off; a thread is in the queue at most once.
-        unsafe {
-            *(*t).run_next.get() = core::ptr::null_mut();
-            match self.tail.is_null() {
-                true => self.head = t,
-                false => *(*self.tail).run_next.get() = t,
-            }
-        }
-        self.tail = t;
-    }
-
-    fn pop_front(&mut self) -> Option<ThreadRef> {
-        let t = self.head;
-        if t.is_null() {
-            return None;
-        }
-        // SAFETY: as in push_back.
-        unsafe {
-            self.head = *(*t).run_next.get();
-            if self.head.is_null() {
-                self.tail = core::ptr::null_mut();
-            }
-            Some(ThreadRef::new(&*t))
-        }
-    }
-}
-
-/// A sleeping thread's timer, on the thread's own stack while it sleeps.
-struct TimerEntry {
-    deadline: u64,
-    thread: ThreadRef,
-    prev: *mut TimerEntry,
-    next: *mut TimerEntry,
-    linked: bool,
-}
-
-/// Sleeping threads by deadline (TSC ticks), soonest first, linked
-/// through entries on their stacks (sleeping never allocates). An entry
-/// is unlinked before its thread can return from `park`.
-struct Timers {
-    head: *mut TimerEntry,
-}
-
-impl Timers {
-    /// Inserts `e` after every entry with the same or an earlier deadline.
-    fn insert(&mut self, e: *mut TimerEntry) {
-        // SAFETY: linked entries live on parked threads' stacks of this
-        // cpu and are touched only by this cpu with interrupts off; `e` is
-        // a live, unlinked entry.
-        unsafe {
-            let mut prev: *mut TimerEntry = core::ptr::null_mut();
-            let mut at = self.head;
-            while !at.is_null() && (*at).deadline <= (*e).deadline {
-                prev = at;
-                at = (*at).next;
-            }
-            (*e).prev = prev;
-            (*e).next = at;
-            (*e).linked = true;
-            if !at.is_null() {
-                (*at).prev = e;
-            }
-            match prev.is_null() {
-                true => self.head = e,
-                false => (*prev).next = e,
-            }
-        }
-    }
-
-    fn unlink(&mut self, e: *mut TimerEntry) {
-        // SAFETY: as in insert; `e` is linked here.
-        unsafe {
-            let (prev, next) = ((*e).prev, (*e).next);
-            match prev.is_null() {
-                true => self.head = next,
-                false => (*prev).next = next,
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*e).linked = false;
-        }
-    }
-
-    /// Unlinks and returns the thread of the soonest entry, if it is due.
-    fn pop_due(&mut self, now: u64) -> Option<ThreadRef> {
-        let e = self.head;
-        // SAFETY: as in insert.
-        if e.is_null() || unsafe { (*e).deadline } > now {
-            return None;
-        }
-        // SAFETY: as in insert; read before unlinking.
-        let thread = unsafe { (*e).thread };
-        self.unlink(e);
-        Some(thread)
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        // SAFETY: as in insert.
-        (!self.head.is_null()).then(|| unsafe { (*self.head).deadline })
-    }
-}
 
 static CORES: CpuTable<Core> = CpuTable::new();
 
@@ -202,8 +91,8 @@ pub(crate) fn init_this_cpu() {
     let core = Box::leak(Box::new(Core {
         mailbox: Mailbox::new(node),
         local: CpuLocal::new(Local {
-            run_queue: RunQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut() },
-            timers: Timers { head: core::ptr::null_mut() },
+            run_queue: ThreadList::new(),
+            timers: ThreadList::new(),
             current: None,
             finished: None,
             spare_stacks: alloc::vec::Vec::with_capacity(SPARE_STACKS),
@@ -340,23 +229,19 @@ pub fn yield_now() {
 pub(crate) fn park(deadline: Option<u64>) {
     let thread = current().expect("only threads can block");
     let mut irq = irq::disable();
-    let mut entry = TimerEntry { deadline: 0, thread, prev: core::ptr::null_mut(), next: core::ptr::null_mut(), linked: false };
-    let entry: *mut TimerEntry = &mut entry;
     if let Some(d) = deadline {
-        // SAFETY: the entry outlives its time in the list (it is unlinked
-        // below, before this frame ends).
-        unsafe { (*entry).deadline = d };
-        local(&irq).timers.insert(entry);
+        thread.deadline.set(d);
+        // After every timer with the same or an earlier deadline.
+        local(&irq).timers.insert_sorted(thread, |new, old| new.deadline.get() < old.deadline.get());
     }
     if thread.prepare_park() {
         switch_to_loop(&mut irq, thread);
         thread.finish_park();
     }
-    // An expired entry was unlinked when it fired, otherwise it is
-    // unlinked here.
-    // SAFETY: our own entry.
-    if unsafe { (*entry).linked } {
-        local(&irq).timers.unlink(entry);
+    // An expired timer left the list when it fired; otherwise it leaves
+    // here.
+    if deadline.is_some() {
+        local(&irq).timers.remove(thread);
     }
 }
 
@@ -397,11 +282,17 @@ fn fire_timers(irq: &IrqGuard) -> Option<u64> {
     let now = tsc::now();
     loop {
         // (The borrow ends before `wake`, which queues the thread.)
-        let due = local(irq).timers.pop_due(now);
+        let due = {
+            let mut l = local(irq);
+            match l.timers.front() {
+                Some(soonest) if soonest.deadline.get() <= now => l.timers.pop_front(),
+                _ => None,
+            }
+        };
         let Some(thread) = due else { break };
         wake(thread);
     }
-    local(irq).timers.next_deadline()
+    local(irq).timers.front().map(|soonest| soonest.deadline.get())
 }
 
 /// How long an idle cpu watches its mailbox before it halts, in µs.

@@ -1,8 +1,6 @@
 //! Channels: any number of senders on any cpus, one receiver that sleeps
 //! until a value arrives or every sender is gone.
 
-#![deny(unsafe_code)]
-
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -2,8 +2,6 @@
 //! spin lock that is only ever *tried*, and a wait queue for the threads
 //! that found it taken.
 
-#![deny(unsafe_code)]
-
 use core::ops::{Deref, DerefMut};
 
 use super::WaitQueue;
