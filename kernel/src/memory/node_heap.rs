@@ -70,6 +70,7 @@ fn frame_order(layout: &Layout) -> usize {
     frames.trailing_zeros() as usize
 }
 
+/// Whether `layout` is served by whole frames rather than a heap.
 pub(super) fn is_large(layout: &Layout) -> bool {
     layout.size() >= LARGE || layout.align() > FRAME_SIZE
 }

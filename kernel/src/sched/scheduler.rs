@@ -31,6 +31,7 @@ use crate::memory::stack::GuardedStack;
 /// A cpu's scheduler: the mailbox other cpus write to, and state only the
 /// cpu itself touches.
 pub(crate) struct Core {
+    /// Messages from other cpus.
     pub mailbox: Mailbox,
     local: CpuLocal<Local>,
     /// The scheduler loop's saved stack pointer while a thread runs (its

@@ -63,7 +63,9 @@ const NOTIFIED: u8 = 2;
 /// touched by other cpus only through its atomics, and is freed by its
 /// own cpu once the thread has finished.
 pub(crate) struct Thread {
+    /// The thread's id.
     pub id: ThreadId,
+    /// The cpu it runs on (for its whole life).
     pub cpu: usize,
     /// The saved stack pointer while the thread is switched out (written
     /// by `context::switch` through its address).
@@ -71,6 +73,7 @@ pub(crate) struct Thread {
     park: AtomicU8,
     /// Where a reply to this thread's request to another cpu lands.
     pub reply: AtomicU64,
+    /// Its stack (kept as a spare, or freed, when it finishes).
     pub stack: GuardedStack,
     /// What the thread runs; taken by the thread when it starts.
     pub entry: spin::Mutex<Option<Box<dyn FnOnce() + Send>>>,

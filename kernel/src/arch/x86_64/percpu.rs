@@ -55,6 +55,7 @@ pub struct PerCpu {
 }
 
 impl PerCpu {
+    /// The block of cpu number `index`, not yet installed nor online.
     pub const fn new(index: usize, apic_id: u32, node: usize) -> Self {
         Self {
             self_address: AtomicU64::new(0),
