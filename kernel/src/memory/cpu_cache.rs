@@ -93,8 +93,12 @@ fn make_cache() -> Option<&'static CpuCache> {
     // An interrupt handler may have made one meanwhile: keep the first.
     let first = CACHES.publish(cpu, ours);
     if !core::ptr::eq(first, cache) {
-        // SAFETY: ours was never published, and is not used again.
-        unsafe { super::node_heap::dealloc(cache as *mut u8, Layout::new::<CpuCache>()) };
+        let block = NonNull::new(cache as *mut u8).expect("checked above");
+        let owner = super::node_of_phys(cache as u64 - crate::arch::paging::PHYS_MAP_BASE);
+        // SAFETY: a small block of the node heaps (a cache is under 64 KiB)
+        // from the memory of `owner`; ours was never published, and is not
+        // used again.
+        unsafe { super::node_heap::dealloc_small(block, Layout::new::<CpuCache>(), owner) };
     }
     Some(first)
 }

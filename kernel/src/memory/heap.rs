@@ -24,11 +24,13 @@ pub use node_heap::{alloc_in, free_bytes, leak_in, reclaim};
 /// # Safety
 /// `ptr` must come from this allocator with this `layout`, and be live.
 pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
+    let phys = ptr as u64 - PHYS_MAP_BASE;
     if node_heap::is_large(&layout) {
-        // SAFETY: a live large block of this allocator (caller).
-        return unsafe { node_heap::dealloc_large(ptr, layout) };
+        // SAFETY: large blocks are whole frames of this order (caller's
+        // guarantee that ptr/layout match a live allocation).
+        return unsafe { super::frames::free_frames(phys, node_heap::frame_order(&layout)) };
     }
-    let owner = super::node_of_phys(ptr as u64 - PHYS_MAP_BASE);
+    let owner = super::node_of_phys(phys);
     let block = NonNull::new(ptr).expect("allocations are never null");
     if cpu_cache::free(block, layout, owner) {
         return;

@@ -65,7 +65,7 @@ pub fn free_bytes(node: usize) -> usize {
 }
 
 /// The order of the frame block that holds `layout`.
-fn frame_order(layout: &Layout) -> usize {
+pub(super) fn frame_order(layout: &Layout) -> usize {
     let frames = layout.size().max(layout.align()).div_ceil(FRAME_SIZE).next_power_of_two();
     frames.trailing_zeros() as usize
 }
@@ -231,16 +231,6 @@ pub(super) fn free_batch(node: usize, layout: Layout, blocks: &[*mut u8]) {
     });
 }
 
-/// Frees a large block (whole frames) of this allocator.
-///
-/// # Safety
-/// `ptr` must be a live large block of this allocator with this `layout`.
-pub(super) unsafe fn dealloc_large(ptr: *mut u8, layout: Layout) {
-    // SAFETY: large blocks are whole frames of this order (caller's
-    // guarantee that ptr/layout match a live allocation).
-    unsafe { frames::free_frames(ptr as u64 - PHYS_MAP_BASE, frame_order(&layout)) }
-}
-
 /// Frees a small block to `owner`'s heap.
 ///
 /// # Safety
@@ -255,22 +245,6 @@ pub(super) unsafe fn dealloc_small(block: NonNull<u8>, layout: Layout, owner: us
             unsafe { heap.dealloc(block, layout) }
         })
     });
-}
-
-/// Frees a block of this allocator to the node owning its address,
-/// bypassing the cpu caches.
-///
-/// # Safety
-/// `ptr` must come from this allocator with this `layout`, and be live.
-pub(super) unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
-    if is_large(&layout) {
-        // SAFETY: as the caller guarantees.
-        return unsafe { dealloc_large(ptr, layout) };
-    }
-    let owner = super::node_of_phys(ptr as u64 - PHYS_MAP_BASE);
-    let block = NonNull::new(ptr).expect("allocations are never null");
-    // SAFETY: as the caller guarantees; `owner` owns the address.
-    unsafe { dealloc_small(block, layout, owner) }
 }
 
 /// A node heap's bytes from its frames, bytes in use (cached blocks
