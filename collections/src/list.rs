@@ -105,6 +105,14 @@ pub unsafe trait Adapter {
 /// struct Thread { id: u64, run_link: Link }
 /// bravo_collections::adapter!(pub(crate) RunAdapter = Thread { run_link: Link });
 /// ```
+///
+/// A field of another type does not compile:
+///
+/// ```compile_fail,E0308
+/// use bravo_collections::list::Link;
+/// struct Thread { id: u64, run_link: Link }
+/// bravo_collections::adapter!(RunAdapter = Thread { id: Link });
+/// ```
 #[macro_export]
 macro_rules! adapter {
     ($(#[$attr:meta])* $vis:vis $adapter:ident = $item:ty { $field:ident: Link }) => {

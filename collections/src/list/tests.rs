@@ -250,19 +250,36 @@ impl XorShift {
 
 /// Random operations on a pool of entries, checked after each against a
 /// `VecDeque` of entry indices. `sorted` picks insert_sorted (with few
-/// distinct keys, so equal keys are common) instead of push_back.
+/// distinct keys, so equal keys are common) instead of push_back. Phases
+/// of mostly linking and mostly unlinking alternate, so the list goes
+/// from empty to the whole pool and back (checked at the end).
 fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
     const POOL: usize = 16;
-    const STEPS: usize = if cfg!(miri) { 400 } else { 20_000 };
+    // Miri interprets each step about 10^4 times slower: a few hundred
+    // steps still reach every case (empty, full pool, equal keys).
+    const STEPS: usize = if cfg!(miri) { 300 } else { 20_000 };
     let pool: Vec<Entry> = (0..POOL).map(|i| entry(char::from(b'a' + i as u8), (i % 4) as u32)).collect();
     let pool = &pool[..];
     let mut list: List<ByLink> = List::new();
     let mut model: VecDeque<usize> = VecDeque::new();
+    let mut in_model = [false; POOL];
     let mut rng = XorShift(seed);
-    for _ in 0..STEPS {
-        let i = rng.below(POOL);
-        match rng.below(3) {
-            0 if !model.contains(&i) => {
+    let (mut emptied, mut filled) = (0, 0);
+    for step in 0..STEPS {
+        let growing = step / 64 % 2 == 0;
+        let operation = match rng.below(8) {
+            0..7 if growing => 0,
+            0 => 0,
+            r => 1 + r % 2,
+        };
+        let mut i = rng.below(POOL);
+        if operation == 0 {
+            // The next entry not linked yet, if any.
+            i = (i..i + POOL).map(|j| j % POOL).find(|&j| !in_model[j]).unwrap_or(i);
+        }
+        match operation {
+            0 if !in_model[i] => {
+                in_model[i] = true;
                 if sorted {
                     // SAFETY: `pool` outlives the list; `i` is unlinked.
                     unsafe { list.insert_sorted(at(&pool[i]), sooner) };
@@ -276,8 +293,8 @@ fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
                 }
             }
             1 => {
-                let expected = model.pop_front().map(|j| at(&pool[j]));
-                assert_eq!(list.pop_front(), expected);
+                let expected = model.pop_front().inspect(|&j| in_model[j] = false);
+                assert_eq!(list.pop_front(), expected.map(|j| at(&pool[j])));
             }
             _ => {
                 let position = model.iter().position(|&j| j == i);
@@ -285,15 +302,17 @@ fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
                 assert_eq!(unsafe { list.remove(at(&pool[i])) }, position.is_some());
                 if let Some(p) = position {
                     model.remove(p);
+                    in_model[i] = false;
                 }
             }
         }
         assert_eq!(list.len(), model.len());
         assert!(list.iter().map(|e| e as *const Entry).eq(model.iter().map(|&j| &pool[j] as *const Entry)));
-        for (j, e) in pool.iter().enumerate() {
-            assert_eq!(e.link.is_linked(), model.contains(&j));
-        }
+        assert!(pool.iter().zip(in_model).all(|(e, linked)| e.link.is_linked() == linked));
+        emptied += usize::from(step > 0 && model.is_empty());
+        filled += usize::from(model.len() == POOL);
     }
+    assert!(emptied > 1 && filled > 1, "the run covers an empty and a full list ({emptied}, {filled} times)");
 }
 
 #[test]
