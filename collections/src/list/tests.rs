@@ -236,6 +236,70 @@ fn linking_a_linked_entry_panics() {
     }
 }
 
+/// Like the wait queue: threads link entries on their own stacks into a
+/// list behind a lock; a notifier pops them (reading each entry before it
+/// releases the lock), and half of the waiters give up and remove
+/// themselves. A waiter returns only once its entry is unlinked, checked
+/// with `is_linked` under the lock. Every waiter leaves exactly once.
+#[test]
+fn a_locked_list_of_entries_on_waiting_threads_stacks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    struct Waiter {
+        id: usize,
+        link: Link,
+    }
+    crate::adapter!(WaiterLink = Waiter { link: Link });
+
+    const WAITERS: usize = if cfg!(miri) { 4 } else { 16 };
+    let queue: Arc<Mutex<List<WaiterLink>>> = Arc::new(Mutex::new(List::new()));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|id| {
+            let (queue, gave_up) = (queue.clone(), gave_up.clone());
+            std::thread::spawn(move || {
+                let me = Waiter { id, link: Link::new() };
+                // SAFETY: `me` is unlinked before this thread returns (the
+                // loop below ends only when it is), and its link is read
+                // only under the lock.
+                unsafe { queue.lock().unwrap().push_back(NonNull::from(&me)) };
+                if id % 2 == 1 {
+                    // SAFETY: `me` is live and linked, if at all, in `queue`.
+                    if unsafe { queue.lock().unwrap().remove(NonNull::from(&me)) } {
+                        gave_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // Read under the lock, as the contract asks.
+                while queue.lock().map(|_| me.link.is_linked()).unwrap() {
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let mut woken = Vec::new();
+    while woken.len() + gave_up.load(Ordering::Relaxed) < WAITERS {
+        let mut list = queue.lock().unwrap();
+        match list.pop_front() {
+            // SAFETY: its waiter returns only once it sees the entry
+            // unlinked, which it checks under the lock we still hold.
+            Some(entry) => woken.push(unsafe { entry.as_ref() }.id),
+            None => {
+                drop(list);
+                std::thread::yield_now();
+            }
+        }
+    }
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    assert!(queue.lock().unwrap().is_empty());
+    woken.sort();
+    woken.dedup();
+    assert_eq!(woken.len() + gave_up.load(Ordering::Relaxed), WAITERS, "each waiter left once: {woken:?}");
+    assert!((0..WAITERS).step_by(2).all(|id| woken.contains(&id)), "waiters that did not give up were woken: {woken:?}");
+}
+
 /// A tiny xorshift generator: deterministic, no dependency.
 struct XorShift(u64);
 
