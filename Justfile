@@ -35,8 +35,19 @@ debug NAME: build
 
 # Run every test: host unit tests, then kernel images booted in QEMU
 test: build
-    cargo test --lib -p bravo -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
+    just miri
+    cargo test --lib -p bravo -p bravo-collections -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
     cargo test -p bravo-tests
+
+# Run bravo-collections' tests under Miri (undefined behaviour checks); skips, saying why, without nightly's miri
+miri:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo +nightly miri --version >/dev/null 2>&1 || [ ! -d "$(rustc +nightly --print sysroot)/lib/rustlib/src/rust/library" ]; then
+        echo "skipped: miri (the nightly toolchain's miri and rust-src are not installed; .ci/install-deps installs them)"
+        exit 0
+    fi
+    MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" cargo +nightly miri test -p bravo-collections
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build

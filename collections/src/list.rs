@@ -24,16 +24,21 @@
 //! assert!(!early.link.is_linked() && late.link.is_linked());
 //! ```
 //!
-//! The list holds raw pointers: the caller promises (see
-//! [`List::push_back`]) that a linked entry stays where it is and stays
-//! valid until it is unlinked. Everything else is checked or safe:
-//! unlinking an entry that is not linked is a no-op ([`List::remove`]
-//! returns `false`), and linking an entry twice panics.
+//! The list holds raw pointers, so linking and removing are `unsafe`: the
+//! caller promises (see [`List::push_back`]) that a linked entry stays
+//! where it is, valid, until it is unlinked, and gives
+//! [`List::remove`] only entries that are unlinked or in that list.
+//! Within that: removing an unlinked entry is a no-op (it returns
+//! `false`), linking a linked entry panics, dropping the list unlinks its
+//! entries, and [`List::front`], [`List::iter`] and [`List::pop_front`]
+//! are safe.
 //!
-//! Pointers to entries are derived only from the pointers the caller
-//! handed in (never from a reference to a [`Link`]), so they keep the
-//! provenance of the whole entry; the links are [`Cell`]s, written
-//! through shared access. Miri checks both (`just miri`).
+//! An adapter is a byte offset, not a pair of functions, so declaring one
+//! needs no unsafe code and the pointer arithmetic lives here only:
+//! pointers to entries are derived from the pointers the caller handed in
+//! (never from a reference to a [`Link`]), so they keep the provenance of
+//! the whole entry; the links are [`Cell`]s, written through shared
+//! access. Miri checks both (`just miri`).
 
 use core::cell::Cell;
 use core::fmt;
@@ -98,12 +103,22 @@ pub unsafe trait Adapter {
 }
 
 /// Declares a unit struct implementing [`list::Adapter`](crate::list::Adapter)
-/// for a field of type [`Link`](crate::list::Link):
+/// for a field of type [`Link`](crate::list::Link). It needs no unsafe
+/// code where it is used:
 ///
 /// ```
+/// #![forbid(unsafe_code)]
 /// use bravo_collections::list::Link;
 /// struct Thread { id: u64, run_link: Link }
 /// bravo_collections::adapter!(pub(crate) RunAdapter = Thread { run_link: Link });
+/// ```
+///
+/// A field of another type does not compile:
+///
+/// ```compile_fail,E0308
+/// use bravo_collections::list::Link;
+/// struct Thread { id: u64, run_link: Link }
+/// bravo_collections::adapter!(RunAdapter = Thread { id: Link });
 /// ```
 #[macro_export]
 macro_rules! adapter {

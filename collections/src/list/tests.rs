@@ -236,6 +236,70 @@ fn linking_a_linked_entry_panics() {
     }
 }
 
+/// Like the wait queue: threads link entries on their own stacks into a
+/// list behind a lock; a notifier pops them (reading each entry before it
+/// releases the lock), and half of the waiters give up and remove
+/// themselves. A waiter returns only once its entry is unlinked, checked
+/// with `is_linked` under the lock. Every waiter leaves exactly once.
+#[test]
+fn a_locked_list_of_entries_on_waiting_threads_stacks() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    struct Waiter {
+        id: usize,
+        link: Link,
+    }
+    crate::adapter!(WaiterLink = Waiter { link: Link });
+
+    const WAITERS: usize = if cfg!(miri) { 4 } else { 16 };
+    let queue: Arc<Mutex<List<WaiterLink>>> = Arc::new(Mutex::new(List::new()));
+    let gave_up = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|id| {
+            let (queue, gave_up) = (queue.clone(), gave_up.clone());
+            std::thread::spawn(move || {
+                let me = Waiter { id, link: Link::new() };
+                // SAFETY: `me` is unlinked before this thread returns (the
+                // loop below ends only when it is), and its link is read
+                // only under the lock.
+                unsafe { queue.lock().unwrap().push_back(NonNull::from(&me)) };
+                if id % 2 == 1 {
+                    // SAFETY: `me` is live and linked, if at all, in `queue`.
+                    if unsafe { queue.lock().unwrap().remove(NonNull::from(&me)) } {
+                        gave_up.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                // Read under the lock, as the contract asks.
+                while queue.lock().map(|_| me.link.is_linked()).unwrap() {
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let mut woken = Vec::new();
+    while woken.len() + gave_up.load(Ordering::Relaxed) < WAITERS {
+        let mut list = queue.lock().unwrap();
+        match list.pop_front() {
+            // SAFETY: its waiter returns only once it sees the entry
+            // unlinked, which it checks under the lock we still hold.
+            Some(entry) => woken.push(unsafe { entry.as_ref() }.id),
+            None => {
+                drop(list);
+                std::thread::yield_now();
+            }
+        }
+    }
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    assert!(queue.lock().unwrap().is_empty());
+    woken.sort();
+    woken.dedup();
+    assert_eq!(woken.len() + gave_up.load(Ordering::Relaxed), WAITERS, "each waiter left once: {woken:?}");
+    assert!((0..WAITERS).step_by(2).all(|id| woken.contains(&id)), "waiters that did not give up were woken: {woken:?}");
+}
+
 /// A tiny xorshift generator: deterministic, no dependency.
 struct XorShift(u64);
 
@@ -250,19 +314,36 @@ impl XorShift {
 
 /// Random operations on a pool of entries, checked after each against a
 /// `VecDeque` of entry indices. `sorted` picks insert_sorted (with few
-/// distinct keys, so equal keys are common) instead of push_back.
+/// distinct keys, so equal keys are common) instead of push_back. Phases
+/// of mostly linking and mostly unlinking alternate, so the list goes
+/// from empty to the whole pool and back (checked at the end).
 fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
     const POOL: usize = 16;
-    const STEPS: usize = if cfg!(miri) { 400 } else { 20_000 };
+    // Miri interprets each step about 10^4 times slower: a few hundred
+    // steps still reach every case (empty, full pool, equal keys).
+    const STEPS: usize = if cfg!(miri) { 300 } else { 20_000 };
     let pool: Vec<Entry> = (0..POOL).map(|i| entry(char::from(b'a' + i as u8), (i % 4) as u32)).collect();
     let pool = &pool[..];
     let mut list: List<ByLink> = List::new();
     let mut model: VecDeque<usize> = VecDeque::new();
+    let mut in_model = [false; POOL];
     let mut rng = XorShift(seed);
-    for _ in 0..STEPS {
-        let i = rng.below(POOL);
-        match rng.below(3) {
-            0 if !model.contains(&i) => {
+    let (mut emptied, mut filled) = (0, 0);
+    for step in 0..STEPS {
+        let growing = step / 64 % 2 == 0;
+        let operation = match rng.below(8) {
+            0..7 if growing => 0,
+            0 => 0,
+            r => 1 + r % 2,
+        };
+        let mut i = rng.below(POOL);
+        if operation == 0 {
+            // The next entry not linked yet, if any.
+            i = (i..i + POOL).map(|j| j % POOL).find(|&j| !in_model[j]).unwrap_or(i);
+        }
+        match operation {
+            0 if !in_model[i] => {
+                in_model[i] = true;
                 if sorted {
                     // SAFETY: `pool` outlives the list; `i` is unlinked.
                     unsafe { list.insert_sorted(at(&pool[i]), sooner) };
@@ -276,8 +357,8 @@ fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
                 }
             }
             1 => {
-                let expected = model.pop_front().map(|j| at(&pool[j]));
-                assert_eq!(list.pop_front(), expected);
+                let expected = model.pop_front().inspect(|&j| in_model[j] = false);
+                assert_eq!(list.pop_front(), expected.map(|j| at(&pool[j])));
             }
             _ => {
                 let position = model.iter().position(|&j| j == i);
@@ -285,15 +366,17 @@ fn matches_a_vecdeque_model(sorted: bool, seed: u64) {
                 assert_eq!(unsafe { list.remove(at(&pool[i])) }, position.is_some());
                 if let Some(p) = position {
                     model.remove(p);
+                    in_model[i] = false;
                 }
             }
         }
         assert_eq!(list.len(), model.len());
         assert!(list.iter().map(|e| e as *const Entry).eq(model.iter().map(|&j| &pool[j] as *const Entry)));
-        for (j, e) in pool.iter().enumerate() {
-            assert_eq!(e.link.is_linked(), model.contains(&j));
-        }
+        assert!(pool.iter().zip(in_model).all(|(e, linked)| e.link.is_linked() == linked));
+        emptied += usize::from(step > 0 && model.is_empty());
+        filled += usize::from(model.len() == POOL);
     }
+    assert!(emptied > 1 && filled > 1, "the run covers an empty and a full list ({emptied}, {filled} times)");
 }
 
 #[test]
