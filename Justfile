@@ -42,7 +42,8 @@ test: lint build
     mkdir -p "$(dirname "$skipped")"
     : > "$skipped"
     export BRAVO_SKIPPED_TESTS="$skipped"
-    cargo test --lib -p bravo -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
+    just miri
+    cargo test --lib -p bravo -p bravo-collections -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
     status=0
     cargo test -p bravo-tests || status=$?
     if [ -s "$skipped" ]; then
@@ -53,7 +54,7 @@ test: lint build
     exit "$status"
 
 # Crates built for the host, with their tests (clippy sees `cfg(test)` code)
-host_crates := "-p bravo-tests -p bravo-linux-peer -p e1000 -p igb -p virtio-net -p microhttp -p prometheus-text -p hash-work"
+host_crates := "-p bravo-collections -p bravo-tests -p bravo-linux-peer -p e1000 -p igb -p virtio-net -p microhttp -p prometheus-text -p hash-work"
 
 # Check formatting and lint with clippy (warnings denied), host crates first, then the kernel target; lists what failed
 lint:
@@ -72,6 +73,18 @@ lint:
         printf 'lint failed: %s\n' "${failed[@]}" >&2
         exit 1
     fi
+
+# Run bravo-collections' tests under Miri (undefined behaviour checks); skips, saying why, without nightly's miri
+miri:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if ! cargo +nightly miri --version >/dev/null 2>&1 || [ ! -d "$(rustc +nightly --print sysroot)/lib/rustlib/src/rust/library" ]; then
+        reason="the nightly toolchain's miri and rust-src are not installed; .ci/install-deps installs them"
+        echo "skipped: miri ($reason)"
+        if [ -n "${BRAVO_SKIPPED_TESTS:-}" ]; then printf 'miri\t%s\n' "$reason" >> "$BRAVO_SKIPPED_TESTS"; fi
+        exit 0
+    fi
+    MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" cargo +nightly miri test -p bravo-collections
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build

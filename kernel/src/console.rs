@@ -59,7 +59,7 @@ pub fn init() {
 
 #[doc(hidden)]
 pub fn _print(args: fmt::Arguments, newline: bool) {
-    x86_64::instructions::interrupts::without_interrupts(|| write_to(&mut UART.lock(), args, newline));
+    crate::arch::irq::without(|_| write_to(&mut UART.lock(), args, newline));
 }
 
 /// Prints a line even when the console lock is held (for panics and fatal

@@ -15,15 +15,14 @@
 //! smoltcp on the network cpu, sockets), `runtime` (kmain, the
 //! application's entry and exit), `console` (print and log), `cmdline`
 //! (typed kernel options), `topology` and `acpi_tables` (cpus and NUMA
-//! nodes from ACPI), `spsc` (the lock-free ring under the mailboxes),
-//! `env` (arguments for the application),
+//! nodes from ACPI), `env` (arguments for the application),
 //! `testing` (in-kernel checks for test images).
 
 #![cfg_attr(not(test), no_std)]
 // Unsafe code only where a module declaration below allows it: `arch`
 // (hardware, boot protocols), `memory` (frames, heap, lazily committed
-// memory), `sched` and `sync` (per-cpu scheduler state, wait queues),
-// `spsc` (the mailboxes' ring), `runtime` (the entry symbols between
+// memory), `sched` (context switches, thread control blocks and the
+// lists through them), `runtime` (the entry symbols between
 // `arch::boot`, the kernel and the application) and, in `net`, `lent` and
 // `socket_memory` (buffers lent across threads, lazily committed socket
 // buffers).
@@ -32,8 +31,6 @@
 extern crate alloc;
 
 pub mod cmdline;
-#[allow(unsafe_code)]
-pub mod spsc;
 pub mod topology;
 mod mptable;
 
@@ -100,10 +97,11 @@ pub mod runtime;
 #[allow(unsafe_code)]
 pub mod sched;
 #[cfg(not(test))]
-#[allow(unsafe_code)]
 pub mod sync;
 #[cfg(not(test))]
 pub mod testing;
+#[cfg(not(test))]
+pub mod thread;
 #[cfg(not(test))]
 pub mod time;
 
@@ -112,14 +110,6 @@ pub use arch::power::ExitCode;
 #[cfg(not(test))]
 pub use runtime::Termination;
 
-/// The thread API for applications: `bravo::thread::spawn_on(cpu, f)`.
-#[cfg(not(test))]
-pub mod thread {
-    pub use crate::sched::{
-        cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, spawn, spawn_on, threads_on, yield_now, JoinHandle,
-        SpawnError, ThreadId,
-    };
-}
 
 #[doc(hidden)]
 pub use alloc::format as alloc_format;

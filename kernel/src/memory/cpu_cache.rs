@@ -8,18 +8,17 @@
 //! another node goes straight back to its owner's heap, so memory never
 //! changes node. Cached bytes count as free in the node's statistics.
 //!
-//! A cache is touched only by its own cpu. Instead of masking interrupts
-//! (slow under emulation), a cache is marked busy while in use: an
-//! interrupt handler that allocates meanwhile finds it busy and goes to
-//! the node heap (which is always taken with interrupts off).
+//! A cache is touched only by its own cpu (its stacks are a
+//! [`CpuLocal`]). Instead of masking interrupts (slow under emulation), the
+//! stacks are borrowed with [`CpuLocal::try_borrow`]: an interrupt handler
+//! that allocates meanwhile finds them borrowed and goes to the node heap
+//! (which is always taken with interrupts off).
 
 use core::alloc::Layout;
-use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arch::percpu;
-use crate::topology::MAX_CPUS;
+use crate::arch::percpu::{self, CpuLocal, CpuTable};
 
 const MIN_CLASS_SHIFT: u32 = 4; // 16 B
 const CLASSES: usize = 8; // 16 B .. 2 KiB
@@ -33,11 +32,9 @@ struct Stack {
 
 struct CpuCache {
     node: usize,
-    /// Set while the cache's own cpu is using it.
-    busy: AtomicBool,
     /// Bytes in this cache (written by its cpu only, read by statistics).
     cached: AtomicUsize,
-    classes: UnsafeCell<[Stack; CLASSES]>,
+    classes: CpuLocal<[Stack; CLASSES]>,
 }
 
 impl CpuCache {
@@ -48,11 +45,7 @@ impl CpuCache {
     }
 }
 
-// SAFETY: a cache's stacks are only touched by its own cpu, never twice at
-// once (see `with_cache`); other cpus only read `node` and `cached`.
-unsafe impl Sync for CpuCache {}
-
-static CACHES: [AtomicPtr<CpuCache>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CACHES: CpuTable<CpuCache> = CpuTable::new();
 
 /// The block size the buddy heap uses for `layout`, and its class, when
 /// small enough to cache.
@@ -66,11 +59,6 @@ fn class_of(layout: &Layout) -> Option<(usize, usize)> {
 pub(super) fn cached_bytes(node: usize) -> usize {
     CACHES
         .iter()
-        .map(|c| c.load(Ordering::Acquire))
-        .filter(|c| !c.is_null())
-        // SAFETY: published caches live for good; only atomics and the
-        // never-changing node are read.
-        .map(|c| unsafe { &*c })
         .filter(|c| c.node == node)
         .map(|c| c.cached.load(Ordering::Relaxed))
         .sum()
@@ -79,12 +67,7 @@ pub(super) fn cached_bytes(node: usize) -> usize {
 /// This cpu's cache, made on first use in its node's memory.
 #[inline]
 fn this_cpu_cache() -> Option<&'static CpuCache> {
-    let cache = CACHES[percpu::cpu_id()].load(Ordering::Acquire);
-    if cache.is_null() {
-        return make_cache();
-    }
-    // SAFETY: published caches live for good.
-    Some(unsafe { &*cache })
+    CACHES.this_cpu().or_else(make_cache)
 }
 
 #[cold]
@@ -92,47 +75,40 @@ fn this_cpu_cache() -> Option<&'static CpuCache> {
 fn make_cache() -> Option<&'static CpuCache> {
     let cpu = percpu::cpu_id();
     let node = super::current_node();
-    let cache = super::heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
+    let cache = super::node_heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
     if cache.is_null() {
         return None;
     }
-    // SAFETY: freshly allocated with CpuCache's layout and kept for good.
-    // All-zero bytes are a valid empty cache (not busy, nothing cached,
-    // empty stacks of null pointers); then the node is set. Written in
-    // place: a cache is too big to build on the stack of an allocation.
-    unsafe {
+    // SAFETY: freshly allocated with CpuCache's layout and kept for good
+    // (unless freed below, unpublished). All-zero bytes are a valid empty
+    // cache (node 0, nothing cached, stacks of cpu 0, not borrowed, empty,
+    // of null pointers); then the node and owner are set. Built in place:
+    // a cache is too big to build on the stack of an allocation.
+    let ours: &'static mut CpuCache = unsafe {
         core::ptr::write_bytes(cache, 0, 1);
-        (&raw mut (*cache).node).write(node);
-    }
+        &mut *cache
+    };
+    ours.node = node;
+    ours.classes.adopt();
     // An interrupt handler may have made one meanwhile: keep the first.
-    match CACHES[cpu].compare_exchange(core::ptr::null_mut(), cache, Ordering::AcqRel, Ordering::Acquire) {
-        // SAFETY: as above.
-        Ok(_) => Some(unsafe { &*cache }),
-        Err(first) => {
-            // SAFETY: ours was never published; the first one lives for good.
-            unsafe { super::heap::dealloc(cache as *mut u8, Layout::new::<CpuCache>()) };
-            Some(unsafe { &*first })
-        }
+    let first = CACHES.publish(cpu, ours);
+    if !core::ptr::eq(first, cache) {
+        let block = NonNull::new(cache as *mut u8).expect("checked above");
+        let owner = super::node_of_phys(cache as u64 - crate::arch::paging::PHYS_MAP_BASE);
+        // SAFETY: a small block of the node heaps (a cache is under 64 KiB)
+        // from the memory of `owner`; ours was never published, and is not
+        // used again.
+        unsafe { super::node_heap::dealloc_small(block, Layout::new::<CpuCache>(), owner) };
     }
+    Some(first)
 }
 
 /// Runs `f` on this cpu's cache. `None` when there is no cache, or it is
 /// busy (an interrupt handler interrupted its own cpu's allocator).
 fn with_cache<R>(f: impl FnOnce(&CpuCache, &mut [Stack; CLASSES]) -> R) -> Option<R> {
     let cache = this_cpu_cache()?;
-    if cache.busy.load(Ordering::Relaxed) {
-        return None;
-    }
-    cache.busy.store(true, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    // SAFETY: this cpu's cache, and `busy` keeps interrupt handlers on this
-    // cpu out of it, so this is the only reference to its stacks (threads
-    // never move between cpus and are not preempted).
-    let stacks = unsafe { &mut *cache.classes.get() };
-    let result = f(cache, stacks);
-    compiler_fence(Ordering::SeqCst);
-    cache.busy.store(false, Ordering::Relaxed);
-    Some(result)
+    let mut stacks = cache.classes.try_borrow()?;
+    Some(f(cache, &mut stacks))
 }
 
 /// Allocates a small block from this cpu's cache (refilling it from the
@@ -144,7 +120,7 @@ pub(super) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
         let stack = &mut stacks[class];
         if stack.len == 0 {
             let block_layout = Layout::from_size_align(size, size).ok()?;
-            stack.len = super::heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
+            stack.len = super::node_heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
             cache.account(stack.len * size, 0);
             if stack.len == 0 {
                 return None;
@@ -169,7 +145,7 @@ pub(super) fn free(ptr: NonNull<u8>, layout: Layout, node: usize) -> bool {
         let stack = &mut stacks[class];
         if stack.len == DEPTH {
             let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
-            super::heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
+            super::node_heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
             stack.len = DEPTH / 2;
             cache.account(0, DEPTH / 2 * size);
         }
@@ -188,7 +164,7 @@ pub(super) fn flush_this_cpu() {
         for (class, stack) in stacks.iter_mut().enumerate() {
             let size = 1usize << (class as u32 + MIN_CLASS_SHIFT);
             let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
-            super::heap::free_batch(cache.node, block_layout, &stack.blocks[..stack.len]);
+            super::node_heap::free_batch(cache.node, block_layout, &stack.blocks[..stack.len]);
             cache.account(0, stack.len * size);
             stack.len = 0;
         }

@@ -126,7 +126,7 @@ pub fn alloc_frames_above(node: usize, order: usize, floor: usize) -> Option<u64
     n.free
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(size).filter(|&left| left >= floor))
         .ok()?;
-    match x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))) {
+    match crate::arch::irq::without(|_| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))) {
         Some(block) => Some(block.as_ptr() as u64 - PHYS_MAP_BASE),
         None => {
             // Enough bytes, but no block of this order (fragmented).
@@ -174,7 +174,7 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
     let owner = topology().map_or(0, |t| t.node_of_addr(phys));
     let layout = block_layout(order).expect("order of a live allocation");
     let ptr = NonNull::new(phys_to_virt(phys)).expect("direct map is never null");
-    x86_64::instructions::interrupts::without_interrupts(|| {
+    crate::arch::irq::without(|_| {
         // SAFETY: the caller guarantees a live block of this order, which
         // came from its owner node's allocator (nodes never hold memory of
         // another node).
@@ -194,7 +194,7 @@ pub struct NodeStats {
 /// Frame statistics of `node`.
 pub fn stats(node: usize) -> NodeStats {
     let Some(n) = NODES.get(node) else { return NodeStats::default() };
-    let allocated = x86_64::instructions::interrupts::without_interrupts(|| super::lazy::frame_lock_section(|| n.buddy.lock().heap.stats_alloc_actual()));
+    let allocated = crate::arch::irq::without(|_| super::lazy::frame_lock_section(|| n.buddy.lock().heap.stats_alloc_actual()));
     let total = n.total.load(Ordering::Relaxed);
     NodeStats { total, free: total - allocated, fallbacks: n.fallbacks.load(Ordering::Relaxed) }
 }

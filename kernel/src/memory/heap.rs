@@ -1,258 +1,43 @@
-//! The global allocator, NUMA-local.
-//!
-//! Small blocks come from a per-node buddy heap, grown in 1 MiB chunks from
-//! that node's frames, with a per-cpu cache in front (`cpu_cache`); blocks
-//! of 64 KiB and more are frames directly. An allocation is served by the
+//! The global allocator, NUMA-local: a per-cpu cache of small blocks
+//! (`cpu_cache`) in front of per-node buddy heaps (`node_heap`); blocks of
+//! 64 KiB and more are frames directly. An allocation is served by the
 //! current cpu's node (another node only when that one is exhausted,
 //! counted as a fallback); a free goes back to the node that owns the
 //! address, whichever cpu frees it. Failure returns null, which Rust turns
 //! into `try_reserve` errors or `handle_alloc_error`.
 //!
-//! Taking frames (heap growth, large blocks) obeys the reserve (see
-//! `reserve`): ordinary code gets them only above the node's floor. The
-//! heap never gives memory back on its own; when a large block finds too
-//! few free frames, [`reclaim`] first returns the heap's wholly free 1 MiB
-//! chunks to the frames (memory freed by many small blocks, say a store's
-//! deleted values, thus serves large blocks again). Each node's free space
-//! inside its heap is kept in an atomic for the pressure signal.
+//! This module sits above both `cpu_cache` and `node_heap`, which know
+//! nothing of it.
 
 use core::alloc::{GlobalAlloc, Layout};
-use core::ptr::{null_mut, NonNull};
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::ptr::NonNull;
 
-use buddy_system_allocator::Heap;
-use spin::Mutex;
-use x86_64::instructions::interrupts::without_interrupts;
+use super::{cpu_cache, node_heap};
+use crate::arch::paging::PHYS_MAP_BASE;
 
-use super::frames::{self, FRAME_SIZE};
-use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
-use crate::topology::MAX_NODES;
+pub use node_heap::{alloc_in, free_bytes, leak_in, reclaim};
 
-/// Allocations at least this large (or this aligned) are whole frames.
-const LARGE: usize = 64 * 1024;
-/// Heaps grow by this many frames (1 MiB) at a time.
-const GROW_ORDER: usize = 8;
-
-/// The heap's growth step, in bytes (every chunk is one such frame block).
-const CHUNK: usize = FRAME_SIZE << GROW_ORDER;
-
-struct NodeHeap {
-    heap: Mutex<Heap<33>>,
-    fallbacks: AtomicUsize,
-    /// Bytes free inside the heap (as of its last change).
-    free: AtomicUsize,
-}
-
-static HEAPS: [NodeHeap; MAX_NODES] = [const {
-    NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0), free: AtomicUsize::new(0) }
-}; MAX_NODES];
-
-/// Runs `f` on `node`'s heap under its lock (the caller has interrupts
-/// off), then records the heap's free bytes.
-fn with_heap<R>(node: usize, f: impl FnOnce(&mut Heap<33>) -> R) -> R {
-    let mut heap = HEAPS[node].heap.lock();
-    let result = f(&mut heap);
-    let free = heap.stats_total_bytes() - heap.stats_alloc_actual();
-    HEAPS[node].free.store(free, Ordering::Relaxed);
-    result
-}
-
-/// Bytes free inside `node`'s heap, not counting blocks in cpu caches
-/// (one atomic load).
-pub fn free_bytes(node: usize) -> usize {
-    HEAPS.get(node).map_or(0, |h| h.free.load(Ordering::Relaxed))
-}
-
-/// The order of the frame block that holds `layout`.
-fn frame_order(layout: &Layout) -> usize {
-    let frames = layout.size().max(layout.align()).div_ceil(FRAME_SIZE).next_power_of_two();
-    frames.trailing_zeros() as usize
-}
-
-fn is_large(layout: &Layout) -> bool {
-    layout.size() >= LARGE || layout.align() > FRAME_SIZE
-}
-
-/// Allocates from `node`'s heap, growing it from `node`'s own frames when
-/// the reserve allows.
-fn alloc_small(node: usize, layout: Layout) -> Option<NonNull<u8>> {
-    if let Some(block) = with_heap(node, |heap| heap.alloc(layout).ok()) {
-        return Some(block);
-    }
-    let critical = super::reserve::current_may_use();
-    let floor = super::reserve::floor(node, layout.size(), critical);
-    // (Chunks are exactly one CHUNK: `reclaim` relies on it; small blocks
-    // are under 64 KiB, so one chunk always holds them.)
-    let phys = frames::alloc_frames_above(node, GROW_ORDER, floor)?;
-    if critical {
-        super::reserve::note_critical_use(node);
-    }
-    let start = phys_to_virt(phys) as usize;
-    with_heap(node, |heap| {
-        // SAFETY: the chunk was just allocated from this node's frames for
-        // this heap alone; it stays in the heap until `reclaim` takes it
-        // back whole.
-        unsafe { heap.add_to_heap(start, start + CHUNK) };
-        heap.alloc(layout).ok()
-    })
-}
-
-/// Takes a block of frames for a large allocation of `bytes` from `node`
-/// above its floor, reclaiming the heap's free chunks when frames are short.
-fn large_on(node: usize, order: usize, bytes: usize, critical: bool) -> Option<u64> {
-    let floor = super::reserve::floor(node, bytes, critical);
-    let phys = frames::alloc_frames_above(node, order, floor).or_else(|| {
-        let short = (FRAME_SIZE << order) + floor;
-        (reclaim(node, short.saturating_sub(frames::free_bytes(node))) > 0)
-            .then(|| frames::alloc_frames_above(node, order, floor))
-            .flatten()
-    })?;
-    if critical {
-        super::reserve::note_critical_use(node);
-    }
-    Some(phys)
-}
-
-fn alloc_on(node: usize, layout: Layout) -> *mut u8 {
-    if is_large(&layout) {
-        let (order, critical) = (frame_order(&layout), super::reserve::current_may_use());
-        if let Some(phys) = large_on(node, order, layout.size(), critical) {
-            return phys_to_virt(phys);
-        }
-        let Some(topology) = crate::topology::get() else { return null_mut() };
-        for other in topology.fallback_order(node) {
-            if let Some(phys) = large_on(other, order, layout.size(), critical) {
-                frames::count_fallback(node);
-                return phys_to_virt(phys);
-            }
-        }
-        return null_mut();
-    }
-    if let Some(block) = alloc_small(node, layout) {
-        return block.as_ptr();
-    }
-    let Some(topology) = crate::topology::get() else { return null_mut() };
-    for other in topology.fallback_order(node) {
-        if let Some(block) = alloc_small(other, layout) {
-            HEAPS[node].fallbacks.fetch_add(1, Ordering::Relaxed);
-            return block.as_ptr();
-        }
-    }
-    null_mut()
-}
-
-/// Gives wholly free 1 MiB chunks of `node`'s heap back to its frames
-/// until at least `bytes` are back (or none is left); returns the bytes.
-/// (The heap counts a reclaimed chunk as allocated for good, so its free
-/// space and the node's statistics stay right.)
-pub fn reclaim(node: usize, bytes: usize) -> usize {
-    if node >= MAX_NODES {
-        return 0;
-    }
-    let chunk = Layout::from_size_align(CHUNK, CHUNK).expect("power of two");
-    let mut back = 0;
-    while back < bytes {
-        let Some(block) = without_interrupts(|| with_heap(node, |heap| heap.alloc(chunk).ok())) else { break };
-        // SAFETY: a free, 1 MiB-aligned 1 MiB block of this heap is exactly
-        // one chunk the heap took from `node`'s frames at order GROW_ORDER
-        // (chunks are 1 MiB-aligned frame blocks of that order), and the
-        // heap will not hand it out again: it is now allocated there.
-        unsafe { frames::free_frames(block.as_ptr() as u64 - PHYS_MAP_BASE, GROW_ORDER) };
-        back += CHUNK;
-    }
-    back
-}
-
-/// Allocates `layout` from `node` (falling back like the global allocator).
-/// Free with [`dealloc`] or let a `Box`/`Vec` built from it drop normally.
-/// (Served by the node heap itself, bypassing the cpu caches.)
-pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
-    if node >= MAX_NODES || layout.size() == 0 {
-        return null_mut();
-    }
-    without_interrupts(|| alloc_on(node, layout))
-}
-
-/// Moves `value` into memory of `node` for good (per-cpu structures that
-/// must live on their cpu's node). `None` when memory is exhausted.
-pub fn leak_in<T>(node: usize, value: T) -> Option<&'static mut T> {
-    let ptr = alloc_in(node, Layout::new::<T>()) as *mut T;
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: freshly allocated with T's layout, never freed.
-    unsafe {
-        ptr.write(value);
-        Some(&mut *ptr)
-    }
-}
-
-/// Fills `out` with blocks of `layout` from `node`'s own heap under one
-/// lock acquisition; returns how many it got.
-pub(super) fn alloc_batch(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
-    without_interrupts(|| alloc_batch_locked(node, layout, out))
-}
-
-fn alloc_batch_locked(node: usize, layout: Layout, out: &mut [*mut u8]) -> usize {
-    let mut got = 0;
-    while got < out.len() {
-        got += with_heap(node, |heap| {
-            let mut n = 0;
-            while got + n < out.len() {
-                let Ok(block) = heap.alloc(layout) else { break };
-                out[got + n] = block.as_ptr();
-                n += 1;
-            }
-            n
-        });
-        if got == out.len() {
-            break;
-        }
-        // The heap is empty: grow it (or find the node exhausted).
-        let Some(block) = alloc_small(node, layout) else { break };
-        out[got] = block.as_ptr();
-        got += 1;
-    }
-    got
-}
-
-/// Frees small blocks of `layout` to `node`'s heap, which owns them.
-pub(super) fn free_batch(node: usize, layout: Layout, blocks: &[*mut u8]) {
-    without_interrupts(|| {
-        with_heap(node, |heap| {
-            for &block in blocks {
-                // SAFETY: the caller passes live blocks of this layout owned
-                // by `node`'s heap (cached blocks never change node).
-                unsafe { heap.dealloc(NonNull::new(block).expect("cached blocks are never null"), layout) };
-            }
-        })
-    });
-}
-
-/// Frees a block from this allocator to the node owning its address.
+/// Frees a block from this allocator: a small one to this cpu's cache
+/// when the cpu belongs to the block's node, otherwise to the node that
+/// owns its address.
 ///
 /// # Safety
 /// `ptr` must come from this allocator with this `layout`, and be live.
 pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
     let phys = ptr as u64 - PHYS_MAP_BASE;
-    if is_large(&layout) {
+    if node_heap::is_large(&layout) {
         // SAFETY: large blocks are whole frames of this order (caller's
         // guarantee that ptr/layout match a live allocation).
-        return unsafe { frames::free_frames(phys, frame_order(&layout)) };
+        return unsafe { super::frames::free_frames(phys, node_heap::frame_order(&layout)) };
     }
     let owner = super::node_of_phys(phys);
     let block = NonNull::new(ptr).expect("allocations are never null");
-    if super::cpu_cache::free(block, layout, owner) {
+    if cpu_cache::free(block, layout, owner) {
         return;
     }
-    without_interrupts(|| {
-        with_heap(owner, |heap| {
-            // SAFETY: a small block lives in the heap of the node owning
-            // its memory, since heaps grow only from their own node's
-            // frames.
-            unsafe { heap.dealloc(block, layout) }
-        })
-    });
+    // SAFETY: a live small block of this allocator (caller), of the node
+    // owning its address.
+    unsafe { node_heap::dealloc_small(block, layout, owner) }
 }
 
 /// Bytes a node's heap holds from its frames, and how much of it is in use.
@@ -263,15 +48,13 @@ pub struct HeapStats {
     pub fallbacks: usize,
 }
 
+/// The heap statistics of `node` (all zero for a node that does not
+/// exist).
 pub fn stats(node: usize) -> HeapStats {
-    let Some(h) = HEAPS.get(node) else { return HeapStats::default() };
-    let (total, allocated) = without_interrupts(|| {
-        let heap = h.heap.lock();
-        (heap.stats_total_bytes(), heap.stats_alloc_actual())
-    });
+    let (total, allocated, fallbacks) = node_heap::raw_stats(node);
     // Blocks in cpu caches are free for the node's purposes.
-    let allocated = allocated.saturating_sub(super::cpu_cache::cached_bytes(node));
-    HeapStats { total, allocated, fallbacks: h.fallbacks.load(Ordering::Relaxed) }
+    let allocated = allocated.saturating_sub(cpu_cache::cached_bytes(node));
+    HeapStats { total, allocated, fallbacks }
 }
 
 /// The kernel's global allocator (public so that benchmarks can call it
@@ -283,7 +66,7 @@ pub struct NumaAllocator;
 // handed out once; dealloc returns them to the allocator they came from.
 unsafe impl GlobalAlloc for NumaAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if let Some(block) = super::cpu_cache::alloc(layout) {
+        if let Some(block) = cpu_cache::alloc(layout) {
             return block.as_ptr();
         }
         let node = super::current_node();
@@ -292,7 +75,7 @@ unsafe impl GlobalAlloc for NumaAllocator {
             return block;
         }
         // Exhausted: give this cpu's cached blocks back and try once more.
-        super::cpu_cache::flush_this_cpu();
+        cpu_cache::flush_this_cpu();
         let block = alloc_in(node, layout);
         if block.is_null() {
             super::reserve::count_refused(layout.size());

@@ -72,7 +72,6 @@ use core::cell::UnsafeCell;
 use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
-use x86_64::instructions::interrupts::without_interrupts;
 
 pub use slots::Kind;
 use slots::{Layout, Region, KINDS, PAGE_SIZE};
@@ -193,7 +192,7 @@ pub fn between_threads() {
 /// Fills this cpu's reserve completely (tests use it to make memory
 /// statistics comparable).
 pub fn fill_reserve() {
-    without_interrupts(|| Reserve::this_cpu().refill());
+    crate::arch::irq::without(|_| Reserve::this_cpu().refill());
 }
 
 /// Reloads CR3 if a generation of freed ranges closed since the last
@@ -354,7 +353,7 @@ impl Range {
         let pages = (bytes as u64).div_ceil(PAGE_SIZE);
         let class = slots::class_of(pages)?;
         let flushed = flushed_by_every_cpu();
-        let (reserved, lagging) = without_interrupts(|| {
+        let (reserved, lagging) = crate::arch::irq::without(|_| {
             let mut region = REGION.lock();
             let reserved = region.reserve(kind, class, flushed);
             GENERATION.store(region.generation(), Ordering::Release);
@@ -471,7 +470,7 @@ impl Range {
 impl Drop for Range {
     fn drop(&mut self) {
         self.unmap_pages(0);
-        without_interrupts(|| {
+        crate::arch::irq::without(|_| {
             let mut region = REGION.lock();
             region.release(self.kind, self.class, self.slot);
             GENERATION.store(region.generation(), Ordering::Release);
@@ -586,7 +585,7 @@ pub struct LazyStats {
 }
 
 pub fn stats() -> LazyStats {
-    let (ranges, free_slots) = without_interrupts(|| REGION.lock().counts());
+    let (ranges, free_slots) = crate::arch::irq::without(|_| REGION.lock().counts());
     let page = PAGE_SIZE as usize;
     LazyStats {
         stack_bytes: COMMITTED[Kind::Stack as usize].load(Ordering::Relaxed) * page,

@@ -21,6 +21,7 @@ mod cpu_cache;
 pub mod frames;
 pub mod heap;
 pub mod lazy;
+mod node_heap;
 mod pending;
 pub mod pressure;
 pub mod reserve;

@@ -95,7 +95,7 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
     let mut expected = 0;
     for (index, (queue, &cpu)) in queues.into_iter().zip(&cpus).enumerate() {
         let ready_send = ready_send.clone();
-        let started = crate::sched::spawn_on(cpu, move || {
+        let started = crate::thread::spawn_on(cpu, move || {
             // DMA memory comes from this (the network) cpu's node, and the
             // queue's interrupt comes here.
             let (nic, interrupt) = match queue.start(options.net_poll, netcpus::nic_interrupt) {

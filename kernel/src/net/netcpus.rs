@@ -34,7 +34,6 @@ use super::NetError;
 use crate::arch::{ioapic, tsc};
 use crate::sync::WaitQueue;
 use crate::topology::MAX_CPUS;
-use x86_64::instructions::interrupts::without_interrupts;
 
 /// The most network stacks (queue pairs used).
 pub const MAX_STACKS: usize = 16;
@@ -139,7 +138,7 @@ impl Control {
     /// Moves the requests waiting in the inbox to `take` (on the stack's
     /// own cpu, with interrupts off while the inbox is held).
     pub fn take_requests(&self, mut take: impl FnMut(Request)) {
-        without_interrupts(|| {
+        crate::arch::irq::without(|_| {
             let mut inbox = self.inbox.lock();
             self.taken.fetch_add(inbox.len() as u64, Ordering::Release);
             inbox.drain(..).for_each(&mut take);
@@ -148,7 +147,7 @@ impl Control {
 
     /// The next neighbour forwarded by the home stack.
     pub fn take_neighbour(&self) -> Option<[u8; ARP_FRAME]> {
-        without_interrupts(|| self.neighbours.lock().pop_front())
+        crate::arch::irq::without(|_| self.neighbours.lock().pop_front())
     }
 }
 
@@ -237,7 +236,7 @@ pub fn forward_neighbour(frame: &[u8]) {
     copy.copy_from_slice(frame);
     for index in all().filter(|&i| i != HOME) {
         let control = &STACKS[index];
-        let queued = without_interrupts(|| {
+        let queued = crate::arch::irq::without(|_| {
             let mut neighbours = control.neighbours.lock();
             if neighbours.len() >= NEIGHBOURS_WAITING || neighbours.try_reserve(1).is_err() {
                 return false;

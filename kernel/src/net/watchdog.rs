@@ -20,7 +20,7 @@ pub fn start() {
     let home = netcpus::control(netcpus::HOME).cpu();
     let free = (0..cpus).find(|&cpu| netcpus::all().all(|i| netcpus::control(i).cpu() != cpu));
     let cpu = free.unwrap_or((home + 1) % cpus);
-    if let Err(e) = crate::sched::spawn_on(cpu, watch) {
+    if let Err(e) = crate::thread::spawn_on(cpu, watch) {
         log::warn!("net: no watchdog for the network stacks: {e}");
     }
 }

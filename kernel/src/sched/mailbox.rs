@@ -7,16 +7,16 @@
 //! all cpus. When a ring is full the message goes to the receiver's
 //! overflow list (its own lock); messages are independent, so order
 //! across the two does not matter. A sender interrupts the receiver (an
-//! IPI) only when the receiver is halted.
+//! IPI) only when the receiver is halted (the scheduler owns sending:
+//! `scheduler::send` finds the receiver's mailbox and its halted flag).
 
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, Ordering};
-
-use x86_64::instructions::interrupts::without_interrupts;
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::thread::ThreadRef;
-use crate::arch::{apic, percpu};
+use crate::arch::irq::IrqGuard;
+use crate::arch::percpu::{self, CpuTable};
 use crate::topology::MAX_CPUS;
 
 /// What one cpu asks of another.
@@ -38,13 +38,16 @@ const RING_SLOTS: usize = 64;
 
 /// The ring from one sending cpu: its producer is that cpu with interrupts
 /// off, its consumer the receiving cpu's scheduler loop.
-type Ring = crate::spsc::Ring<Message, RING_SLOTS>;
+type Ring = bravo_collections::spsc::Ring<Message, RING_SLOTS>;
 
 const WORDS: usize = MAX_CPUS / 64;
 
+/// One cpu's incoming messages: a ring per sending cpu and an overflow
+/// list.
 pub(crate) struct Mailbox {
     node: usize,
-    rings: [AtomicPtr<Ring>; MAX_CPUS],
+    /// The ring from each sending cpu, indexed by the sender.
+    rings: CpuTable<Ring>,
     /// Bit `s` set: sender `s`'s ring may hold messages.
     pending: [AtomicU64; WORDS],
     overflow: spin::Mutex<VecDeque<Message>>,
@@ -52,10 +55,11 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
+    /// An empty mailbox whose rings will live in memory of `node`.
     pub fn new(node: usize) -> Self {
         Self {
             node,
-            rings: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS],
+            rings: CpuTable::new(),
             pending: [const { AtomicU64::new(0) }; WORDS],
             overflow: spin::Mutex::new(VecDeque::new()),
             overflowed: AtomicBool::new(false),
@@ -63,19 +67,16 @@ impl Mailbox {
     }
 
     /// The ring from cpu `src`, made on first use (only `src` makes it).
-    fn ring_from(&self, src: usize) -> Option<&Ring> {
-        let mut ring = self.rings[src].load(Ordering::Acquire);
-        if ring.is_null() {
-            ring = crate::memory::leak_in(self.node, Ring::new())?;
-            self.rings[src].store(ring, Ordering::Release);
+    fn ring_from(&self, src: usize) -> Option<&'static Ring> {
+        match self.rings.get(src) {
+            Some(ring) => Some(ring),
+            None => Some(self.rings.publish(src, crate::memory::leak_in(self.node, Ring::new())?)),
         }
-        // SAFETY: rings are never freed.
-        Some(unsafe { &*ring })
     }
 
-    /// Queues `message` from this cpu (interrupts must be off, so that this
-    /// cpu is the ring's only producer).
-    fn push(&self, message: Message) {
+    /// Queues `message` from this cpu (interrupts off, so that this cpu is
+    /// the ring's only producer).
+    pub fn push(&self, _interrupts_off: &IrqGuard, message: Message) {
         let src = percpu::cpu_id();
         let message = match self.ring_from(src) {
             Some(ring) => match ring.push(message) {
@@ -110,12 +111,8 @@ impl Mailbox {
             while bits != 0 {
                 let src = word * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                let ring = self.rings[src].load(Ordering::Acquire);
-                if ring.is_null() {
-                    continue;
-                }
-                // SAFETY: rings are never freed.
-                while let Some(message) = unsafe { &*ring }.pop() {
+                let Some(ring) = self.rings.get(src) else { continue };
+                while let Some(message) = ring.pop() {
                     handle(message);
                     count += 1;
                 }
@@ -128,19 +125,5 @@ impl Mailbox {
             }
         }
         count
-    }
-}
-
-/// Sends `message` to cpu `target`'s mailbox, interrupting it if it is
-/// halted. The caller has checked that `target` is online.
-pub(crate) fn send(target: usize, message: Message) {
-    let core = super::scheduler::core(target).expect("message to a cpu that is not online");
-    let cpu = percpu::get(target).expect("online cpus have per-cpu data");
-    without_interrupts(|| core.mailbox.push(message));
-    // Pairs with the receiver's store to `halted` before it checks
-    // `has_pending` (both SeqCst): either it sees the message or we see it
-    // halted.
-    if cpu.halted.load(Ordering::SeqCst) {
-        apic::send_ipi(cpu.apic_id, apic::WAKE_VECTOR);
     }
 }

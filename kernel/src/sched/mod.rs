@@ -8,109 +8,43 @@
 //!
 //! Submodules: `thread` (control block, id, parking), `scheduler` (the
 //! per-cpu run queue, timers and loop), `mailbox` (messages between cpus).
+//! Applications use these through [`crate::thread`], which adds join
+//! handles (built on `sync`, which sits above this module).
+
+#![deny(unsafe_code)]
 
 mod mailbox;
+#[allow(unsafe_code)] // context switches, a new thread's stack, freeing a finished thread
 pub(crate) mod scheduler;
+#[allow(unsafe_code)] // the control block shared between cpus, the thread lists
 pub(crate) mod thread;
 
 use alloc::boxed::Box;
-use alloc::sync::Arc;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::Ordering;
 use core::time::Duration;
 
 pub use scheduler::{yield_now, SpawnError};
 pub use thread::ThreadId;
 
+use crate::arch::irq;
 use crate::arch::{percpu, tsc};
-use crate::sync::WaitQueue;
 
 /// Usable stack of every thread (above its guard page).
 pub const STACK_SIZE: usize = 60 * 1024;
 /// Usable stack of the application's main thread.
 pub const MAIN_STACK_SIZE: usize = 252 * 1024;
 
-/// The result of a thread, shared between it and its [`JoinHandle`].
-struct Packet<T> {
-    result: spin::Mutex<Option<T>>,
-    done: AtomicBool,
-    joiner: WaitQueue,
-}
-
-/// Owns a spawned thread's result: [`join`](JoinHandle::join) waits for
-/// the thread to finish and returns what its closure returned. Dropping
-/// the handle detaches the thread.
-pub struct JoinHandle<T> {
-    id: ThreadId,
-    packet: Arc<Packet<T>>,
-}
-
-impl<T> JoinHandle<T> {
-    /// The thread's id (its cpu is `id().cpu()`).
-    pub fn id(&self) -> ThreadId {
-        self.id
-    }
-
-    /// Whether the thread has finished.
-    pub fn is_finished(&self) -> bool {
-        self.packet.done.load(Ordering::Acquire)
-    }
-
-    /// Sleeps until the thread finishes and returns its result. (A panic
-    /// in any thread ends the whole VM, so there is no error case.)
-    pub fn join(self) -> T {
-        let packet = &self.packet;
-        packet.joiner.wait_until(|| packet.done.load(Ordering::Acquire).then_some(()));
-        packet.result.lock().take().expect("a finished thread left its result")
-    }
-}
-
-/// Wraps `f` so that its result lands in a packet and wakes the joiner.
-fn with_packet<F, T>(f: F) -> (Box<dyn FnOnce() + Send>, Arc<Packet<T>>)
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    let packet = Arc::new(Packet { result: spin::Mutex::new(None), done: AtomicBool::new(false), joiner: WaitQueue::new() });
-    let theirs = packet.clone();
-    let entry = Box::new(move || {
-        let value = f();
-        *theirs.result.lock() = Some(value);
-        theirs.done.store(true, Ordering::Release);
-        theirs.joiner.notify_all();
-    });
-    (entry, packet)
-}
-
-/// Starts a thread running `f` on the current cpu.
-///
-/// # Panics
-/// When memory for its stack is exhausted (use [`spawn_on`] with
-/// [`current_cpu`] to get an error instead).
-pub fn spawn<F, T>(f: F) -> JoinHandle<T>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
-    spawn_on(current_cpu(), f).unwrap_or_else(|e| panic!("spawn: {e}"))
-}
-
-/// Starts a thread running `f` on `cpu`. For another cpu the closure goes
-/// there by message and that cpu creates the thread with its own node's
-/// memory; the caller sleeps until it replies with the new thread's id.
-pub fn spawn_on<F, T>(cpu: usize, f: F) -> Result<JoinHandle<T>, SpawnError>
-where
-    F: FnOnce() -> T + Send + 'static,
-    T: Send + 'static,
-{
+/// Starts a thread running `entry` on `cpu`: here, or for another cpu by
+/// message (that cpu creates the thread with its own node's memory, while
+/// the caller sleeps until it replies with the new thread's id).
+pub(crate) fn spawn_entry_on(cpu: usize, entry: Box<dyn FnOnce() + Send>) -> Result<ThreadId, SpawnError> {
     check_cpu(cpu)?;
-    let (entry, packet) = with_packet(f);
-    let id = if cpu == current_cpu() {
-        scheduler::create_local(entry, STACK_SIZE)?
+    if cpu == current_cpu() {
+        scheduler::create_local(entry, STACK_SIZE)
     } else {
         let value = request(cpu, |requester| mailbox::Message::Spawn { entry, requester })?;
-        ThreadId::from_raw(value).ok_or(SpawnError::OutOfMemory)?
-    };
-    Ok(JoinHandle { id, packet })
+        ThreadId::from_raw(value).ok_or(SpawnError::OutOfMemory)
+    }
 }
 
 /// Starts the application's main thread (bigger stack) on this cpu.
@@ -133,7 +67,7 @@ fn request(cpu: usize, make: impl FnOnce(thread::ThreadRef) -> mailbox::Message)
     const PENDING: u64 = u64::MAX;
     let me = scheduler::current().ok_or(SpawnError::NotInThread)?;
     me.reply.store(PENDING, Ordering::Relaxed);
-    mailbox::send(cpu, make(me));
+    scheduler::send(cpu, make(me));
     loop {
         let value = me.reply.load(Ordering::Acquire);
         if value != PENDING {
@@ -157,9 +91,9 @@ pub fn ping(cpu: usize) -> Result<(), SpawnError> {
 pub fn run_on(cpu: usize, f: impl FnOnce() + Send + 'static) -> Result<(), SpawnError> {
     check_cpu(cpu)?;
     if cpu == current_cpu() {
-        x86_64::instructions::interrupts::without_interrupts(f);
+        irq::without(|_| f());
     } else {
-        mailbox::send(cpu, mailbox::Message::Run(Box::new(f)));
+        scheduler::send(cpu, mailbox::Message::Run(Box::new(f)));
     }
     Ok(())
 }

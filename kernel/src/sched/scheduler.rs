@@ -9,30 +9,34 @@
 //! (or stops it), marks the cpu halted and sleeps in `hlt` until an
 //! interrupt: the timer, a message's IPI, or a device.
 //!
-//! A cpu's `Local` state is touched only by that cpu, with interrupts off
-//! (an interrupt handler may wake threads of its cpu).
+//! A cpu's `Local` state is a [`CpuLocal`]: touched only by that cpu,
+//! borrowed with interrupts off (an interrupt handler may wake threads of
+//! its cpu), and never across a context switch (the switch takes the
+//! interrupt guard mutably, so no borrow made under it can be alive).
 //!
 //! Thread stacks are lazily committed (`memory::lazy`): a thread holds the
 //! pages it touched. Between threads the loop lets `memory::lazy` top up
 //! this cpu's frames for page faults and flush the TLB after frees.
 
 use alloc::boxed::Box;
-use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-use x86_64::instructions::interrupts;
-
-use super::mailbox::{self, Mailbox, Message};
-use super::thread::{Thread, ThreadId, ThreadRef};
-use crate::arch::{apic, context, percpu, tsc};
+use super::mailbox::{Mailbox, Message};
+use super::thread::{RunLink, Thread, ThreadId, ThreadList, ThreadRef, TimerLink};
+use crate::arch::irq::{self, IrqGuard};
+use crate::arch::percpu::{self, CpuLocal, CpuTable, LocalMut};
+use crate::arch::{apic, context, tsc};
 use crate::memory::stack::GuardedStack;
-use crate::topology::MAX_CPUS;
 
 /// A cpu's scheduler: the mailbox other cpus write to, and state only the
 /// cpu itself touches.
 pub(crate) struct Core {
+    /// Messages from other cpus.
     pub mailbox: Mailbox,
-    local: UnsafeCell<Local>,
+    local: CpuLocal<Local>,
+    /// The scheduler loop's saved stack pointer while a thread runs (its
+    /// own slot: `Local` is not borrowed across a switch).
+    loop_rsp: AtomicU64,
     /// Threads alive on this cpu (readable from anywhere).
     pub threads: AtomicUsize,
     /// Threads in the run queue, waiting for this cpu (readable from
@@ -40,19 +44,15 @@ pub(crate) struct Core {
     pub runnable: AtomicUsize,
 }
 
-// SAFETY: `local` is only touched by the owning cpu with interrupts off
-// (see `local`); everything else is atomics or the mailbox, built for
-// sharing.
-unsafe impl Sync for Core {}
-
 struct Local {
-    run_queue: RunQueue,
-    timers: Timers,
+    /// Runnable threads, oldest first (queueing never allocates).
+    run_queue: ThreadList<RunLink>,
+    /// Sleeping threads by deadline, soonest first (sleeping never
+    /// allocates). A thread leaves them before it returns from `park`.
+    timers: ThreadList<TimerLink>,
     current: Option<ThreadRef>,
-    /// The scheduler loop's saved stack pointer while a thread runs.
-    loop_rsp: u64,
     /// The thread that just finished, freed by the loop.
-    finished: Option<Box<Thread>>,
+    finished: Option<ThreadRef>,
     /// Stacks of finished threads kept for new ones (default size, little
     /// committed): reusing one skips reserving address space and the first
     /// page faults. A spare keeps its frames and mapping, so it is reused
@@ -67,141 +67,22 @@ const SPARE_STACKS: usize = 16;
 /// of it is committed, so spares hold at most 16 x 16 KiB per cpu.
 const SPARE_COMMITTED_MAX: usize = 16 * 1024;
 
-/// Runnable threads, oldest first, linked through their control blocks
-/// (queueing never allocates).
-struct RunQueue {
-    head: *mut Thread,
-    tail: *mut Thread,
-}
-
-impl RunQueue {
-    fn push_back(&mut self, thread: ThreadRef) {
-        let t = thread.as_ptr();
-        // SAFETY: live control blocks of this cpu, touched only by this cpu
-        // with interrupts off; a thread is in the queue at most once.
-        unsafe {
-            *(*t).run_next.get() = core::ptr::null_mut();
-            match self.tail.is_null() {
-                true => self.head = t,
-                false => *(*self.tail).run_next.get() = t,
-            }
-        }
-        self.tail = t;
-    }
-
-    fn pop_front(&mut self) -> Option<ThreadRef> {
-        let t = self.head;
-        if t.is_null() {
-            return None;
-        }
-        // SAFETY: as in push_back.
-        unsafe {
-            self.head = *(*t).run_next.get();
-            if self.head.is_null() {
-                self.tail = core::ptr::null_mut();
-            }
-            Some(ThreadRef::new(&*t))
-        }
-    }
-}
-
-/// A sleeping thread's timer, on the thread's own stack while it sleeps.
-struct TimerEntry {
-    deadline: u64,
-    thread: ThreadRef,
-    prev: *mut TimerEntry,
-    next: *mut TimerEntry,
-    linked: bool,
-}
-
-/// Sleeping threads by deadline (TSC ticks), soonest first, linked
-/// through entries on their stacks (sleeping never allocates). An entry
-/// is unlinked before its thread can return from `park`.
-struct Timers {
-    head: *mut TimerEntry,
-}
-
-impl Timers {
-    /// Inserts `e` after every entry with the same or an earlier deadline.
-    fn insert(&mut self, e: *mut TimerEntry) {
-        // SAFETY: linked entries live on parked threads' stacks of this
-        // cpu and are touched only by this cpu with interrupts off; `e` is
-        // a live, unlinked entry.
-        unsafe {
-            let mut prev: *mut TimerEntry = core::ptr::null_mut();
-            let mut at = self.head;
-            while !at.is_null() && (*at).deadline <= (*e).deadline {
-                prev = at;
-                at = (*at).next;
-            }
-            (*e).prev = prev;
-            (*e).next = at;
-            (*e).linked = true;
-            if !at.is_null() {
-                (*at).prev = e;
-            }
-            match prev.is_null() {
-                true => self.head = e,
-                false => (*prev).next = e,
-            }
-        }
-    }
-
-    fn unlink(&mut self, e: *mut TimerEntry) {
-        // SAFETY: as in insert; `e` is linked here.
-        unsafe {
-            let (prev, next) = ((*e).prev, (*e).next);
-            match prev.is_null() {
-                true => self.head = next,
-                false => (*prev).next = next,
-            }
-            if !next.is_null() {
-                (*next).prev = prev;
-            }
-            (*e).linked = false;
-        }
-    }
-
-    /// Unlinks and returns the thread of the soonest entry, if it is due.
-    fn pop_due(&mut self, now: u64) -> Option<ThreadRef> {
-        let e = self.head;
-        // SAFETY: as in insert.
-        if e.is_null() || unsafe { (*e).deadline } > now {
-            return None;
-        }
-        // SAFETY: as in insert; read before unlinking.
-        let thread = unsafe { (*e).thread };
-        self.unlink(e);
-        Some(thread)
-    }
-
-    fn next_deadline(&self) -> Option<u64> {
-        // SAFETY: as in insert.
-        (!self.head.is_null()).then(|| unsafe { (*self.head).deadline })
-    }
-}
-
-static CORES: [AtomicPtr<Core>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CORES: CpuTable<Core> = CpuTable::new();
 
 /// The scheduler of `cpu`, once that cpu has set it up.
 pub(crate) fn core(cpu: usize) -> Option<&'static Core> {
-    let core = CORES.get(cpu)?.load(Ordering::Acquire);
-    // SAFETY: published cores live for good.
-    (!core.is_null()).then(|| unsafe { &*core })
+    CORES.get(cpu)
 }
 
 fn this_core() -> &'static Core {
-    core(percpu::cpu_id()).expect("scheduler used on a cpu before its init")
+    CORES.this_cpu().expect("scheduler used on a cpu before its init")
 }
 
-/// This cpu's local state.
-///
-/// # Safety
-/// Interrupts must be off, and the pointer used only in short statements
-/// that do not overlap another use (no reference kept across a switch or
-/// a call back into the scheduler).
-unsafe fn local() -> *mut Local {
-    this_core().local.get()
+/// This cpu's local state, borrowed with interrupts off. Keep the borrow
+/// short: it must end before anything that may borrow it again (waking a
+/// thread, a switch).
+fn local(interrupts_off: &IrqGuard) -> LocalMut<'_, Local> {
+    this_core().local.borrow(interrupts_off)
 }
 
 /// Sets up this cpu's scheduler in memory of its node.
@@ -210,19 +91,19 @@ pub(crate) fn init_this_cpu() {
     let node = percpu::this().node;
     let core = Box::leak(Box::new(Core {
         mailbox: Mailbox::new(node),
-        local: UnsafeCell::new(Local {
-            run_queue: RunQueue { head: core::ptr::null_mut(), tail: core::ptr::null_mut() },
-            timers: Timers { head: core::ptr::null_mut() },
+        local: CpuLocal::new(Local {
+            run_queue: ThreadList::new(),
+            timers: ThreadList::new(),
             current: None,
-            loop_rsp: 0,
             finished: None,
             spare_stacks: alloc::vec::Vec::with_capacity(SPARE_STACKS),
             next_thread: 1,
         }),
+        loop_rsp: AtomicU64::new(0),
         threads: AtomicUsize::new(0),
         runnable: AtomicUsize::new(0),
     }));
-    CORES[cpu].store(core, Ordering::Release);
+    CORES.publish(cpu, core);
     crate::arch::traps::set_handler(apic::TIMER_VECTOR, |_| {});
     crate::arch::traps::set_handler(apic::WAKE_VECTOR, |_| {});
 }
@@ -255,9 +136,8 @@ impl core::fmt::Display for SpawnError {
 /// node) and queues it.
 pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -> Result<ThreadId, SpawnError> {
     let cpu = percpu::cpu_id();
-    let (seq, spare) = interrupts::without_interrupts(|| {
-        // SAFETY: interrupts are off; one short use.
-        let l = unsafe { &mut *local() };
+    let (seq, spare) = irq::without(|irq| {
+        let mut l = local(irq);
         l.next_thread += 1;
         let spare = if stack_size == super::STACK_SIZE { l.spare_stacks.pop() } else { None };
         (l.next_thread - 1, spare)
@@ -269,42 +149,27 @@ pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -
     };
     let id = ThreadId::new(cpu, seq);
     // The control block is allocated fallibly (a plain Box would abort when
-    // memory is exhausted); it is freed as a Box when the thread finishes.
-    let block = alloc_control_block().ok_or(SpawnError::OutOfMemory)?;
-    // SAFETY: `block` is fresh memory with Thread's layout from the global
-    // allocator, so writing it and treating it as a leaked Box is sound.
-    let thread = unsafe {
-        block.write(Thread::new(id, cpu, stack, entry));
-        &mut *block
-    };
-    // SAFETY: the stack is new and unused; its top is page aligned.
-    let rsp = unsafe { context::prepare_stack(thread.stack.top(), thread_main, thread as *mut Thread as usize) };
-    *thread.rsp.get_mut() = rsp;
+    // memory is exhausted); the loop frees it when the thread has finished.
+    let block = crate::memory::try_box(Thread::new(id, cpu, stack, entry)).map_err(|_| SpawnError::OutOfMemory)?;
+    let thread = ThreadRef::leak(block);
+    // SAFETY: the stack is new (or a finished thread's) and unused; its top
+    // is page aligned.
+    let rsp = unsafe { context::prepare_stack(thread.stack.top(), thread_main, 0) };
+    thread.rsp.store(rsp, Ordering::Relaxed);
     this_core().threads.fetch_add(1, Ordering::Relaxed);
-    make_runnable(ThreadRef::new(thread));
+    make_runnable(thread);
     Ok(id)
-}
-
-/// Memory for one control block from the global allocator, or None.
-fn alloc_control_block() -> Option<*mut Thread> {
-    let layout = core::alloc::Layout::new::<Thread>();
-    // SAFETY: Thread has a non-zero size.
-    let block = unsafe { alloc::alloc::alloc(layout) } as *mut Thread;
-    (!block.is_null()).then_some(block)
 }
 
 /// Queues a thread of this cpu that was woken.
 pub(crate) fn make_runnable(thread: ThreadRef) {
     debug_assert_eq!(thread.cpu, percpu::cpu_id());
-    interrupts::without_interrupts(|| {
-        queue(thread);
-    });
+    irq::without(|irq| queue(irq, thread));
 }
 
-/// Appends a thread of this cpu to its run queue. Interrupts must be off.
-fn queue(thread: ThreadRef) {
-    // SAFETY: interrupts are off (the caller's contract); one short use.
-    unsafe { (*local()).run_queue.push_back(thread) };
+/// Appends a thread of this cpu to its run queue.
+fn queue(interrupts_off: &IrqGuard, thread: ThreadRef) {
+    local(interrupts_off).run_queue.push_back(thread);
     let core = this_core();
     // Only this cpu writes its count, with interrupts off.
     core.runnable.store(core.runnable.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
@@ -316,37 +181,47 @@ pub(crate) fn wake(thread: ThreadRef) {
         if thread.cpu == percpu::cpu_id() {
             make_runnable(thread);
         } else {
-            mailbox::send(thread.cpu, Message::Wake(thread));
+            send(thread.cpu, Message::Wake(thread));
         }
+    }
+}
+
+/// Sends `message` to cpu `target`'s mailbox, interrupting it if it is
+/// halted. The caller has checked that `target` is online.
+pub(crate) fn send(target: usize, message: Message) {
+    let core = core(target).expect("message to a cpu that is not online");
+    let cpu = percpu::get(target).expect("online cpus have per-cpu data");
+    irq::without(|irq| core.mailbox.push(irq, message));
+    // Pairs with the receiver's store to `halted` before it checks
+    // `has_pending` (both SeqCst): either it sees the message or we see it
+    // halted.
+    if cpu.halted.load(Ordering::SeqCst) {
+        apic::send_ipi(cpu.apic_id, apic::WAKE_VECTOR);
     }
 }
 
 /// The thread running on this cpu (None in the scheduler loop).
 pub(crate) fn current() -> Option<ThreadRef> {
-    interrupts::without_interrupts(|| {
-        // SAFETY: interrupts are off; one short read.
-        unsafe { (*local()).current }
-    })
+    irq::without(|irq| local(irq).current)
 }
 
-/// Switches from the running thread to the scheduler loop. Interrupts
-/// must be off; they are off again when the thread is resumed.
-fn switch_to_loop(thread: ThreadRef) {
+/// Switches from the running thread to the scheduler loop; returns when
+/// the loop resumes the thread. Taking the guard mutably ends every borrow
+/// of `Local` made under it first.
+fn switch_to_loop(_interrupts_off: &mut IrqGuard, thread: ThreadRef) {
+    let loop_rsp = this_core().loop_rsp.load(Ordering::Relaxed);
     // SAFETY: interrupts are off; the loop's stack pointer was saved when
-    // it switched to this thread, and the loop is not running.
-    unsafe {
-        let loop_rsp = (*local()).loop_rsp;
-        context::switch(thread.rsp.get(), loop_rsp);
-    }
+    // it switched to this thread (the one running), and the loop is not
+    // running.
+    unsafe { context::switch(thread.rsp.as_ptr(), loop_rsp) };
 }
 
 /// Lets the other runnable threads of this cpu run first.
 pub fn yield_now() {
     let Some(thread) = current() else { return };
-    interrupts::without_interrupts(|| {
-        queue(thread);
-        switch_to_loop(thread);
-    });
+    let mut irq = irq::disable();
+    queue(&irq, thread);
+    switch_to_loop(&mut irq, thread);
 }
 
 /// Parks the running thread until [`wake`] (or its timer) wakes it, or
@@ -354,49 +229,35 @@ pub fn yield_now() {
 /// re-check what they wait for.
 pub(crate) fn park(deadline: Option<u64>) {
     let thread = current().expect("only threads can block");
-    interrupts::without_interrupts(|| {
-        let mut entry = TimerEntry { deadline: 0, thread, prev: core::ptr::null_mut(), next: core::ptr::null_mut(), linked: false };
-        let entry: *mut TimerEntry = &mut entry;
-        if let Some(d) = deadline {
-            // SAFETY: interrupts are off; the entry outlives its time in the
-            // list (it is unlinked below, before this frame ends).
-            unsafe {
-                (*entry).deadline = d;
-                (*local()).timers.insert(entry);
-            }
-        }
-        if thread.prepare_park() {
-            switch_to_loop(thread);
-            thread.finish_park();
-        }
-        // SAFETY: interrupts are off; an expired entry was unlinked when it
-        // fired, otherwise it is unlinked here.
-        unsafe {
-            if (*entry).linked {
-                (*local()).timers.unlink(entry);
-            }
-        }
-    });
+    let mut irq = irq::disable();
+    if let Some(d) = deadline {
+        thread.deadline.set(d);
+        // After every timer with the same or an earlier deadline.
+        local(&irq).timers.insert_sorted(thread, |new, old| new.deadline.get() < old.deadline.get());
+    }
+    if thread.prepare_park() {
+        switch_to_loop(&mut irq, thread);
+        thread.finish_park();
+    }
+    // An expired timer left the list when it fired; otherwise it leaves
+    // here.
+    if deadline.is_some() {
+        local(&irq).timers.remove(thread);
+    }
 }
 
-/// The first code of every thread, on its own stack.
-extern "C" fn thread_main(arg: usize) -> ! {
-    // SAFETY: `arg` is the control block create_local made for this thread.
-    let thread = unsafe { &*(arg as *const Thread) };
-    // SAFETY: only this thread touches its entry, once.
-    let entry = unsafe { (*thread.entry.get()).take() }.expect("a thread's entry runs once");
-    interrupts::enable();
-    entry();
-    interrupts::disable();
+/// The first code of every thread, on its own stack (switched to by the
+/// loop, with interrupts off).
+extern "C" fn thread_main(_: usize) -> ! {
+    let mut irq = irq::disable();
+    let thread = current().expect("a new thread is its cpu's current one");
+    let entry = thread.entry.lock().take().expect("a thread's entry runs once");
+    irq.enabled_during(entry);
     this_core().threads.fetch_sub(1, Ordering::Relaxed);
-    // SAFETY: interrupts are off. The loop frees the control block (and
-    // this stack) after switching away from it, never before.
-    unsafe {
-        let l = local();
-        (*l).finished = Some(Box::from_raw(arg as *mut Thread));
-        let loop_rsp = (*l).loop_rsp;
-        context::switch(thread.rsp.get(), loop_rsp);
-    }
+    // The loop frees the control block (and this stack) after switching
+    // away from it, never before.
+    local(&irq).finished = Some(thread);
+    switch_to_loop(&mut irq, thread);
     unreachable!("a finished thread is never resumed");
 }
 
@@ -406,26 +267,33 @@ fn receive(message: Message) {
         Message::Wake(thread) => make_runnable(thread),
         Message::Spawn { entry, requester } => {
             let value = create_local(entry, super::STACK_SIZE).map_or(0, ThreadId::as_raw);
-            mailbox::send(requester.cpu, Message::Reply { requester, value });
+            send(requester.cpu, Message::Reply { requester, value });
         }
         Message::Reply { requester, value } => {
             requester.reply.store(value, Ordering::Release);
             wake(requester);
         }
-        Message::Ping { requester } => mailbox::send(requester.cpu, Message::Reply { requester, value: 1 }),
+        Message::Ping { requester } => send(requester.cpu, Message::Reply { requester, value: 1 }),
         Message::Run(f) => f(),
     }
 }
 
 /// Wakes the threads whose timers expired; returns the next deadline.
-fn fire_timers() -> Option<u64> {
+fn fire_timers(irq: &IrqGuard) -> Option<u64> {
     let now = tsc::now();
-    // SAFETY: called from the loop with interrupts off; short uses.
-    while let Some(thread) = unsafe { (*local()).timers.pop_due(now) } {
+    loop {
+        // (The borrow ends before `wake`, which queues the thread.)
+        let due = {
+            let mut l = local(irq);
+            match l.timers.front() {
+                Some(soonest) if soonest.deadline.get() <= now => l.timers.pop_front(),
+                _ => None,
+            }
+        };
+        let Some(thread) = due else { break };
         wake(thread);
     }
-    // SAFETY: as above.
-    unsafe { (*local()).timers.next_deadline() }
+    local(irq).timers.front().map(|soonest| soonest.deadline.get())
 }
 
 /// How long an idle cpu watches its mailbox before it halts, in µs.
@@ -445,43 +313,44 @@ fn poll_mailbox(core: &Core, next_timer: Option<u64>) -> bool {
     false
 }
 
+/// Frees the control block of the thread that finished (its stack is kept
+/// as a spare when small).
+fn free_finished(irq: &IrqGuard) {
+    let Some(thread) = local(irq).finished.take() else { return };
+    // SAFETY: the control block was leaked by `create_local` and the thread
+    // has finished: it switched away for good, is in no queue and no timer,
+    // and nothing holds a ThreadRef to it any more (see ThreadRef). Its
+    // stack is not the one we run on.
+    let block = unsafe { Box::from_raw(thread.as_ptr()) };
+    let stack = (*block).into_stack();
+    let small = stack.committed_bytes() <= SPARE_COMMITTED_MAX;
+    let mut l = local(irq);
+    if stack.usable_size() == super::STACK_SIZE && small && l.spare_stacks.len() < SPARE_STACKS {
+        l.spare_stacks.push(stack);
+    }
+}
+
 /// This cpu's scheduler loop; never returns. The calling context (the
 /// boot stack, or a secondary cpu's own stack) becomes the loop.
 pub(crate) fn run() -> ! {
-    interrupts::disable();
+    let mut irq = irq::disable();
     let core = this_core();
     let cpu = percpu::this();
     loop {
         crate::memory::lazy::between_threads();
         core.mailbox.drain(receive);
-        let next_timer = fire_timers();
-        // SAFETY: interrupts are off; the finished thread's stack is not
-        // the one we run on.
-        if let Some(thread) = unsafe { (*local()).finished.take() } {
-            let stack = (*thread).into_stack();
-            // SAFETY: as above; one short use.
-            let spares = unsafe { &mut (*local()).spare_stacks };
-            let small = stack.committed_bytes() <= SPARE_COMMITTED_MAX;
-            if stack.usable_size() == super::STACK_SIZE && small && spares.len() < SPARE_STACKS {
-                spares.push(stack);
-            }
-        }
-        // SAFETY: interrupts are off; one short use.
-        let next = unsafe { (*local()).run_queue.pop_front() };
+        let next_timer = fire_timers(&irq);
+        free_finished(&irq);
+        let next = local(&irq).run_queue.pop_front();
         if let Some(thread) = next {
             // Only this cpu writes its count, with interrupts off: no
             // read-modify-write is needed.
             core.runnable.store(core.runnable.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-            // SAFETY: interrupts are off; the thread is runnable, so it is
-            // switched out with a saved stack pointer, and belongs here.
-            unsafe {
-                let l = local();
-                (*l).current = Some(thread);
-                cpu.thread_stack_guard.store(thread.stack.guard(), Ordering::Relaxed);
-                context::switch(&raw mut (*l).loop_rsp, *thread.rsp.get());
-                cpu.thread_stack_guard.store(0, Ordering::Relaxed);
-                (*local()).current = None;
-            }
+            local(&irq).current = Some(thread);
+            cpu.thread_stack_guard.store(thread.stack.guard(), Ordering::Relaxed);
+            switch_to_thread(&mut irq, core, thread);
+            cpu.thread_stack_guard.store(0, Ordering::Relaxed);
+            local(&irq).current = None;
             continue;
         }
         // Nothing to run. Watch the mailbox a little before halting: a
@@ -497,9 +366,17 @@ pub(crate) fn run() -> ! {
         if !core.mailbox.has_pending() {
             // `sti; hlt` admits interrupts only once the cpu is halted, so
             // none is handled between the check and the halt.
-            interrupts::enable_and_hlt();
-            interrupts::disable();
+            irq.halt_until_interrupt();
         }
         cpu.halted.store(false, Ordering::SeqCst);
     }
+}
+
+/// Switches from the loop to `thread`; returns when the thread switches
+/// back (it yielded, parked or finished).
+fn switch_to_thread(_interrupts_off: &mut IrqGuard, core: &Core, thread: ThreadRef) {
+    // SAFETY: interrupts are off; the thread is runnable, so it was
+    // switched out with a saved stack pointer (or prepared by
+    // `create_local`), belongs to this cpu, and does not run.
+    unsafe { context::switch(core.loop_rsp.as_ptr(), thread.rsp.load(Ordering::Relaxed)) };
 }

@@ -6,9 +6,8 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use core::time::Duration;
 
-use x86_64::instructions::interrupts::without_interrupts;
-
 use super::WaitQueue;
+use crate::arch::irq;
 
 struct Shared<T> {
     queue: spin::Mutex<VecDeque<T>>,
@@ -58,7 +57,7 @@ impl<T> Sender<T> {
         if !self.shared.receiver_alive.load(Ordering::Acquire) {
             return Err(SendError(value));
         }
-        without_interrupts(|| self.shared.queue.lock().push_back(value));
+        irq::without(|_| self.shared.queue.lock().push_back(value));
         self.shared.receiver.notify_one();
         Ok(())
     }
@@ -84,7 +83,7 @@ impl<T> Receiver<T> {
         // Senders first, queue second: a last sender that sent and then
         // dropped is seen gone only together with what it sent.
         let disconnected = self.shared.senders.load(Ordering::Acquire) == 0;
-        if let Some(value) = without_interrupts(|| self.shared.queue.lock().pop_front()) {
+        if let Some(value) = irq::without(|_| self.shared.queue.lock().pop_front()) {
             return Some(Ok(value));
         }
         disconnected.then_some(Err(RecvError::Disconnected))

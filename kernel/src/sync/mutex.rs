@@ -1,27 +1,25 @@
-//! A mutual-exclusion lock whose waiters sleep instead of spinning.
+//! A mutual-exclusion lock whose waiters sleep instead of spinning: a
+//! spin lock that is only ever *tried*, and a wait queue for the threads
+//! that found it taken.
 
-use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::WaitQueue;
 
+/// Protects a value so that one thread at a time reaches it; a thread
+/// that finds it locked sleeps until the holder unlocks.
 pub struct Mutex<T: ?Sized> {
-    locked: AtomicBool,
     waiters: WaitQueue,
-    value: UnsafeCell<T>,
+    value: spin::Mutex<T>,
 }
 
-// SAFETY: the lock hands out access to `value` to one thread at a time.
-unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
-// SAFETY: moving the mutex moves the value.
-unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
-
 impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
     pub const fn new(value: T) -> Self {
-        Self { locked: AtomicBool::new(false), waiters: WaitQueue::new(), value: UnsafeCell::new(value) }
+        Self { waiters: WaitQueue::new(), value: spin::Mutex::new(value) }
     }
 
+    /// The value, taking the mutex apart.
     pub fn into_inner(self) -> T {
         self.value.into_inner()
     }
@@ -38,37 +36,36 @@ impl<T: ?Sized> Mutex<T> {
 
     /// Takes the lock if it is free.
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
-        self.locked
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
-            .then(|| MutexGuard { mutex: self })
+        self.value.try_lock().map(|value| MutexGuard { value: Some(value), waiters: &self.waiters })
     }
 }
 
 /// Access to a [`Mutex`]'s value; unlocks (and wakes one waiter) on drop.
 pub struct MutexGuard<'a, T: ?Sized> {
-    mutex: &'a Mutex<T>,
+    /// Always `Some` until the guard is dropped, which unlocks before it
+    /// wakes a waiter (woken first, the waiter would find it still locked
+    /// and sleep again, with no one left to wake it).
+    value: Option<spin::MutexGuard<'a, T>>,
+    waiters: &'a WaitQueue,
 }
 
 impl<T: ?Sized> Deref for MutexGuard<'_, T> {
     type Target = T;
 
     fn deref(&self) -> &T {
-        // SAFETY: the guard exists only while this thread holds the lock.
-        unsafe { &*self.mutex.value.get() }
+        self.value.as_deref().expect("a live guard holds the lock")
     }
 }
 
 impl<T: ?Sized> DerefMut for MutexGuard<'_, T> {
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: as in deref, and the guard is borrowed mutably.
-        unsafe { &mut *self.mutex.value.get() }
+        self.value.as_deref_mut().expect("a live guard holds the lock")
     }
 }
 
 impl<T: ?Sized> Drop for MutexGuard<'_, T> {
     fn drop(&mut self) {
-        self.mutex.locked.store(false, Ordering::Release);
-        self.mutex.waiters.notify_one();
+        drop(self.value.take());
+        self.waiters.notify_one();
     }
 }

@@ -18,6 +18,7 @@ pub mod mmio;
 pub mod msix;
 pub mod paging;
 pub mod pci;
+pub mod irq;
 pub mod percpu;
 pub mod power;
 pub mod serial;

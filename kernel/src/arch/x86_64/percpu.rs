@@ -1,23 +1,37 @@
-//! Per-cpu data: one cache-line-aligned [`PerCpu`] block per cpu, reached
-//! through the GS base (`gs:[0]` is the block's own address, `gs:[8]` the
-//! cpu's number), so that [`cpu_id`] is a single load.
+//! Per-cpu data.
 //!
-//! The boot cpu's block is a static, installed first thing in `kmain`;
-//! every other cpu's block is allocated from that cpu's NUMA node before
-//! it starts. [`get`] finds any online cpu's block.
+//! - [`PerCpu`]: the architecture's own block, one cache-line-aligned
+//!   block per cpu reached through the GS base (`gs:[0]` is the block's own
+//!   address, `gs:[8]` the cpu's number), so that [`cpu_id`] is a single
+//!   load. The boot cpu's block is a static, installed first thing in
+//!   `kmain`; every other cpu's block is allocated from that cpu's NUMA node
+//!   before it starts. [`get`] finds any online cpu's block.
+//! - [`CpuTable`]: one `&'static T` per cpu, published once (the kernel's
+//!   per-cpu registries: these blocks, each cpu's scheduler, each cpu's
+//!   allocation cache).
+//! - [`CpuLocal`]: a value only its own cpu may touch, borrowed one at a
+//!   time: with an [`IrqGuard`] (interrupts off, so no handler of the cpu
+//!   finds it borrowed) or, for state an interrupt handler may find busy and
+//!   go around, without one ([`CpuLocal::try_borrow`]).
+//!
+//! The raw pointers behind these live here and nowhere else.
 
-use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
 
-use crate::topology::MAX_CPUS;
+use super::irq::IrqGuard;
+use super::MAX_CPUS;
 
 /// What the kernel keeps per cpu at the architecture level.
 #[repr(C, align(64))]
 pub struct PerCpu {
     /// This block's own address (`gs:[0]`).
-    self_ptr: *const PerCpu,
+    self_address: AtomicU64,
     /// The cpu's number: its index in the topology (`gs:[8]`).
     pub index: usize,
     /// The cpu's local APIC id.
@@ -40,16 +54,11 @@ pub struct PerCpu {
     pub tlb_flushed: AtomicU64,
 }
 
-// SAFETY: the raw self pointer is only ever read; the other fields are
-// plain data or atomics.
-unsafe impl Sync for PerCpu {}
-// SAFETY: as above; a block is created on one cpu and used by another.
-unsafe impl Send for PerCpu {}
-
 impl PerCpu {
+    /// The block of cpu number `index`, not yet installed nor online.
     pub const fn new(index: usize, apic_id: u32, node: usize) -> Self {
         Self {
-            self_ptr: core::ptr::null(),
+            self_address: AtomicU64::new(0),
             index,
             apic_id,
             node,
@@ -63,14 +72,12 @@ impl PerCpu {
 }
 
 static BOOT_CPU: spin::Once<PerCpu> = spin::Once::new();
-static CPUS: [AtomicPtr<PerCpu>; MAX_CPUS] = [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS];
+static CPUS: CpuTable<PerCpu> = CpuTable::new();
 
 /// Installs the boot cpu's block (cpu 0; its APIC id and node are filled
 /// in by [`set_boot_cpu_identity`] once ACPI is read).
 pub fn init_boot_cpu() {
-    let block = BOOT_CPU.call_once(|| PerCpu::new(0, 0, 0));
-    // SAFETY: the block is a static that lives for good.
-    unsafe { install(block as *const PerCpu as *mut PerCpu) };
+    install_block(BOOT_CPU.call_once(|| PerCpu::new(0, 0, 0)));
 }
 
 /// Records the boot cpu's APIC id and node (the block is not shared yet).
@@ -89,12 +96,15 @@ pub fn set_boot_cpu_identity(apic_id: u32, node: usize) {
 /// # Safety
 /// `block` must live for good and describe the calling cpu.
 pub unsafe fn install(block: *mut PerCpu) {
-    // SAFETY: the caller hands over a live, 'static block.
-    unsafe { (*block).self_ptr = block };
-    GsBase::write(VirtAddr::from_ptr(block));
-    // SAFETY: as above.
-    let index = unsafe { (*block).index };
-    CPUS[index].store(block, Ordering::Release);
+    // SAFETY: the caller hands over a live block that lives for good.
+    install_block(unsafe { &*block });
+}
+
+fn install_block(block: &'static PerCpu) {
+    let address = block as *const PerCpu as u64;
+    block.self_address.store(address, Ordering::Relaxed);
+    GsBase::write(VirtAddr::new(address));
+    CPUS.publish(block.index, block);
 }
 
 /// This cpu's block.
@@ -118,7 +128,161 @@ pub fn cpu_id() -> usize {
 
 /// The block of cpu `index`, if it was set up.
 pub fn get(index: usize) -> Option<&'static PerCpu> {
-    let block = CPUS.get(index)?.load(Ordering::Acquire);
-    // SAFETY: only 'static blocks are published.
-    (!block.is_null()).then(|| unsafe { &*block })
+    CPUS.get(index)
+}
+
+/// One `&'static T` per cpu, each published once (by that cpu, or for it)
+/// and kept for good; any cpu may read any entry.
+pub struct CpuTable<T: 'static> {
+    entries: [AtomicPtr<T>; MAX_CPUS],
+}
+
+impl<T: Sync + 'static> CpuTable<T> {
+    /// A table with no entries.
+    pub const fn new() -> Self {
+        Self { entries: [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_CPUS] }
+    }
+
+    /// Publishes `value` as `cpu`'s entry unless it has one already;
+    /// returns the entry that stays (the first one published).
+    ///
+    /// # Panics
+    /// When `cpu` is not below `MAX_CPUS`.
+    pub fn publish(&self, cpu: usize, value: &'static T) -> &'static T {
+        let new = value as *const T as *mut T;
+        match self.entries[cpu].compare_exchange(core::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => value,
+            // SAFETY: only `&'static T` are published (above), and never
+            // taken back.
+            Err(first) => unsafe { &*first },
+        }
+    }
+
+    /// The entry of `cpu`, once published.
+    #[inline]
+    pub fn get(&self, cpu: usize) -> Option<&'static T> {
+        let entry = self.entries.get(cpu)?.load(Ordering::Acquire);
+        // SAFETY: only `&'static T` are published (see `publish`).
+        (!entry.is_null()).then(|| unsafe { &*entry })
+    }
+
+    /// The entry of the cpu running this code, once published.
+    #[inline]
+    pub fn this_cpu(&self) -> Option<&'static T> {
+        self.get(cpu_id())
+    }
+
+    /// Every published entry, by cpu number.
+    pub fn iter(&self) -> impl Iterator<Item = &'static T> + '_ {
+        (0..MAX_CPUS).filter_map(|cpu| self.get(cpu))
+    }
+}
+
+impl<T: Sync + 'static> Default for CpuTable<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A value only its owner cpu touches, one borrow at a time.
+///
+/// Borrowing checks both rules and panics when one is broken (a borrow
+/// kept across a context switch, or taken on another cpu), so the value is
+/// never reached twice at once. The borrow flag is a plain per-cpu flag:
+/// an interrupt handler that borrows finishes (and clears it) before the
+/// code it interrupted goes on, so it needs no atomic read-modify-write.
+///
+/// All-zero bytes are a valid `CpuLocal` (of cpu 0, not borrowed) wherever
+/// they are a valid `T`; see [`adopt`](Self::adopt).
+pub struct CpuLocal<T> {
+    owner: usize,
+    borrowed: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through `LocalMut`, made on the owner
+// cpu while no other `LocalMut` of it exists (see `try_borrow`); other cpus
+// can only read the owner's number. Contexts of one cpu never run at the
+// same time, and the value never leaves the cpu that made it (`new` and
+// `adopt` record the calling cpu), so `T` need not be `Send` or `Sync`.
+unsafe impl<T> Sync for CpuLocal<T> {}
+
+impl<T> CpuLocal<T> {
+    /// Makes `value` local to the calling cpu.
+    pub fn new(value: T) -> Self {
+        Self { owner: cpu_id(), borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Makes the calling cpu the owner (for a `CpuLocal` built in place,
+    /// from zeroed memory).
+    pub fn adopt(&mut self) {
+        self.owner = cpu_id();
+    }
+
+    /// The cpu that owns the value.
+    pub fn owner(&self) -> usize {
+        self.owner
+    }
+
+    /// Borrows the value with this cpu's interrupts off, so no interrupt
+    /// handler can find it borrowed.
+    ///
+    /// # Panics
+    /// On another cpu than the owner, or while the value is borrowed
+    /// already (a borrow held across a context switch).
+    #[inline]
+    pub fn borrow<'a>(&'a self, _interrupts_off: &'a IrqGuard) -> LocalMut<'a, T> {
+        self.try_borrow().expect("a cpu-local value borrowed twice")
+    }
+
+    /// Borrows the value without masking interrupts; `None` while it is
+    /// borrowed already (for example by the code an interrupt handler
+    /// interrupted).
+    ///
+    /// # Panics
+    /// On another cpu than the owner.
+    #[inline]
+    pub fn try_borrow(&self) -> Option<LocalMut<'_, T>> {
+        assert_eq!(self.owner, cpu_id(), "a cpu-local value used on another cpu");
+        if self.borrowed.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.borrowed.store(true, Ordering::Relaxed);
+        compiler_fence(Ordering::SeqCst);
+        Some(LocalMut { cell: self, _this_cpu: PhantomData })
+    }
+}
+
+/// Mutable access to a [`CpuLocal`]'s value; ends the borrow on drop. Tied
+/// to its cpu (`!Send`).
+pub struct LocalMut<'a, T> {
+    cell: &'a CpuLocal<T>,
+    _this_cpu: PhantomData<*mut ()>,
+}
+
+impl<T> Deref for LocalMut<'_, T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this is the only `LocalMut` of the value (its borrow flag
+        // was clear on the owner cpu when it was made, and stays set).
+        unsafe { &*self.cell.value.get() }
+    }
+}
+
+impl<T> DerefMut for LocalMut<'_, T> {
+    #[inline]
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: as in `deref`, borrowed mutably.
+        unsafe { &mut *self.cell.value.get() }
+    }
+}
+
+impl<T> Drop for LocalMut<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        compiler_fence(Ordering::SeqCst);
+        self.cell.borrowed.store(false, Ordering::Relaxed);
+    }
 }
