@@ -23,8 +23,8 @@ extern "Rust" {
 
 /// The kernel's entry, reached from either loader's entry code on the boot
 /// stack with interrupts off (`arch::boot` calls it by this symbol name).
-// SAFETY: the name is the kernel's own: only `arch::boot` declares it, with
-// this signature, and nothing else exports it.
+// The export is sound: the name is the kernel's own; only `arch::boot`
+// declares it, with this signature, and nothing else exports it.
 #[unsafe(export_name = "__bravo_kernel_main")]
 pub fn kmain(boot: BootInfo) -> ! {
     arch::tsc::mark_entry();

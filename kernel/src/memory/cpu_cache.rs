@@ -75,7 +75,8 @@ fn this_cpu_cache() -> Option<&'static CpuCache> {
 fn make_cache() -> Option<&'static CpuCache> {
     let cpu = percpu::cpu_id();
     let node = super::current_node();
-    let cache = super::node_heap::alloc_in(node, Layout::new::<CpuCache>()) as *mut CpuCache;
+    #[allow(clippy::cast_ptr_alignment, reason = "allocated with CpuCache's own layout")]
+    let cache = super::node_heap::alloc_in(node, Layout::new::<CpuCache>()).cast::<CpuCache>();
     if cache.is_null() {
         return None;
     }

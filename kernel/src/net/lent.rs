@@ -50,10 +50,11 @@ struct LentMut {
     len: usize,
 }
 
-// SAFETY (both): a borrow of plain bytes moved to the network thread while
-// its owner waits; the bytes are touched only in the request's runs, one
-// at a time (see the module's doc).
+// SAFETY: a borrow of plain bytes moved to the network thread while its
+// owner waits; the bytes are touched only in the request's runs, one at a
+// time (see the module's doc).
 unsafe impl Send for Lent {}
+// SAFETY: as for `Lent`.
 unsafe impl Send for LentMut {}
 
 impl Lent {

@@ -49,6 +49,13 @@ pub fn phys_to_virt(phys: u64) -> *mut u8 {
     (PHYS_MAP_BASE + phys) as *mut u8
 }
 
+/// The direct-map address of the page table in the frame at `phys`.
+pub(crate) fn table_at(phys: u64) -> *mut PageTable {
+    debug_assert_eq!(phys % 4096, 0, "a page table fills one 4 KiB frame");
+    #[allow(clippy::cast_ptr_alignment, reason = "frames are 4 KiB aligned, as a page table must be")]
+    phys_to_virt(phys).cast::<PageTable>()
+}
+
 /// The physical address of a direct-map or image virtual address.
 pub fn virt_to_phys(virt: u64) -> u64 {
     if virt >= KERNEL_VMA {
@@ -218,7 +225,7 @@ fn with_kernel_tables<R>(f: impl FnOnce(&mut OffsetPageTable) -> R) -> R {
     let pml4 = guard.expect("kernel page tables used before they were installed");
     // SAFETY: the PML4 is the active one, reached through the direct map;
     // holding KERNEL_PML4's lock makes this the only mutable view of it.
-    let table = unsafe { &mut *(phys_to_virt(pml4.start_address().as_u64()) as *mut PageTable) };
+    let table = unsafe { &mut *table_at(pml4.start_address().as_u64()) };
     // SAFETY: all RAM (so every page-table frame) is in the direct map.
     let mut mapper = unsafe { OffsetPageTable::new(table, VirtAddr::new(PHYS_MAP_BASE)) };
     f(&mut mapper)
@@ -304,7 +311,7 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
             if !entry.flags().contains(Flags::PRESENT) || entry.flags().contains(Flags::HUGE_PAGE) {
                 return Err("address outside the 2 MiB-paged direct map");
             }
-            entries = phys_to_virt(entry.addr().as_u64()) as *mut PageTable;
+            entries = table_at(entry.addr().as_u64());
         }
         // SAFETY: as above, for the page directory.
         let pde = &mut unsafe { &mut *entries }[virt.page_table_index(PageTableLevel::Two)];
@@ -313,7 +320,7 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
         }
         if pde.flags().contains(Flags::HUGE_PAGE) {
             let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
-            let table_ptr = phys_to_virt(frame.start_address().as_u64()) as *mut PageTable;
+            let table_ptr = table_at(frame.start_address().as_u64());
             let leaf_flags = pde.flags() - Flags::HUGE_PAGE;
             let base = pde.addr().as_u64();
             // SAFETY: the frame was just allocated for this table alone.
@@ -329,7 +336,7 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
             pde.set_addr(frame.start_address(), PARENT_FLAGS);
         }
         // SAFETY: as above, for the page table the directory points to.
-        let table = unsafe { &mut *(phys_to_virt(pde.addr().as_u64()) as *mut PageTable) };
+        let table = unsafe { &mut *table_at(pde.addr().as_u64()) };
         let pte = &mut table[virt.page_table_index(PageTableLevel::One)];
         let flags = if present { pte.flags() | Flags::PRESENT } else { pte.flags() - Flags::PRESENT };
         pte.set_flags(flags);
@@ -350,10 +357,12 @@ const ENTRY_ADDRESS: u64 = 0x000f_ffff_ffff_f000;
 /// an atomic: entries of the lazy region are written without a lock while
 /// other cpus (and their page walkers) read them.
 fn table_entry(table: u64, index: usize) -> &'static AtomicU64 {
+    #[allow(clippy::cast_ptr_alignment, reason = "a page table's frame is 4 KiB aligned")]
+    let entries = phys_to_virt(table).cast::<AtomicU64>();
     // SAFETY: page tables are whole 4 KiB frames of RAM, reached through
     // the direct map and never freed; an entry is an aligned u64, which
     // AtomicU64 may view.
-    unsafe { &*(phys_to_virt(table).cast::<AtomicU64>().add(index)) }
+    unsafe { &*entries.add(index) }
 }
 
 fn table_index(virt: u64, level: u32) -> usize {
@@ -379,7 +388,7 @@ pub fn ensure_leaf_tables(start: u64, end: u64) -> Result<usize, &'static str> {
                 let frame = TableFrames.allocate_frame().ok_or("no memory for a page table")?;
                 let phys = frame.start_address().as_u64();
                 // SAFETY: the frame was just allocated for this table alone.
-                unsafe { (phys_to_virt(phys) as *mut PageTable).write(PageTable::new()) };
+                unsafe { table_at(phys).write(PageTable::new()) };
                 // Release: the zeroed table is visible before the entry that
                 // links it (to lock-free walkers on other cpus).
                 entry.store(phys | PARENT_FLAGS.bits(), Ordering::Release);

@@ -82,7 +82,7 @@ pub fn init_boot_cpu() {
 
 /// Records the boot cpu's APIC id and node (the block is not shared yet).
 pub fn set_boot_cpu_identity(apic_id: u32, node: usize) {
-    let block = this() as *const PerCpu as *mut PerCpu;
+    let block = core::ptr::from_ref(this()).cast_mut();
     // SAFETY: called once on the boot cpu before any other cpu starts, so
     // nothing else reads the block while it changes.
     unsafe {
@@ -149,7 +149,7 @@ impl<T: Sync + 'static> CpuTable<T> {
     /// # Panics
     /// When `cpu` is not below `MAX_CPUS`.
     pub fn publish(&self, cpu: usize, value: &'static T) -> &'static T {
-        let new = value as *const T as *mut T;
+        let new = core::ptr::from_ref(value).cast_mut();
         match self.entries[cpu].compare_exchange(core::ptr::null_mut(), new, Ordering::AcqRel, Ordering::Acquire) {
             Ok(_) => value,
             // SAFETY: only `&'static T` are published (above), and never

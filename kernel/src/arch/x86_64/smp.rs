@@ -13,7 +13,7 @@
 
 use core::sync::atomic::Ordering;
 
-use x86_64::structures::paging::{PageTable, PageTableFlags as Flags};
+use x86_64::structures::paging::PageTableFlags as Flags;
 use x86_64::PhysAddr;
 
 use super::paging::{kernel_pml4_phys, phys_to_virt};
@@ -196,8 +196,10 @@ impl Trampoline {
     }
 
     fn write_u64(&self, at: u64, value: u64) {
-        // SAFETY: as in write_u32; the parameter fields are 8-byte aligned.
-        unsafe { (phys_to_virt(self.base + at) as *mut u64).write_volatile(value) };
+        #[allow(clippy::cast_ptr_alignment, reason = "the parameter fields are 8-byte aligned")]
+        let field = phys_to_virt(self.base + at).cast::<u64>();
+        // SAFETY: as in write_u32.
+        unsafe { field.write_volatile(value) };
     }
 
     /// PML4 (page 1), PDPT (page 2), PD (page 3): identity-map 0-2 MiB and
@@ -206,7 +208,7 @@ impl Trampoline {
         let table = |i: u64| {
             let phys = self.base + i * 4096;
             // SAFETY: pages 1-3 of the window are reserved for these tables.
-            let table = unsafe { &mut *(phys_to_virt(phys) as *mut PageTable) };
+            let table = unsafe { &mut *super::paging::table_at(phys) };
             table.zero();
             (phys, table)
         };
@@ -219,7 +221,7 @@ impl Trampoline {
         pml4[0].set_addr(PhysAddr::new(pdpt_phys), rw);
         // SAFETY: the kernel's PML4 is live and reached through the direct
         // map; only its higher-half entries are read.
-        let kernel = unsafe { &*(phys_to_virt(kernel_pml4_phys()) as *const PageTable) };
+        let kernel = unsafe { &*super::paging::table_at(kernel_pml4_phys()) };
         for i in 256..512 {
             pml4[i] = kernel[i].clone();
         }

@@ -111,7 +111,7 @@ fn stub_address(vector: u8) -> VirtAddr {
 pub fn init() {
     let idt = IDT.call_once(|| {
         let mut idt = InterruptDescriptorTable::new();
-        // SAFETY (all set_handler_addr calls): each address is the entry of
+        // SAFETY: for every set_handler_addr call, the address is the entry of
         // the stub for that very vector, which saves state in the layout
         // trap_common expects and returns with iretq.
         unsafe {
