@@ -13,7 +13,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode};
-use x86_64::instructions::interrupts::without_interrupts;
 use x86_64::registers::model_specific::Msr;
 
 use super::percpu::cpu_id;
@@ -66,7 +65,7 @@ unsafe impl Sync for Slot {}
 static LOCAL: [Slot; MAX_CPUS] = [const { Slot(UnsafeCell::new(None)) }; MAX_CPUS];
 
 fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> R {
-    without_interrupts(|| {
+    super::irq::without(|_| {
         // SAFETY: the slot of this cpu, used only here with interrupts off,
         // so this is the only reference (see `Slot`).
         let slot = unsafe { &mut *LOCAL[cpu_id()].0.get() };
@@ -184,7 +183,7 @@ pub fn init_this_cpu() {
         builder.set_xapic_base(base);
     }
     let apic = builder.build().expect("local APIC configuration is complete");
-    without_interrupts(|| {
+    super::irq::without(|_| {
         // SAFETY: this cpu's slot, touched only by this cpu with interrupts
         // off (see `Slot`).
         let slot = unsafe { &mut *LOCAL[cpu_id()].0.get() };

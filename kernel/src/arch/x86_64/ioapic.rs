@@ -60,7 +60,7 @@ pub fn init(chips: impl Iterator<Item = (u64, u32)>) -> Result<u8, &'static str>
 /// Runs `f` with the chip carrying `gsi` and the pin it is there.
 fn with_pin<R>(gsi: u32, f: impl FnOnce(&mut IoApic, u8) -> R) -> Result<R, &'static str> {
     let chips = CHIPS.get().ok_or("no I/O APIC")?;
-    x86_64::instructions::interrupts::without_interrupts(|| {
+    super::irq::without(|_| {
         let mut chips = chips.lock();
         let chip = chips
             .iter_mut()

@@ -29,8 +29,10 @@ pub fn exit(code: ExitCode) -> ! {
 
 /// Stops this cpu for good: interrupts off, `hlt` in a loop.
 pub fn halt_forever() -> ! {
+    // Never dropped: the loop does not end. An NMI that wakes `hlt`
+    // returns with interrupts still off.
+    let _interrupts_off = super::irq::disable();
     loop {
-        x86_64::instructions::interrupts::disable();
         x86_64::instructions::hlt();
     }
 }
