@@ -59,7 +59,7 @@ pub fn uptime() -> Duration {
 
 /// Lets something happen at most once per period (a warning that would
 /// otherwise repeat for every packet of a flood). Usable from any cpu.
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// The earliest TSC tick of the next occurrence.
     next: core::sync::atomic::AtomicU64,
 }

@@ -182,7 +182,7 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
     for (node, stats) in nodes.iter().enumerate() {
         out.sample(&[("node", &node)], stats.free)?;
     }
-    let lazy = bravo::memory::lazy::stats();
+    let lazy = bravo::internals::memory::lazy::stats();
     single(out, "bravo_memory_thread_stack_bytes", "Memory committed in thread stacks.", Kind::Gauge, lazy.stack_bytes as u64)?;
     single(out, "bravo_memory_page_table_bytes", "Memory in the page tables of lazily committed memory.", Kind::Gauge, lazy.page_table_bytes as u64)?;
     // No NIC, no NIC families.

@@ -18,13 +18,13 @@
 
 mod boot_frames;
 mod cpu_cache;
-pub mod frames;
-pub mod heap;
-pub mod lazy;
+pub(crate) mod frames;
+pub(crate) mod heap;
+pub(crate) mod lazy;
 mod pending;
-pub mod pressure;
-pub mod reserve;
-pub mod stack;
+pub(crate) mod pressure;
+pub(crate) mod reserve;
+pub(crate) mod stack;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -32,9 +32,9 @@ use spin::Mutex;
 use x86_64::structures::paging::{FrameAllocator, PhysFrame, Size4KiB};
 use x86_64::PhysAddr;
 
-pub use boot_frames::BootFrames;
-pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
-pub use heap::{alloc_in, leak_in, reclaim};
+pub(crate) use boot_frames::BootFrames;
+pub(crate) use frames::alloc_frames;
+pub(crate) use heap::leak_in;
 pub use pressure::{node_pressure, pressure, Level, Pressure};
 
 use crate::boot::{MemoryRegion, RegionKind};
@@ -43,7 +43,7 @@ use crate::topology::Topology;
 /// Moves `value` into a new `Box`, or hands it back when the allocator
 /// refuses the memory (`Box::try_new` is not stable). A `Box<F>` coerces
 /// to `Box<dyn Trait>` as usual.
-pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
+pub(crate) fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
     let layout = core::alloc::Layout::new::<T>();
     if layout.size() == 0 {
         return Ok(alloc::boxed::Box::new(value));
@@ -62,19 +62,19 @@ pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
 }
 
 /// Low memory stays free for real-mode trampolines.
-pub const LOW_MEMORY_END: u64 = 1 << 20;
+pub(crate) const LOW_MEMORY_END: u64 = 1 << 20;
 
 /// Boot frames, until the node allocators take over.
 static BOOT_FRAMES: Mutex<Option<BootFrames>> = Mutex::new(None);
 
 /// Keeps the boot frame allocator for page tables made before [`init`].
-pub fn set_boot_frames(frames: BootFrames) {
+pub(crate) fn set_boot_frames(frames: BootFrames) {
     *BOOT_FRAMES.lock() = Some(frames);
 }
 
 /// Frames for page tables: boot frames before [`init`], the current node's
 /// frames after.
-pub struct PageTableFrames;
+pub(crate) struct PageTableFrames;
 
 // SAFETY: both sources hand out each frame once, from free RAM.
 unsafe impl FrameAllocator<Size4KiB> for PageTableFrames {
@@ -91,7 +91,7 @@ unsafe impl FrameAllocator<Size4KiB> for PageTableFrames {
 /// usable or loader-reclaimable range above 1 MiB, except the frames the
 /// boot allocator handed out. From here on, page tables and the heap draw
 /// from the nodes.
-pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
+pub(crate) fn init(map: &[MemoryRegion], topology: &'static Topology) {
     let used = BOOT_FRAMES.lock().take().map_or((0, 0), |b| b.used());
     let mut regions = [(0u64, 0u64, 0usize); 256];
     let mut n = 0;
@@ -140,9 +140,13 @@ fn split_by_node(topology: &Topology, start: u64, end: u64, mut f: impl FnMut(u6
 /// how many allocations for this node another node had to serve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
+    /// RAM given to the node.
     pub total: usize,
+    /// Free frames plus free space inside the node's heap.
     pub free: usize,
+    /// `total - free`.
     pub used: usize,
+    /// Allocations for this node that another node had to serve.
     pub fallbacks: usize,
 }
 
@@ -168,7 +172,7 @@ pub fn current_node() -> usize {
 static SEVERAL_NODES: AtomicBool = AtomicBool::new(false);
 
 /// The node owning physical address `phys` (no search on one node).
-pub fn node_of_phys(phys: u64) -> usize {
+pub(crate) fn node_of_phys(phys: u64) -> usize {
     if !SEVERAL_NODES.load(Ordering::Relaxed) {
         return 0;
     }
