@@ -14,7 +14,7 @@
 //! | [`sync`] | [`sync::Mutex`] and [`sync::channel`] between threads on any cpu |
 //! | [`net`] | [`net::TcpListener`], [`net::TcpStream`], [`net::UdpSocket`] |
 //! | [`time`] | the monotonic clock: [`time::Instant`], [`time::uptime`] |
-//! | [`env`] | the application's arguments: [`env::args`] |
+//! | [`env`](mod@env) | the application's arguments: [`env::args`] |
 //! | [`memory`] | per-node memory statistics and pressure: [`memory::stats`], [`memory::pressure`] |
 //! | [`println!`], [`print!`] | the serial console |
 //!
@@ -127,8 +127,37 @@ mod boot_phases;
 pub(crate) mod console;
 #[cfg(not(test))]
 mod cpus;
+/// How the application was started: its arguments ([`env::args`], the
+/// words after `--` on the kernel command line), the whole command line
+/// and the loader.
 #[cfg(not(test))]
 pub mod env;
+/// Memory as a service sees it: per-node statistics ([`memory::stats`],
+/// [`memory::node_count`]) for its metrics, and the pressure signal
+/// ([`memory::pressure`]) it reads per request to refuse new data before
+/// memory runs out. Allocation itself is `alloc`'s (`Box`, `Vec`, ...):
+/// each allocation comes from the current cpu's NUMA node, and
+/// `Vec::try_reserve` fails cleanly when the node is short.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// use bravo::memory::{self, Level};
+///
+/// for node in 0..memory::node_count() {
+///     let stats = memory::stats(node);
+///     bravo::println!("node {node}: {} of {} bytes free", stats.free, stats.total);
+/// }
+/// match memory::pressure().level {
+///     Level::Normal => { /* take new data */ }
+///     Level::Low | Level::Critical => { /* answer 503; finish what is in flight */ }
+/// }
+/// # }
+/// ```
+///
+/// The rest of this page describes how the kernel manages memory.
 #[cfg(not(test))]
 pub mod memory;
 #[cfg(not(test))]
@@ -195,7 +224,15 @@ pub mod internals {
 
     /// The time stamp counter, for benchmarks measuring in ticks.
     pub mod tsc {
-        pub use crate::arch::tsc::{hz, now};
+        /// TSC ticks per second (0 before the clock is calibrated).
+        pub fn hz() -> u64 {
+            crate::arch::tsc::hz()
+        }
+
+        /// The time stamp counter now.
+        pub fn now() -> u64 {
+            crate::arch::tsc::now()
+        }
     }
 
     /// Frames, the node heaps and the lazily committed ranges.
@@ -210,17 +247,17 @@ pub mod internals {
 
         /// The buddy frame allocators.
         pub mod frames {
-            pub use crate::memory::frames::stats;
+            pub use crate::memory::frames::{stats, NodeStats};
         }
 
         /// The node heaps and the global allocator.
         pub mod heap {
-            pub use crate::memory::heap::{dealloc, stats, NumaAllocator};
+            pub use crate::memory::heap::{dealloc, stats, HeapStats, NumaAllocator};
         }
 
         /// Lazily committed ranges.
         pub mod lazy {
-            pub use crate::memory::lazy::{committed_between, fill_reserve, stats, Buffer, Kind, Range};
+            pub use crate::memory::lazy::{committed_between, fill_reserve, stats, Buffer, Kind, LazyStats, Range};
         }
     }
 
@@ -229,8 +266,8 @@ pub mod internals {
         pub use crate::sched::{current_control_block, current_stack, STACK_SIZE};
     }
 
-    /// In-kernel test suites: a list of [`Test`]s run by [`run_tests`],
-    /// each failing through `check!`/`check_eq!`.
+    /// In-kernel test suites: a list of `Test`s run by `run_tests`, each
+    /// failing through `check!`/`check_eq!`.
     pub mod testing {
         pub use crate::testing::{run_tests, Test};
         pub use crate::{__bravo_check as check, __bravo_check_eq as check_eq};

@@ -9,6 +9,7 @@
 use spin::Once;
 
 pub const MAX_CPUS: usize = 256;
+/// The most NUMA nodes the kernel keeps apart.
 pub const MAX_NODES: usize = 8;
 pub const MAX_RANGES: usize = 32;
 pub const MAX_IO_APICS: usize = 4;
@@ -36,6 +37,7 @@ pub struct MemoryRange {
     pub node: usize,
 }
 
+/// The machine's cpus, NUMA nodes, memory ranges and I/O APICs.
 #[derive(Clone, Debug)]
 pub struct Topology {
     cpus: [Cpu; MAX_CPUS],
@@ -99,14 +101,17 @@ impl Topology {
         }
     }
 
+    /// The cpus, by index.
     pub fn cpus(&self) -> &[Cpu] {
         &self.cpus[..self.cpu_count]
     }
 
+    /// The number of cpus.
     pub fn cpu_count(&self) -> usize {
         self.cpu_count
     }
 
+    /// The number of NUMA nodes.
     pub fn node_count(&self) -> usize {
         self.node_count
     }

@@ -258,11 +258,15 @@ pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
 /// Bytes a node's heap holds from its frames, and how much of it is in use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
+    /// Taken from the node's frames.
     pub total: usize,
+    /// In use by allocations.
     pub allocated: usize,
+    /// Allocations for this node that another node's heap served.
     pub fallbacks: usize,
 }
 
+/// `node`'s heap (all zero for a node that does not exist).
 pub fn stats(node: usize) -> HeapStats {
     let Some(h) = HEAPS.get(node) else { return HeapStats::default() };
     let (total, allocated) = without_interrupts(|| {

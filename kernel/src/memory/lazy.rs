@@ -401,6 +401,7 @@ impl Range {
         (self.pages * PAGE_SIZE) as usize
     }
 
+    /// Whether it has no usable page.
     pub fn is_empty(&self) -> bool {
         self.pages == 0
     }
@@ -526,10 +527,12 @@ impl Buffer {
         Some(Buffer { range, len })
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether its length is 0.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -585,6 +588,7 @@ pub struct LazyStats {
     pub free_slots: usize,
 }
 
+/// The lazily committed region's counters now.
 pub fn stats() -> LazyStats {
     let (ranges, free_slots) = without_interrupts(|| REGION.lock().counts());
     let page = PAGE_SIZE as usize;

@@ -1,20 +1,20 @@
 //! Physical memory and the kernel heap, per NUMA node.
 //!
-//! - [`BootFrames`] hands out the first page-table frames, before the
+//! - `BootFrames` hands out the first page-table frames, before the
 //!   topology is known.
-//! - [`frames`]: one buddy frame allocator per node, fed with that node's
+//! - `frames`: one buddy frame allocator per node, fed with that node's
 //!   usable RAM; falls back to the nearest other node only when exhausted.
-//! - [`heap`]: the global allocator; each allocation comes from the heap of
+//! - `heap`: the global allocator; each allocation comes from the heap of
 //!   the current cpu's node, each free returns to the node owning the
 //!   address.
 //! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
-//! - [`lazy`]: lazily committed ranges (a frame per page on first touch).
-//! - [`stack`]: kernel stacks above guard pages, lazily committed or not.
-//! - [`reserve`]: the memory applications cannot take (kept for the
+//! - `lazy`: lazily committed ranges (a frame per page on first touch).
+//! - `stack`: kernel stacks above guard pages, lazily committed or not.
+//! - `reserve`: the memory applications cannot take (kept for the
 //!   kernel, the network stack and open connections), enforced by the heap
 //!   when it takes frames.
-//! - [`pressure`](mod@pressure): the signal services read per request
-//!   (`Normal`, `Low`, `Critical`) against each node's marks.
+//! - `pressure`: the signal services read per request ([`pressure()`](fn@crate::memory::pressure),
+//!   [`Level`](crate::memory::Level): `Normal`, `Low`, `Critical`) against each node's marks.
 
 mod boot_frames;
 mod cpu_cache;

@@ -6,6 +6,32 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use super::WaitQueue;
 
+/// A lock for data shared by threads on any cpus; a thread that finds it
+/// taken sleeps until it is released.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # extern crate alloc;
+/// # fn main() {
+/// use alloc::sync::Arc;
+/// use bravo::sync::Mutex;
+/// use bravo::thread;
+///
+/// let hits = Arc::new(Mutex::new(0u64));
+/// let workers: alloc::vec::Vec<_> = (0..thread::cpu_count())
+///     .filter_map(|cpu| {
+///         let hits = hits.clone();
+///         thread::spawn_on(cpu, move || *hits.lock() += 1).ok()
+///     })
+///     .collect();
+/// for worker in workers {
+///     worker.join();
+/// }
+/// bravo::println!("{} threads ran", *hits.lock());
+/// # }
+/// ```
 pub struct Mutex<T: ?Sized> {
     locked: AtomicBool,
     waiters: WaitQueue,
@@ -18,10 +44,12 @@ unsafe impl<T: ?Sized + Send> Sync for Mutex<T> {}
 unsafe impl<T: ?Sized + Send> Send for Mutex<T> {}
 
 impl<T> Mutex<T> {
+    /// An unlocked mutex holding `value`.
     pub const fn new(value: T) -> Self {
         Self { locked: AtomicBool::new(false), waiters: WaitQueue::new(), value: UnsafeCell::new(value) }
     }
 
+    /// The value, taking the mutex apart.
     pub fn into_inner(self) -> T {
         self.value.into_inner()
     }

@@ -19,6 +19,8 @@ use crate::arch::tsc;
 use crate::sched::scheduler::{current, park, wake};
 use crate::sched::thread::ThreadRef;
 
+/// Threads sleeping until a condition holds, woken by whoever makes it
+/// hold.
 pub struct WaitQueue {
     waiters: spin::Mutex<List>,
 }
@@ -95,6 +97,7 @@ impl Default for WaitQueue {
 }
 
 impl WaitQueue {
+    /// An empty queue.
     pub const fn new() -> Self {
         Self { waiters: spin::Mutex::new(List { head: null_mut(), tail: null_mut() }) }
     }
