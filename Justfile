@@ -36,7 +36,13 @@ debug NAME: build
 # Run every test: host unit tests, then kernel images booted in QEMU
 test: build
     cargo test --lib -p bravo -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
+    cargo test --doc -p bravo --target {{kernel_target}}
     cargo test -p bravo-tests
+
+# Build the application API's docs (a broken link fails): target/x86_64-unknown-none/doc/bravo/index.html
+doc:
+    RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --no-deps -p bravo --target {{kernel_target}}
+    @echo "API docs: ${CARGO_TARGET_DIR:-target}/{{kernel_target}}/doc/bravo/index.html"
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build
