@@ -8,7 +8,7 @@
 //! An application is a `no_std`, `no_main` binary that depends on this
 //! crate, names its entry with [`main!`] and uses:
 //!
-//! | | |
+//! | module | what a service uses it for |
 //! |---|---|
 //! | [`thread`] | threads pinned to a cpu: [`thread::spawn`], [`thread::spawn_on`], [`thread::sleep`], [`thread::cpu_count`] |
 //! | [`sync`] | [`sync::Mutex`] and [`sync::channel`] between threads on any cpu |
@@ -29,8 +29,6 @@
 //! ```no_run
 //! #![no_std]
 //! #![no_main]
-//!
-//! extern crate alloc;
 //!
 //! use core::time::Duration;
 //!
