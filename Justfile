@@ -44,6 +44,8 @@ test: lint build
     export BRAVO_SKIPPED_TESTS="$skipped"
     just miri
     cargo test --lib -p bravo -p bravo-collections -p e1000 -p virtio-net -p igb -p microhttp -p todo -p prometheus-text -p hash-work
+    # The API docs' examples, type-checked against the kernel target (they are `no_run`).
+    cargo test --doc -p bravo --target {{kernel_target}}
     status=0
     cargo test -p bravo-tests || status=$?
     if [ -s "$skipped" ]; then
@@ -85,6 +87,11 @@ miri:
         exit 0
     fi
     MIRIFLAGS="${MIRIFLAGS:--Zmiri-strict-provenance}" cargo +nightly miri test -p bravo-collections
+
+# Build the application API's docs (a broken link fails): target/x86_64-unknown-none/doc/bravo/index.html
+doc:
+    RUSTDOCFLAGS="${RUSTDOCFLAGS:-} -D warnings" cargo doc --no-deps -p bravo --target {{kernel_target}}
+    @echo "API docs: ${CARGO_TARGET_DIR:-target}/{{kernel_target}}/doc/bravo/index.html"
 
 # Run a benchmark: pps, http, conns, boot (each beside a Linux guest), alloc, sched
 bench WHAT *ARGS: build

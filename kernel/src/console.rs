@@ -74,17 +74,41 @@ pub fn emergency_println(args: fmt::Arguments) {
     write_to(&mut Uart::com1(), args, true);
 }
 
-/// Prints to the console.
+/// Prints to the console (the serial port), like `std`'s `print!`.
+///
+/// The text goes out in one burst once formatted; output of threads on
+/// different cpus does not interleave within one call.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// bravo::print!("loading... ");
+/// bravo::println!("done");
+/// # }
+/// ```
 #[macro_export]
 macro_rules! print {
-    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*), false) };
+    ($($arg:tt)*) => { $crate::internals::print(format_args!($($arg)*), false) };
 }
 
-/// Prints a line to the console.
+/// Prints a line to the console (the serial port), like `std`'s
+/// `println!`.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// let cpus = bravo::thread::cpu_count();
+/// bravo::println!("running on {cpus} cpus");
+/// # }
+/// ```
 #[macro_export]
 macro_rules! println {
-    () => { $crate::console::_print(format_args!(""), true) };
-    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*), true) };
+    () => { $crate::internals::print(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::internals::print(format_args!($($arg)*), true) };
 }
 
 struct Logger;

@@ -25,6 +25,23 @@ pub fn cmdline() -> &'static str {
 
 /// The application's arguments: the words after `--` on the command line
 /// (without the `virtio_mmio.device=` words a monitor may append).
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// // Booted with `... -- --port 8080 --verbose`.
+/// let mut port = 80u16;
+/// let mut args = bravo::env::args();
+/// while let Some(arg) = args.next() {
+///     match arg {
+///         "--port" => port = args.next().and_then(|p| p.parse().ok()).unwrap_or(port),
+///         other => bravo::println!("ignoring {other}"),
+///     }
+/// }
+/// # }
+/// ```
 pub fn args() -> impl Iterator<Item = &'static str> {
     crate::cmdline::app_words(STARTUP.get().map_or("", |s| s.app_args))
 }

@@ -159,17 +159,6 @@ impl Device {
         bar
     }
 
-    /// Maps memory BAR `index` uncached; returns its virtual address and
-    /// size.
-    pub fn map_bar(&self, index: u8) -> Result<(*mut u8, u64), &'static str> {
-        match self.bar(index) {
-            Some(Bar::Memory { phys, size }) if phys != 0 => Ok((crate::arch::paging::map_mmio(phys, size)?, size)),
-            Some(Bar::Memory { .. }) => Err("memory BAR not assigned by the firmware"),
-            Some(Bar::Io { .. }) => Err("BAR is an I/O port window"),
-            None => Err("no such BAR"),
-        }
-    }
-
     /// Turns on memory decoding and bus mastering (DMA), and lets the
     /// device raise its INTx line.
     pub fn enable(&self) {
@@ -221,11 +210,6 @@ pub fn devices() -> Vec<Device> {
         }
     }
     found
-}
-
-/// Every function of this class and subclass (e.g. 0x02, 0x00: Ethernet).
-pub fn find_class(class: u8, subclass: u8) -> Vec<Device> {
-    devices().into_iter().filter(|d| d.class == class && d.subclass == subclass).collect()
 }
 
 /// The first function with this vendor and device id.

@@ -130,6 +130,7 @@ fn log_summary(topology: &crate::topology::Topology, online: usize) {
 /// What an application's `main` may return: `()`, or a `Result` whose error
 /// is printed before the VM ends with failure.
 pub trait Termination {
+    /// How the virtual machine ends after `main` returned `self`.
     fn report(self) -> power::ExitCode;
 }
 
@@ -154,11 +155,34 @@ impl<E: core::fmt::Debug> Termination for Result<(), E> {
 /// Declares the application's `main`; the kernel boots, calls it, and shuts
 /// the VM down with success when it returns (or failure for an `Err`).
 ///
-/// ```ignore
+/// `main` runs in a thread on cpu 0 and returns `()` or `Result<(), E>`
+/// with `E: Debug` (see [`Termination`](crate::Termination)); a panic
+/// anywhere also ends the VM with failure.
+///
+/// ```no_run
 /// #![no_std]
 /// #![no_main]
+///
 /// bravo::main!(main);
-/// fn main() { bravo::println!("hello"); }
+///
+/// fn main() {
+///     bravo::println!("hello");
+/// }
+/// ```
+///
+/// Returning an error prints it and ends with failure:
+///
+/// ```no_run
+/// #![no_std]
+/// #![no_main]
+///
+/// bravo::main!(main);
+///
+/// fn main() -> Result<(), &'static str> {
+///     let port: u16 = bravo::env::args().next().and_then(|p| p.parse().ok()).ok_or("usage: -- PORT")?;
+///     bravo::println!("port {port}");
+///     Ok(())
+/// }
 /// ```
 #[macro_export]
 macro_rules! main {

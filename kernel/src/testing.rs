@@ -8,7 +8,9 @@ use crate::arch::power::ExitCode;
 
 /// One in-kernel check.
 pub struct Test {
+    /// Printed in the `test NAME ... ok` line.
     pub name: &'static str,
+    /// The check: `Err(why)` fails it.
     pub run: fn() -> Result<(), String>,
 }
 
@@ -30,27 +32,29 @@ pub fn run_tests(suite: &str, tests: &[Test]) -> ExitCode {
 }
 
 /// Fails the current in-kernel test with a message unless `cond` holds.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! check {
+macro_rules! __bravo_check {
     ($cond:expr) => {
         if !$cond {
-            return Err($crate::alloc_format!("check failed: {}", stringify!($cond)));
+            return Err($crate::internals::format!("check failed: {}", stringify!($cond)));
         }
     };
     ($cond:expr, $($msg:tt)+) => {
         if !$cond {
-            return Err($crate::alloc_format!($($msg)+));
+            return Err($crate::internals::format!($($msg)+));
         }
     };
 }
 
 /// Fails the current in-kernel test unless both sides are equal.
+#[doc(hidden)]
 #[macro_export]
-macro_rules! check_eq {
+macro_rules! __bravo_check_eq {
     ($left:expr, $right:expr) => {{
         let (left, right) = (&$left, &$right);
         if left != right {
-            return Err($crate::alloc_format!(
+            return Err($crate::internals::format!(
                 "{} == {} failed: {:?} != {:?}", stringify!($left), stringify!($right), left, right
             ));
         }

@@ -90,6 +90,25 @@ where
 /// Starts a thread running `f` on `cpu`. For another cpu the closure goes
 /// there by message and that cpu creates the thread with its own node's
 /// memory; the caller sleeps until it replies with the new thread's id.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::thread::SpawnError> {
+/// use bravo::thread;
+///
+/// // One thread per cpu, each summing its share; join collects the sums.
+/// let cpus = thread::cpu_count();
+/// let mut handles = alloc::vec::Vec::new();
+/// for cpu in 0..cpus {
+///     handles.push(thread::spawn_on(cpu, move || (cpu..1000).step_by(cpus).sum::<usize>())?);
+/// }
+/// let total: usize = handles.into_iter().map(|h| h.join()).sum();
+/// assert_eq!(total, (0..1000).sum());
+/// # Ok(()) }
+/// # extern crate alloc;
+/// ```
 pub fn spawn_on<F, T>(cpu: usize, f: F) -> Result<JoinHandle<T>, SpawnError>
 where
     F: FnOnce() -> T + Send + 'static,

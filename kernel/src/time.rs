@@ -1,16 +1,42 @@
 //! Time for applications: a monotonic [`Instant`] from the TSC (calibrated
-//! once at boot, the same on every cpu) and the time since boot.
+//! once at boot, the same on every cpu) and the time since boot
+//! ([`uptime`]). A service uses it to measure (latencies, rates), to set
+//! deadlines, and to report its uptime. There is no wall clock.
+//!
+//! Durations are `core::time::Duration`; to wait, use
+//! [`thread::sleep`](crate::thread::sleep) or a socket's timeout.
 
 use core::ops::{Add, Sub};
 use core::time::Duration;
 
 use crate::arch::tsc;
 
-/// A point on the monotonic clock.
+/// A point on the monotonic clock, comparable across cpus.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// use core::time::Duration;
+/// use bravo::time::Instant;
+///
+/// let start = Instant::now();
+/// bravo::thread::sleep(Duration::from_millis(10));
+/// assert!(start.elapsed() >= Duration::from_millis(10));
+///
+/// // A deadline.
+/// let deadline = Instant::now() + Duration::from_secs(1);
+/// while Instant::now() < deadline {
+///     bravo::thread::yield_now();
+/// }
+/// # }
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Instant(u64);
 
 impl Instant {
+    /// The current time.
     pub fn now() -> Self {
         Self(tsc::now())
     }
@@ -20,6 +46,7 @@ impl Instant {
         ticks_to_duration(self.0.saturating_sub(earlier.0))
     }
 
+    /// Time since `self` (zero if `self` is later).
     pub fn elapsed(&self) -> Duration {
         Instant::now().duration_since(*self)
     }
@@ -53,13 +80,22 @@ pub(crate) fn ticks_to_duration(ticks: u64) -> Duration {
 }
 
 /// Time since the clock was calibrated at boot.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// bravo::println!("up for {} ms", bravo::time::uptime().as_millis());
+/// # }
+/// ```
 pub fn uptime() -> Duration {
     Duration::from_nanos(tsc::nanos_since_boot())
 }
 
 /// Lets something happen at most once per period (a warning that would
 /// otherwise repeat for every packet of a flood). Usable from any cpu.
-pub struct RateLimit {
+pub(crate) struct RateLimit {
     /// The earliest TSC tick of the next occurrence.
     next: core::sync::atomic::AtomicU64,
 }

@@ -9,6 +9,7 @@
 use spin::Once;
 
 pub use crate::arch::{MAX_CPUS, MAX_IO_APICS};
+/// The most NUMA nodes the kernel keeps apart.
 pub const MAX_NODES: usize = 8;
 pub const MAX_RANGES: usize = 32;
 
@@ -35,6 +36,7 @@ pub struct MemoryRange {
     pub node: usize,
 }
 
+/// The machine's cpus, NUMA nodes, memory ranges and I/O APICs.
 #[derive(Clone, Debug)]
 pub struct Topology {
     cpus: [Cpu; MAX_CPUS],
@@ -98,14 +100,17 @@ impl Topology {
         }
     }
 
+    /// The cpus, by index.
     pub fn cpus(&self) -> &[Cpu] {
         &self.cpus[..self.cpu_count]
     }
 
+    /// The number of cpus.
     pub fn cpu_count(&self) -> usize {
         self.cpu_count
     }
 
+    /// The number of NUMA nodes.
     pub fn node_count(&self) -> usize {
         self.node_count
     }

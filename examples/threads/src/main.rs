@@ -17,7 +17,7 @@ extern crate alloc;
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 
-use bravo::arch::paging::virt_to_phys;
+use bravo::internals::paging::virt_to_phys;
 use bravo::println;
 use bravo::sync::channel;
 use bravo::thread::{self, SpawnError};
@@ -29,7 +29,7 @@ const ROUNDS: u64 = 1000;
 const STOP: u64 = u64::MAX;
 
 fn node_of(addr: u64) -> usize {
-    bravo::memory::node_of_phys(virt_to_phys(addr))
+    bravo::internals::memory::node_of_phys(virt_to_phys(addr))
 }
 
 fn main() -> Result<(), SpawnError> {

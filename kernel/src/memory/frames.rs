@@ -186,8 +186,11 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
 /// A node's frame counts, in bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeStats {
+    /// RAM given to the node.
     pub total: usize,
+    /// In free frames.
     pub free: usize,
+    /// Allocations for this node that another node served.
     pub fallbacks: usize,
 }
 

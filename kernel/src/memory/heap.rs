@@ -15,7 +15,7 @@ use core::ptr::NonNull;
 use super::{cpu_cache, node_heap};
 use crate::arch::paging::PHYS_MAP_BASE;
 
-pub use node_heap::{alloc_in, free_bytes, leak_in, reclaim};
+pub use node_heap::{alloc_in, free_bytes, leak_in};
 
 /// Frees a block from this allocator: a small one to this cpu's cache
 /// when the cpu belongs to the block's node, otherwise to the node that
@@ -43,8 +43,11 @@ pub unsafe fn dealloc(ptr: *mut u8, layout: Layout) {
 /// Bytes a node's heap holds from its frames, and how much of it is in use.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HeapStats {
+    /// Taken from the node's frames.
     pub total: usize,
+    /// In use by allocations.
     pub allocated: usize,
+    /// Allocations for this node that another node's heap served.
     pub fallbacks: usize,
 }
 

@@ -400,6 +400,7 @@ impl Range {
         (self.pages * PAGE_SIZE) as usize
     }
 
+    /// Whether it has no usable page.
     pub fn is_empty(&self) -> bool {
         self.pages == 0
     }
@@ -525,10 +526,12 @@ impl Buffer {
         Some(Buffer { range, len })
     }
 
+    /// Its length in bytes.
     pub fn len(&self) -> usize {
         self.len
     }
 
+    /// Whether its length is 0.
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
@@ -584,6 +587,7 @@ pub struct LazyStats {
     pub free_slots: usize,
 }
 
+/// The lazily committed region's counters now.
 pub fn stats() -> LazyStats {
     let (ranges, free_slots) = crate::arch::irq::without(|_| REGION.lock().counts());
     let page = PAGE_SIZE as usize;

@@ -1,31 +1,31 @@
 //! Physical memory and the kernel heap, per NUMA node.
 //!
-//! - [`BootFrames`] hands out the first page-table frames, before the
+//! - `BootFrames` hands out the first page-table frames, before the
 //!   topology is known.
-//! - [`frames`]: one buddy frame allocator per node, fed with that node's
+//! - `frames`: one buddy frame allocator per node, fed with that node's
 //!   usable RAM; falls back to the nearest other node only when exhausted.
-//! - [`heap`]: the global allocator; each allocation comes from the heap of
+//! - `heap`: the global allocator; each allocation comes from the heap of
 //!   the current cpu's node, each free returns to the node owning the
 //!   address.
 //! - `cpu_cache`: per-cpu caches of small blocks in front of the heaps.
-//! - [`lazy`]: lazily committed ranges (a frame per page on first touch).
-//! - [`stack`]: kernel stacks above guard pages, lazily committed or not.
-//! - [`reserve`]: the memory applications cannot take (kept for the
+//! - `lazy`: lazily committed ranges (a frame per page on first touch).
+//! - `stack`: kernel stacks above guard pages, lazily committed or not.
+//! - `reserve`: the memory applications cannot take (kept for the
 //!   kernel, the network stack and open connections), enforced by the heap
 //!   when it takes frames.
-//! - [`pressure`](mod@pressure): the signal services read per request
-//!   (`Normal`, `Low`, `Critical`) against each node's marks.
+//! - `pressure`: the signal services read per request ([`pressure()`](fn@crate::memory::pressure),
+//!   [`Level`](crate::memory::Level): `Normal`, `Low`, `Critical`) against each node's marks.
 
 mod boot_frames;
 mod cpu_cache;
-pub mod frames;
-pub mod heap;
-pub mod lazy;
+pub(crate) mod frames;
+pub(crate) mod heap;
+pub(crate) mod lazy;
 mod node_heap;
 mod pending;
-pub mod pressure;
-pub mod reserve;
-pub mod stack;
+pub(crate) mod pressure;
+pub(crate) mod reserve;
+pub(crate) mod stack;
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -33,10 +33,11 @@ use spin::Mutex;
 use x86_64::structures::paging::{FrameAllocator, PhysFrame};
 use x86_64::PhysAddr;
 
-pub use boot_frames::BootFrames;
-pub use frames::{alloc_frames, alloc_frames_exact, free_frames};
-pub use heap::{alloc_in, leak_in, reclaim};
+pub(crate) use boot_frames::BootFrames;
+pub(crate) use frames::alloc_frames;
+pub(crate) use heap::leak_in;
 pub use pressure::{node_pressure, pressure, Level, Pressure};
+pub use reserve::{stats as reserve_stats, ReserveStats};
 
 use crate::arch::boot::{MemoryRegion, RegionKind};
 use crate::arch::paging;
@@ -45,7 +46,7 @@ use crate::topology::Topology;
 /// Moves `value` into a new `Box`, or hands it back when the allocator
 /// refuses the memory (`Box::try_new` is not stable). A `Box<F>` coerces
 /// to `Box<dyn Trait>` as usual.
-pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
+pub(crate) fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
     let layout = core::alloc::Layout::new::<T>();
     if layout.size() == 0 {
         return Ok(alloc::boxed::Box::new(value));
@@ -65,7 +66,7 @@ pub fn try_box<T>(value: T) -> Result<alloc::boxed::Box<T>, T> {
 
 /// `2^order` zeroed frames from `node` (as [`alloc_frames`]): their
 /// physical address, reached at `paging::phys_to_virt` of it.
-pub fn alloc_zeroed_frames(node: usize, order: usize) -> Option<u64> {
+pub(crate) fn alloc_zeroed_frames(node: usize, order: usize) -> Option<u64> {
     let phys = alloc_frames(node, order)?;
     // SAFETY: the frames were just allocated, so nothing else uses them,
     // and all RAM is in the direct map.
@@ -74,7 +75,7 @@ pub fn alloc_zeroed_frames(node: usize, order: usize) -> Option<u64> {
 }
 
 /// Low memory stays free for real-mode trampolines.
-pub const LOW_MEMORY_END: u64 = 1 << 20;
+pub(crate) const LOW_MEMORY_END: u64 = 1 << 20;
 
 /// Boot frames, until the node allocators take over.
 static BOOT_FRAMES: Mutex<Option<BootFrames>> = Mutex::new(None);
@@ -82,7 +83,7 @@ static BOOT_FRAMES: Mutex<Option<BootFrames>> = Mutex::new(None);
 /// Keeps the boot frame allocator for page tables made before [`init`],
 /// and makes [`page_table_frame`] where `arch::paging` takes the frames
 /// of the page tables it makes from now on.
-pub fn set_boot_frames(frames: BootFrames) {
+pub(crate) fn set_boot_frames(frames: BootFrames) {
     *BOOT_FRAMES.lock() = Some(frames);
     // SAFETY: page_table_frame hands each frame out once, from free RAM
     // nothing else uses (the boot frames, then the node allocators), and
@@ -104,7 +105,7 @@ fn page_table_frame() -> Option<PhysFrame> {
 /// usable or loader-reclaimable range above 1 MiB, except the frames the
 /// boot allocator handed out. From here on, page tables and the heap draw
 /// from the nodes.
-pub fn init(map: &[MemoryRegion], topology: &'static Topology) {
+pub(crate) fn init(map: &[MemoryRegion], topology: &'static Topology) {
     lazy::register_fault_hooks();
     let used = BOOT_FRAMES.lock().take().map_or((0, 0), |b| b.used());
     let mut regions = [(0u64, 0u64, 0usize); 256];
@@ -154,9 +155,13 @@ fn split_by_node(topology: &Topology, start: u64, end: u64, mut f: impl FnMut(u6
 /// how many allocations for this node another node had to serve.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryStats {
+    /// RAM given to the node.
     pub total: usize,
+    /// Free frames plus free space inside the node's heap.
     pub free: usize,
+    /// `total - free`.
     pub used: usize,
+    /// Allocations for this node that another node had to serve.
     pub fallbacks: usize,
 }
 
@@ -182,7 +187,7 @@ pub fn current_node() -> usize {
 static SEVERAL_NODES: AtomicBool = AtomicBool::new(false);
 
 /// The node owning physical address `phys` (no search on one node).
-pub fn node_of_phys(phys: u64) -> usize {
+pub(crate) fn node_of_phys(phys: u64) -> usize {
     if !SEVERAL_NODES.load(Ordering::Relaxed) {
         return 0;
     }

@@ -19,14 +19,20 @@ use super::{frames, heap, reserve};
 /// How scarce memory is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Level {
+    /// More than the low-water mark is free: take new data.
     Normal,
+    /// At most the low-water mark is free: take no new data, let the work
+    /// in flight finish.
     Low,
+    /// At most the reserve is free: ordinary allocations needing new
+    /// frames fail.
     Critical,
 }
 
 /// Free memory against the marks, in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pressure {
+    /// The level `free` is at.
     pub level: Level,
     /// Free frames plus free space inside the heap.
     pub free: usize,

@@ -174,6 +174,9 @@ pub struct ReserveStats {
     pub reserve_uses: usize,
 }
 
+/// The reserve's marks and counters, summed over the nodes: what the
+/// global allocator refused, and how often critical allocations dipped
+/// into the reserve.
 pub fn stats() -> ReserveStats {
     let nodes = super::node_count().min(MAX_NODES);
     ReserveStats {

@@ -17,14 +17,18 @@ use smoltcp::phy;
 /// A NIC's counters, the same for every driver.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NicStats {
+    /// Frames received.
     pub rx_packets: u64,
+    /// Bytes received (whole frames).
     pub rx_bytes: u64,
     /// Frames the device or driver marked bad (errors, wrong length).
     pub rx_errors: u64,
     /// Frames the device dropped for want of a receive buffer (0 where the
     /// device has no such counter, as virtio).
     pub rx_missed: u64,
+    /// Frames sent.
     pub tx_packets: u64,
+    /// Bytes sent (whole frames).
     pub tx_bytes: u64,
     /// Frames dropped because the transmit ring was full.
     pub tx_dropped: u64,

@@ -1,4 +1,36 @@
-//! Networking: a NIC (QEMU's e1000 through the `e1000` crate, virtio-net
+//! Networking: what a service listens, connects and sends with.
+//!
+//! - [`TcpListener`] and [`TcpStream`]: TCP servers and clients, usable from
+//!   any cpu; a stream is also an `embedded_io` stream ([`embedded_io`]).
+//! - [`UdpSocket`] (and [`Datagrams`] for batches): UDP.
+//! - [`wait_for_address`]: the first call of a service, until DHCP (or
+//!   `ip=`) has given the interface its address.
+//! - [`stats`], [`nic_stats`], [`queue_stats`], [`rss`]: counters for a
+//!   service's metrics.
+//! - [`RawNic`]: the NIC itself, for a service that brings its own stack
+//!   (`net=raw`).
+//!
+//! Every call fails with a [`NetError`] rather than panicking.
+//!
+//! ```no_run
+//! # #![no_std]
+//! # #![no_main]
+//! # bravo::main!(main);
+//! # fn main() -> Result<(), bravo::net::NetError> {
+//! use core::time::Duration;
+//!
+//! let (address, prefix) = bravo::net::wait_for_address(Duration::from_secs(30))?;
+//! bravo::println!("up at {address}/{prefix}");
+//! let listener = bravo::net::TcpListener::bind(80)?;
+//! let (mut stream, peer) = listener.accept()?;
+//! stream.write_last(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nhi\n")?;
+//! bravo::println!("answered {peer}");
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! A NIC (QEMU's e1000 through the `e1000` crate, virtio-net
 //! through `virtio-net`, igb through `igb`) and smoltcp. Each network cpu
 //! runs one network stack, its own smoltcp interface and sockets over its
 //! own queue pair of the NIC, and takes that queue's interrupts (or polls
@@ -64,7 +96,7 @@ pub use counters::NetStats;
 pub use error::NetError;
 pub use device::NicStats;
 pub use raw::RawNic;
-pub use tcp::{TcpListener, TcpStream};
+pub use tcp::{TcpListener, TcpStream, BUFFER_SIZE, DEFAULT_BACKLOG};
 pub use udp::{Datagrams, UdpSocket};
 /// The I/O traits [`TcpStream`] implements (`Read`, `Write`, `ReadReady`,
 /// `WriteReady`), for services without a dependency of their own on them.
@@ -167,8 +199,9 @@ fn network_cpus(options: &crate::cmdline::KernelOptions, nic: &str, max_queues: 
     cpus
 }
 
-/// The interface's address (once every stack has it), waiting up to
-/// `timeout` for DHCP.
+/// The interface's address and prefix length (once every stack has it),
+/// waiting up to `timeout` for DHCP. `NoNetwork` without a NIC,
+/// `TimedOut` when no address came in time.
 pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
     if !netcpus::running() {
         return Err(NetError::NoNetwork);

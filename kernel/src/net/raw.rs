@@ -15,7 +15,25 @@ pub(super) fn keep(nic: Found) {
     *UNCLAIMED.lock() = Some(nic);
 }
 
-/// The NIC, driven directly by the thread that opened it.
+/// The NIC, driven directly by the thread that opened it (with the kernel
+/// option `net=raw`, which starts no network stack).
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::net::NetError> {
+/// // Sends every received frame back out, unchanged.
+/// let mut nic = bravo::net::RawNic::open()?;
+/// let mut frame = [0u8; 1514];
+/// loop {
+///     if let Some(Some(len)) = nic.receive_with(|f| f.map(|f| { frame[..f.len()].copy_from_slice(f); f.len() })) {
+///         nic.transmit_with(len, |out| out.copy_from_slice(&frame[..len]));
+///     }
+///     nic.flush();
+/// }
+/// # }
+/// ```
 pub struct RawNic {
     driver: Nic,
 }
@@ -36,6 +54,7 @@ impl RawNic {
         Ok(RawNic { driver })
     }
 
+    /// The NIC's MAC address.
     pub fn mac(&self) -> [u8; 6] {
         self.driver.mac()
     }
@@ -64,6 +83,7 @@ impl RawNic {
         self.driver.flush()
     }
 
+    /// The NIC's counters.
     pub fn stats(&mut self) -> NicStats {
         self.driver.stats()
     }

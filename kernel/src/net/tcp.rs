@@ -283,6 +283,25 @@ impl Stack {
 }
 
 /// Accepts TCP connections on a port, on every network stack.
+///
+/// Dropping it stops listening (on every stack) and closes the connections
+/// it had taken but not handed out.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::net::NetError> {
+/// use bravo::net::TcpListener;
+///
+/// let listener = TcpListener::bind(8080)?;
+/// loop {
+///     let (mut stream, peer) = listener.accept()?;
+///     bravo::println!("{peer} on cpu {}", stream.cpu());
+///     stream.write_last(b"HTTP/1.1 204 No Content\r\n\r\n")?;
+/// }
+/// # }
+/// ```
 pub struct TcpListener {
     port: u16,
     accept_timeout: Option<Duration>,
@@ -296,7 +315,21 @@ pub struct TcpListener {
 
 impl TcpListener {
     /// Starts listening on `port` (all addresses of the interface), with
-    /// an accept queue of [`DEFAULT_BACKLOG`] connections.
+    /// an accept queue of [`DEFAULT_BACKLOG`] connections on each stack.
+    ///
+    /// Fails with `InvalidInput` for port 0, `AddrInUse` when the port is
+    /// taken, `NoNetwork` without a network, `NoBufferSpace` when memory
+    /// for the listener's sockets is short.
+    ///
+    /// ```no_run
+    /// # #![no_std]
+    /// # #![no_main]
+    /// # bravo::main!(main);
+    /// # fn main() -> Result<(), bravo::net::NetError> {
+    /// let listener = bravo::net::TcpListener::bind(7)?;
+    /// assert_eq!(listener.port(), 7);
+    /// # Ok(()) }
+    /// ```
     pub fn bind(port: u16) -> Result<TcpListener, NetError> {
         TcpListener::bind_with_backlog(port, DEFAULT_BACKLOG)
     }
@@ -335,6 +368,7 @@ impl TcpListener {
         Ok(listener)
     }
 
+    /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -346,12 +380,37 @@ impl TcpListener {
     }
 
     /// Sleeps until a connection arrives; returns it and its peer.
+    /// `TimedOut` once the [accept timeout](Self::set_accept_timeout)
+    /// passes.
     ///
     /// A thread on a network cpu takes its own stack's connections, and
-    /// those of stacks whose cpu has no thread waiting here (see
-    /// [`AcceptReady`]): a service with an accepting thread on each cpu
-    /// takes, and can serve, each connection where it lives, with no
-    /// cross-cpu hop; one accepting thread takes them all.
+    /// those of stacks whose cpu has no thread waiting here: a service with
+    /// an accepting thread on each cpu takes, and can serve, each
+    /// connection where it lives, with no cross-cpu hop; one accepting
+    /// thread takes them all.
+    ///
+    /// ```no_run
+    /// # #![no_std]
+    /// # #![no_main]
+    /// # bravo::main!(main);
+    /// # fn main() -> Result<(), bravo::net::NetError> {
+    /// use alloc::sync::Arc;
+    /// use bravo::net::TcpListener;
+    /// use bravo::thread;
+    /// # extern crate alloc;
+    ///
+    /// // One accepting thread per cpu; each serves what its cpu accepted.
+    /// let listener = Arc::new(TcpListener::bind(8080)?);
+    /// for cpu in 0..thread::cpu_count() {
+    ///     let listener = listener.clone();
+    ///     let _ = thread::spawn_on(cpu, move || {
+    ///         while let Ok((mut stream, _peer)) = listener.accept() {
+    ///             let _ = stream.write_last(b"hello\n");
+    ///         }
+    ///     });
+    /// }
+    /// # Ok(()) }
+    /// ```
     pub fn accept(&self) -> Result<(TcpStream, SocketAddrV4), NetError> {
         let deadline = self.accept_timeout.map(|t| crate::time::Instant::now() + t);
         loop {
@@ -440,7 +499,37 @@ fn unsendable(socket: &tcp::Socket) -> Option<NetError> {
     }
 }
 
-/// A TCP connection.
+/// A TCP connection, from [`TcpListener::accept`] or
+/// [`TcpStream::connect`].
+///
+/// It may be used from any cpu (each call is a request to the stack that
+/// holds it); a thread on [`cpu`](Self::cpu) makes no cross-cpu hop.
+/// Dropping it closes the connection like [`close`](Self::close).
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::net::NetError> {
+/// use core::net::{Ipv4Addr, SocketAddrV4};
+/// use core::time::Duration;
+/// use bravo::net::TcpStream;
+///
+/// let peer = SocketAddrV4::new(Ipv4Addr::new(10, 0, 2, 2), 80);
+/// let mut stream = TcpStream::connect(peer, Duration::from_secs(5))?;
+/// stream.set_read_timeout(Some(Duration::from_secs(5)));
+/// stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+/// let mut buf = [0u8; 512];
+/// loop {
+///     let n = stream.read(&mut buf)?;
+///     if n == 0 {
+///         break; // the server closed its side
+///     }
+///     bravo::print!("{}", core::str::from_utf8(&buf[..n]).unwrap_or("?"));
+/// }
+/// stream.close()?;
+/// # Ok(()) }
+/// ```
 pub struct TcpStream {
     /// The stack that holds it.
     stack: usize,
@@ -513,10 +602,14 @@ impl TcpStream {
         Ok(TcpStream::new(index, handle))
     }
 
+    /// Makes [`read`](Self::read) give up with `TimedOut` after `timeout`
+    /// (None: wait for good, the default).
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }
 
+    /// Makes [`write`](Self::write) and [`flush`](Self::flush) give up with
+    /// `TimedOut` after `timeout` (None: wait for good, the default).
     pub fn set_write_timeout(&mut self, timeout: Option<Duration>) {
         self.write_timeout = timeout;
     }
@@ -567,7 +660,25 @@ impl TcpStream {
         })
     }
 
-    /// Writes all of `data`.
+    /// Writes all of `data`, sleeping while the send buffer is full.
+    ///
+    /// ```no_run
+    /// # #![no_std]
+    /// # #![no_main]
+    /// # bravo::main!(main);
+    /// # fn main() -> Result<(), bravo::net::NetError> {
+    /// # let listener = bravo::net::TcpListener::bind(7)?;
+    /// // An echo: what arrives goes back until the peer closes.
+    /// let (mut stream, _) = listener.accept()?;
+    /// let mut buf = [0u8; 2048];
+    /// loop {
+    ///     match stream.read(&mut buf)? {
+    ///         0 => break stream.close(),
+    ///         n => stream.write_all(&buf[..n])?,
+    ///     }
+    /// }
+    /// # }
+    /// ```
     pub fn write_all(&mut self, mut data: &[u8]) -> Result<(), NetError> {
         while !data.is_empty() {
             let n = self.write(data)?;

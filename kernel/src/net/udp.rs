@@ -32,6 +32,7 @@ pub struct Datagrams {
 }
 
 impl Datagrams {
+    /// An empty batch.
     pub fn new() -> Self {
         Self::default()
     }
@@ -42,10 +43,12 @@ impl Datagrams {
         self.ends.push((self.bytes.len(), peer));
     }
 
+    /// The number of datagrams.
     pub fn len(&self) -> usize {
         self.ends.len()
     }
 
+    /// Whether the batch holds no datagram.
     pub fn is_empty(&self) -> bool {
         self.ends.is_empty()
     }
@@ -63,6 +66,43 @@ impl Datagrams {
     }
 }
 
+/// A UDP socket bound to a port: datagrams to and from any peer.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::net::NetError> {
+/// use bravo::net::UdpSocket;
+///
+/// // A UDP echo on port 7.
+/// let socket = UdpSocket::bind(7)?;
+/// let mut buf = [0u8; 1500];
+/// loop {
+///     let (n, peer) = socket.recv_from(&mut buf)?;
+///     socket.send_to(&buf[..n], peer)?;
+/// }
+/// # }
+/// ```
+///
+/// Many datagrams at a time, one request per batch:
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() -> Result<(), bravo::net::NetError> {
+/// use bravo::net::{Datagrams, UdpSocket};
+///
+/// let socket = UdpSocket::bind(7)?;
+/// let mut batch = Datagrams::new();
+/// loop {
+///     batch = socket.recv_batch(batch, 64)?; // sleeps until one arrives
+///     batch = socket.send_batch(batch)?; // each back to its sender
+///     batch.clear();
+/// }
+/// # }
+/// ```
 pub struct UdpSocket {
     handle: SocketId,
     port: u16,
@@ -107,6 +147,7 @@ impl UdpSocket {
         Ok(UdpSocket { handle, port, read_timeout: None })
     }
 
+    /// The port it is bound to.
     pub fn port(&self) -> u16 {
         self.port
     }
@@ -118,6 +159,9 @@ impl UdpSocket {
         netcpus::control(HOME).cpu()
     }
 
+    /// Makes [`recv_from`](Self::recv_from) and
+    /// [`recv_batch`](Self::recv_batch) give up with `TimedOut` after
+    /// `timeout` (None: wait for good, the default).
     pub fn set_read_timeout(&mut self, timeout: Option<Duration>) {
         self.read_timeout = timeout;
     }

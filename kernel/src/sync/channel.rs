@@ -40,6 +40,33 @@ pub enum RecvError {
 }
 
 /// A new channel (unbounded).
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # fn main() {
+/// use bravo::sync::channel;
+/// use bravo::thread;
+///
+/// // Work for a thread on the last cpu, and its answers.
+/// let (jobs, inbox) = channel::channel::<u64>();
+/// let (answers_send, answers) = channel::channel::<u64>();
+/// let last = thread::cpu_count() - 1;
+/// let worker = thread::spawn_on(last, move || {
+///     while let Ok(n) = inbox.recv() {
+///         let _ = answers_send.send(n * n);
+///     }
+/// });
+/// for n in 1..=3 {
+///     let _ = jobs.send(n);
+/// }
+/// drop(jobs); // the worker's recv fails once the queue is empty: it ends
+/// let sum: u64 = (0..3).filter_map(|_| answers.recv().ok()).sum();
+/// bravo::println!("sum of squares: {sum}");
+/// # let _ = worker;
+/// # }
+/// ```
 pub fn channel<T: Send>() -> (Sender<T>, Receiver<T>) {
     let shared = Arc::new(Shared {
         queue: spin::Mutex::new(VecDeque::new()),

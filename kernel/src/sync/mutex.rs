@@ -6,8 +6,32 @@ use core::ops::{Deref, DerefMut};
 
 use super::WaitQueue;
 
-/// Protects a value so that one thread at a time reaches it; a thread
-/// that finds it locked sleeps until the holder unlocks.
+/// A lock for data shared by threads on any cpus; a thread that finds it
+/// taken sleeps until it is released.
+///
+/// ```no_run
+/// # #![no_std]
+/// # #![no_main]
+/// # bravo::main!(main);
+/// # extern crate alloc;
+/// # fn main() {
+/// use alloc::sync::Arc;
+/// use bravo::sync::Mutex;
+/// use bravo::thread;
+///
+/// let hits = Arc::new(Mutex::new(0u64));
+/// let workers: alloc::vec::Vec<_> = (0..thread::cpu_count())
+///     .filter_map(|cpu| {
+///         let hits = hits.clone();
+///         thread::spawn_on(cpu, move || *hits.lock() += 1).ok()
+///     })
+///     .collect();
+/// for worker in workers {
+///     worker.join();
+/// }
+/// bravo::println!("{} threads ran", *hits.lock());
+/// # }
+/// ```
 pub struct Mutex<T: ?Sized> {
     waiters: WaitQueue,
     value: spin::Mutex<T>,

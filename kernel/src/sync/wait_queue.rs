@@ -17,7 +17,8 @@ use crate::arch::{irq, tsc};
 use crate::sched::scheduler::{current, park, wake};
 use crate::sched::thread::{ThreadList, WaitLink};
 
-/// Threads waiting for a condition; see the module documentation.
+/// Threads sleeping until a condition holds, woken by whoever makes it
+/// hold.
 pub struct WaitQueue {
     /// The waiters, oldest first, linked through their control blocks.
     waiters: spin::Mutex<ThreadList<WaitLink>>,
@@ -30,7 +31,7 @@ impl Default for WaitQueue {
 }
 
 impl WaitQueue {
-    /// A queue with no waiters.
+    /// An empty queue.
     pub const fn new() -> Self {
         Self { waiters: spin::Mutex::new(ThreadList::new()) }
     }

@@ -7,8 +7,6 @@ use core::arch::x86_64::{__cpuid, __cpuid_count};
 pub struct Features {
     /// Execute-disable bit in page tables (CPUID 0x8000_0001 EDX[20]).
     pub nx: bool,
-    /// 1 GiB pages (CPUID 0x8000_0001 EDX[26]).
-    pub huge_1g: bool,
     /// x2APIC mode (CPUID 1 ECX[21]).
     pub x2apic: bool,
     /// Global pages (CPUID 1 EDX[13]).
@@ -30,7 +28,6 @@ fn read_features() -> Features {
     let leaf1 = __cpuid(1);
     Features {
         nx: ext1 & (1 << 20) != 0,
-        huge_1g: ext1 & (1 << 26) != 0,
         x2apic: leaf1.ecx & (1 << 21) != 0,
         global_pages: leaf1.edx & (1 << 13) != 0,
         tsc_deadline: leaf1.ecx & (1 << 24) != 0,

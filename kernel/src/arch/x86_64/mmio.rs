@@ -28,14 +28,6 @@ impl Window {
         Ok(Window { base, len })
     }
 
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
     /// The register of type `T` at `offset`, checked to be inside the
     /// window and aligned.
     fn at<T>(&self, offset: usize) -> *mut T {

@@ -219,11 +219,6 @@ impl<T> CpuLocal<T> {
         self.owner = cpu_id();
     }
 
-    /// The cpu that owns the value.
-    pub fn owner(&self) -> usize {
-        self.owner
-    }
-
     /// Borrows the value with this cpu's interrupts off, so no interrupt
     /// handler can find it borrowed.
     ///

@@ -12,7 +12,9 @@ const DEBUG_EXIT_PORT: u16 = 0xf4;
 /// How the kernel ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitCode {
+    /// The application succeeded (QEMU exits with status 33).
     Success,
+    /// The application failed or panicked (QEMU exits with status 35).
     Failure,
 }
 

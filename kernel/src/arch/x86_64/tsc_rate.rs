@@ -118,6 +118,7 @@ pub enum Verdict {
 
 impl Verdict {
     /// The rate to use, if any source gave one.
+    #[cfg(test)]
     pub fn hz(&self) -> Option<u64> {
         match self {
             Verdict::Confirmed { chosen, .. } | Verdict::Unconfirmed { chosen } => Some(chosen.hz),

@@ -42,6 +42,7 @@ pub enum Kind {
 pub const KINDS: usize = 2;
 
 impl Kind {
+    /// Every kind, in index order.
     pub const ALL: [Kind; KINDS] = [Kind::Stack, Kind::Buffer];
 
     /// The kind's name in fault reports.

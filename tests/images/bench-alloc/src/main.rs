@@ -14,9 +14,9 @@ extern crate alloc;
 
 use core::alloc::{GlobalAlloc, Layout};
 
-use bravo::arch::paging::phys_to_virt;
-use bravo::arch::tsc;
-use bravo::memory::heap::NumaAllocator;
+use bravo::internals::memory::heap::NumaAllocator;
+use bravo::internals::paging::phys_to_virt;
+use bravo::internals::tsc;
 use buddy_system_allocator::LockedHeap;
 
 bravo::main!(main);
@@ -57,7 +57,7 @@ fn nanos_per_op<A: GlobalAlloc>(a: &A, layout: Layout, rounds: usize) -> Result<
 
 fn main() -> Result<(), &'static str> {
     let rounds: usize = bravo::env::args().next().and_then(|a| a.parse().ok()).unwrap_or(2000);
-    let phys = bravo::memory::alloc_frames(0, LOCKED_ORDER).ok_or("no 64 MiB block for the locked heap")?;
+    let phys = bravo::internals::memory::alloc_frames(0, LOCKED_ORDER).ok_or("no 64 MiB block for the locked heap")?;
     let locked = LockedHeap::<33>::new();
     let start = phys_to_virt(phys) as usize;
     // SAFETY: the block was just allocated for this heap alone and is never

@@ -26,9 +26,9 @@ use alloc::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use bravo::arch::paging::phys_to_virt;
-use bravo::arch::tsc;
-use bravo::memory::heap::NumaAllocator;
+use bravo::internals::memory::heap::NumaAllocator;
+use bravo::internals::paging::phys_to_virt;
+use bravo::internals::tsc;
 use bravo::thread;
 use buddy_system_allocator::LockedHeap;
 
@@ -153,7 +153,7 @@ fn main() -> Result<(), &'static str> {
     switch();
     spawns(if cpus > 1 { 1 } else { 0 });
 
-    let phys = bravo::memory::alloc_frames(0, 14).ok_or("no 64 MiB block for the locked heap")?;
+    let phys = bravo::internals::memory::alloc_frames(0, 14).ok_or("no 64 MiB block for the locked heap")?;
     let locked: &'static LockedHeap<33> = alloc::boxed::Box::leak(alloc::boxed::Box::new(LockedHeap::new()));
     // SAFETY: the block was just allocated for this heap alone and is never
     // freed (the VM ends after main).

@@ -8,11 +8,10 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bravo::memory::lazy::{self, Buffer, Kind, Range};
+use bravo::internals::memory::lazy::{self, Buffer, Kind, Range};
+use bravo::internals::testing::{check, check_eq, Test};
 use bravo::sync::WaitQueue;
-use bravo::testing::Test;
 use bravo::thread;
-use bravo::{check, check_eq};
 
 const PAGE: usize = 4096;
 
@@ -116,7 +115,7 @@ fn dropped_ranges_come_back() -> Result<(), String> {
 fn in_thread<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> (usize, T) {
     thread::spawn(move || {
         let value = f();
-        let (guard, top) = bravo::sched::current_stack().expect("in a thread");
+        let (guard, top) = bravo::internals::sched::current_stack().expect("in a thread");
         (lazy::committed_between(guard, top), value)
     })
     .join()
@@ -146,7 +145,7 @@ fn deep_recursion_within_the_stack_works() -> Result<(), String> {
     check_eq!(sum, depth * (depth + 1) / 2);
     bravo::println!("measured: 48 KiB of recursion committed {} KiB of stack", committed / 1024);
     check!(committed >= 48 * 1024, "recursion of 48 KiB committed only {committed} bytes");
-    check!(committed <= bravo::sched::STACK_SIZE, "more than the stack committed: {committed}");
+    check!(committed <= bravo::internals::sched::STACK_SIZE, "more than the stack committed: {committed}");
     Ok(())
 }
 
@@ -155,7 +154,7 @@ fn a_blocked_thread_holds_little() -> Result<(), String> {
     let theirs = gate.clone();
     let handle = thread::spawn(move || {
         let (open, queue, guard, top) = &*theirs;
-        let (g, t) = bravo::sched::current_stack().expect("in a thread");
+        let (g, t) = bravo::internals::sched::current_stack().expect("in a thread");
         guard.store(g, Ordering::Release);
         top.store(t, Ordering::Release);
         queue.wait_until(|| open.load(Ordering::Acquire).then_some(()));

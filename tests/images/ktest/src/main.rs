@@ -33,8 +33,8 @@ mod smp;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use bravo::testing::{run_tests, Test};
-use bravo::{check, check_eq, ExitCode};
+use bravo::internals::testing::{check, check_eq, run_tests, Test};
+use bravo::ExitCode;
 
 bravo::main!(main);
 
@@ -116,7 +116,7 @@ fn recurse(depth: u64) -> u64 {
 }
 
 fn print_topology() {
-    let t = bravo::topology::get().expect("topology is known before main");
+    let t = bravo::internals::topology::get().expect("topology is known before main");
     bravo::println!("topology: cpus={} nodes={}", t.cpu_count(), t.node_count());
     for node in 0..t.node_count() {
         let cpus: Vec<String> =
@@ -150,13 +150,13 @@ fn suite(name: &str, tests: &[Test]) -> Result<(), String> {
     }
 }
 
-pub(crate) fn topology() -> &'static bravo::topology::Topology {
-    bravo::topology::get().expect("topology is known before main")
+pub(crate) fn topology() -> &'static bravo::internals::topology::Topology {
+    bravo::internals::topology::get().expect("topology is known before main")
 }
 
 /// Free bytes per node (a fixed array: measuring must not allocate).
-fn free_counts() -> [usize; bravo::topology::MAX_NODES] {
-    let mut counts = [0; bravo::topology::MAX_NODES];
+fn free_counts() -> [usize; bravo::internals::topology::MAX_NODES] {
+    let mut counts = [0; bravo::internals::topology::MAX_NODES];
     for (node, count) in counts.iter_mut().enumerate().take(topology().node_count()) {
         *count = bravo::memory::stats(node).free;
     }
@@ -193,12 +193,12 @@ fn frames_come_from_the_node_asked_for() -> Result<(), String> {
     let t = topology();
     for node in 0..t.node_count() {
         for order in [0, 3, 9] {
-            let phys = bravo::memory::alloc_frames_exact(node, order)
+            let phys = bravo::internals::memory::alloc_frames_exact(node, order)
                 .ok_or_else(|| alloc::format!("node {node} has no block of order {order}"))?;
             let owner = t.node_of_addr(phys);
             let aligned = phys % (4096 << order) == 0;
             // SAFETY: the block was just allocated with this order.
-            unsafe { bravo::memory::free_frames(phys, order) };
+            unsafe { bravo::internals::memory::free_frames(phys, order) };
             check!(owner == node, "order-{order} block {phys:#x} for node {node} belongs to node {owner}");
             check!(aligned, "order-{order} block {phys:#x} is not aligned to its size");
         }
@@ -211,11 +211,11 @@ fn heap_blocks_come_from_the_node_asked_for() -> Result<(), String> {
     for node in 0..t.node_count() {
         for size in [24usize, 1000, 200_000] {
             let layout = core::alloc::Layout::from_size_align(size, 8).unwrap();
-            let block = bravo::memory::alloc_in(node, layout);
+            let block = bravo::internals::memory::alloc_in(node, layout);
             check!(!block.is_null(), "no {size}-byte block on node {node}");
-            let owner = t.node_of_addr(bravo::arch::paging::virt_to_phys(block as u64));
+            let owner = t.node_of_addr(bravo::internals::paging::virt_to_phys(block as u64));
             // SAFETY: the block was just allocated with this layout.
-            unsafe { bravo::memory::heap::dealloc(block, layout) };
+            unsafe { bravo::internals::memory::heap::dealloc(block, layout) };
             check!(owner == node, "{size}-byte block for node {node} belongs to node {owner}");
         }
     }
@@ -229,7 +229,7 @@ fn frees_go_to_the_owning_node() -> Result<(), String> {
     // Blocks of the last node, freed through the global allocator from
     // this cpu (on node 0): each must return to the last node.
     let layout = core::alloc::Layout::from_size_align(4000, 8).unwrap();
-    let blocks: Vec<*mut u8> = (0..100).map(|_| bravo::memory::alloc_in(last, layout)).collect();
+    let blocks: Vec<*mut u8> = (0..100).map(|_| bravo::internals::memory::alloc_in(last, layout)).collect();
     check!(blocks.iter().all(|b| !b.is_null()), "allocation on node {last} failed");
     for block in blocks {
         // SAFETY: allocated above with this layout; freed once.
@@ -243,7 +243,7 @@ fn frees_go_to_the_owning_node() -> Result<(), String> {
 pub(crate) fn drain_node(node: usize, blocks: &mut Vec<(u64, usize)>) {
     for order in (0..=12).rev() {
         while blocks.len() < blocks.capacity() {
-            match bravo::memory::alloc_frames_exact(node, order) {
+            match bravo::internals::memory::alloc_frames_exact(node, order) {
                 Some(phys) => blocks.push((phys, order)),
                 None => break,
             }
@@ -259,18 +259,18 @@ fn exhausting_a_node_fails_cleanly() -> Result<(), String> {
     let mut blocks = Vec::with_capacity(64 * 1024);
     drain_node(node, &mut blocks);
     check!(blocks.len() < blocks.capacity(), "ran out of room to record blocks");
-    let left = bravo::memory::frames::stats(node).free;
-    let exact = bravo::memory::alloc_frames_exact(node, 0);
-    let fallback = bravo::memory::alloc_frames(node, 0);
+    let left = bravo::internals::memory::frames::stats(node).free;
+    let exact = bravo::internals::memory::alloc_frames_exact(node, 0);
+    let fallback = bravo::internals::memory::alloc_frames(node, 0);
     let fallback_owner = fallback.map(|p| t.node_of_addr(p));
     let fallbacks_after = bravo::memory::stats(node).fallbacks;
     if let Some(phys) = fallback {
         // SAFETY: allocated just above, order 0.
-        unsafe { bravo::memory::free_frames(phys, 0) };
+        unsafe { bravo::internals::memory::free_frames(phys, 0) };
     }
     for &(phys, order) in &blocks {
         // SAFETY: each block was allocated above with this order.
-        unsafe { bravo::memory::free_frames(phys, order) };
+        unsafe { bravo::internals::memory::free_frames(phys, order) };
     }
     drop(blocks);
     check_eq!(left, 0);
@@ -309,8 +309,8 @@ fn exhausting_all_memory_fails_cleanly() -> Result<(), String> {
 fn mmio_mappings_are_stable() -> Result<(), String> {
     // The local APIC's registers: its version register is readable.
     let base = topology().local_apic;
-    let a = bravo::arch::paging::map_mmio(base, 4096).map_err(String::from)?;
-    let b = bravo::arch::paging::map_mmio(base, 4096).map_err(String::from)?;
+    let a = bravo::internals::paging::map_mmio(base, 4096).map_err(String::from)?;
+    let b = bravo::internals::paging::map_mmio(base, 4096).map_err(String::from)?;
     check_eq!(a, b);
     // SAFETY: offset 0x30 is the local APIC version register, read-only.
     #[allow(
@@ -319,6 +319,6 @@ fn mmio_mappings_are_stable() -> Result<(), String> {
     )]
     let version = unsafe { a.add(0x30).cast::<u32>().read_volatile() };
     check!(version & 0xff != 0 && version != u32::MAX, "local APIC version register reads {version:#x}");
-    check!(bravo::arch::paging::map_mmio(1 << 50, 4096).is_err(), "an impossible MMIO range was mapped");
+    check!(bravo::internals::paging::map_mmio(1 << 50, 4096).is_err(), "an impossible MMIO range was mapped");
     Ok(())
 }

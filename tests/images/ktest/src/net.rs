@@ -132,7 +132,7 @@ pub fn idle_read(port: Option<&str>) -> Result<(), String> {
     let stack = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let theirs = stack.clone();
     let reader = bravo::thread::spawn(move || {
-        let (guard, top) = bravo::sched::current_stack().expect("in a thread");
+        let (guard, top) = bravo::internals::sched::current_stack().expect("in a thread");
         theirs.0.store(guard, Ordering::Release);
         theirs.1.store(top, Ordering::Release);
         let mut buf = [0u8; 64];
@@ -144,7 +144,7 @@ pub fn idle_read(port: Option<&str>) -> Result<(), String> {
     // Long enough for the reader to be parked in `read`.
     bravo::thread::sleep(Duration::from_millis(300));
     let committed =
-        bravo::memory::lazy::committed_between(stack.0.load(Ordering::Acquire), stack.1.load(Ordering::Acquire));
+        bravo::internals::memory::lazy::committed_between(stack.0.load(Ordering::Acquire), stack.1.load(Ordering::Acquire));
     bravo::println!("measured: a thread blocked in TcpStream::read holds {} KiB of stack", committed / 1024);
     if committed == 0 || committed > 8 * 1024 {
         return Err(alloc::format!("a thread blocked in read holds {committed} bytes of stack"));

@@ -9,12 +9,11 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 use core::time::Duration;
 
-use bravo::arch::paging::virt_to_phys;
+use bravo::internals::paging::virt_to_phys;
+use bravo::internals::testing::{check, check_eq, Test};
 use bravo::sync::{channel, Mutex};
-use bravo::testing::Test;
 use bravo::thread::{self, SpawnError};
 use bravo::time::Instant;
-use bravo::{check, check_eq};
 
 use crate::topology;
 
@@ -74,8 +73,8 @@ fn a_thread_spawned_on_each_cpu_runs_there() -> Result<(), String> {
 fn thread_memory_is_on_its_node() -> Result<(), String> {
     for cpu in 0..thread::cpu_count() {
         let handle = thread::spawn_on(cpu, || {
-            let (guard, top) = bravo::sched::current_stack().expect("in a thread");
-            let block = bravo::sched::current_control_block().expect("in a thread");
+            let (guard, top) = bravo::internals::sched::current_stack().expect("in a thread");
+            let block = bravo::internals::sched::current_control_block().expect("in a thread");
             let local = 0u64;
             let on_stack = core::hint::black_box(&local) as *const u64 as u64;
             (guard, top, block, on_stack)
@@ -270,16 +269,16 @@ fn cross_cpu_frees_go_home() -> Result<(), String> {
             }
         };
         round(0)?;
-        let before = bravo::memory::heap::stats(home).allocated;
+        let before = bravo::internals::memory::heap::stats(home).allocated;
         for r in 1..20 {
             round(r)?;
         }
         // The other cpu's last frees may still be under way.
         let deadline = Instant::now() + Duration::from_secs(2);
-        while bravo::memory::heap::stats(home).allocated != before && Instant::now() < deadline {
+        while bravo::internals::memory::heap::stats(home).allocated != before && Instant::now() < deadline {
             thread::yield_now();
         }
-        let after = bravo::memory::heap::stats(home).allocated;
+        let after = bravo::internals::memory::heap::stats(home).allocated;
         if after != before {
             return Err(alloc::format!("node {home} heap use {before} before, {after} after the remote frees"));
         }
@@ -437,7 +436,7 @@ fn spawning_without_memory_is_an_error() -> Result<(), String> {
     handles.into_iter().for_each(|h| h.join());
     for &(phys, order) in &taken {
         // SAFETY: each block was allocated by drain_node with this order.
-        unsafe { bravo::memory::free_frames(phys, order) };
+        unsafe { bravo::internals::memory::free_frames(phys, order) };
     }
     check_eq!(error, Some(SpawnError::OutOfMemory));
     bravo::println!("out of memory after {spawned} spawns (spare stacks first)");
