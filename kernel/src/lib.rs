@@ -108,6 +108,8 @@
 extern crate alloc;
 
 pub(crate) mod cmdline;
+// On the host only the parsers' tests use it, not the kernel's callers.
+#[cfg_attr(test, allow(dead_code))]
 pub(crate) mod topology;
 mod mptable;
 
@@ -131,6 +133,7 @@ pub(crate) mod arch;
 #[path = "arch/x86_64"]
 pub(crate) mod arch {
     mod limits;
+    #[allow(dead_code)] // the sources the kernel measures are not built here
     pub mod tsc_rate;
     pub use limits::{MAX_CPUS, MAX_IO_APICS};
 }

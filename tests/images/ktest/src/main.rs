@@ -312,12 +312,13 @@ fn mmio_mappings_are_stable() -> Result<(), String> {
     let a = bravo::internals::paging::map_mmio(base, 4096).map_err(String::from)?;
     let b = bravo::internals::paging::map_mmio(base, 4096).map_err(String::from)?;
     check_eq!(a, b);
-    // SAFETY: offset 0x30 is the local APIC version register, read-only.
     #[allow(
         clippy::cast_ptr_alignment,
         reason = "map_mmio returns a page-aligned address; 0x30 keeps 4-byte alignment"
     )]
-    let version = unsafe { a.add(0x30).cast::<u32>().read_volatile() };
+    let register = a.wrapping_add(0x30).cast::<u32>();
+    // SAFETY: offset 0x30 is the local APIC version register, read-only.
+    let version = unsafe { register.read_volatile() };
     check!(version & 0xff != 0 && version != u32::MAX, "local APIC version register reads {version:#x}");
     check!(bravo::internals::paging::map_mmio(1 << 50, 4096).is_err(), "an impossible MMIO range was mapped");
     Ok(())
