@@ -71,6 +71,8 @@ lint:
     step cargo clippy -p bravo --lib --tests -- -D warnings
     step cargo clippy --release --target {{kernel_target}} --workspace --exclude bravo-tests --exclude bravo-linux-peer -- -D warnings
     step cargo fmt --all -- --check
+    # The API docs: a broken intra-doc link fails.
+    step just doc
     if [ ${#failed[@]} -gt 0 ]; then
         printf 'lint failed: %s\n' "${failed[@]}" >&2
         exit 1

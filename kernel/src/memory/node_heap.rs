@@ -166,7 +166,7 @@ pub fn reclaim(node: usize, bytes: usize) -> usize {
 }
 
 /// Allocates `layout` from `node` (falling back like the global allocator).
-/// Free with [`dealloc`] or let a `Box`/`Vec` built from it drop normally.
+/// Free with [`heap::dealloc`](super::heap::dealloc) or let a `Box`/`Vec` built from it drop normally.
 /// (Served by the node heap itself, bypassing the cpu caches.)
 pub fn alloc_in(node: usize, layout: Layout) -> *mut u8 {
     if node >= MAX_NODES || layout.size() == 0 {
