@@ -146,6 +146,10 @@ pub(crate) fn start(options: crate::cmdline::KernelOptions) {
                 if nic.link_up() { "up" } else { "down" },
             );
             let stack = stack::Stack::new(nic, interrupt, &options, index);
+            // Running before the ready reply: requests made as soon as the
+            // main thread hears it wait in the inbox for `run`'s first
+            // round instead of failing with `NoNetwork`.
+            netcpus::set_running(index);
             let _ = ready_send.send((index, true));
             stack::run(stack)
         });

@@ -511,7 +511,6 @@ pub fn run(mut stack: Stack) -> ! {
         log::warn!("net: the network thread cannot use the memory reserve: {e:?}");
     }
     let control = stack.control;
-    netcpus::set_running(stack.index);
     let mut waiting = Waiting::new();
     let mut next_report = tsc::now();
     loop {
