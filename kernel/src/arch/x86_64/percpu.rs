@@ -51,7 +51,7 @@ pub struct PerCpu {
     /// scheduler (the memory reserve) can tell who runs.
     pub running_thread: AtomicU64,
     /// Non-zero while this cpu holds the frame allocator's lock, so that
-    /// the page-fault handler knows not to take it (`memory::lazy`).
+    /// the page-fault handler knows not to take it (`memory::frames`).
     pub frame_lock_depth: AtomicU32,
     /// The generation of freed lazily committed ranges this cpu saw before
     /// it last reloaded CR3 (`memory::lazy`'s TLB quarantine).
