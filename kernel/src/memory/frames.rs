@@ -8,9 +8,9 @@
 //! boot touches only the RAM it uses. [`alloc_frames`] prefers the asked node and falls back to the
 //! others in order of SLIT distance only when that node is exhausted,
 //! counting each fallback. Every section holding a node's lock runs inside
-//! [`locked_section`], so the page-fault handler (`lazy`), which may take
+//! `locked_section`, so the page-fault handler (`lazy`), which may take
 //! that lock, knows when the faulting cpu holds it
-//! ([`locked_by_this_cpu`]).
+//! (`locked_by_this_cpu`).
 //!
 //! Each node also keeps its free bytes in an atomic counter, so that the
 //! memory-pressure signal and the reserve (`reserve`) read it without a

@@ -258,7 +258,7 @@ fn spin_ticks(ticks: u64) {
 /// boot cpu, after the TSC is calibrated (nothing to do with TSC-deadline
 /// timers). When the TSC was measured against this timer (`bus_hz`
 /// known), the rate follows from that measurement; otherwise it is
-/// measured against the TSC over [`TIMER_CALIBRATION_MICROS`].
+/// measured against the TSC over `TIMER_CALIBRATION_MICROS`.
 pub fn calibrate_apic_timer(bus_hz: Option<u64>) {
     if apic::has_tsc_deadline() {
         return;
