@@ -12,7 +12,7 @@ use acpi::sdt::madt::{Madt, MadtEntry};
 use acpi::AcpiTables;
 
 use crate::arch::acpi_handler::{self, table_bytes, KernelAcpiHandler, RawTable, SLIT, SRAT};
-use crate::arch::tsc::FirmwareTimers;
+use crate::arch::timers::FirmwareTimers;
 use crate::topology::{self, Entry, Topology};
 
 const ENABLED: u32 = 1;

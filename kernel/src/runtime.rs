@@ -70,9 +70,9 @@ pub fn kmain(boot: BootInfo) -> ! {
     arch::apic::init_boot_cpu();
     phases::done("apic");
     let apic_bus_hz = arch::apic::hypervisor_bus_hz();
-    arch::tsc::calibrate(&timers, apic_bus_hz);
+    arch::calibration::calibrate_tsc(&timers, apic_bus_hz);
     phases::done("tsc");
-    arch::apic::calibrate_timer(apic_bus_hz);
+    arch::calibration::calibrate_apic_timer(apic_bus_hz);
     phases::done("apic timer");
 
     crate::memory::init(boot.memory_map(), topology);

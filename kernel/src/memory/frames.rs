@@ -8,8 +8,9 @@
 //! boot touches only the RAM it uses. [`alloc_frames`] prefers the asked node and falls back to the
 //! others in order of SLIT distance only when that node is exhausted,
 //! counting each fallback. Every section holding a node's lock runs inside
-//! `lazy::frame_lock_section`, so the page-fault handler, which may take
-//! that lock, knows when the faulting cpu holds it.
+//! `locked_section`, so the page-fault handler (`lazy`), which may take
+//! that lock, knows when the faulting cpu holds it
+//! (`locked_by_this_cpu`).
 //!
 //! Each node also keeps its free bytes in an atomic counter, so that the
 //! memory-pressure signal and the reserve (`reserve`) read it without a
@@ -20,16 +21,20 @@
 
 use core::alloc::Layout;
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicUsize, Ordering};
 
 use buddy_system_allocator::Heap;
 use spin::{Mutex, Once};
 
 use super::pending::Pending;
-use crate::arch::paging::{phys_to_virt, PHYS_MAP_BASE};
+use crate::arch::paging::{self, phys_to_virt, PHYS_MAP_BASE};
+use crate::arch::percpu;
 use crate::topology::{Topology, MAX_NODES};
 
 pub const FRAME_SIZE: usize = 4096;
+/// Stack a locked section may use, committed before it takes the lock
+/// (its own frames are a few hundred bytes).
+const PROBE_BYTES: u64 = 2048;
 
 struct NodeFrames {
     buddy: Mutex<Buddy>,
@@ -105,6 +110,63 @@ pub(super) fn init(topology: &'static Topology, ranges: &[(u64, u64, usize)]) {
     TOPOLOGY.call_once(|| topology);
 }
 
+/// Runs `f`, a section that holds a node's lock, after committing the
+/// stack it may use and with this cpu marked as holding the lock
+/// (`PerCpu::frame_lock_depth`).
+///
+/// The page-fault handler (`lazy`) runs with interrupts off wherever the
+/// faulting code was, and when its cpu's reserve of frames is empty it
+/// takes this allocator's lock: the only lock it ever takes. This cpu holds
+/// that lock only inside these short sections, which touch nothing lazily
+/// committed but the stack they run on; each first probes (touches) the
+/// stack it may use, so it does not fault there. If a fault still happens
+/// inside one, the handler sees the mark ([`locked_by_this_cpu`]) and
+/// fails loudly instead of spinning on its own lock. Another cpu holding
+/// the lock releases it in bounded time: it never waits for this cpu with
+/// the lock held (the sections run with interrupts off and call nothing).
+#[inline(always)]
+fn locked_section<R>(f: impl FnOnce() -> R) -> R {
+    probe_stack();
+    let depth = &percpu::this().frame_lock_depth;
+    depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    compiler_fence(Ordering::SeqCst);
+    let result = f();
+    compiler_fence(Ordering::SeqCst);
+    depth.store(depth.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+    result
+}
+
+/// Whether this cpu is inside a [`locked_section`] (holds, or is about to
+/// take, a node's lock): the page-fault handler must not take it then.
+pub(super) fn locked_by_this_cpu() -> bool {
+    percpu::this().frame_lock_depth.load(Ordering::Relaxed) != 0
+}
+
+/// Touches the running thread's stack down to [`PROBE_BYTES`] below the
+/// stack pointer (never into its guard page), committing those pages now:
+/// before code that must not fault on its stack (the locked sections, and
+/// the refill of `lazy`'s per-cpu reserve of frames).
+#[inline(always)]
+pub(super) fn probe_stack() {
+    const PAGE_SIZE: u64 = FRAME_SIZE as u64;
+    let rsp = paging::stack_pointer();
+    // Lazily committed stacks live in the region `lazy` lays out from
+    // `LAZY_BASE`, below the MMIO window.
+    if !(paging::LAZY_BASE..paging::MMIO_BASE).contains(&rsp) {
+        return; // not a lazily committed stack (the loop, interrupt stacks)
+    }
+    let guard = percpu::this().thread_stack_guard.load(Ordering::Relaxed);
+    let lowest = guard + PAGE_SIZE;
+    if guard == 0 || rsp < lowest {
+        return;
+    }
+    let mut page = rsp.saturating_sub(PROBE_BYTES).max(lowest) & !(PAGE_SIZE - 1);
+    while page <= rsp {
+        paging::touch(page.max(lowest));
+        page += PAGE_SIZE;
+    }
+}
+
 fn block_layout(order: usize) -> Option<Layout> {
     let size = FRAME_SIZE.checked_shl(order as u32)?;
     Layout::from_size_align(size, size).ok()
@@ -126,7 +188,7 @@ pub fn alloc_frames_above(node: usize, order: usize, floor: usize) -> Option<u64
     n.free
         .fetch_update(Ordering::AcqRel, Ordering::Acquire, |free| free.checked_sub(size).filter(|&left| left >= floor))
         .ok()?;
-    match crate::arch::irq::without(|_| super::lazy::frame_lock_section(|| n.buddy.lock().alloc(layout))) {
+    match crate::arch::irq::without(|_| locked_section(|| n.buddy.lock().alloc(layout))) {
         Some(block) => Some(block.as_ptr() as u64 - PHYS_MAP_BASE),
         None => {
             // Enough bytes, but no block of this order (fragmented).
@@ -178,7 +240,7 @@ pub unsafe fn free_frames(phys: u64, order: usize) {
         // SAFETY: the caller guarantees a live block of this order, which
         // came from its owner node's allocator (nodes never hold memory of
         // another node).
-        super::lazy::frame_lock_section(|| unsafe { NODES[owner].buddy.lock().heap.dealloc(ptr, layout) })
+        locked_section(|| unsafe { NODES[owner].buddy.lock().heap.dealloc(ptr, layout) })
     });
     NODES[owner].free.fetch_add(layout.size(), Ordering::AcqRel);
 }
@@ -197,7 +259,7 @@ pub struct NodeStats {
 /// Frame statistics of `node`.
 pub fn stats(node: usize) -> NodeStats {
     let Some(n) = NODES.get(node) else { return NodeStats::default() };
-    let allocated = crate::arch::irq::without(|_| super::lazy::frame_lock_section(|| n.buddy.lock().heap.stats_alloc_actual()));
+    let allocated = crate::arch::irq::without(|_| locked_section(|| n.buddy.lock().heap.stats_alloc_actual()));
     let total = n.total.load(Ordering::Relaxed);
     NodeStats { total, free: total - allocated, fallbacks: n.fallbacks.load(Ordering::Relaxed) }
 }

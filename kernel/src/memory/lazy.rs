@@ -26,15 +26,13 @@
 //!   the middle of a refill (the refill touches only committed memory),
 //!   and if it did the handler would see the reserve `busy` and skip it;
 //! - when the reserve is empty it falls back to the frame allocator,
-//!   whose lock is the only one it ever takes. That lock is held by this
-//!   cpu only inside the allocator's short locked sections, which touch
-//!   nothing lazily committed but the stack they run on; each section
-//!   first probes (touches) the stack it may use ([`frame_lock_section`])
-//!   and marks the cpu (`PerCpu::frame_lock_depth`). If a fault still
-//!   happens inside one, the handler sees the mark and fails loudly
-//!   instead of spinning on its own lock. Another cpu holding the lock
-//!   releases it in bounded time: it never waits for this cpu with the
-//!   lock held (the sections run with interrupts off and call nothing);
+//!   whose lock is the only one it ever takes. The allocator's locked
+//!   sections probe the stack they may use and mark the cpu first
+//!   (`frames::locked_section`, where the argument is spelled out), so
+//!   the handler knows when this cpu holds that lock
+//!   (`frames::locked_by_this_cpu`) and fails loudly instead of
+//!   spinning on its own lock. Another cpu holding the lock releases it in
+//!   bounded time;
 //! - when memory is exhausted it fails loudly: the VM ends with a report.
 //!
 //! Interrupts never push onto a thread's stack (they run on an IST stack
@@ -97,10 +95,6 @@ static PAGE_TABLES: AtomicUsize = AtomicUsize::new(0);
 
 /// Pre-zeroed frames each cpu keeps for its page faults.
 const RESERVE_FRAMES: usize = 16;
-/// Stack a frame allocator's locked section may use, committed before it
-/// takes the lock (its own frames are a few hundred bytes).
-const PROBE_BYTES: u64 = 2048;
-
 /// A cpu's frames for the page-fault handler.
 #[repr(align(64))]
 struct Reserve {
@@ -154,7 +148,7 @@ impl Reserve {
     /// Fills the reserve from the frame allocator (normal context, this
     /// cpu, interrupts off). Stops quietly when memory is exhausted.
     fn refill(&self) {
-        probe_stack();
+        frames::probe_stack();
         self.busy.store(true, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
         let node = super::current_node();
@@ -229,41 +223,6 @@ fn wake_lagging_cpus() {
     }
 }
 
-/// Runs `f`, a section of the frame allocator that holds its lock, after
-/// committing the stack it may use; the page-fault handler sees this cpu
-/// inside it and never takes the lock itself meanwhile.
-#[inline(always)]
-pub(super) fn frame_lock_section<R>(f: impl FnOnce() -> R) -> R {
-    probe_stack();
-    let depth = &percpu::this().frame_lock_depth;
-    depth.store(depth.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    compiler_fence(Ordering::SeqCst);
-    let result = f();
-    compiler_fence(Ordering::SeqCst);
-    depth.store(depth.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-    result
-}
-
-/// Touches the running thread's stack down to [`PROBE_BYTES`] below the
-/// stack pointer (never into its guard page), committing those pages now.
-#[inline(always)]
-fn probe_stack() {
-    let rsp = paging::stack_pointer();
-    if !LAYOUT.contains(rsp) {
-        return; // not a lazily committed stack (the loop, interrupt stacks)
-    }
-    let guard = percpu::this().thread_stack_guard.load(Ordering::Relaxed);
-    let lowest = guard + PAGE_SIZE;
-    if guard == 0 || rsp < lowest {
-        return;
-    }
-    let mut page = rsp.saturating_sub(PROBE_BYTES).max(lowest) & !(PAGE_SIZE - 1);
-    while page <= rsp {
-        paging::touch(page.max(lowest));
-        page += PAGE_SIZE;
-    }
-}
-
 /// Makes `arch::traps` call [`handle_page_fault`] on page faults and name
 /// this region's guard pages in fault reports ([`is_guard_page`]).
 pub fn register_fault_hooks() {
@@ -297,7 +256,7 @@ pub fn handle_page_fault(addr: u64, error_code: u64) -> PageFaultOutcome {
     let (frame, from_reserve) = match reserve.pop() {
         Some(frame) => (frame, true),
         None => {
-            if percpu::this().frame_lock_depth.load(Ordering::Relaxed) != 0 {
+            if frames::locked_by_this_cpu() {
                 return PageFaultOutcome::Failed("touched inside the frame allocator's locked section with this cpu's reserve empty");
             }
             let Some(frame) = frames::alloc_frames(super::current_node(), 0) else {

@@ -99,11 +99,12 @@ pub enum MarkError {
     NoSlot,
 }
 
-/// The running thread's id, or `None` in the scheduler loop or before
-/// this cpu's scheduler exists.
+/// The running thread's raw id, or `None` in the scheduler loop or before
+/// this cpu's scheduler exists (the scheduler records it in the per-cpu
+/// block when it switches to a thread).
 fn current_thread() -> Option<u64> {
-    crate::sched::scheduler::core(crate::arch::percpu::cpu_id())?;
-    crate::sched::current_id().map(|id| id.as_raw())
+    let raw = crate::arch::percpu::this().running_thread.load(Ordering::Relaxed);
+    (raw != 0).then_some(raw)
 }
 
 fn slot_of(thread: u64) -> Option<usize> {

@@ -348,7 +348,9 @@ pub(crate) fn run() -> ! {
             core.runnable.store(core.runnable.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
             local(&irq).current = Some(thread);
             cpu.thread_stack_guard.store(thread.stack.guard(), Ordering::Relaxed);
+            cpu.running_thread.store(thread.id.as_raw(), Ordering::Relaxed);
             switch_to_thread(&mut irq, core, thread);
+            cpu.running_thread.store(0, Ordering::Relaxed);
             cpu.thread_stack_guard.store(0, Ordering::Relaxed);
             local(&irq).current = None;
             continue;

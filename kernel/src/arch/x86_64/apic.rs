@@ -5,7 +5,7 @@
 //! Owns the interrupt vectors the kernel itself uses, IPIs (start-up and
 //! wake-up), end-of-interrupt, and the per-cpu one-shot timer: the
 //! TSC-deadline MSR where the cpu has it, else the APIC's own counter,
-//! calibrated once against the TSC. A stopped timer raises nothing, so an
+//! calibrated once against the TSC (by `calibration`). A stopped timer raises nothing, so an
 //! idle cpu is not woken by ticks.
 
 use core::cell::UnsafeCell;
@@ -85,7 +85,7 @@ pub fn has_tsc_deadline() -> bool {
 
 /// Chooses the mode, maps the xAPIC page if needed, masks the legacy PIC
 /// and enables the boot cpu's APIC. The one-shot timer is usable after
-/// [`calibrate_timer`], which needs the TSC rate.
+/// `calibration::calibrate_apic_timer`, which needs the TSC rate.
 pub fn init_boot_cpu() -> Mode {
     let features = super::cpu::features();
     let shared = SHARED.call_once(|| {
@@ -214,41 +214,12 @@ fn mask_legacy_pic() {
     }
 }
 
-/// Finds the one-shot timer's rate (divide by 16), once, on the boot cpu,
-/// after the TSC is calibrated (nothing to do with TSC-deadline timers).
-/// When the TSC was measured against this timer (`bus_hz` known), the
-/// rate follows from that measurement; otherwise it is measured against
-/// the TSC over [`TIMER_CALIBRATION_MICROS`].
-pub fn calibrate_timer(bus_hz: Option<u64>) {
+/// Sets the one-shot timer's rate (divide by 16), which
+/// `calibration::calibrate_apic_timer` finds on the boot cpu.
+pub(super) fn set_timer_hz(hz: u64) {
     let shared = SHARED.get().expect("boot cpu sets up the APIC first");
-    if shared.tsc_deadline {
-        return;
-    }
-    let tsc_hz = super::tsc::hz().max(1);
-    // The TSC measurement found `estimate` TSC ticks per `bus_hz / 16`
-    // timer ticks.
-    let derived = bus_hz.zip(super::tsc::local_apic_estimate()).map(|(bus, estimate)| (bus / 16) as u128 * tsc_hz as u128 / estimate as u128);
-    let hz = derived.map(|hz| hz as u64).unwrap_or_else(|| measure_timer(tsc_hz));
     shared.timer_hz.store(hz, Ordering::Relaxed);
 }
-
-/// The one-shot timer's ticks per second (divide by 16), counted against
-/// the TSC.
-fn measure_timer(tsc_hz: u64) -> u64 {
-    let mut timer = FreeRunningTimer::start(0);
-    super::tsc::sample(&mut timer); // warms the code up (see `tsc::sample`)
-    let start = super::tsc::sample(&mut timer);
-    let window = tsc_hz / 1_000_000 * TIMER_CALIBRATION_MICROS;
-    while super::tsc::now().wrapping_sub(start.tsc) < window {
-        core::hint::spin_loop();
-    }
-    let end = super::tsc::sample(&mut timer);
-    let counted = super::tsc_rate::elapsed_count(start.count, end.count, 32, true);
-    super::tsc_rate::rate(counted, end.tsc.wrapping_sub(start.tsc).max(1), tsc_hz).unwrap_or(0)
-}
-
-/// How long the one-shot timer's rate is measured.
-const TIMER_CALIBRATION_MICROS: u64 = 200;
 
 /// Arms this cpu's timer to fire once at TSC value `deadline`, or stops it.
 pub fn set_timer(deadline: Option<u64>) {

@@ -9,6 +9,7 @@ pub mod acpi_handler;
 pub mod apic;
 pub mod boot;
 pub mod boot_stack;
+pub mod calibration;
 pub mod context;
 pub mod cpu;
 pub mod gdt;

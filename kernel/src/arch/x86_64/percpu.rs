@@ -46,8 +46,12 @@ pub struct PerCpu {
     /// The guard page of the running thread's stack (0 in the scheduler
     /// loop), so that a fault there is reported as a stack overflow.
     pub thread_stack_guard: AtomicU64,
+    /// The raw id of the running thread (0 in the scheduler loop and
+    /// before this cpu's scheduler exists), so that code below the
+    /// scheduler (the memory reserve) can tell who runs.
+    pub running_thread: AtomicU64,
     /// Non-zero while this cpu holds the frame allocator's lock, so that
-    /// the page-fault handler knows not to take it (`memory::lazy`).
+    /// the page-fault handler knows not to take it (`memory::frames`).
     pub frame_lock_depth: AtomicU32,
     /// The generation of freed lazily committed ranges this cpu saw before
     /// it last reloaded CR3 (`memory::lazy`'s TLB quarantine).
@@ -65,6 +69,7 @@ impl PerCpu {
             online: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             thread_stack_guard: AtomicU64::new(0),
+            running_thread: AtomicU64::new(0),
             frame_lock_depth: AtomicU32::new(0),
             tlb_flushed: AtomicU64::new(0),
         }

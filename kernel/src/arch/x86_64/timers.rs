@@ -20,6 +20,12 @@ const RTC_RATE_SELECT: u8 = 5;
 /// which take at least a microsecond each.
 const PRESENCE_READS: u32 = 200;
 
+/// The timers the firmware's tables describe (the rest are probed).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FirmwareTimers {
+    /// The ACPI PM timer's I/O port and whether it is 32 bits wide.
+    pub pm_timer: Option<(u16, bool)>,
+}
 /// A free-running counter at a known rate.
 pub trait Counter {
     /// The count now.
@@ -166,18 +172,15 @@ impl Rtc {
     }
 
     /// Waits for the next rise of the periodic flag, for at most `max_polls`
-    /// reads `pause_ticks` TSC ticks apart; returns whether it rose.
+    /// reads, each after a `pause`; returns whether it rose.
     ///
     /// The pause matters under QEMU: each read is a port access that takes
     /// its big lock, and the flag is raised by a timer of QEMU's main loop,
     /// which back-to-back reads starved (rises came milliseconds late: rates
     /// of 5-30 GHz on a busy host).
-    pub fn wait_period(&mut self, max_polls: u32, pause_ticks: u64) -> bool {
+    pub fn wait_period(&mut self, max_polls: u32, mut pause: impl FnMut()) -> bool {
         (0..max_polls).any(|_| {
-            let start = super::tsc::now();
-            while super::tsc::now().wrapping_sub(start) < pause_ticks {
-                core::hint::spin_loop();
-            }
+            pause();
             self.get(RTC_C) & PERIODIC_FLAG != 0
         })
     }
