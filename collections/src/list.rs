@@ -265,7 +265,11 @@ impl<A: Adapter> List<A> {
     /// # Panics
     ///
     /// If `item` is already linked.
-    pub unsafe fn insert_sorted(&mut self, item: NonNull<A::Item>, mut goes_before: impl FnMut(&A::Item, &A::Item) -> bool) {
+    pub unsafe fn insert_sorted(
+        &mut self,
+        item: NonNull<A::Item>,
+        mut goes_before: impl FnMut(&A::Item, &A::Item) -> bool,
+    ) {
         // SAFETY: `item` is live and not mutably borrowed (caller).
         let new = unsafe { item.as_ref() };
         let mut at = self.head;

@@ -72,7 +72,10 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> (Topology, FirmwareTime
     let found = topology::build(boot_apic_id, entries[..n].iter().copied());
     let mut topology = found.topology;
     if found.ignored + overflow > 0 {
-        log::warn!("acpi: ignored {} MADT/SRAT entries (unknown cpus, too many nodes or ranges)", found.ignored + overflow);
+        log::warn!(
+            "acpi: ignored {} MADT/SRAT entries (unknown cpus, too many nodes or ranges)",
+            found.ignored + overflow
+        );
     }
     if srat.is_none() {
         log::debug!("acpi: no SRAT; one NUMA node");
@@ -82,7 +85,8 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> (Topology, FirmwareTime
         topology.local_apic = madt.get().local_apic_address as u64;
         for entry in madt.get().entries() {
             if let MadtEntry::IoApic(io) = entry {
-                let io_apic = topology::IoApic { address: io.io_apic_address as u64, gsi_base: io.global_system_interrupt_base };
+                let io_apic =
+                    topology::IoApic { address: io.io_apic_address as u64, gsi_base: io.global_system_interrupt_base };
                 if !topology.add_io_apic(io_apic) {
                     log::warn!("acpi: more than {} I/O APICs; {:#x} ignored", topology::MAX_IO_APICS, io_apic.address);
                 }
@@ -92,7 +96,9 @@ pub fn discover(rsdp: Option<u64>, boot_apic_id: u32) -> (Topology, FirmwareTime
     if let Some(slit) = tables.find_table::<RawTable<SLIT>>() {
         match topology::parse_slit(table_bytes(&slit)) {
             Some((n, matrix)) if topology::set_distances(&mut topology, n, matrix) => {}
-            Some((n, _)) => log::warn!("acpi: SLIT for {n} domains does not match {} nodes; ignored", topology.node_count()),
+            Some((n, _)) => {
+                log::warn!("acpi: SLIT for {n} domains does not match {} nodes; ignored", topology.node_count())
+            }
             None => log::warn!("acpi: SLIT is truncated; distances ignored"),
         }
     }

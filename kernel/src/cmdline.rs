@@ -250,11 +250,17 @@ impl<'a> CommandLine<'a> {
             match key {
                 "log" => match parse_level(value) {
                     Some(level) => options.log_level = level,
-                    None => report(Problem::BadValue { key, value, expected: "off, error, warn, info, debug or trace" }),
+                    None => {
+                        report(Problem::BadValue { key, value, expected: "off, error, warn, info, debug or trace" })
+                    }
                 },
                 "ip" => match parse_cidr(value) {
                     Some(cidr) => options.ip = Some(cidr),
-                    None => report(Problem::BadValue { key, value, expected: "an IPv4 address with a prefix, e.g. 10.0.2.15/24" }),
+                    None => report(Problem::BadValue {
+                        key,
+                        value,
+                        expected: "an IPv4 address with a prefix, e.g. 10.0.2.15/24",
+                    }),
                 },
                 "gw" => match value.parse() {
                     Ok(addr) => options.gateway = Some(addr),
@@ -281,7 +287,11 @@ impl<'a> CommandLine<'a> {
                 },
                 "netcpus" => match CpuList::parse(value) {
                     Some(cpus) => options.net_cpus = Some(cpus),
-                    None => report(Problem::BadValue { key, value, expected: "distinct cpu numbers and ranges, e.g. 0,2-3 (at most 16)" }),
+                    None => report(Problem::BadValue {
+                        key,
+                        value,
+                        expected: "distinct cpu numbers and ranges, e.g. 0,2-3 (at most 16)",
+                    }),
                 },
                 MMIO_DEVICE_KEY => options.add_mmio_device(token, &mut report),
                 _ => report(Problem::UnknownOption(token)),
@@ -357,7 +367,9 @@ mod tests {
         let (c, problems) = parse("netcpus=1");
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(c.options.net_cpus.map(|l| l.iter().collect::<Vec<_>>()), Some(vec![1]));
-        for bad in ["netcpus=", "netcpus=a", "netcpus=1,1", "netcpus=3-1", "netcpus=0-16", "netcpus=0-99999", "netcpus=1,"] {
+        for bad in
+            ["netcpus=", "netcpus=a", "netcpus=1,1", "netcpus=3-1", "netcpus=0-16", "netcpus=0-99999", "netcpus=1,"]
+        {
             let (c, problems) = parse(bad);
             assert_eq!(problems.len(), 1, "{bad}: {problems:?}");
             assert_eq!(c.options.net_cpus, None, "{bad}");
@@ -458,17 +470,32 @@ mod tests {
         assert_eq!(parse_mmio_device("512@0xfeb00e00:12"), Some(mmio(0xfeb00e00, 512, 12)));
         assert_eq!(parse_mmio_device("1M@4096:7:3"), Some(mmio(4096, 1 << 20, 7)), "a device id is ignored");
         assert_eq!(parse_mmio_device("0x200@0XFEB00000:24"), Some(mmio(0xfeb00000, 0x200, 24)));
-        for bad in ["", "512", "512@0xfeb00000", "@0x1:1", "0@0x1000:1", "4K@0xzz:1", "4K@0x1000:x", "4Q@0x1000:1", "2G@0xffffffffffffffff:1", "99999999999G@0:1"] {
+        for bad in [
+            "",
+            "512",
+            "512@0xfeb00000",
+            "@0x1:1",
+            "0@0x1000:1",
+            "4K@0xzz:1",
+            "4K@0x1000:x",
+            "4Q@0x1000:1",
+            "2G@0xffffffffffffffff:1",
+            "99999999999G@0:1",
+        ] {
             assert_eq!(parse_mmio_device(bad), None, "{bad}");
         }
         let (c, problems) = parse("virtio_mmio.device=4K@nowhere:5 -- app");
         assert_eq!(c.options.mmio_devices.as_slice(), []);
-        assert!(matches!(problems[..], [Problem::BadValue { key: "virtio_mmio.device", value: "4K@nowhere:5", .. }]), "{problems:?}");
+        assert!(
+            matches!(problems[..], [Problem::BadValue { key: "virtio_mmio.device", value: "4K@nowhere:5", .. }]),
+            "{problems:?}"
+        );
     }
 
     #[test]
     fn at_most_capacity_virtio_mmio_devices_are_kept() {
-        let words: Vec<String> = (0..MmioDevices::CAPACITY + 2).map(|i| format!("virtio_mmio.device=512@{:#x}:{}", 0x1000 * i, i)).collect();
+        let words: Vec<String> =
+            (0..MmioDevices::CAPACITY + 2).map(|i| format!("virtio_mmio.device=512@{:#x}:{}", 0x1000 * i, i)).collect();
         let line = words.join(" ");
         let (c, problems) = parse(&line);
         assert_eq!(c.options.mmio_devices.as_slice().len(), MmioDevices::CAPACITY);

@@ -12,10 +12,10 @@
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
+use crate::arch::boot::{MemoryRegion, RegionKind};
 use crate::arch::gdt::{IstTops, SECONDARY_IST_STACK_SIZE};
 use crate::arch::percpu::{self, PerCpu};
 use crate::arch::smp::{wait_online, Startup, Trampoline, CPU_STACK_SIZE, LOW_MEMORY_NEEDED, START_TIMEOUT_MS};
-use crate::arch::boot::{MemoryRegion, RegionKind};
 use crate::memory::leak_in;
 use crate::memory::stack::GuardedStack;
 use crate::topology::Topology;
@@ -74,12 +74,10 @@ pub fn start_secondary_cpus(topology: &Topology, map: &[MemoryRegion]) -> usize 
 /// A page-aligned window below 1 MiB of usable RAM for the trampoline,
 /// above the first page (the real-mode interrupt table and BIOS data).
 fn trampoline_window(map: &[MemoryRegion]) -> Option<u64> {
-    map.iter()
-        .filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::BootloaderReclaimable))
-        .find_map(|r| {
-            let start = r.start.max(0x1000).next_multiple_of(4096);
-            (start + LOW_MEMORY_NEEDED <= r.end().min(0xa0000)).then_some(start)
-        })
+    map.iter().filter(|r| matches!(r.kind, RegionKind::Usable | RegionKind::BootloaderReclaimable)).find_map(|r| {
+        let start = r.start.max(0x1000).next_multiple_of(4096);
+        (start + LOW_MEMORY_NEEDED <= r.end().min(0xa0000)).then_some(start)
+    })
 }
 
 /// Allocates a secondary cpu's per-cpu block, stacks and start-up record

@@ -109,9 +109,9 @@ extern crate alloc;
 
 pub(crate) mod cmdline;
 // On the host only the parsers' tests use it, not the kernel's callers.
+mod mptable;
 #[cfg_attr(test, allow(dead_code))]
 pub(crate) mod topology;
-mod mptable;
 
 /// The lazily committed region's bookkeeping, tested on the host (in the
 /// kernel it is `memory::lazy`'s own module).

@@ -59,12 +59,10 @@ fn le_u32(b: &[u8], at: usize) -> Option<u32> {
 /// it selects one of the specification's default configurations (no
 /// table; no machine this kernel runs on uses them).
 pub fn find_floating_pointer(area: &[u8]) -> Option<u32> {
-    area.chunks_exact(FLOATING_LEN)
-        .filter(|p| &p[..4] == b"_MP_" && p[8] == 1 && checksum_ok(p))
-        .find_map(|p| {
-            let table = le_u32(p, 4)?;
-            (p[11] == 0 && table != 0).then_some(table)
-        })
+    area.chunks_exact(FLOATING_LEN).filter(|p| &p[..4] == b"_MP_" && p[8] == 1 && checksum_ok(p)).find_map(|p| {
+        let table = le_u32(p, 4)?;
+        (p[11] == 0 && table != 0).then_some(table)
+    })
 }
 
 /// The length of the base configuration table whose first bytes are
@@ -165,7 +163,11 @@ pub fn discover(boot_apic_id: u32) -> Option<crate::topology::Topology> {
             log::warn!("mptable: more than {} I/O APICs; {address:#x} ignored", topology::MAX_IO_APICS);
         }
     }
-    log::debug!("mptable: {} cpus, {} I/O APICs from the MP table at {table_at:#x}", config.cpu_count, config.io_apic_count);
+    log::debug!(
+        "mptable: {} cpus, {} I/O APICs from the MP table at {table_at:#x}",
+        config.cpu_count,
+        config.io_apic_count
+    );
     Some(topology)
 }
 
@@ -241,11 +243,11 @@ mod tests {
         let t = table(&[
             processor(0, 0b11),
             processor(1, 0b01),
-            processor(7, 0b00), // disabled
+            processor(7, 0b00),                             // disabled
             vec![1, 0, b'I', b'S', b'A', b' ', b' ', b' '], // a bus
             io_apic(2, 1, 0xfec0_0000),
             io_apic(3, 1, 0xfec1_0000),
-            io_apic(4, 0, 0xfec2_0000), // disabled
+            io_apic(4, 0, 0xfec2_0000),   // disabled
             vec![3, 0, 0, 0, 0, 4, 2, 4], // an interrupt assignment
             vec![4, 3, 0, 0, 0, 0, 0xff, 1],
             processor(2, 0b01),

@@ -112,7 +112,12 @@ impl Device {
         let cap = self.capabilities().find(|c| c.id == CAP_MSIX)?;
         let control = self.read(cap.offset);
         let table = self.read(cap.offset + 4);
-        Some(Msix { offset: cap.offset, table_size: ((control >> 16) & 0x7ff) as u16 + 1, table_bar: (table & 7) as u8, table_offset: table & !7 })
+        Some(Msix {
+            offset: cap.offset,
+            table_size: ((control >> 16) & 0x7ff) as u16 + 1,
+            table_bar: (table & 7) as u8,
+            table_offset: table & !7,
+        })
     }
 
     /// Turns MSI-X on (with the function mask off) or off. With MSI-X on

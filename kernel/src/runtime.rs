@@ -3,8 +3,8 @@
 
 use spin::Once;
 
-use crate::arch::{self, power};
 use crate::arch::boot::BootInfo;
+use crate::arch::{self, power};
 use crate::boot_phases as phases;
 use crate::cmdline::{CommandLine, KernelOptions, Problem};
 

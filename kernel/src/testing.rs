@@ -28,7 +28,11 @@ pub fn run_tests(suite: &str, tests: &[Test]) -> ExitCode {
         }
     }
     crate::println!("{suite}: {} passed, {failed} failed", tests.len() - failed);
-    if failed == 0 { ExitCode::Success } else { ExitCode::Failure }
+    if failed == 0 {
+        ExitCode::Success
+    } else {
+        ExitCode::Failure
+    }
 }
 
 /// Fails the current in-kernel test with a message unless `cond` holds.
@@ -55,7 +59,11 @@ macro_rules! __bravo_check_eq {
         let (left, right) = (&$left, &$right);
         if left != right {
             return Err($crate::internals::format!(
-                "{} == {} failed: {:?} != {:?}", stringify!($left), stringify!($right), left, right
+                "{} == {} failed: {:?} != {:?}",
+                stringify!($left),
+                stringify!($right),
+                left,
+                right
             ));
         }
     }};

@@ -18,7 +18,8 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 pub use crate::sched::{
-    cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, threads_on, yield_now, SpawnError, ThreadId,
+    cpu_count, cpus_online, current_cpu, current_id, ping, runnable_on, sleep, threads_on, yield_now, SpawnError,
+    ThreadId,
 };
 use crate::sync::WaitQueue;
 
@@ -63,7 +64,8 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let packet = Arc::new(Packet { result: spin::Mutex::new(None), done: AtomicBool::new(false), joiner: WaitQueue::new() });
+    let packet =
+        Arc::new(Packet { result: spin::Mutex::new(None), done: AtomicBool::new(false), joiner: WaitQueue::new() });
     let theirs = packet.clone();
     let entry = Box::new(move || {
         let value = f();

@@ -112,7 +112,15 @@ impl RateLimit {
         let now = tsc::now();
         let next = self.next.load(Ordering::Relaxed);
         now >= next
-            && self.next.compare_exchange(next, now.saturating_add(duration_to_ticks(period)), Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self
+                .next
+                .compare_exchange(
+                    next,
+                    now.saturating_add(duration_to_ticks(period)),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
     }
 }
 

@@ -74,7 +74,8 @@ fn push_back_and_pop_front_are_first_in_first_out() {
 
 #[test]
 fn insert_sorted_orders_by_key_and_keeps_equal_keys_in_insertion_order() {
-    let entries = [entry('a', 5), entry('b', 1), entry('c', 5), entry('d', 3), entry('e', 1), entry('f', 9), entry('g', 5)];
+    let entries =
+        [entry('a', 5), entry('b', 1), entry('c', 5), entry('d', 3), entry('e', 1), entry('f', 9), entry('g', 5)];
     let mut list: List<ByLink> = List::new();
     for e in &entries {
         // SAFETY: as above.
@@ -188,7 +189,10 @@ fn entries_on_the_stack_of_nested_calls() {
     let mut seen = Vec::new();
     wait(&mut list, 0, &mut seen);
     assert!(list.is_empty());
-    assert_eq!(seen, [vec!['a', 'b', 'c', 'd', 'e'], vec!['a', 'b', 'c', 'd'], vec!['a', 'b', 'c'], vec!['a', 'b'], vec!['a']]);
+    assert_eq!(
+        seen,
+        [vec!['a', 'b', 'c', 'd', 'e'], vec!['a', 'b', 'c', 'd'], vec!['a', 'b', 'c'], vec!['a', 'b'], vec!['a']]
+    );
 }
 
 /// Like the run queue: entries in heap blocks, reached only through raw
@@ -297,7 +301,10 @@ fn a_locked_list_of_entries_on_waiting_threads_stacks() {
     woken.sort();
     woken.dedup();
     assert_eq!(woken.len() + gave_up.load(Ordering::Relaxed), WAITERS, "each waiter left once: {woken:?}");
-    assert!((0..WAITERS).step_by(2).all(|id| woken.contains(&id)), "waiters that did not give up were woken: {woken:?}");
+    assert!(
+        (0..WAITERS).step_by(2).all(|id| woken.contains(&id)),
+        "waiters that did not give up were woken: {woken:?}"
+    );
 }
 
 /// A tiny xorshift generator: deterministic, no dependency.

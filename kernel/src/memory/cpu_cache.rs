@@ -57,11 +57,7 @@ fn class_of(layout: &Layout) -> Option<(usize, usize)> {
 
 /// The bytes of `node`'s heap that sit free in cpu caches.
 pub(super) fn cached_bytes(node: usize) -> usize {
-    CACHES
-        .iter()
-        .filter(|c| c.node == node)
-        .map(|c| c.cached.load(Ordering::Relaxed))
-        .sum()
+    CACHES.iter().filter(|c| c.node == node).map(|c| c.cached.load(Ordering::Relaxed)).sum()
 }
 
 /// This cpu's cache, made on first use in its node's memory.

@@ -217,7 +217,8 @@ fn wake_lagging_cpus() {
     let generation = GENERATION.load(Ordering::Acquire);
     let me = percpu::cpu_id();
     for cpu in online_cpus() {
-        if cpu.index != me && cpu.halted.load(Ordering::Acquire) && cpu.tlb_flushed.load(Ordering::Acquire) < generation {
+        if cpu.index != me && cpu.halted.load(Ordering::Acquire) && cpu.tlb_flushed.load(Ordering::Acquire) < generation
+        {
             crate::arch::apic::send_ipi(cpu.apic_id, crate::arch::apic::WAKE_VECTOR);
         }
     }
@@ -257,7 +258,9 @@ pub fn handle_page_fault(addr: u64, error_code: u64) -> PageFaultOutcome {
         Some(frame) => (frame, true),
         None => {
             if frames::locked_by_this_cpu() {
-                return PageFaultOutcome::Failed("touched inside the frame allocator's locked section with this cpu's reserve empty");
+                return PageFaultOutcome::Failed(
+                    "touched inside the frame allocator's locked section with this cpu's reserve empty",
+                );
             }
             let Some(frame) = frames::alloc_frames(super::current_node(), 0) else {
                 return PageFaultOutcome::Failed("memory is exhausted");
@@ -382,7 +385,10 @@ impl Range {
             if entry.load(Ordering::Acquire) == LAZY_RESERVED_PTE {
                 let Some(frame) = frames::alloc_frames(super::current_node(), 0) else { return false };
                 zero_frame(frame);
-                if entry.compare_exchange(LAZY_RESERVED_PTE, paging::lazy_leaf(frame), Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if entry
+                    .compare_exchange(LAZY_RESERVED_PTE, paging::lazy_leaf(frame), Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     COMMITTED[self.kind as usize].fetch_add(1, Ordering::Relaxed);
                 } else {
                     // SAFETY: allocated above with order 0 and never mapped.

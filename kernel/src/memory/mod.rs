@@ -137,14 +137,8 @@ fn split_by_node(topology: &Topology, start: u64, end: u64, mut f: impl FnMut(u6
         let node = topology.node_of_addr(at);
         // The next boundary: the end of the range containing `at`, or the
         // start of the next range.
-        let boundary = topology
-            .ranges()
-            .iter()
-            .flat_map(|r| [r.start, r.end])
-            .filter(|&b| b > at)
-            .min()
-            .unwrap_or(end)
-            .min(end);
+        let boundary =
+            topology.ranges().iter().flat_map(|r| [r.start, r.end]).filter(|&b| b > at).min().unwrap_or(end).min(end);
         f(at, boundary, node);
         at = boundary;
     }

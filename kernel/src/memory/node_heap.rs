@@ -44,9 +44,9 @@ struct NodeHeap {
     free: AtomicUsize,
 }
 
-static HEAPS: [NodeHeap; MAX_NODES] = [const {
-    NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0), free: AtomicUsize::new(0) }
-}; MAX_NODES];
+static HEAPS: [NodeHeap; MAX_NODES] =
+    [const { NodeHeap { heap: Mutex::new(Heap::new()), fallbacks: AtomicUsize::new(0), free: AtomicUsize::new(0) } };
+        MAX_NODES];
 
 /// Runs `f` on `node`'s heap under its lock (the caller has interrupts
 /// off), then records the heap's free bytes.

@@ -22,7 +22,10 @@ pub struct GuardedStack(Memory);
 
 enum Memory {
     /// A buddy block whose lowest page is absent from the direct map.
-    Committed { phys: u64, order: usize },
+    Committed {
+        phys: u64,
+        order: usize,
+    },
     Lazy(Range),
 }
 
@@ -109,4 +112,3 @@ impl Drop for GuardedStack {
         }
     }
 }
-

@@ -43,7 +43,13 @@ struct PerStack {
 }
 
 static STACKS: [PerStack; MAX_STACKS] = [const {
-    PerStack { sockets: AtomicU64::new(0), buffer_bytes: AtomicU64::new(0), arp_requests_dropped: AtomicU64::new(0), last_round_ms: AtomicU64::new(0), rounds: AtomicU64::new(0) }
+    PerStack {
+        sockets: AtomicU64::new(0),
+        buffer_bytes: AtomicU64::new(0),
+        arp_requests_dropped: AtomicU64::new(0),
+        last_round_ms: AtomicU64::new(0),
+        rounds: AtomicU64::new(0),
+    }
 }; MAX_STACKS];
 static TCP_REFUSED: AtomicU64 = AtomicU64::new(0);
 static HALF_OPEN_EVICTED: AtomicU64 = AtomicU64::new(0);
@@ -52,7 +58,8 @@ static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
 /// Every stack's counters together; `last_round_ms` is the oldest of the
 /// running stacks' last rounds.
 pub fn read() -> NetStats {
-    let sum = |field: fn(&PerStack) -> &AtomicU64| netcpus::all().map(|i| field(&STACKS[i]).load(Ordering::Relaxed)).sum();
+    let sum =
+        |field: fn(&PerStack) -> &AtomicU64| netcpus::all().map(|i| field(&STACKS[i]).load(Ordering::Relaxed)).sum();
     NetStats {
         sockets: sum(|s| &s.sockets),
         tcp_refused: TCP_REFUSED.load(Ordering::Relaxed),
@@ -62,7 +69,9 @@ pub fn read() -> NetStats {
         last_round_ms: netcpus::all().map(last_round_ms).min().unwrap_or(0),
         arp_requests_dropped: sum(|s| &s.arp_requests_dropped),
         buffer_bytes: sum(|s| &s.buffer_bytes),
-        neighbours_dropped: netcpus::all().map(|i| netcpus::control(i).neighbours_dropped.load(Ordering::Relaxed)).sum(),
+        neighbours_dropped: netcpus::all()
+            .map(|i| netcpus::control(i).neighbours_dropped.load(Ordering::Relaxed))
+            .sum(),
     }
 }
 

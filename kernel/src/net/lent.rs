@@ -32,8 +32,8 @@ use core::ptr::NonNull;
 use core::task::Poll;
 use core::time::Duration;
 
-use super::sockets::SocketId;
 use super::netcpus::call_on;
+use super::sockets::SocketId;
 use super::stack::Stack;
 use super::NetError;
 
@@ -79,7 +79,13 @@ impl LentMut {
 
 /// [`call_on`] on stack `stack`, with `data` lent to each run of `op`: `op` reads the
 /// caller's bytes where they are.
-pub(super) fn call_on_lending<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, data: &[u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending<R, F>(
+    stack: usize,
+    socket: Option<SocketId>,
+    timeout: Option<Duration>,
+    data: &[u8],
+    mut op: F,
+) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &[u8]) -> Poll<Result<R, NetError>> + Send + 'static,
@@ -90,7 +96,13 @@ where
 
 /// [`call_on`] on stack `stack`, with `buf` lent to each run of `op`: `op` fills the
 /// caller's buffer where it is.
-pub(super) fn call_on_lending_mut<R, F>(stack: usize, socket: Option<SocketId>, timeout: Option<Duration>, buf: &mut [u8], mut op: F) -> Result<R, NetError>
+pub(super) fn call_on_lending_mut<R, F>(
+    stack: usize,
+    socket: Option<SocketId>,
+    timeout: Option<Duration>,
+    buf: &mut [u8],
+    mut op: F,
+) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool, &mut [u8]) -> Poll<Result<R, NetError>> + Send + 'static,

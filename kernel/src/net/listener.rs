@@ -194,7 +194,8 @@ impl<H: Copy + PartialEq + core::fmt::Debug> Listener<H> {
                 state if handshake_done(state) && self.queue.len() < self.limits.backlog => {
                     self.queue.push_back((handle, now));
                     let took = now.saturating_sub(since).max(1);
-                    self.handshake = if self.handshake == 0 { took } else { self.handshake - self.handshake / 8 + took / 8 };
+                    self.handshake =
+                        if self.handshake == 0 { took } else { self.handshake - self.handshake / 8 + took / 8 };
                 }
                 state if handshake_done(state) => {
                     self.half_open.push_back((handle, since));

@@ -93,14 +93,14 @@ use alloc::vec::Vec;
 use device::NetDevice;
 
 pub use counters::NetStats;
-pub use error::NetError;
 pub use device::NicStats;
-pub use raw::RawNic;
-pub use tcp::{TcpListener, TcpStream, BUFFER_SIZE, DEFAULT_BACKLOG};
-pub use udp::{Datagrams, UdpSocket};
 /// The I/O traits [`TcpStream`] implements (`Read`, `Write`, `ReadReady`,
 /// `WriteReady`), for services without a dependency of their own on them.
 pub use embedded_io;
+pub use error::NetError;
+pub use raw::RawNic;
+pub use tcp::{TcpListener, TcpStream, BUFFER_SIZE, DEFAULT_BACKLOG};
+pub use udp::{Datagrams, UdpSocket};
 
 /// Finds the NIC and starts a network stack on each network cpu (from
 /// the main thread, before the application's `main`). Logs and returns
@@ -215,7 +215,9 @@ pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
         let mut address = None;
         let mut everywhere = true;
         for index in netcpus::all() {
-            let here = netcpus::call(index, None, |stack, _| Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len())))))?;
+            let here = netcpus::call(index, None, |stack, _| {
+                Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len()))))
+            })?;
             everywhere &= here.is_some();
             address = address.or(here);
         }
@@ -258,7 +260,9 @@ pub struct QueueStats {
 pub fn queue_stats() -> Vec<QueueStats> {
     let mut queues = Vec::new();
     for index in netcpus::all() {
-        let Ok((queue, nic)) = netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats())))) else {
+        let Ok((queue, nic)) =
+            netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats()))))
+        else {
             continue;
         };
         if queues.try_reserve(1).is_err() {

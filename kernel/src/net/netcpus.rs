@@ -291,7 +291,12 @@ where
 
 /// Like [`call`], for an operation that waits on one socket: it is
 /// retried only after rounds that changed that socket's set.
-pub fn call_on<R, F>(index: usize, socket: Option<SocketId>, timeout: Option<Duration>, mut op: F) -> Result<R, NetError>
+pub fn call_on<R, F>(
+    index: usize,
+    socket: Option<SocketId>,
+    timeout: Option<Duration>,
+    mut op: F,
+) -> Result<R, NetError>
 where
     R: Send + 'static,
     F: FnMut(&mut Stack, bool) -> Poll<Result<R, NetError>> + Send + 'static,

@@ -232,7 +232,11 @@ mod tests {
         let sockets = Sockets::new(100, 0xfeed);
         let mut per_set = [0usize; SETS];
         for i in 0..(SETS * 100) as u32 {
-            per_set[sockets.set_of_connection(Ipv4Address::from((0x0a00_0000 + i / 50).to_be_bytes()), 40000 + (i % 50) as u16, 80)] += 1;
+            per_set[sockets.set_of_connection(
+                Ipv4Address::from((0x0a00_0000 + i / 50).to_be_bytes()),
+                40000 + (i % 50) as u16,
+                80,
+            )] += 1;
         }
         assert!(per_set.iter().all(|&n| (50..=150).contains(&n)), "uneven: {per_set:?}");
     }
@@ -265,7 +269,9 @@ mod tests {
         arp[12..14].copy_from_slice(&[0x08, 0x06]);
         let fragment = tcp_frame([10, 0, 0, 9], 5000, 80, 0x2000); // more fragments
         let later_fragment = tcp_frame([10, 0, 0, 9], 5000, 80, 0x0010);
-        for frame in [&udp[..], &arp, &fragment, &later_fragment, &[], &[0u8; 20], &tcp_frame([1, 2, 3, 4], 1, 2, 0)[..36]] {
+        for frame in
+            [&udp[..], &arp, &fragment, &later_fragment, &[], &[0u8; 20], &tcp_frame([1, 2, 3, 4], 1, 2, 0)[..36]]
+        {
             assert_eq!(sockets.set_of_frame(frame), 0, "{frame:?}");
         }
     }

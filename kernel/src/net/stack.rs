@@ -27,14 +27,14 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
-use super::ingress_guard::{Guarded, IngressGuard};
-use super::listener::Listener;
-use super::tcp::AcceptReady;
-use super::socket_memory::{NewSocket, SocketMemory};
-use super::sockets::{SocketId, Sockets, SETS};
 use super::device::NetDevice;
 use super::drivers::{Interrupt, Nic};
+use super::ingress_guard::{Guarded, IngressGuard};
+use super::listener::Listener;
 use super::netcpus::{self, Control, Request, ARP_FRAME, HOME};
+use super::socket_memory::{NewSocket, SocketMemory};
+use super::sockets::{SocketId, Sockets, SETS};
+use super::tcp::AcceptReady;
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
 
@@ -271,7 +271,11 @@ impl Stack {
 
     /// Adds a socket to `set` (see `sockets`); `NoBufferSpace` when the
     /// stack holds its most sockets or memory is gone.
-    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(&mut self, set: usize, socket: T) -> Result<SocketId, NetError> {
+    pub fn add_socket<T: smoltcp::socket::AnySocket<'static>>(
+        &mut self,
+        set: usize,
+        socket: T,
+    ) -> Result<SocketId, NetError> {
         self.sockets.add(set, socket)
     }
 
@@ -493,9 +497,12 @@ impl Stack {
     /// earliest request deadline.
     fn sleep_for(&mut self, waiting: &Waiting) -> Option<Duration> {
         let now_smol = smol_now();
-        let smol = self.next_at.iter().flatten().min().map(|&at| {
-            Duration::from_micros(if at > now_smol { (at - now_smol).total_micros() } else { 0 })
-        });
+        let smol = self
+            .next_at
+            .iter()
+            .flatten()
+            .min()
+            .map(|&at| Duration::from_micros(if at > now_smol { (at - now_smol).total_micros() } else { 0 }));
         let now = tsc::now();
         let request = waiting.earliest().map(|d| crate::time::ticks_to_duration(d.saturating_sub(now)));
         match (smol, request) {

@@ -17,13 +17,13 @@ use core::time::Duration;
 
 use smoltcp::socket::tcp;
 
-use super::listener::{Events, Limits, Listener, Table};
-use super::netcpus::{self, MAX_STACKS};
-use super::stack::Stack;
-use super::socket_memory::NewSocket;
-use super::sockets::{SocketId, SETS};
 use super::device::NetDevice;
 use super::lent::{call_on_lending, call_on_lending_mut};
+use super::listener::{Events, Limits, Listener, Table};
+use super::netcpus::{self, MAX_STACKS};
+use super::socket_memory::NewSocket;
+use super::sockets::{SocketId, SETS};
+use super::stack::Stack;
 use super::{counters, socket_addr, NetError};
 use crate::arch::tsc;
 use crate::sync::WaitQueue;
@@ -107,7 +107,8 @@ impl AcceptReady {
     fn left_over(&self, index: usize, now: u64) -> bool {
         !self.accepted_here[index].load(Ordering::SeqCst)
             || (self.acceptors[index].load(Ordering::SeqCst) == 0
-                && now.saturating_sub(self.announced[index].load(Ordering::Relaxed)) >= crate::time::duration_to_ticks(ACCEPT_NUDGE))
+                && now.saturating_sub(self.announced[index].load(Ordering::Relaxed))
+                    >= crate::time::duration_to_ticks(ACCEPT_NUDGE))
     }
 
     fn wake_all(&self) {
@@ -247,7 +248,10 @@ impl Stack {
         self.listeners = listeners;
         static SHORT: RateLimit = RateLimit::new();
         if events.refused > 0 && !admit && SHORT.allow(Duration::from_secs(10)) {
-            log::warn!("net: memory is short: refusing new connections ({} refused so far)", counters::read().tcp_refused + events.refused);
+            log::warn!(
+                "net: memory is short: refusing new connections ({} refused so far)",
+                counters::read().tcp_refused + events.refused
+            );
         }
         counters::add_listener_events(events);
     }
@@ -345,7 +349,13 @@ impl TcpListener {
             return Err(NetError::NoNetwork);
         }
         let ready = Arc::new(AcceptReady::new());
-        let listener = TcpListener { port, accept_timeout: None, taken: spin::Mutex::new(VecDeque::new()), ready, next_stack: AtomicUsize::new(0) };
+        let listener = TcpListener {
+            port,
+            accept_timeout: None,
+            taken: spin::Mutex::new(VecDeque::new()),
+            ready,
+            next_stack: AtomicUsize::new(0),
+        };
         // Dropped on failure: unbinds the stacks already bound.
         for index in netcpus::all() {
             let ready = listener.ready.clone();
@@ -759,14 +769,18 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        netcpus::call(self.stack, None, move |stack, _| Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
+        netcpus::call(self.stack, None, move |stack, _| {
+            Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected))
+        })
     }
 
     /// Our own address of the connection (the interface's address and the
     /// local port).
     pub fn local_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        netcpus::call(self.stack, None, move |stack, _| Poll::Ready(stack.tcp_ref(h).local_endpoint().map(socket_addr).ok_or(NetError::NotConnected)))
+        netcpus::call(self.stack, None, move |stack, _| {
+            Poll::Ready(stack.tcp_ref(h).local_endpoint().map(socket_addr).ok_or(NetError::NotConnected))
+        })
     }
 
     /// Ends our side (FIN after the queued data); reading still works.

@@ -13,9 +13,9 @@ use core::time::Duration;
 
 use smoltcp::socket::udp;
 
-use super::sockets::SocketId;
-use super::netcpus::{self, HOME};
 use super::lent::{call_on_lending, call_on_lending_mut};
+use super::netcpus::{self, HOME};
+use super::sockets::SocketId;
 use super::{buffer, socket_addr, NetError};
 
 /// Datagrams and bytes each socket buffers per direction.

@@ -30,7 +30,8 @@ fn watch() {
     loop {
         crate::sched::sleep(PERIOD);
         for index in netcpus::all() {
-            let since_last_round = crate::time::uptime().saturating_sub(Duration::from_millis(counters::last_round_ms(index)));
+            let since_last_round =
+                crate::time::uptime().saturating_sub(Duration::from_millis(counters::last_round_ms(index)));
             if netcpus::control(index).work_waiting() && since_last_round >= STUCK_AFTER && WARNING.allow(WARN_EVERY) {
                 log::warn!(
                     "net: the network cpu has work waiting but has completed no round for {} ms (cpu {}, stack {index}; {} rounds so far, all stacks)",

@@ -63,9 +63,13 @@ pub fn calibrate_tsc(firmware: &FirmwareTimers, apic_bus_hz: Option<u64>) -> u64
         let attempts = if source == Source::Rtc { RTC_ATTEMPTS } else { 1 };
         for _ in 0..attempts {
             let measured = match source {
-                Source::PmTimer => firmware.pm_timer.and_then(|(port, wide)| measure(&mut timers::PmTimer::new(port, wide), per_second)),
+                Source::PmTimer => firmware
+                    .pm_timer
+                    .and_then(|(port, wide)| measure(&mut timers::PmTimer::new(port, wide), per_second)),
                 Source::Pit => measure(&mut timers::Pit::start(), per_second),
-                Source::LocalApic => apic_bus_hz.and_then(|bus| measure(&mut apic::FreeRunningTimer::start(bus), per_second)),
+                Source::LocalApic => {
+                    apic_bus_hz.and_then(|bus| measure(&mut apic::FreeRunningTimer::start(bus), per_second))
+                }
                 _ => measure_rtc(estimates.as_slice().first().map_or(0, |e| e.hz)),
             };
             let Some(hz) = measured else { break };
@@ -107,7 +111,10 @@ pub fn calibrate_tsc(firmware: &FirmwareTimers, apic_bus_hz: Option<u64>) -> u64
             clamped
         }
         Verdict::Nothing => {
-            log::error!("no timer to measure the TSC against: assuming {} MHz, times will be wrong", FALLBACK_HZ / 1_000_000);
+            log::error!(
+                "no timer to measure the TSC against: assuming {} MHz, times will be wrong",
+                FALLBACK_HZ / 1_000_000
+            );
             FALLBACK_HZ
         }
     };
@@ -155,7 +162,10 @@ fn from_cpuid(estimates: &mut Estimates) {
         // eax/ebx: TSC/crystal ratio; ecx: crystal frequency (0 if not given).
         let leaf = __cpuid(0x15);
         if leaf.eax != 0 && leaf.ebx != 0 && leaf.ecx != 0 {
-            estimates.push(Estimate { source: Source::CpuidCrystal, hz: leaf.ecx as u64 * leaf.ebx as u64 / leaf.eax as u64 });
+            estimates.push(Estimate {
+                source: Source::CpuidCrystal,
+                hz: leaf.ecx as u64 * leaf.ebx as u64 / leaf.eax as u64,
+            });
         }
     }
     // The hypervisor's timing leaf (VMware's, also offered by KVM-based
@@ -225,7 +235,11 @@ fn measure(counter: &mut impl Counter, per_second: u64) -> Option<u64> {
         }
     }
     let end = sample(counter);
-    tsc_rate::rate(end.tsc.wrapping_sub(start.tsc), tsc_rate::elapsed_count(start.count, end.count, bits, down), counter.hz())
+    tsc_rate::rate(
+        end.tsc.wrapping_sub(start.tsc),
+        tsc_rate::elapsed_count(start.count, end.count, bits, down),
+        counter.hz(),
+    )
 }
 
 /// TSC ticks per second over [`RTC_PERIODS`] rises of the RTC's periodic
@@ -266,7 +280,8 @@ pub fn calibrate_apic_timer(bus_hz: Option<u64>) {
     let tsc_hz = tsc::hz().max(1);
     // The TSC measurement found `estimate` TSC ticks per `bus_hz / 16`
     // timer ticks.
-    let derived = bus_hz.zip(local_apic_estimate()).map(|(bus, estimate)| (bus / 16) as u128 * tsc_hz as u128 / estimate as u128);
+    let derived =
+        bus_hz.zip(local_apic_estimate()).map(|(bus, estimate)| (bus / 16) as u128 * tsc_hz as u128 / estimate as u128);
     let hz = derived.map(|hz| hz as u64).unwrap_or_else(|| measure_apic_timer(tsc_hz));
     apic::set_timer_hz(hz);
 }

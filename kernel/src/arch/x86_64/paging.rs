@@ -25,8 +25,8 @@ use x86_64::structures::paging::{
 };
 use x86_64::{PhysAddr, VirtAddr};
 
-use super::cpu::Features;
 use super::boot::{BootInfo, ImageLocation, MemoryRegion, RegionKind, KERNEL_VMA};
+use super::cpu::Features;
 
 /// Where the direct map of physical memory starts.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
@@ -201,7 +201,9 @@ fn map_image(table: &mut OffsetPageTable, boot: &BootInfo, extra: Flags, frames:
         let page = Page::<Size4KiB>::containing_address(VirtAddr::new(virt));
         // SAFETY: maps the image onto the physical pages the loader put it
         // in, at its link address; the tables are not active yet.
-        unsafe { table.map_to_with_table_flags(page, frame, flags, PARENT_FLAGS, frames) }.expect("cannot map the kernel image").ignore();
+        unsafe { table.map_to_with_table_flags(page, frame, flags, PARENT_FLAGS, frames) }
+            .expect("cannot map the kernel image")
+            .ignore();
     }
 }
 
@@ -248,7 +250,9 @@ pub fn ensure_direct_map(phys: u64, len: u64) {
             let frame = PhysFrame::<Size2MiB>::containing_address(PhysAddr::new(phys));
             // SAFETY: maps firmware memory into the direct-map window, where
             // nothing else is mapped at this address.
-            match unsafe { table.map_to_with_table_flags(page, frame, flags | Flags::HUGE_PAGE, PARENT_FLAGS, &mut frames) } {
+            match unsafe {
+                table.map_to_with_table_flags(page, frame, flags | Flags::HUGE_PAGE, PARENT_FLAGS, &mut frames)
+            } {
                 Ok(flush) => flush.flush(),
                 Err(MapToError::PageAlreadyMapped(_)) => {}
                 Err(e) => panic!("cannot map firmware memory at {phys:#x}: {e:?}"),
@@ -347,7 +351,11 @@ pub fn set_direct_map_present(phys: u64, present: bool) -> Result<(), &'static s
 
 /// NO_EXECUTE where the cpu supports it, else nothing.
 fn nx_flag() -> Flags {
-    if super::cpu::features().nx { Flags::NO_EXECUTE } else { Flags::empty() }
+    if super::cpu::features().nx {
+        Flags::NO_EXECUTE
+    } else {
+        Flags::empty()
+    }
 }
 
 /// Mask of the physical address in a page-table entry.
@@ -457,5 +465,7 @@ pub fn touch(addr: u64) {
     // SAFETY: a one-byte read; the caller names an address of memory the
     // kernel mapped (or reserved to commit on first touch). Done in asm so
     // that no Rust object is read.
-    unsafe { core::arch::asm!("mov {tmp}, byte ptr [{addr}]", addr = in(reg) addr, tmp = out(reg_byte) _, options(nostack, readonly, preserves_flags)) };
+    unsafe {
+        core::arch::asm!("mov {tmp}, byte ptr [{addr}]", addr = in(reg) addr, tmp = out(reg_byte) _, options(nostack, readonly, preserves_flags))
+    };
 }

@@ -11,7 +11,11 @@ const DATA: u16 = 0xcfc;
 static PORTS: Mutex<()> = Mutex::new(());
 
 fn address(bus: u8, device: u8, function: u8, offset: u8) -> u32 {
-    (1 << 31) | (bus as u32) << 16 | ((device as u32) & 0x1f) << 11 | ((function as u32) & 0x7) << 8 | (offset as u32 & 0xfc)
+    (1 << 31)
+        | (bus as u32) << 16
+        | ((device as u32) & 0x1f) << 11
+        | ((function as u32) & 0x7) << 8
+        | (offset as u32 & 0xfc)
 }
 
 /// Reads the 32-bit configuration register at `offset` (4-byte aligned).

@@ -53,11 +53,11 @@ core::arch::global_asm!(
     ".long 0",
     ".balign 8",
     ".global bravo_ap_cr3",
-    "bravo_ap_cr3: .long 0", // offset 48
-    "bravo_ap_efer: .long 0", // offset 52
+    "bravo_ap_cr3: .long 0",   // offset 48
+    "bravo_ap_efer: .long 0",  // offset 52
     "bravo_ap_stack: .quad 0", // offset 56
     "bravo_ap_entry: .quad 0", // offset 64
-    "bravo_ap_arg: .quad 0", // offset 72
+    "bravo_ap_arg: .quad 0",   // offset 72
     "bravo_ap_code16:",
     "cli",
     "cld",
@@ -165,12 +165,18 @@ impl Trampoline {
     /// Copies the trampoline to `base` (page aligned, below 1 MiB, with
     /// [`LOW_MEMORY_NEEDED`] bytes of free RAM) and builds its page tables.
     pub fn install(base: u64) -> Self {
-        assert!(base.is_multiple_of(4096) && base + LOW_MEMORY_NEEDED <= 1 << 20, "trampoline window must lie below 1 MiB");
+        assert!(
+            base.is_multiple_of(4096) && base + LOW_MEMORY_NEEDED <= 1 << 20,
+            "trampoline window must lie below 1 MiB"
+        );
         super::paging::ensure_direct_map(base, LOW_MEMORY_NEEDED);
         let start = &raw const bravo_ap_trampoline;
         let len = offset(&raw const bravo_ap_trampoline_end) as usize;
         assert!(len <= 4096, "the trampoline fits one page");
-        assert!(offset(&raw const bravo_ap_gdtr) == GDTR && offset(&raw const bravo_ap_cr3) == CR3, "trampoline layout");
+        assert!(
+            offset(&raw const bravo_ap_gdtr) == GDTR && offset(&raw const bravo_ap_cr3) == CR3,
+            "trampoline layout"
+        );
         let code = phys_to_virt(base);
         // SAFETY: the window is free low RAM reserved for this (the
         // allocators never hand out memory below 1 MiB), mapped by the

@@ -253,7 +253,8 @@ fn report(args: fmt::Arguments) {
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if frame.vector == 14 {
         let cr2 = x86_64::registers::control::Cr2::read_raw();
-        let outcome = PAGE_FAULT_HOOKS.get().map_or(PageFaultOutcome::NotHandled, |hooks| (hooks.resolve)(cr2, frame.error_code));
+        let outcome =
+            PAGE_FAULT_HOOKS.get().map_or(PageFaultOutcome::NotHandled, |hooks| (hooks.resolve)(cr2, frame.error_code));
         match outcome {
             PageFaultOutcome::Resolved => return,
             PageFaultOutcome::NotHandled => fatal_exception(frame, None),
@@ -296,9 +297,7 @@ fn fatal_exception(frame: &TrapFrame, uncommitted: Option<&str>) -> ! {
         } else if let Some(stack) = super::paging::guarded_stack_at(cr2) {
             report(format_args!("  stack overflow: {cr2:#x} is the guard page below the {stack}"));
         } else if thread_guard != 0 && cr2 & !0xfff == thread_guard {
-            report(format_args!(
-                "  stack overflow: {cr2:#x} is the guard page below the running thread's stack"
-            ));
+            report(format_args!("  stack overflow: {cr2:#x} is the guard page below the running thread's stack"));
         } else if let Some(kind) = PAGE_FAULT_HOOKS.get().and_then(|hooks| (hooks.guard_page_of)(cr2)) {
             report(format_args!("  {cr2:#x} is the guard page below a lazily committed range ({kind})"));
         }

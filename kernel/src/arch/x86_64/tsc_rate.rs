@@ -140,7 +140,9 @@ pub fn choose(estimates: &[Estimate]) -> Verdict {
     let plausible_ones = || estimates.iter().filter(|e| plausible(e.hz));
     for (i, chosen) in plausible_ones().enumerate() {
         let confirming = plausible_ones().enumerate().find(|&(j, other)| {
-            j != i && other.source != chosen.source && agree(chosen.hz, other.hz, chosen.source.tolerance_ppm().max(other.source.tolerance_ppm()))
+            j != i
+                && other.source != chosen.source
+                && agree(chosen.hz, other.hz, chosen.source.tolerance_ppm().max(other.source.tolerance_ppm()))
         });
         if let Some((_, other)) = confirming {
             return Verdict::Confirmed { chosen: *chosen, by: other.source };
@@ -223,7 +225,10 @@ mod tests {
 
     #[test]
     fn only_absurd_rates_are_implausible() {
-        assert_eq!(choose(&[e(Source::Pit, 3.0), e(Source::Rtc, 4.0)]), Verdict::Implausible { first: e(Source::Pit, 3.0) });
+        assert_eq!(
+            choose(&[e(Source::Pit, 3.0), e(Source::Rtc, 4.0)]),
+            Verdict::Implausible { first: e(Source::Pit, 3.0) }
+        );
         assert_eq!(choose(&[]), Verdict::Nothing);
         assert_eq!(choose(&[]).hz(), None);
     }

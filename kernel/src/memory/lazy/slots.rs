@@ -214,7 +214,9 @@ impl Region {
         }
         // Room to quarantine every slot ever created, taken now so that
         // releasing never allocates.
-        pool.quarantine.try_reserve(pool.created as usize + 1 - pool.quarantine.len()).map_err(|_| ReserveError::NoMemory)?;
+        pool.quarantine
+            .try_reserve(pool.created as usize + 1 - pool.quarantine.len())
+            .map_err(|_| ReserveError::NoMemory)?;
         let slot = pool.created;
         pool.created += 1;
         self.in_use += 1;

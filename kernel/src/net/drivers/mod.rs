@@ -13,9 +13,9 @@ mod virtio;
 
 use alloc::string::String;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use core::fmt;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use smoltcp::phy::{self, DeviceCapabilities};
 use smoltcp::time::Instant;
@@ -137,7 +137,12 @@ impl Found {
     /// [`max_queues`]: Self::max_queues
     pub fn split(self, cpus: &[usize]) -> Result<Vec<Found>, String> {
         if cpus.is_empty() || cpus.len() > self.max_queues() {
-            return Err(alloc::format!("{}: {} queues asked for, 1 to {} possible", self.name(), cpus.len(), self.max_queues()));
+            return Err(alloc::format!(
+                "{}: {} queues asked for, 1 to {} possible",
+                self.name(),
+                cpus.len(),
+                self.max_queues()
+            ));
         }
         match self {
             Found::Igb(found) => Ok(found.split(cpus)?.into_iter().map(Found::IgbQueue).collect()),
@@ -178,10 +183,12 @@ impl Found {
             return Err(alloc::format!("{}: link down", nic.name()));
         }
         let interrupt = match interrupt {
-            Interrupt::Line { gsi, trigger } => match route_line(gsi, trigger, handler, matches!(nic, Nic::VirtioMmio(_))) {
-                Ok(()) => interrupt,
-                Err(why) => Interrupt::Polled(why),
-            },
+            Interrupt::Line { gsi, trigger } => {
+                match route_line(gsi, trigger, handler, matches!(nic, Nic::VirtioMmio(_))) {
+                    Ok(()) => interrupt,
+                    Err(why) => Interrupt::Polled(why),
+                }
+            }
             Interrupt::Message => {
                 traps::set_handler(NIC_VECTOR, handler);
                 interrupt
@@ -195,7 +202,12 @@ impl Found {
 /// Routes I/O APIC line `gsi` to [`NIC_VECTOR`] on this cpu, with
 /// `handler`, and unmasks it (see [`init_io_apics`] for
 /// `standard_fallback`).
-fn route_line(gsi: u32, trigger: Trigger, handler: traps::Handler, standard_fallback: bool) -> Result<(), &'static str> {
+fn route_line(
+    gsi: u32,
+    trigger: Trigger,
+    handler: traps::Handler,
+    standard_fallback: bool,
+) -> Result<(), &'static str> {
     init_io_apics(standard_fallback).ok_or("no I/O APIC")?;
     traps::set_handler(NIC_VECTOR, handler);
     ioapic::route(gsi, trigger, NIC_VECTOR, percpu::this().apic_id)?;
@@ -235,7 +247,6 @@ pub(super) fn bar_range(device: &pci::Device, bar: u8, offset: u64, length: u64)
     }
     Ok(phys + offset)
 }
-
 
 /// The vector used while looking for a NIC's INTx line.
 const PROBE_VECTOR: u8 = 0x41;

@@ -154,9 +154,11 @@ pub fn find_pci() -> Option<Result<PciFound, String>> {
         );
     }
     let device = *devices.iter().find(|d| d.vendor_id == VIRTIO_VENDOR && d.device_id == MODERN_NET)?;
-    Some(map_pci(device).map_err(|e| {
-        format!("virtio-net-pci at {:02x}:{:02x}.{}: {e}", device.bus, device.device, device.function)
-    }))
+    Some(
+        map_pci(device).map_err(|e| {
+            format!("virtio-net-pci at {:02x}:{:02x}.{}: {e}", device.bus, device.device, device.function)
+        }),
+    )
 }
 
 fn map_pci(device: pci::Device) -> Result<PciFound, &'static str> {
@@ -177,7 +179,8 @@ fn map_pci(device: pci::Device) -> Result<PciFound, &'static str> {
         if cfg_type == NOTIFY_CFG {
             notify_off_multiplier = device.config_read32(cap.offset + 16);
         }
-        regions[cfg_type as usize - 1] = Some(Window::map(super::bar_range(&device, bar, offset, length)?, length as usize)?);
+        regions[cfg_type as usize - 1] =
+            Some(Window::map(super::bar_range(&device, bar, offset, length)?, length as usize)?);
     }
     let [Some(common), Some(notify), Some(isr), Some(device_cfg)] = regions else {
         return Err("a virtio region (common, notify, ISR or device configuration) is missing");

@@ -143,8 +143,10 @@ pub fn idle_read(port: Option<&str>) -> Result<(), String> {
     }
     // Long enough for the reader to be parked in `read`.
     bravo::thread::sleep(Duration::from_millis(300));
-    let committed =
-        bravo::internals::memory::lazy::committed_between(stack.0.load(Ordering::Acquire), stack.1.load(Ordering::Acquire));
+    let committed = bravo::internals::memory::lazy::committed_between(
+        stack.0.load(Ordering::Acquire),
+        stack.1.load(Ordering::Acquire),
+    );
     bravo::println!("measured: a thread blocked in TcpStream::read holds {} KiB of stack", committed / 1024);
     if committed == 0 || committed > 8 * 1024 {
         return Err(alloc::format!("a thread blocked in read holds {committed} bytes of stack"));

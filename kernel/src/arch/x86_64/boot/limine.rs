@@ -91,7 +91,11 @@ extern "C" fn limine_entry() -> ! {
     // Base revisions below 3 report the RSDP as an HHDM address.
     boot.rsdp = RSDP.get_response().map(|r| {
         let addr = r.address() as u64;
-        if addr >= hhdm.offset() { addr - hhdm.offset() } else { addr }
+        if addr >= hhdm.offset() {
+            addr - hhdm.offset()
+        } else {
+            addr
+        }
     });
     super::enter_kernel(boot)
 }

@@ -128,7 +128,11 @@ impl BootInfo {
         while i < self.region_count {
             let r = self.regions[i];
             if r.kind == RegionKind::Usable && r.start < hi && lo < r.end() {
-                self.regions[i] = MemoryRegion { start: lo.max(r.start), len: hi.min(r.end()) - lo.max(r.start), kind: RegionKind::Kernel };
+                self.regions[i] = MemoryRegion {
+                    start: lo.max(r.start),
+                    len: hi.min(r.end()) - lo.max(r.start),
+                    kind: RegionKind::Kernel,
+                };
                 if r.start < lo {
                     self.push_region(MemoryRegion { start: r.start, len: lo - r.start, kind: RegionKind::Usable });
                 }

@@ -188,7 +188,8 @@ unsafe fn c_string(phys: u64) -> &'static [u8] {
 /// 4 GiB identity-mapped.
 extern "C" fn pvh_entry(start_info: u32) -> ! {
     let (virt_start, virt_end) = super::image_virt_range();
-    let image = ImageLocation { phys_base: virt_start - KERNEL_VMA, virt_base: virt_start, size: virt_end - virt_start };
+    let image =
+        ImageLocation { phys_base: virt_start - KERNEL_VMA, virt_base: virt_start, size: virt_end - virt_start };
     let mut boot = BootInfo::new(Loader::Pvh, image, 0);
 
     // SAFETY: QEMU passes the physical address of an hvm_start_info in %ebx;
