@@ -219,7 +219,7 @@ fn wake_lagging_cpus() {
     for cpu in online_cpus() {
         if cpu.index != me && cpu.halted.load(Ordering::Acquire) && cpu.tlb_flushed.load(Ordering::Acquire) < generation
         {
-            crate::arch::apic::send_ipi(cpu.apic_id, crate::arch::apic::WAKE_VECTOR);
+            crate::arch::apic::send_ipi(cpu.apic_id(), crate::arch::apic::WAKE_VECTOR);
         }
     }
 }

@@ -19,7 +19,7 @@
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
@@ -34,10 +34,10 @@ pub struct PerCpu {
     self_address: AtomicU64,
     /// The cpu's number: its index in the topology (`gs:[8]`).
     pub index: usize,
-    /// The cpu's local APIC id.
-    pub apic_id: u32,
-    /// The cpu's NUMA node.
-    pub node: usize,
+    /// The cpu's local APIC id (see [`apic_id`](Self::apic_id)).
+    apic_id: AtomicU32,
+    /// The cpu's NUMA node (see [`node`](Self::node)).
+    node: AtomicUsize,
     /// Set by the cpu itself once it runs kernel code with its own tables.
     pub online: AtomicBool,
     /// Set while the cpu sits in `hlt` with nothing to do; senders of
@@ -64,8 +64,8 @@ impl PerCpu {
         Self {
             self_address: AtomicU64::new(0),
             index,
-            apic_id,
-            node,
+            apic_id: AtomicU32::new(apic_id),
+            node: AtomicUsize::new(node),
             online: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             thread_stack_guard: AtomicU64::new(0),
@@ -73,6 +73,18 @@ impl PerCpu {
             frame_lock_depth: AtomicU32::new(0),
             tlb_flushed: AtomicU64::new(0),
         }
+    }
+
+    /// The cpu's local APIC id.
+    #[inline]
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Acquire)
+    }
+
+    /// The cpu's NUMA node.
+    #[inline]
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Acquire)
     }
 }
 
@@ -85,15 +97,14 @@ pub fn init_boot_cpu() {
     install_block(BOOT_CPU.call_once(|| PerCpu::new(0, 0, 0)));
 }
 
-/// Records the boot cpu's APIC id and node (the block is not shared yet).
+/// Records the boot cpu's APIC id and node, once ACPI is read (before
+/// other cpus start, so they see the final values; the release stores
+/// pair with the acquire loads of [`PerCpu::apic_id`] and
+/// [`PerCpu::node`] all the same).
 pub fn set_boot_cpu_identity(apic_id: u32, node: usize) {
-    let block = core::ptr::from_ref(this()).cast_mut();
-    // SAFETY: called once on the boot cpu before any other cpu starts, so
-    // nothing else reads the block while it changes.
-    unsafe {
-        (*block).apic_id = apic_id;
-        (*block).node = node;
-    }
+    let block = this();
+    block.apic_id.store(apic_id, Ordering::Release);
+    block.node.store(node, Ordering::Release);
 }
 
 /// Points this cpu's GS base at `block` and publishes it.
