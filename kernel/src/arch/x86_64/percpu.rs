@@ -12,7 +12,10 @@
 //! - [`CpuLocal`]: a value only its own cpu may touch, borrowed one at a
 //!   time: with an [`IrqGuard`] (interrupts off, so no handler of the cpu
 //!   finds it borrowed) or, for state an interrupt handler may find busy and
-//!   go around, without one ([`CpuLocal::try_borrow`]).
+//!   go around, without one ([`CpuLocal::try_borrow`]). A static holds
+//!   one per cpu, each owned by the cpu of its index, built by
+//!   [`per_cpu_array`] (the local APIC handles, the page-fault frame
+//!   reserves).
 //!
 //! The raw pointers behind these live here and nowhere else.
 
@@ -219,14 +222,24 @@ pub struct CpuLocal<T> {
 // SAFETY: the value is reached only through `LocalMut`, made on the owner
 // cpu while no other `LocalMut` of it exists (see `try_borrow`); other cpus
 // can only read the owner's number. Contexts of one cpu never run at the
-// same time, and the value never leaves the cpu that made it (`new` and
-// `adopt` record the calling cpu), so `T` need not be `Send` or `Sync`.
+// same time, and a value never moves between cpus: `new` and `adopt`
+// record the calling cpu, `for_cpu` hands a value to another cpu only
+// when `T: Send`, and `empty_for_cpu` holds no `T` to hand over. So `T`
+// need not be `Send` or `Sync`.
 unsafe impl<T> Sync for CpuLocal<T> {}
 
 impl<T> CpuLocal<T> {
     /// Makes `value` local to the calling cpu.
     pub fn new(value: T) -> Self {
         Self { owner: cpu_id(), borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Makes `value` local to cpu `cpu` (for statics: see [`per_cpu_array`]).
+    pub const fn for_cpu(cpu: usize, value: T) -> Self
+    where
+        T: Send,
+    {
+        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Makes the calling cpu the owner (for a `CpuLocal` built in place,
@@ -263,6 +276,35 @@ impl<T> CpuLocal<T> {
         Some(LocalMut { cell: self, _this_cpu: PhantomData })
     }
 }
+
+impl<T> CpuLocal<Option<T>> {
+    /// An empty slot local to cpu `cpu`, which fills it itself (for values
+    /// that must not move between cpus, like a local APIC handle).
+    pub const fn empty_for_cpu(cpu: usize) -> Self {
+        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(None) }
+    }
+}
+
+/// A `[T; MAX_CPUS]` for a static, entry `i` made for cpu `i`:
+/// `per_cpu_array!(cpu => make)` evaluates the constant expression `make`
+/// once per cpu number `cpu`, for example
+/// `per_cpu_array!(cpu => CpuLocal::for_cpu(cpu, [0u64; 16]))`. (`T`
+/// must have no destructor.)
+macro_rules! per_cpu_array {
+    ($cpu:ident => $make:expr) => {{
+        let mut entries = [const {
+            let $cpu = 0;
+            $make
+        }; $crate::arch::MAX_CPUS];
+        let mut $cpu = 1;
+        while $cpu < $crate::arch::MAX_CPUS {
+            entries[$cpu] = $make;
+            $cpu += 1;
+        }
+        entries
+    }};
+}
+pub(crate) use per_cpu_array;
 
 /// Mutable access to a [`CpuLocal`]'s value; ends the borrow on drop. Tied
 /// to its cpu (`!Send`).
