@@ -337,7 +337,7 @@ pub(crate) fn run() -> ! {
     let core = this_core();
     let cpu = percpu::this();
     loop {
-        crate::memory::lazy::between_threads();
+        crate::memory::lazy::between_threads(&irq);
         core.mailbox.drain(receive);
         let next_timer = fire_timers(&irq);
         free_finished(&irq);
