@@ -19,12 +19,14 @@
 //! - it takes no lock to find the page: the tables exist from the
 //!   reservation and are never freed, so it walks them and writes the
 //!   leaf entry with one compare-and-swap (`paging::leaf_entry`);
-//! - its frame comes from this cpu's *reserve* of pre-zeroed frames,
-//!   which only this cpu touches: refilled in the scheduler loop
-//!   ([`between_threads`], on the cpu's own committed stack, interrupts
-//!   off, after probing), popped by the handler. A fault cannot land in
-//!   the middle of a refill (the refill touches only committed memory),
-//!   and if it did the handler would see the reserve `busy` and skip it;
+//! - its frame comes from this cpu's *reserve* of pre-zeroed frames, a
+//!   `CpuLocal` that only this cpu touches: refilled in the scheduler
+//!   loop ([`between_threads`], on the cpu's own committed stack,
+//!   interrupts off, after probing, borrowed under the `IrqGuard`),
+//!   popped by the handler with `try_borrow`. A fault cannot land in the
+//!   middle of a refill (the refill touches only committed memory), and
+//!   if it did (interrupts off do not mask a fault) the handler would find
+//!   the reserve borrowed and go to the allocator instead;
 //! - when the reserve is empty it falls back to the frame allocator,
 //!   whose lock is the only one it ever takes. The allocator's locked
 //!   sections probe the stack they may use and mark the cpu first
@@ -66,8 +68,7 @@
 
 mod slots;
 
-use core::cell::UnsafeCell;
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use spin::Mutex;
 
@@ -75,8 +76,9 @@ pub use slots::Kind;
 use slots::{Layout, Region, KINDS, PAGE_SIZE};
 
 use super::frames;
+use crate::arch::irq::IrqGuard;
 use crate::arch::paging::{self, LAZY_RESERVED_PTE};
-use crate::arch::percpu;
+use crate::arch::percpu::{self, CpuLocal};
 use crate::arch::traps::{self, PageFaultHooks, PageFaultOutcome};
 use crate::topology::MAX_CPUS;
 
@@ -95,74 +97,76 @@ static PAGE_TABLES: AtomicUsize = AtomicUsize::new(0);
 
 /// Pre-zeroed frames each cpu keeps for its page faults.
 const RESERVE_FRAMES: usize = 16;
+
 /// A cpu's frames for the page-fault handler.
 #[repr(align(64))]
 struct Reserve {
-    frames: UnsafeCell<[u64; RESERVE_FRAMES]>,
-    /// Frames in `frames[..len]`.
-    len: AtomicUsize,
-    /// Set while a refill is under way (the handler then leaves it alone).
-    busy: AtomicBool,
+    /// The frames, touched only by their own cpu: by the refill (normal
+    /// context, interrupts off, borrowed under its guard) and by the
+    /// page-fault handler, which may interrupt the refill (interrupts off
+    /// do not mask a fault) and therefore only tries to borrow: it finds
+    /// the reserve borrowed during a refill and goes to the allocator.
+    frames: CpuLocal<Frames>,
+    /// How many frames it holds (a copy of `Frames::len`, readable by
+    /// every cpu: the refill threshold and the statistics).
+    held: AtomicUsize,
 }
 
-// SAFETY: a reserve is touched only by its own cpu: by the refill (with
-// interrupts off) and by the page-fault handler, which runs synchronously
-// on that cpu and skips a reserve marked busy. Other cpus only read `len`.
-unsafe impl Sync for Reserve {}
+struct Frames {
+    frames: [u64; RESERVE_FRAMES],
+    /// Frames in `frames[..len]`.
+    len: usize,
+}
 
-static RESERVES: [Reserve; MAX_CPUS] = [const {
-    Reserve { frames: UnsafeCell::new([0; RESERVE_FRAMES]), len: AtomicUsize::new(0), busy: AtomicBool::new(false) }
-}; MAX_CPUS];
+static RESERVES: [Reserve; MAX_CPUS] = percpu::per_cpu_array!(cpu => Reserve::for_cpu(cpu));
 
 impl Reserve {
+    const fn for_cpu(cpu: usize) -> Self {
+        let frames = Frames { frames: [0; RESERVE_FRAMES], len: 0 };
+        Self { frames: CpuLocal::for_cpu(cpu, frames), held: AtomicUsize::new(0) }
+    }
+
     fn this_cpu() -> &'static Reserve {
         &RESERVES[percpu::cpu_id()]
     }
 
-    /// A pre-zeroed frame (page-fault handler).
+    /// A pre-zeroed frame (page-fault handler); `None` when empty or being
+    /// refilled.
     fn pop(&self) -> Option<u64> {
-        if self.busy.load(Ordering::Relaxed) {
-            return None;
-        }
-        let len = self.len.load(Ordering::Relaxed);
-        let len = len.checked_sub(1)?;
-        // SAFETY: this cpu's reserve, not being refilled (see the Sync impl).
-        let frame = unsafe { (*self.frames.get())[len] };
-        self.len.store(len, Ordering::Relaxed);
-        Some(frame)
+        let mut frames = self.frames.try_borrow()?;
+        frames.len = frames.len.checked_sub(1)?;
+        self.held.store(frames.len, Ordering::Relaxed);
+        Some(frames.frames[frames.len])
     }
 
     /// Gives back a zeroed frame popped just before (the handler lost a
     /// race): there is room, since nothing was pushed meanwhile.
     fn push_back(&self, frame: u64) -> bool {
-        let len = self.len.load(Ordering::Relaxed);
-        if self.busy.load(Ordering::Relaxed) || len == RESERVE_FRAMES {
+        let Some(mut frames) = self.frames.try_borrow() else { return false };
+        let len = frames.len;
+        if len == RESERVE_FRAMES {
             return false;
         }
-        // SAFETY: as in pop.
-        unsafe { (*self.frames.get())[len] = frame };
-        self.len.store(len + 1, Ordering::Relaxed);
+        frames.frames[len] = frame;
+        frames.len = len + 1;
+        self.held.store(len + 1, Ordering::Relaxed);
         true
     }
 
     /// Fills the reserve from the frame allocator (normal context, this
-    /// cpu, interrupts off). Stops quietly when memory is exhausted.
-    fn refill(&self) {
+    /// cpu). Stops quietly when memory is exhausted.
+    fn refill(&self, interrupts_off: &IrqGuard) {
         frames::probe_stack();
-        self.busy.store(true, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
         let node = super::current_node();
-        let mut len = self.len.load(Ordering::Relaxed);
-        while len < RESERVE_FRAMES {
+        let mut reserve = self.frames.borrow(interrupts_off);
+        while reserve.len < RESERVE_FRAMES {
             let Some(frame) = frames::alloc_frames(node, 0) else { break };
             zero_frame(frame);
-            // SAFETY: as in pop; marked busy.
-            unsafe { (*self.frames.get())[len] = frame };
-            len += 1;
+            let len = reserve.len;
+            reserve.frames[len] = frame;
+            reserve.len = len + 1;
         }
-        self.len.store(len, Ordering::Relaxed);
-        compiler_fence(Ordering::SeqCst);
-        self.busy.store(false, Ordering::Relaxed);
+        self.held.store(reserve.len, Ordering::Relaxed);
     }
 }
 
@@ -175,10 +179,10 @@ fn zero_frame(phys: u64) {
 /// Tops up this cpu's reserve when it is half empty, and reloads CR3 when
 /// ranges were freed since the last reload. The scheduler calls it
 /// between threads (interrupts off, on the cpu's own stack).
-pub fn between_threads() {
+pub fn between_threads(interrupts_off: &IrqGuard) {
     let reserve = Reserve::this_cpu();
-    if reserve.len.load(Ordering::Relaxed) < RESERVE_FRAMES / 2 {
-        reserve.refill();
+    if reserve.held.load(Ordering::Relaxed) < RESERVE_FRAMES / 2 {
+        reserve.refill(interrupts_off);
     }
     catch_up_tlb();
 }
@@ -186,7 +190,7 @@ pub fn between_threads() {
 /// Fills this cpu's reserve completely (tests use it to make memory
 /// statistics comparable).
 pub fn fill_reserve() {
-    crate::arch::irq::without(|_| Reserve::this_cpu().refill());
+    crate::arch::irq::without(|interrupts_off| Reserve::this_cpu().refill(interrupts_off));
 }
 
 /// Reloads CR3 if a generation of freed ranges closed since the last
@@ -219,7 +223,7 @@ fn wake_lagging_cpus() {
     for cpu in online_cpus() {
         if cpu.index != me && cpu.halted.load(Ordering::Acquire) && cpu.tlb_flushed.load(Ordering::Acquire) < generation
         {
-            crate::arch::apic::send_ipi(cpu.apic_id, crate::arch::apic::WAKE_VECTOR);
+            crate::arch::apic::send_ipi(cpu.apic_id(), crate::arch::apic::WAKE_VECTOR);
         }
     }
 }
@@ -559,7 +563,7 @@ pub fn stats() -> LazyStats {
     LazyStats {
         stack_bytes: COMMITTED[Kind::Stack as usize].load(Ordering::Relaxed) * page,
         buffer_bytes: COMMITTED[Kind::Buffer as usize].load(Ordering::Relaxed) * page,
-        reserve_bytes: RESERVES.iter().map(|r| r.len.load(Ordering::Relaxed)).sum::<usize>() * page,
+        reserve_bytes: RESERVES.iter().map(|r| r.held.load(Ordering::Relaxed)).sum::<usize>() * page,
         page_table_bytes: PAGE_TABLES.load(Ordering::Relaxed) * page,
         ranges,
         free_slots,

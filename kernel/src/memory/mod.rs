@@ -174,7 +174,7 @@ pub fn node_count() -> usize {
 
 /// The node of the cpu running this code.
 pub fn current_node() -> usize {
-    crate::arch::percpu::this().node
+    crate::arch::percpu::this().node()
 }
 
 /// Whether memory is split over more than one node (set by [`init`]).

@@ -88,7 +88,7 @@ fn local(interrupts_off: &IrqGuard) -> LocalMut<'_, Local> {
 /// Sets up this cpu's scheduler in memory of its node.
 pub(crate) fn init_this_cpu() {
     let cpu = percpu::cpu_id();
-    let node = percpu::this().node;
+    let node = percpu::this().node();
     let core = Box::leak(Box::new(Core {
         mailbox: Mailbox::new(node),
         local: CpuLocal::new(Local {
@@ -196,7 +196,7 @@ pub(crate) fn send(target: usize, message: Message) {
     // `has_pending` (both SeqCst): either it sees the message or we see it
     // halted.
     if cpu.halted.load(Ordering::SeqCst) {
-        apic::send_ipi(cpu.apic_id, apic::WAKE_VECTOR);
+        apic::send_ipi(cpu.apic_id(), apic::WAKE_VECTOR);
     }
 }
 
@@ -337,7 +337,7 @@ pub(crate) fn run() -> ! {
     let core = this_core();
     let cpu = percpu::this();
     loop {
-        crate::memory::lazy::between_threads();
+        crate::memory::lazy::between_threads(&irq);
         core.mailbox.drain(receive);
         let next_timer = fire_timers(&irq);
         free_finished(&irq);

@@ -8,14 +8,13 @@
 //! calibrated once against the TSC (by `calibration`). A stopped timer raises nothing, so an
 //! idle cpu is not woken by ticks.
 
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use spin::Once;
 use x2apic::lapic::{LocalApic, LocalApicBuilder, TimerDivide, TimerMode};
 use x86_64::registers::model_specific::Msr;
 
-use super::percpu::cpu_id;
+use super::percpu::{cpu_id, per_cpu_array, CpuLocal};
 use super::timers::Counter;
 use super::MAX_CPUS;
 
@@ -55,21 +54,15 @@ struct Shared {
 
 static SHARED: Once<Shared> = Once::new();
 
-/// One cpu's APIC handle; only its own cpu touches it.
-struct Slot(UnsafeCell<Option<LocalApic>>);
-
-// SAFETY: slot `i` is only used by cpu `i` (see `with_local`), with
-// interrupts off, so no two references to one handle ever coexist.
-unsafe impl Sync for Slot {}
-
-static LOCAL: [Slot; MAX_CPUS] = [const { Slot(UnsafeCell::new(None)) }; MAX_CPUS];
+/// Each cpu's APIC handle, set by the cpu itself ([`init_this_cpu`]) and
+/// borrowed only with its interrupts off, so an interrupt handler (EOI, a
+/// wake IPI) never finds it borrowed by the code it interrupted.
+static LOCAL: [CpuLocal<Option<LocalApic>>; MAX_CPUS] = per_cpu_array!(cpu => CpuLocal::empty_for_cpu(cpu));
 
 fn with_local<R>(f: impl FnOnce(&mut LocalApic) -> R) -> R {
-    super::irq::without(|_| {
-        // SAFETY: the slot of this cpu, used only here with interrupts off,
-        // so this is the only reference (see `Slot`).
-        let slot = unsafe { &mut *LOCAL[cpu_id()].0.get() };
-        f(slot.as_mut().expect("local APIC used before its cpu enabled it"))
+    super::irq::without(|interrupts_off| {
+        let mut apic = LOCAL[cpu_id()].borrow(interrupts_off);
+        f(apic.as_mut().expect("local APIC used before its cpu enabled it"))
     })
 }
 
@@ -183,10 +176,8 @@ pub fn init_this_cpu() {
         builder.set_xapic_base(base);
     }
     let apic = builder.build().expect("local APIC configuration is complete");
-    super::irq::without(|_| {
-        // SAFETY: this cpu's slot, touched only by this cpu with interrupts
-        // off (see `Slot`).
-        let slot = unsafe { &mut *LOCAL[cpu_id()].0.get() };
+    super::irq::without(|interrupts_off| {
+        let mut slot = LOCAL[cpu_id()].borrow(interrupts_off);
         let apic = slot.insert(apic);
         // SAFETY: the vectors above have handlers (see `traps`), the timer
         // is silent, and the legacy PIC is masked, so enabling raises

@@ -12,14 +12,17 @@
 //! - [`CpuLocal`]: a value only its own cpu may touch, borrowed one at a
 //!   time: with an [`IrqGuard`] (interrupts off, so no handler of the cpu
 //!   finds it borrowed) or, for state an interrupt handler may find busy and
-//!   go around, without one ([`CpuLocal::try_borrow`]).
+//!   go around, without one ([`CpuLocal::try_borrow`]). A static holds
+//!   one per cpu, each owned by the cpu of its index, built by
+//!   [`per_cpu_array`] (the local APIC handles, the page-fault frame
+//!   reserves).
 //!
 //! The raw pointers behind these live here and nowhere else.
 
 use core::cell::UnsafeCell;
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{compiler_fence, AtomicBool, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use x86_64::registers::model_specific::GsBase;
 use x86_64::VirtAddr;
@@ -34,10 +37,10 @@ pub struct PerCpu {
     self_address: AtomicU64,
     /// The cpu's number: its index in the topology (`gs:[8]`).
     pub index: usize,
-    /// The cpu's local APIC id.
-    pub apic_id: u32,
-    /// The cpu's NUMA node.
-    pub node: usize,
+    /// The cpu's local APIC id (see [`apic_id`](Self::apic_id)).
+    apic_id: AtomicU32,
+    /// The cpu's NUMA node (see [`node`](Self::node)).
+    node: AtomicUsize,
     /// Set by the cpu itself once it runs kernel code with its own tables.
     pub online: AtomicBool,
     /// Set while the cpu sits in `hlt` with nothing to do; senders of
@@ -64,8 +67,8 @@ impl PerCpu {
         Self {
             self_address: AtomicU64::new(0),
             index,
-            apic_id,
-            node,
+            apic_id: AtomicU32::new(apic_id),
+            node: AtomicUsize::new(node),
             online: AtomicBool::new(false),
             halted: AtomicBool::new(false),
             thread_stack_guard: AtomicU64::new(0),
@@ -73,6 +76,18 @@ impl PerCpu {
             frame_lock_depth: AtomicU32::new(0),
             tlb_flushed: AtomicU64::new(0),
         }
+    }
+
+    /// The cpu's local APIC id.
+    #[inline]
+    pub fn apic_id(&self) -> u32 {
+        self.apic_id.load(Ordering::Acquire)
+    }
+
+    /// The cpu's NUMA node.
+    #[inline]
+    pub fn node(&self) -> usize {
+        self.node.load(Ordering::Acquire)
     }
 }
 
@@ -85,15 +100,14 @@ pub fn init_boot_cpu() {
     install_block(BOOT_CPU.call_once(|| PerCpu::new(0, 0, 0)));
 }
 
-/// Records the boot cpu's APIC id and node (the block is not shared yet).
+/// Records the boot cpu's APIC id and node, once ACPI is read (before
+/// other cpus start, so they see the final values; the release stores
+/// pair with the acquire loads of [`PerCpu::apic_id`] and
+/// [`PerCpu::node`] all the same).
 pub fn set_boot_cpu_identity(apic_id: u32, node: usize) {
-    let block = core::ptr::from_ref(this()).cast_mut();
-    // SAFETY: called once on the boot cpu before any other cpu starts, so
-    // nothing else reads the block while it changes.
-    unsafe {
-        (*block).apic_id = apic_id;
-        (*block).node = node;
-    }
+    let block = this();
+    block.apic_id.store(apic_id, Ordering::Release);
+    block.node.store(node, Ordering::Release);
 }
 
 /// Points this cpu's GS base at `block` and publishes it.
@@ -208,14 +222,24 @@ pub struct CpuLocal<T> {
 // SAFETY: the value is reached only through `LocalMut`, made on the owner
 // cpu while no other `LocalMut` of it exists (see `try_borrow`); other cpus
 // can only read the owner's number. Contexts of one cpu never run at the
-// same time, and the value never leaves the cpu that made it (`new` and
-// `adopt` record the calling cpu), so `T` need not be `Send` or `Sync`.
+// same time, and a value never moves between cpus: `new` and `adopt`
+// record the calling cpu, `for_cpu` hands a value to another cpu only
+// when `T: Send`, and `empty_for_cpu` holds no `T` to hand over. So `T`
+// need not be `Send` or `Sync`.
 unsafe impl<T> Sync for CpuLocal<T> {}
 
 impl<T> CpuLocal<T> {
     /// Makes `value` local to the calling cpu.
     pub fn new(value: T) -> Self {
         Self { owner: cpu_id(), borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
+    }
+
+    /// Makes `value` local to cpu `cpu` (for statics: see [`per_cpu_array`]).
+    pub const fn for_cpu(cpu: usize, value: T) -> Self
+    where
+        T: Send,
+    {
+        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
     }
 
     /// Makes the calling cpu the owner (for a `CpuLocal` built in place,
@@ -252,6 +276,35 @@ impl<T> CpuLocal<T> {
         Some(LocalMut { cell: self, _this_cpu: PhantomData })
     }
 }
+
+impl<T> CpuLocal<Option<T>> {
+    /// An empty slot local to cpu `cpu`, which fills it itself (for values
+    /// that must not move between cpus, like a local APIC handle).
+    pub const fn empty_for_cpu(cpu: usize) -> Self {
+        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(None) }
+    }
+}
+
+/// A `[T; MAX_CPUS]` for a static, entry `i` made for cpu `i`:
+/// `per_cpu_array!(cpu => make)` evaluates the constant expression `make`
+/// once per cpu number `cpu`, for example
+/// `per_cpu_array!(cpu => CpuLocal::for_cpu(cpu, [0u64; 16]))`. (`T`
+/// must have no destructor.)
+macro_rules! per_cpu_array {
+    ($cpu:ident => $make:expr) => {{
+        let mut entries = [const {
+            let $cpu = 0;
+            $make
+        }; $crate::arch::MAX_CPUS];
+        let mut $cpu = 1;
+        while $cpu < $crate::arch::MAX_CPUS {
+            entries[$cpu] = $make;
+            $cpu += 1;
+        }
+        entries
+    }};
+}
+pub(crate) use per_cpu_array;
 
 /// Mutable access to a [`CpuLocal`]'s value; ends the borrow on drop. Tied
 /// to its cpu (`!Send`).

@@ -65,7 +65,7 @@ impl Found {
     /// Sets the driver up on the calling cpu (DMA memory from its node),
     /// with its interrupt line routed here unless `poll`.
     pub fn start(self, poll: bool) -> Result<(E1000<Registers>, Interrupt), String> {
-        let registers = Registers { window: self.window, node: percpu::this().node };
+        let registers = Registers { window: self.window, node: percpu::this().node() };
         let mut driver = E1000::new(registers).map_err(|e| format!("e1000 setup failed: {e:?}"))?;
         let interrupt = if poll {
             Interrupt::Polled("netpoll=on")

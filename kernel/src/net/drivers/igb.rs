@@ -35,7 +35,7 @@ impl Hardware for Registers {
     }
 
     fn alloc_dma(&self, size: usize) -> Option<Dma> {
-        let (virt, phys) = super::alloc_dma(percpu::this().node, size)?;
+        let (virt, phys) = super::alloc_dma(percpu::this().node(), size)?;
         Some(Dma { virt, phys, size })
     }
 
@@ -110,7 +110,7 @@ impl Found {
         let igb = Igb::new(self.registers, cpus.len(), msix).map_err(|e| format!("igb setup failed: {e:?}"))?;
         if let Ok((cap, table)) = &self.msix {
             for (entry, &cpu) in cpus.iter().enumerate() {
-                let apic_id = percpu::get(cpu).ok_or("igb: no such cpu")?.apic_id;
+                let apic_id = percpu::get(cpu).ok_or("igb: no such cpu")?.apic_id();
                 table.route(entry as u16, NIC_VECTOR, apic_id).map_err(|e| format!("igb: MSI-X entry {entry}: {e}"))?;
             }
             self.device.set_msix(cap, true);

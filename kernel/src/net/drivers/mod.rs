@@ -210,7 +210,7 @@ fn route_line(
 ) -> Result<(), &'static str> {
     init_io_apics(standard_fallback).ok_or("no I/O APIC")?;
     traps::set_handler(NIC_VECTOR, handler);
-    ioapic::route(gsi, trigger, NIC_VECTOR, percpu::this().apic_id)?;
+    ioapic::route(gsi, trigger, NIC_VECTOR, percpu::this().apic_id())?;
     ioapic::unmask(gsi);
     Ok(())
 }
@@ -277,7 +277,7 @@ fn legacy_interrupt(line: u8, nic: impl FnMut(bool)) -> Interrupt {
 fn find_interrupt_line(line: u8, mut nic: impl FnMut(bool)) -> Option<u32> {
     let pins = init_io_apics(false)?;
     traps::set_handler(PROBE_VECTOR, probe_interrupt);
-    let me = percpu::this().apic_id;
+    let me = percpu::this().apic_id();
     let candidates = core::iter::once(line).filter(|&l| l < 16).chain(16..pins.min(24));
     for gsi in candidates.map(u32::from) {
         PROBE_GSI.store(gsi, Ordering::Relaxed);

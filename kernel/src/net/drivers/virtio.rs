@@ -59,7 +59,7 @@ impl Hardware for NodeMemory {
 
 /// The calling cpu's node's memory.
 fn this_node() -> NodeMemory {
-    NodeMemory { node: percpu::this().node }
+    NodeMemory { node: percpu::this().node() }
 }
 
 impl<T: Transport> NetDevice for VirtioNet<T> {
@@ -204,7 +204,7 @@ impl PciFound {
         let (wanted, interrupt) = match &self.msix {
             _ if poll => (virtio_net::Interrupt::Polled, Interrupt::Polled("netpoll=on")),
             None => (virtio_net::Interrupt::Polled, Interrupt::Polled("the device has no MSI-X")),
-            Some((cap, table)) => match table.route(0, NIC_VECTOR, percpu::this().apic_id) {
+            Some((cap, table)) => match table.route(0, NIC_VECTOR, percpu::this().apic_id()) {
                 Ok(()) => {
                     self.device.set_msix(cap, true);
                     (virtio_net::Interrupt::Msix(0), Interrupt::Message)
