@@ -32,7 +32,7 @@ use core::ptr::NonNull;
 use core::task::Poll;
 use core::time::Duration;
 
-use super::netcpus::call_on;
+use super::requests::call_on;
 use super::sockets::SocketId;
 use super::stack::Stack;
 use super::NetError;

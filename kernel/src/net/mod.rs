@@ -56,16 +56,28 @@
 //! Submodules: `device` (the interface every NIC driver offers, and the
 //! kernel's [`NicStats`]), `drivers` (each driver's hardware glue, finding
 //! the NIC, interrupt routing),
-//! `netcpus` (the stacks, one per network cpu, and the requests that
-//! reach them), `stack` (one stack's thread and its rounds), `lent`
+//! `netcpus` (the stacks, one per network cpu, and what other cpus reach
+//! of each), `stack` (one stack's thread, its rounds and its inbox of
+//! requests), `requests` (a call from any thread to a stack, and its
+//! reply), `lent`
 //! (requests that borrow the caller's bytes instead of copying them),
 //! `ingress_guard` (frames
 //! dropped before smoltcp: ARP request floods), `listener` (a TCP port's
-//! bounded handshakes and accept queue), `sockets` (the socket sets a
-//! frame's connection picks), `socket_memory` (TCP buffers,
+//! bounded handshakes and accept queue), `accept` (which stacks have
+//! connections waiting for a port's acceptors), `sockets` (the socket
+//! sets a frame's connection picks), `socket_memory` (TCP buffers,
 //! committed as used), `tcp`, `udp`, `raw`, `counters`
 //! (the stacks' statistics), `watchdog`.
+//!
+//! Imports within `net` point one way, from the bottom: the leaves
+//! (`device`, `drivers`, `sockets`, `listener`, `socket_memory`,
+//! `ingress_guard`) < `netcpus` (which cpus; each stack's `Control`: wake,
+//! interrupt flag, running, forwarded neighbours) < `counters`, `accept`
+//! < `stack` (the smoltcp interface and its loop, which runs requests from
+//! its inbox) < `requests` (`call`, `call_on`), `lent` < `tcp`, `udp`,
+//! `raw`, `watchdog` and this module.
 
+mod accept;
 mod counters;
 mod device;
 mod drivers;
@@ -76,6 +88,7 @@ mod lent;
 mod listener;
 mod netcpus;
 mod raw;
+mod requests;
 #[allow(unsafe_code)]
 mod socket_memory;
 mod sockets;
@@ -99,7 +112,8 @@ pub use device::NicStats;
 pub use embedded_io;
 pub use error::NetError;
 pub use raw::RawNic;
-pub use tcp::{TcpListener, TcpStream, BUFFER_SIZE, DEFAULT_BACKLOG};
+pub use stack::BUFFER_SIZE;
+pub use tcp::{TcpListener, TcpStream, DEFAULT_BACKLOG};
 pub use udp::{Datagrams, UdpSocket};
 
 /// Finds the NIC and starts a network stack on each network cpu (from
@@ -215,7 +229,7 @@ pub fn wait_for_address(timeout: Duration) -> Result<(Ipv4Addr, u8), NetError> {
         let mut address = None;
         let mut everywhere = true;
         for index in netcpus::all() {
-            let here = netcpus::call(index, None, |stack, _| {
+            let here = requests::call(index, None, |stack, _| {
                 Poll::Ready(Ok(stack.address.map(|c| (c.address(), c.prefix_len()))))
             })?;
             everywhere &= here.is_some();
@@ -261,7 +275,7 @@ pub fn queue_stats() -> Vec<QueueStats> {
     let mut queues = Vec::new();
     for index in netcpus::all() {
         let Ok((queue, nic)) =
-            netcpus::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats()))))
+            requests::call(index, None, |stack, _| Poll::Ready(Ok((stack.nic.queue(), stack.nic.stats()))))
         else {
             continue;
         };
@@ -277,7 +291,7 @@ pub fn queue_stats() -> Vec<QueueStats> {
 /// cpu whose stack takes the flows hashed there: how a NIC of several
 /// queue pairs spreads TCP connections. `None` for a single-queue NIC.
 pub fn rss() -> Option<(Vec<u8>, Vec<usize>)> {
-    let (key, table) = netcpus::call(netcpus::HOME, None, |stack, _| Poll::Ready(Ok(stack.nic.rss()))).ok()??;
+    let (key, table) = requests::call(netcpus::HOME, None, |stack, _| Poll::Ready(Ok(stack.nic.rss()))).ok()??;
     let cpu_of_queue = |queue: usize| netcpus::control(queue.min(netcpus::count().saturating_sub(1))).cpu();
     Some((key.to_vec(), table.iter().map(|&q| cpu_of_queue(q as usize)).collect()))
 }

@@ -1,9 +1,9 @@
 //! One network stack: the thread on a network cpu that owns its NIC
 //! queue pair, its smoltcp interface and its sockets (see `netcpus` for
 //! how there is one per network cpu and how other cpus reach it). A
-//! request (`netcpus::call`) is an operation run by this thread against
-//! the [`Stack`], retried after rounds that may have changed what it
-//! waits for, until it completes or its deadline passes.
+//! request ([`Request`], made by `requests::call`) is an operation run by
+//! this thread against the [`Stack`], retried after rounds that may have
+//! changed what it waits for, until it completes or its deadline passes.
 //!
 //! Each round: acknowledge the NIC's interrupt if one came, take in the
 //! neighbours the home stack forwarded and at most [`INGRESS_BUDGET`]
@@ -17,6 +17,8 @@
 //! interrupt. The first round 100 ms after the last full one looks at
 //! everything, a bound on anything the marks miss.
 
+use alloc::boxed::Box;
+use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::Ordering;
@@ -27,16 +29,17 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{IpCidr, Ipv4Address, Ipv4Cidr};
 
+use super::accept::AcceptReady;
 use super::device::NetDevice;
 use super::drivers::{Interrupt, Nic};
 use super::ingress_guard::{Guarded, IngressGuard};
-use super::listener::Listener;
-use super::netcpus::{self, Control, Request, ARP_FRAME, HOME};
+use super::listener::{Events, Listener, Table};
+use super::netcpus::{self, Control, ARP_FRAME, HOME, MAX_STACKS};
 use super::socket_memory::{NewSocket, SocketMemory};
 use super::sockets::{SocketId, Sockets, SETS};
-use super::tcp::AcceptReady;
 use super::{counters, NetError};
 use crate::arch::{ioapic, tsc};
+use crate::time::RateLimit;
 
 /// How long a closed stream may take to finish its close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -48,6 +51,9 @@ const TRANSMIT_WAIT: Duration = Duration::from_millis(1);
 /// Frames taken in per round, so that a flood cannot starve requests and
 /// transmission.
 pub const INGRESS_BUDGET: usize = 128;
+
+/// Receive and send buffer of each connection.
+pub const BUFFER_SIZE: usize = 64 * 1024;
 
 /// Everything a network stack's thread owns.
 pub struct Stack {
@@ -95,6 +101,67 @@ pub struct Stack {
     /// When every request and every set is next looked at, changed or not
     /// (TSC): a bound on any change the marks would miss.
     next_full_pass: u64,
+}
+
+/// An operation waiting to run on a stack's thread; `expired` tells it
+/// its deadline passed. Returns true when done.
+pub type Job = Box<dyn FnMut(&mut Stack, bool) -> bool + Send>;
+
+pub struct Request {
+    pub job: Job,
+    /// When it is run one last time with `expired` (TSC ticks).
+    pub deadline: Option<u64>,
+    /// The socket set of the socket it waits on (None: any change).
+    pub set: Option<usize>,
+}
+
+/// Each stack's requests for its thread; only the stack's own cpu touches
+/// its inbox (with interrupts off).
+static INBOXES: [spin::Mutex<VecDeque<Request>>; MAX_STACKS] =
+    [const { spin::Mutex::new(VecDeque::new()) }; MAX_STACKS];
+
+/// Hands a request to stack `index`'s thread: queued by its network cpu
+/// itself (directly, or from a message when the caller is on another
+/// cpu), so the inbox is never shared between cpus.
+pub fn submit(index: usize, request: Request) {
+    let control = netcpus::control(index);
+    let inbox = &INBOXES[index];
+    control.submitted.fetch_add(1, Ordering::Release);
+    let queue = move || {
+        inbox.lock().push_back(request);
+        control.work.store(true, Ordering::Release);
+        control.wake.notify_one();
+    };
+    if crate::sched::run_on(control.cpu(), queue).is_err() {
+        log::error!("net: the network cpu of stack {index} is gone");
+    }
+}
+
+/// Runs `f` once on stack `index`'s thread, without waiting for it (the
+/// home stack telling the others its DHCP address). Logged and dropped
+/// when memory is exhausted.
+fn tell(index: usize, f: impl FnOnce(&mut Stack) + Send + 'static) {
+    let mut f = Some(f);
+    let job = move |stack: &mut Stack, _expired: bool| {
+        if let Some(f) = f.take() {
+            f(stack);
+        }
+        true
+    };
+    match crate::memory::try_box(job) {
+        Ok(job) => submit(index, Request { job, deadline: None, set: None }),
+        Err(_) => log::error!("net: no memory to tell stack {index} of a change"),
+    }
+}
+
+/// Moves the requests waiting in `inbox` (stack `control`'s) to `take` (on
+/// the stack's own cpu, with interrupts off while the inbox is held).
+fn take_requests(control: &Control, inbox: &spin::Mutex<VecDeque<Request>>, mut take: impl FnMut(Request)) {
+    crate::arch::irq::without(|_| {
+        let mut inbox = inbox.lock();
+        control.taken.fetch_add(inbox.len() as u64, Ordering::Release);
+        inbox.drain(..).for_each(&mut take);
+    });
 }
 
 /// A closed stream waiting for its close to complete.
@@ -225,7 +292,7 @@ impl Stack {
     fn configure(&mut self, cidr: Ipv4Cidr, gateway: Option<Ipv4Address>) {
         if self.index == HOME {
             for index in netcpus::all().filter(|&i| i != HOME) {
-                netcpus::tell(index, move |stack| stack.configure(cidr, gateway));
+                tell(index, move |stack| stack.configure(cidr, gateway));
             }
         }
         self.iface.update_ip_addrs(|addrs| {
@@ -259,7 +326,7 @@ impl Stack {
             Some(None) if self.address.is_some() => {
                 log::warn!("net: DHCP lease lost");
                 for index in netcpus::all() {
-                    netcpus::tell(index, |stack| {
+                    tell(index, |stack| {
                         stack.iface.update_ip_addrs(|addrs| addrs.clear());
                         stack.address = None;
                     });
@@ -289,6 +356,16 @@ impl Stack {
     pub fn remove_socket(&mut self, id: SocketId) {
         drop(self.sockets.remove(id));
         self.socket_memory.release(id);
+    }
+
+    /// A TCP socket, to change (its socket set is marked changed).
+    pub fn tcp(&mut self, handle: SocketId) -> &mut tcp::Socket<'static> {
+        self.sockets.get_mut::<tcp::Socket>(handle)
+    }
+
+    /// A TCP socket, to look at.
+    pub fn tcp_ref(&self, handle: SocketId) -> &tcp::Socket<'static> {
+        self.sockets.get::<tcp::Socket>(handle)
     }
 
     /// Frees a closed stream's socket once its close completes (at most
@@ -512,12 +589,94 @@ impl Stack {
     }
 }
 
+/// A socket with its buffers (see `socket_memory`); `NoBufferSpace` when
+/// memory is exhausted.
+pub fn new_socket() -> Result<NewSocket, NetError> {
+    let mut new = NewSocket::new(BUFFER_SIZE)?;
+    new.socket.set_nagle_enabled(false);
+    Ok(new)
+}
+
+/// The stack's sockets as the listeners see them.
+pub struct ListenerSockets<'a>(pub &'a mut Stack);
+
+impl Table for ListenerSockets<'_> {
+    type Handle = SocketId;
+
+    fn state(&self, handle: SocketId) -> tcp::State {
+        self.0.sockets.get::<tcp::Socket>(handle).state()
+    }
+
+    fn sets(&self) -> usize {
+        SETS
+    }
+
+    fn set_of(&self, handle: SocketId) -> usize {
+        handle.set()
+    }
+
+    fn listen(&mut self, port: u16, set: usize) -> Result<SocketId, NetError> {
+        let mut new = new_socket()?;
+        new.socket.listen(port).map_err(|_| NetError::InvalidInput)?;
+        self.0.add_tcp_socket(set, new)
+    }
+
+    fn forget(&mut self, handle: SocketId) {
+        self.0.remove_socket(handle);
+    }
+
+    fn refuse(&mut self, handle: SocketId) {
+        self.0.tcp(handle).abort();
+        self.0.reap_later(handle);
+    }
+}
+
+impl Stack {
+    /// Brings every listening port up to date, once per round (see
+    /// `listener`), and tells the ports' acceptors of waiting connections.
+    pub fn update_listeners(&mut self) {
+        self.each_listener(|listener, sockets, now, admit| listener.update(sockets, now, admit));
+        for (port, ready) in &self.accept_ready {
+            if self.listeners.iter().any(|l| l.port == *port && l.queued() > 0) {
+                ready.signal(self.index);
+            }
+        }
+    }
+
+    /// Puts a socket back in LISTEN wherever a frame's SYN took one, before
+    /// the next frame (which may be a SYN too: smoltcp resets connections
+    /// nobody listens for).
+    pub fn refill_listeners(&mut self) {
+        self.each_listener(|listener, sockets, now, admit| listener.refill(sockets, now, admit));
+    }
+
+    fn each_listener(&mut self, step: impl Fn(&mut Listener<SocketId>, &mut ListenerSockets<'_>, u64, bool) -> Events) {
+        let now = tsc::now();
+        let admit = self.admits_connections();
+        let mut listeners = core::mem::take(&mut self.listeners);
+        let mut events = Events::default();
+        for listener in &mut listeners {
+            events += step(listener, &mut ListenerSockets(self), now, admit);
+        }
+        self.listeners = listeners;
+        static SHORT: RateLimit = RateLimit::new();
+        if events.refused > 0 && !admit && SHORT.allow(Duration::from_secs(10)) {
+            log::warn!(
+                "net: memory is short: refusing new connections ({} refused so far)",
+                counters::read().tcp_refused + events.refused
+            );
+        }
+        counters::add_listener_events(events);
+    }
+}
+
 /// The network thread's loop.
 pub fn run(mut stack: Stack) -> ! {
     if let Err(e) = crate::memory::reserve::allow_for_current_thread() {
         log::warn!("net: the network thread cannot use the memory reserve: {e:?}");
     }
     let control = stack.control;
+    let inbox = &INBOXES[stack.index];
     let mut waiting = Waiting::new();
     let mut next_report = tsc::now();
     loop {
@@ -533,7 +692,7 @@ pub fn run(mut stack: Stack) -> ! {
             );
         }
         control.work.store(false, Ordering::Release);
-        control.take_requests(|request| waiting.add(request));
+        take_requests(control, inbox, |request| waiting.add(request));
         if stack.round(&mut waiting) {
             crate::sched::yield_now();
             continue;

@@ -11,26 +11,22 @@
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
 use core::net::SocketAddrV4;
-use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicUsize, Ordering};
 use core::task::Poll;
 use core::time::Duration;
 
 use smoltcp::socket::tcp;
 
+use super::accept::{AcceptReady, Acceptor};
 use super::device::NetDevice;
 use super::lent::{call_on_lending, call_on_lending_mut};
-use super::listener::{Events, Limits, Listener, Table};
-use super::netcpus::{self, MAX_STACKS};
-use super::socket_memory::NewSocket;
-use super::sockets::{SocketId, SETS};
-use super::stack::Stack;
-use super::{counters, socket_addr, NetError};
-use crate::arch::tsc;
-use crate::sync::WaitQueue;
-use crate::time::RateLimit;
+use super::listener::{Limits, Listener};
+use super::netcpus;
+use super::requests;
+use super::sockets::SocketId;
+use super::stack::{new_socket, ListenerSockets, Stack, BUFFER_SIZE};
+use super::{socket_addr, NetError};
 
-/// Receive and send buffer of each connection.
-pub const BUFFER_SIZE: usize = 64 * 1024;
 /// The most bytes [`TcpStream::write_last`] leaves to its final request
 /// (what comes before goes through `write`): at most a send buffer, so
 /// that it fits whole once the buffer has room.
@@ -40,127 +36,9 @@ pub const DEFAULT_BACKLOG: usize = 128;
 /// Connections taken from the accept queue by one `accept` request; the
 /// rest wait in the [`TcpListener`] for the next calls.
 const ACCEPT_BATCH: usize = 32;
-/// How long a stack's waiting connections are left to the threads
-/// accepting on its own cpu before any acceptor may take them.
-const ACCEPT_NUDGE: Duration = Duration::from_millis(1);
 /// Local ports tried for an outgoing connection whose replies the NIC
 /// steers to the calling cpu's queue (each has a 1-in-queues chance).
 const PORT_TRIES: usize = 1024;
-
-/// Which stacks have connections waiting in a port's accept queue: set by
-/// the stacks (each round, while their queue is not empty), taken by
-/// [`TcpListener::accept`], which sleeps until one is set.
-///
-/// The connections of a stack on whose cpu the service accepts are left
-/// to the threads accepting there, and only they are woken for them
-/// (others may take them once they have waited [`ACCEPT_NUDGE`] with none
-/// of those in `accept`): a service accepting on every cpu takes each
-/// connection where it lives, with no cross-cpu wake-up, and one
-/// accepting on a single cpu takes them all at once.
-pub struct AcceptReady {
-    waiting: [AtomicBool; MAX_STACKS],
-    /// Threads waiting in `accept` on each stack's cpu.
-    acceptors: [AtomicUsize; MAX_STACKS],
-    /// Whether a thread ever accepted on each stack's cpu: the service
-    /// accepts on that cpu, and its connections are left to it.
-    accepted_here: [AtomicBool; MAX_STACKS],
-    /// When each stack's connections were last announced (TSC).
-    announced: [AtomicU64; MAX_STACKS],
-    /// Where those threads sleep, one queue per stack's cpu, and a last
-    /// one for threads on cpus without a stack.
-    wake: [WaitQueue; MAX_STACKS + 1],
-}
-
-impl AcceptReady {
-    fn new() -> Self {
-        AcceptReady {
-            waiting: [const { AtomicBool::new(false) }; MAX_STACKS],
-            acceptors: [const { AtomicUsize::new(0) }; MAX_STACKS],
-            accepted_here: [const { AtomicBool::new(false) }; MAX_STACKS],
-            announced: [const { AtomicU64::new(0) }; MAX_STACKS],
-            wake: [const { WaitQueue::new() }; MAX_STACKS + 1],
-        }
-    }
-
-    /// Stack `index` has connections waiting (told each round while it
-    /// does): wakes its own cpu's acceptors if the service accepts there,
-    /// else every acceptor; and every acceptor again when they have waited
-    /// [`ACCEPT_NUDGE`] with no thread of their own cpu in `accept` (it
-    /// is busy, or gone).
-    fn signal(&self, index: usize) {
-        let now = tsc::now();
-        if !self.waiting[index].swap(true, Ordering::SeqCst) {
-            self.announced[index].store(now, Ordering::Relaxed);
-            if self.accepted_here[index].load(Ordering::SeqCst) {
-                self.wake[index].notify_all();
-            } else {
-                self.wake_all();
-            }
-        } else if self.left_over(index, now) {
-            self.announced[index].store(now, Ordering::Relaxed);
-            self.wake_all();
-        }
-    }
-
-    /// Whether stack `index`'s waiting connections are for any acceptor:
-    /// none accepts on its cpu, or none has for [`ACCEPT_NUDGE`].
-    fn left_over(&self, index: usize, now: u64) -> bool {
-        !self.accepted_here[index].load(Ordering::SeqCst)
-            || (self.acceptors[index].load(Ordering::SeqCst) == 0
-                && now.saturating_sub(self.announced[index].load(Ordering::Relaxed))
-                    >= crate::time::duration_to_ticks(ACCEPT_NUDGE))
-    }
-
-    fn wake_all(&self) {
-        for queue in &self.wake {
-            queue.notify_all();
-        }
-    }
-
-    /// The queue a thread on `local`'s cpu (None: a cpu without a stack)
-    /// sleeps on.
-    fn queue(&self, local: Option<usize>) -> &WaitQueue {
-        &self.wake[local.unwrap_or(MAX_STACKS)]
-    }
-
-    /// A stack with connections waiting for a thread on `local`'s cpu (or
-    /// on a cpu without a stack): its own, or one with no thread of its
-    /// own waiting, from `start` on in turn so that none starves; its
-    /// mark taken.
-    fn take_any(&self, start: usize, local: Option<usize>) -> Option<usize> {
-        let (count, now) = (netcpus::count(), tsc::now());
-        (0..count)
-            .map(|i| (start + i) % count)
-            .filter(|&i| Some(i) == local || self.left_over(i, now))
-            .find(|&i| self.waiting[i].swap(false, Ordering::AcqRel))
-    }
-}
-
-/// Counts a thread waiting in `accept` on a stack's cpu while it lives.
-struct Acceptor<'a> {
-    ready: &'a AcceptReady,
-    local: Option<usize>,
-}
-
-impl<'a> Acceptor<'a> {
-    fn enter(ready: &'a AcceptReady, local: Option<usize>) -> Self {
-        if let Some(i) = local {
-            ready.accepted_here[i].store(true, Ordering::SeqCst);
-            ready.acceptors[i].fetch_add(1, Ordering::SeqCst);
-        }
-        Acceptor { ready, local }
-    }
-}
-
-impl Drop for Acceptor<'_> {
-    fn drop(&mut self) {
-        // Connections its stack signalled to it alone meanwhile are taken
-        // by its next call, or by the others after ACCEPT_NUDGE.
-        if let Some(i) = self.local {
-            self.ready.acceptors[i].fetch_sub(1, Ordering::SeqCst);
-        }
-    }
-}
 
 /// The bounds of every listening port (see `listener`).
 fn listen_limits(backlog: usize) -> Limits {
@@ -176,86 +54,7 @@ fn listen_limits(backlog: usize) -> Limits {
     }
 }
 
-/// A socket with its buffers (see `socket_memory`); `NoBufferSpace` when
-/// memory is exhausted.
-fn new_socket() -> Result<NewSocket, NetError> {
-    let mut new = NewSocket::new(BUFFER_SIZE)?;
-    new.socket.set_nagle_enabled(false);
-    Ok(new)
-}
-
-/// The stack's sockets as the listeners see them.
-struct Sockets<'a>(&'a mut Stack);
-
-impl Table for Sockets<'_> {
-    type Handle = SocketId;
-
-    fn state(&self, handle: SocketId) -> tcp::State {
-        self.0.sockets.get::<tcp::Socket>(handle).state()
-    }
-
-    fn sets(&self) -> usize {
-        SETS
-    }
-
-    fn set_of(&self, handle: SocketId) -> usize {
-        handle.set()
-    }
-
-    fn listen(&mut self, port: u16, set: usize) -> Result<SocketId, NetError> {
-        let mut new = new_socket()?;
-        new.socket.listen(port).map_err(|_| NetError::InvalidInput)?;
-        self.0.add_tcp_socket(set, new)
-    }
-
-    fn forget(&mut self, handle: SocketId) {
-        self.0.remove_socket(handle);
-    }
-
-    fn refuse(&mut self, handle: SocketId) {
-        self.0.tcp(handle).abort();
-        self.0.reap_later(handle);
-    }
-}
-
 impl Stack {
-    /// Brings every listening port up to date, once per round (see
-    /// `listener`), and tells the ports' acceptors of waiting connections.
-    pub fn update_listeners(&mut self) {
-        self.each_listener(|listener, sockets, now, admit| listener.update(sockets, now, admit));
-        for (port, ready) in &self.accept_ready {
-            if self.listeners.iter().any(|l| l.port == *port && l.queued() > 0) {
-                ready.signal(self.index);
-            }
-        }
-    }
-
-    /// Puts a socket back in LISTEN wherever a frame's SYN took one, before
-    /// the next frame (which may be a SYN too: smoltcp resets connections
-    /// nobody listens for).
-    pub fn refill_listeners(&mut self) {
-        self.each_listener(|listener, sockets, now, admit| listener.refill(sockets, now, admit));
-    }
-
-    fn each_listener(&mut self, step: impl Fn(&mut Listener<SocketId>, &mut Sockets<'_>, u64, bool) -> Events) {
-        let now = tsc::now();
-        let admit = self.admits_connections();
-        let mut listeners = core::mem::take(&mut self.listeners);
-        let mut events = Events::default();
-        for listener in &mut listeners {
-            events += step(listener, &mut Sockets(self), now, admit);
-        }
-        self.listeners = listeners;
-        static SHORT: RateLimit = RateLimit::new();
-        if events.refused > 0 && !admit && SHORT.allow(Duration::from_secs(10)) {
-            log::warn!(
-                "net: memory is short: refusing new connections ({} refused so far)",
-                counters::read().tcp_refused + events.refused
-            );
-        }
-        counters::add_listener_events(events);
-    }
-
     /// A local port for a connection to `peer` whose replies the NIC
     /// steers to this stack's queue; `None` when none is found (a NIC
     /// whose table leaves this queue out).
@@ -273,16 +72,6 @@ impl Stack {
 
     fn listener(&mut self, port: u16) -> Option<&mut Listener<SocketId>> {
         self.listeners.iter_mut().find(|l| l.port == port)
-    }
-
-    /// A TCP socket, to change (its socket set is marked changed).
-    fn tcp(&mut self, handle: SocketId) -> &mut tcp::Socket<'static> {
-        self.sockets.get_mut::<tcp::Socket>(handle)
-    }
-
-    /// A TCP socket, to look at.
-    fn tcp_ref(&self, handle: SocketId) -> &tcp::Socket<'static> {
-        self.sockets.get::<tcp::Socket>(handle)
     }
 }
 
@@ -359,14 +148,14 @@ impl TcpListener {
         // Dropped on failure: unbinds the stacks already bound.
         for index in netcpus::all() {
             let ready = listener.ready.clone();
-            netcpus::call(index, None, move |stack, _| {
+            requests::call(index, None, move |stack, _| {
                 if stack.listener(port).is_some() {
                     return Poll::Ready(Err(NetError::AddrInUse));
                 }
                 if stack.listeners.try_reserve(1).is_err() || stack.accept_ready.try_reserve(1).is_err() {
                     return Poll::Ready(Err(NetError::NoBufferSpace));
                 }
-                match Listener::new(&mut Sockets(stack), port, listen_limits(backlog)) {
+                match Listener::new(&mut ListenerSockets(stack), port, listen_limits(backlog)) {
                     Ok(listener) => stack.listeners.push(listener),
                     Err(e) => return Poll::Ready(Err(e)),
                 }
@@ -450,7 +239,7 @@ impl TcpListener {
     /// accept queue (none if another accept took them first).
     fn take_batch(&self, index: usize) -> Result<VecDeque<(SocketId, SocketAddrV4)>, NetError> {
         let port = self.port;
-        netcpus::call(index, None, move |stack, _| {
+        requests::call(index, None, move |stack, _| {
             let Some(listener) = stack.listener(port) else {
                 return Poll::Ready(Err(NetError::NotConnected));
             };
@@ -482,7 +271,7 @@ impl Drop for TcpListener {
         let port = self.port;
         for index in netcpus::all() {
             let ready = self.ready.clone();
-            let _ = netcpus::call(index, None, move |stack, _| {
+            let _ = requests::call(index, None, move |stack, _| {
                 // Only this listener's entry: a failed bind leaves another
                 // listener's port alone.
                 let Some(at) = stack.accept_ready.iter().position(|(p, r)| *p == port && Arc::ptr_eq(r, &ready)) else {
@@ -491,7 +280,7 @@ impl Drop for TcpListener {
                 stack.accept_ready.remove(at);
                 if let Some(at) = stack.listeners.iter().position(|l| l.port == port) {
                     let listener = stack.listeners.remove(at);
-                    listener.close(&mut Sockets(stack));
+                    listener.close(&mut ListenerSockets(stack));
                 }
                 Poll::Ready(Ok(()))
             });
@@ -569,7 +358,7 @@ impl TcpStream {
     pub fn connect(peer: SocketAddrV4, timeout: Duration) -> Result<TcpStream, NetError> {
         let index = netcpus::on_this_cpu().unwrap_or(netcpus::HOME);
         let mut handle: Option<SocketId> = None;
-        let handle = netcpus::call(index, Some(timeout), move |stack, expired| {
+        let handle = requests::call(index, Some(timeout), move |stack, expired| {
             let h = match handle {
                 Some(h) => h,
                 None => {
@@ -734,7 +523,7 @@ impl TcpStream {
     /// connection was reset before that.
     pub fn flush(&mut self) -> Result<(), NetError> {
         let h = self.handle()?;
-        netcpus::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
+        requests::call_on(self.stack, Some(h), self.write_timeout, move |stack, _| {
             let socket = stack.tcp_ref(h);
             match socket.state() {
                 tcp::State::Closed => Poll::Ready(Err(NetError::Reset)),
@@ -749,7 +538,7 @@ impl TcpStream {
     /// reset. Asks the network thread, which answers at once.
     pub fn read_ready(&self) -> Result<bool, NetError> {
         let h = self.handle()?;
-        netcpus::call_on(self.stack, Some(h), None, move |stack, _| {
+        requests::call_on(self.stack, Some(h), None, move |stack, _| {
             let socket = stack.tcp_ref(h);
             Poll::Ready(Ok(socket.can_recv() || !socket.may_recv()))
         })
@@ -760,7 +549,7 @@ impl TcpStream {
     /// fails at once). Asks the network thread, which answers at once.
     pub fn write_ready(&self) -> Result<bool, NetError> {
         let h = self.handle()?;
-        netcpus::call_on(self.stack, Some(h), None, move |stack, _| {
+        requests::call_on(self.stack, Some(h), None, move |stack, _| {
             let socket = stack.tcp_ref(h);
             Poll::Ready(Ok(socket.can_send() || unsendable(socket).is_some()))
         })
@@ -769,7 +558,7 @@ impl TcpStream {
     /// The peer's address.
     pub fn peer_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        netcpus::call(self.stack, None, move |stack, _| {
+        requests::call(self.stack, None, move |stack, _| {
             Poll::Ready(stack.tcp_ref(h).remote_endpoint().map(socket_addr).ok_or(NetError::NotConnected))
         })
     }
@@ -778,7 +567,7 @@ impl TcpStream {
     /// local port).
     pub fn local_addr(&self) -> Result<SocketAddrV4, NetError> {
         let h = self.handle()?;
-        netcpus::call(self.stack, None, move |stack, _| {
+        requests::call(self.stack, None, move |stack, _| {
             Poll::Ready(stack.tcp_ref(h).local_endpoint().map(socket_addr).ok_or(NetError::NotConnected))
         })
     }
@@ -786,7 +575,7 @@ impl TcpStream {
     /// Ends our side (FIN after the queued data); reading still works.
     pub fn shutdown(&mut self) -> Result<(), NetError> {
         let h = self.handle()?;
-        netcpus::call(self.stack, None, move |stack, _| {
+        requests::call(self.stack, None, move |stack, _| {
             stack.tcp(h).close();
             Poll::Ready(Ok(()))
         })
@@ -800,7 +589,7 @@ impl TcpStream {
 
     fn release(&mut self) -> Result<(), NetError> {
         let Some(h) = self.handle.take() else { return Ok(()) };
-        netcpus::call(self.stack, None, move |stack, _| {
+        requests::call(self.stack, None, move |stack, _| {
             stack.tcp(h).close();
             stack.reap_later(h);
             Poll::Ready(Ok(()))

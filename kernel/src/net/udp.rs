@@ -15,6 +15,7 @@ use smoltcp::socket::udp;
 
 use super::lent::{call_on_lending, call_on_lending_mut};
 use super::netcpus::{self, HOME};
+use super::requests;
 use super::sockets::SocketId;
 use super::{buffer, socket_addr, NetError};
 
@@ -122,7 +123,7 @@ impl UdpSocket {
         if port == 0 {
             return Err(NetError::InvalidInput);
         }
-        let handle = netcpus::call(HOME, None, move |stack, _| {
+        let handle = requests::call(HOME, None, move |stack, _| {
             if stack.udp_ports.contains(&port) {
                 return Poll::Ready(Err(NetError::AddrInUse));
             }
@@ -213,7 +214,7 @@ impl UdpSocket {
     pub fn recv_batch(&self, batch: Datagrams, max: usize) -> Result<Datagrams, NetError> {
         let h = self.handle;
         let mut batch = Some(batch);
-        netcpus::call_on(HOME, Some(h), self.read_timeout, move |stack, _| {
+        requests::call_on(HOME, Some(h), self.read_timeout, move |stack, _| {
             if !stack.sockets.get::<udp::Socket>(h).can_recv() {
                 return Poll::Pending;
             }
@@ -238,7 +239,7 @@ impl UdpSocket {
         }
         let h = self.handle;
         let (mut batch, mut next) = (Some(batch), 0usize);
-        netcpus::call_on(HOME, Some(h), Some(Duration::from_secs(5)), move |stack, _| {
+        requests::call_on(HOME, Some(h), Some(Duration::from_secs(5)), move |stack, _| {
             let socket = stack.sockets.get_mut::<udp::Socket>(h);
             let Some(pending) = batch.as_ref() else { return Poll::Ready(Err(NetError::InvalidInput)) };
             for (data, peer) in pending.iter().skip(next) {
@@ -256,7 +257,7 @@ impl UdpSocket {
 impl Drop for UdpSocket {
     fn drop(&mut self) {
         let (h, port) = (self.handle, self.port);
-        let _ = netcpus::call(HOME, None, move |stack, _| {
+        let _ = requests::call(HOME, None, move |stack, _| {
             stack.remove_socket(h);
             stack.udp_ports.retain(|&p| p != port);
             Poll::Ready(Ok(()))
