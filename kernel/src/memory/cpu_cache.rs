@@ -18,7 +18,7 @@ use core::alloc::Layout;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arch::percpu::{self, CpuLocal, CpuTable};
+use crate::arch::percpu::{self, CpuLocal, CpuTable, ThisCpu};
 
 const MIN_CLASS_SHIFT: u32 = 4; // 16 B
 const CLASSES: usize = 8; // 16 B .. 2 KiB
@@ -60,12 +60,6 @@ pub(super) fn cached_bytes(node: usize) -> usize {
     CACHES.iter().filter(|c| c.node == node).map(|c| c.cached.load(Ordering::Relaxed)).sum()
 }
 
-/// This cpu's cache, made on first use in its node's memory.
-#[inline]
-fn this_cpu_cache() -> Option<&'static CpuCache> {
-    CACHES.this_cpu().or_else(make_cache)
-}
-
 #[cold]
 #[inline(never)]
 fn make_cache() -> Option<&'static CpuCache> {
@@ -103,8 +97,9 @@ fn make_cache() -> Option<&'static CpuCache> {
 /// Runs `f` on this cpu's cache. `None` when there is no cache, or it is
 /// busy (an interrupt handler interrupted its own cpu's allocator).
 fn with_cache<R>(f: impl FnOnce(&CpuCache, &mut [Stack; CLASSES]) -> R) -> Option<R> {
-    let cache = this_cpu_cache()?;
-    let mut stacks = cache.classes.try_borrow()?;
+    let here = ThisCpu::get();
+    let cache = CACHES.get(here.id()).or_else(make_cache)?;
+    let mut stacks = cache.classes.try_borrow_on(here)?;
     Some(f(cache, &mut stacks))
 }
 
@@ -115,19 +110,37 @@ pub(super) fn alloc(layout: Layout) -> Option<NonNull<u8>> {
     let (class, size) = class_of(&layout)?;
     with_cache(|cache, stacks| {
         let stack = &mut stacks[class];
-        if stack.len == 0 {
-            let block_layout = Layout::from_size_align(size, size).ok()?;
-            stack.len = super::node_heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
-            cache.account(stack.len * size, 0);
-            if stack.len == 0 {
-                return None;
-            }
+        if stack.len == 0 && !refill(cache, stack, size) {
+            return None;
         }
         stack.len -= 1;
         cache.account(0, size);
         NonNull::new(stack.blocks[stack.len])
     })
     .flatten()
+}
+
+/// Fills an empty class stack with half its depth of blocks of `size`
+/// from the node heap; returns whether it got any. (Out of line: the
+/// common path of `alloc` stays small.)
+#[cold]
+#[inline(never)]
+fn refill(cache: &CpuCache, stack: &mut Stack, size: usize) -> bool {
+    let Ok(block_layout) = Layout::from_size_align(size, size) else { return false };
+    stack.len = super::node_heap::alloc_batch(cache.node, block_layout, &mut stack.blocks[..DEPTH / 2]);
+    cache.account(stack.len * size, 0);
+    stack.len > 0
+}
+
+/// Gives the upper half of a full class stack of blocks of `size` back to
+/// the node heap (out of line, as `refill`).
+#[cold]
+#[inline(never)]
+fn give_back_half(cache: &CpuCache, stack: &mut Stack, size: usize) {
+    let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
+    super::node_heap::free_batch(cache.node, block_layout, &stack.blocks[DEPTH / 2..]);
+    stack.len = DEPTH / 2;
+    cache.account(0, DEPTH / 2 * size);
 }
 
 /// Takes a freed small block of `node` into this cpu's cache when the cpu
@@ -141,10 +154,7 @@ pub(super) fn free(ptr: NonNull<u8>, layout: Layout, node: usize) -> bool {
         }
         let stack = &mut stacks[class];
         if stack.len == DEPTH {
-            let block_layout = Layout::from_size_align(size, size).expect("power-of-two class");
-            super::node_heap::free_batch(node, block_layout, &stack.blocks[DEPTH / 2..]);
-            stack.len = DEPTH / 2;
-            cache.account(0, DEPTH / 2 * size);
+            give_back_half(cache, stack, size);
         }
         stack.blocks[stack.len] = ptr.as_ptr();
         stack.len += 1;

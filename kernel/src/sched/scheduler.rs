@@ -78,11 +78,27 @@ fn this_core() -> &'static Core {
     CORES.this_cpu().expect("scheduler used on a cpu before its init")
 }
 
-/// This cpu's local state, borrowed with interrupts off. Keep the borrow
-/// short: it must end before anything that may borrow it again (waking a
-/// thread, a switch).
+impl Core {
+    /// This cpu's local state (the caller found `self` with
+    /// [`this_core`]), borrowed with interrupts off. Keep the borrow short:
+    /// it must end before anything that may borrow it again (waking a
+    /// thread through `wake`, a switch).
+    fn local<'a>(&'a self, interrupts_off: &'a IrqGuard) -> LocalMut<'a, Local> {
+        self.local.borrow(interrupts_off)
+    }
+
+    /// Appends a thread of this cpu to its run queue.
+    fn enqueue(&self, local: &mut Local, thread: ThreadRef) {
+        local.run_queue.push_back(thread);
+        // Only this cpu writes its count, with interrupts off.
+        self.runnable.store(self.runnable.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}
+
+/// This cpu's local state, borrowed with interrupts off (see
+/// [`Core::local`]).
 fn local(interrupts_off: &IrqGuard) -> LocalMut<'_, Local> {
-    this_core().local.borrow(interrupts_off)
+    this_core().local(interrupts_off)
 }
 
 /// Sets up this cpu's scheduler in memory of its node.
@@ -164,15 +180,8 @@ pub(crate) fn create_local(entry: Box<dyn FnOnce() + Send>, stack_size: usize) -
 /// Queues a thread of this cpu that was woken.
 pub(crate) fn make_runnable(thread: ThreadRef) {
     debug_assert_eq!(thread.cpu, percpu::cpu_id());
-    irq::without(|irq| queue(irq, thread));
-}
-
-/// Appends a thread of this cpu to its run queue.
-fn queue(interrupts_off: &IrqGuard, thread: ThreadRef) {
-    local(interrupts_off).run_queue.push_back(thread);
     let core = this_core();
-    // Only this cpu writes its count, with interrupts off.
-    core.runnable.store(core.runnable.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    irq::without(|irq| core.enqueue(&mut core.local(irq), thread));
 }
 
 /// Wakes `thread` (any cpu's): queues it here, or asks its cpu by message.
@@ -208,8 +217,8 @@ pub(crate) fn current() -> Option<ThreadRef> {
 /// Switches from the running thread to the scheduler loop; returns when
 /// the loop resumes the thread. Taking the guard mutably ends every borrow
 /// of `Local` made under it first.
-fn switch_to_loop(_interrupts_off: &mut IrqGuard, thread: ThreadRef) {
-    let loop_rsp = this_core().loop_rsp.load(Ordering::Relaxed);
+fn switch_to_loop(_interrupts_off: &mut IrqGuard, core: &Core, thread: ThreadRef) {
+    let loop_rsp = core.loop_rsp.load(Ordering::Relaxed);
     // SAFETY: interrupts are off; the loop's stack pointer was saved when
     // it switched to this thread (the one running), and the loop is not
     // running.
@@ -218,46 +227,57 @@ fn switch_to_loop(_interrupts_off: &mut IrqGuard, thread: ThreadRef) {
 
 /// Lets the other runnable threads of this cpu run first.
 pub fn yield_now() {
-    let Some(thread) = current() else { return };
+    let core = this_core();
     let mut irq = irq::disable();
-    queue(&irq, thread);
-    switch_to_loop(&mut irq, thread);
+    let thread = {
+        let mut local = core.local(&irq);
+        let Some(thread) = local.current else { return };
+        core.enqueue(&mut local, thread);
+        thread
+    };
+    switch_to_loop(&mut irq, core, thread);
 }
 
 /// Parks the running thread until [`wake`] (or its timer) wakes it, or
 /// `deadline` (TSC ticks) passes. Spurious returns are possible; callers
 /// re-check what they wait for.
 pub(crate) fn park(deadline: Option<u64>) {
-    let thread = current().expect("only threads can block");
+    let core = this_core();
     let mut irq = irq::disable();
-    if let Some(d) = deadline {
-        thread.deadline.set(d);
-        // After every timer with the same or an earlier deadline.
-        local(&irq).timers.insert_sorted(thread, |new, old| new.deadline.get() < old.deadline.get());
-    }
+    let thread = {
+        let mut local = core.local(&irq);
+        let thread = local.current.expect("only threads can block");
+        if let Some(d) = deadline {
+            thread.deadline.set(d);
+            // After every timer with the same or an earlier deadline.
+            local.timers.insert_sorted(thread, |new, old| new.deadline.get() < old.deadline.get());
+        }
+        thread
+    };
     if thread.prepare_park() {
-        switch_to_loop(&mut irq, thread);
+        switch_to_loop(&mut irq, core, thread);
         thread.finish_park();
     }
     // An expired timer left the list when it fired; otherwise it leaves
     // here.
     if deadline.is_some() {
-        local(&irq).timers.remove(thread);
+        core.local(&irq).timers.remove(thread);
     }
 }
 
 /// The first code of every thread, on its own stack (switched to by the
 /// loop, with interrupts off).
 extern "C" fn thread_main(_: usize) -> ! {
+    let core = this_core();
     let mut irq = irq::disable();
-    let thread = current().expect("a new thread is its cpu's current one");
+    let thread = core.local(&irq).current.expect("a new thread is its cpu's current one");
     let entry = thread.entry.lock().take().expect("a thread's entry runs once");
     irq.enabled_during(entry);
-    this_core().threads.fetch_sub(1, Ordering::Relaxed);
+    core.threads.fetch_sub(1, Ordering::Relaxed);
     // The loop frees the control block (and this stack) after switching
     // away from it, never before.
-    local(&irq).finished = Some(thread);
-    switch_to_loop(&mut irq, thread);
+    core.local(&irq).finished = Some(thread);
+    switch_to_loop(&mut irq, core, thread);
     unreachable!("a finished thread is never resumed");
 }
 
@@ -278,22 +298,20 @@ fn receive(message: Message) {
     }
 }
 
-/// Wakes the threads whose timers expired; returns the next deadline.
-fn fire_timers(irq: &IrqGuard) -> Option<u64> {
+/// Wakes the threads whose timers expired (they are this cpu's, so waking
+/// one is queueing it here); returns the next deadline.
+fn fire_timers(core: &Core, local: &mut Local) -> Option<u64> {
     let now = tsc::now();
-    loop {
-        // (The borrow ends before `wake`, which queues the thread.)
-        let due = {
-            let mut l = local(irq);
-            match l.timers.front() {
-                Some(soonest) if soonest.deadline.get() <= now => l.timers.pop_front(),
-                _ => None,
-            }
-        };
-        let Some(thread) = due else { break };
-        wake(thread);
+    while let Some(soonest) = local.timers.front() {
+        if soonest.deadline.get() > now {
+            return Some(soonest.deadline.get());
+        }
+        let thread = local.timers.pop_front().expect("the soonest timer is in the list");
+        if thread.notify() {
+            core.enqueue(local, thread);
+        }
     }
-    local(irq).timers.front().map(|soonest| soonest.deadline.get())
+    None
 }
 
 /// How long an idle cpu watches its mailbox before it halts, in µs.
@@ -315,8 +333,8 @@ fn poll_mailbox(core: &Core, next_timer: Option<u64>) -> bool {
 
 /// Frees the control block of the thread that finished (its stack is kept
 /// as a spare when small).
-fn free_finished(irq: &IrqGuard) {
-    let Some(thread) = local(irq).finished.take() else { return };
+fn free_finished(local: &mut Local) {
+    let Some(thread) = local.finished.take() else { return };
     // SAFETY: the control block was leaked by `create_local` and the thread
     // has finished: it switched away for good, is in no queue and no timer,
     // and nothing holds a ThreadRef to it any more (see ThreadRef). Its
@@ -324,9 +342,8 @@ fn free_finished(irq: &IrqGuard) {
     let block = unsafe { Box::from_raw(thread.as_ptr()) };
     let stack = (*block).into_stack();
     let small = stack.committed_bytes() <= SPARE_COMMITTED_MAX;
-    let mut l = local(irq);
-    if stack.usable_size() == super::STACK_SIZE && small && l.spare_stacks.len() < SPARE_STACKS {
-        l.spare_stacks.push(stack);
+    if stack.usable_size() == super::STACK_SIZE && small && local.spare_stacks.len() < SPARE_STACKS {
+        local.spare_stacks.push(stack);
     }
 }
 
@@ -339,20 +356,27 @@ pub(crate) fn run() -> ! {
     loop {
         crate::memory::lazy::between_threads(&irq);
         core.mailbox.drain(receive);
-        let next_timer = fire_timers(&irq);
-        free_finished(&irq);
-        let next = local(&irq).run_queue.pop_front();
+        // One borrow for the timers, the finished thread and the next one.
+        let (next_timer, next) = {
+            let mut local = core.local(&irq);
+            let next_timer = fire_timers(core, &mut local);
+            free_finished(&mut local);
+            let next = local.run_queue.pop_front();
+            if let Some(thread) = next {
+                // Only this cpu writes its count, with interrupts off: no
+                // read-modify-write is needed.
+                core.runnable.store(core.runnable.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
+                local.current = Some(thread);
+            }
+            (next_timer, next)
+        };
         if let Some(thread) = next {
-            // Only this cpu writes its count, with interrupts off: no
-            // read-modify-write is needed.
-            core.runnable.store(core.runnable.load(Ordering::Relaxed) - 1, Ordering::Relaxed);
-            local(&irq).current = Some(thread);
             cpu.thread_stack_guard.store(thread.stack.guard(), Ordering::Relaxed);
             cpu.running_thread.store(thread.id.as_raw(), Ordering::Relaxed);
             switch_to_thread(&mut irq, core, thread);
             cpu.running_thread.store(0, Ordering::Relaxed);
             cpu.thread_stack_guard.store(0, Ordering::Relaxed);
-            local(&irq).current = None;
+            core.local(&irq).current = None;
             continue;
         }
         // Nothing to run. Watch the mailbox a little before halting: a

@@ -141,8 +141,33 @@ pub fn this() -> &'static PerCpu {
 pub fn cpu_id() -> usize {
     let index: usize;
     // SAFETY: as in `this`: gs:[8] is the index field of this cpu's block.
-    unsafe { core::arch::asm!("mov {}, gs:[8]", out(reg) index, options(nostack, readonly, preserves_flags)) };
+    // `pure`: a thread never changes cpu, so the compiler may reuse one
+    // read for every call in a function.
+    unsafe { core::arch::asm!("mov {}, gs:[8]", out(reg) index, options(pure, nostack, readonly, preserves_flags)) };
     index
+}
+
+/// The cpu running this code, read once and kept: a thread never changes
+/// cpu and the handle cannot leave its thread (`!Send`), so it stays
+/// true. Code that reaches several per-cpu values reads the cpu once.
+#[derive(Clone, Copy)]
+pub struct ThisCpu {
+    id: usize,
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl ThisCpu {
+    /// The cpu running this code now.
+    #[inline]
+    pub fn get() -> Self {
+        Self { id: cpu_id(), _not_send: PhantomData }
+    }
+
+    /// Its number.
+    #[inline]
+    pub fn id(self) -> usize {
+        self.id
+    }
 }
 
 /// The block of cpu `index`, if it was set up.
@@ -211,13 +236,20 @@ impl<T: Sync + 'static> Default for CpuTable<T> {
 /// an interrupt handler that borrows finishes (and clears it) before the
 /// code it interrupted goes on, so it needs no atomic read-modify-write.
 ///
+/// The owner and the borrow flag share one word, so a borrow costs one
+/// load and one store of it (and the cpu number, which the caller has
+/// usually read already).
+///
 /// All-zero bytes are a valid `CpuLocal` (of cpu 0, not borrowed) wherever
 /// they are a valid `T`; see [`adopt`](Self::adopt).
 pub struct CpuLocal<T> {
-    owner: usize,
-    borrowed: AtomicBool,
+    /// `owner << 1`, plus [`BORROWED`] while a `LocalMut` exists.
+    state: AtomicUsize,
     value: UnsafeCell<T>,
 }
+
+/// The borrow bit of [`CpuLocal`]'s state.
+const BORROWED: usize = 1;
 
 // SAFETY: the value is reached only through `LocalMut`, made on the owner
 // cpu while no other `LocalMut` of it exists (see `try_borrow`); other cpus
@@ -231,7 +263,7 @@ unsafe impl<T> Sync for CpuLocal<T> {}
 impl<T> CpuLocal<T> {
     /// Makes `value` local to the calling cpu.
     pub fn new(value: T) -> Self {
-        Self { owner: cpu_id(), borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        Self { state: AtomicUsize::new(cpu_id() << 1), value: UnsafeCell::new(value) }
     }
 
     /// Makes `value` local to cpu `cpu` (for statics: see [`per_cpu_array`]).
@@ -239,13 +271,13 @@ impl<T> CpuLocal<T> {
     where
         T: Send,
     {
-        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(value) }
+        Self { state: AtomicUsize::new(cpu << 1), value: UnsafeCell::new(value) }
     }
 
     /// Makes the calling cpu the owner (for a `CpuLocal` built in place,
     /// from zeroed memory).
     pub fn adopt(&mut self) {
-        self.owner = cpu_id();
+        *self.state.get_mut() = cpu_id() << 1;
     }
 
     /// Borrows the value with this cpu's interrupts off, so no interrupt
@@ -267,13 +299,25 @@ impl<T> CpuLocal<T> {
     /// On another cpu than the owner.
     #[inline]
     pub fn try_borrow(&self) -> Option<LocalMut<'_, T>> {
-        assert_eq!(self.owner, cpu_id(), "a cpu-local value used on another cpu");
-        if self.borrowed.load(Ordering::Relaxed) {
+        self.try_borrow_on(ThisCpu::get())
+    }
+
+    /// [`try_borrow`](Self::try_borrow) with the cpu number the caller
+    /// has read already.
+    ///
+    /// # Panics
+    /// On another cpu than the owner.
+    #[inline]
+    pub fn try_borrow_on(&self, here: ThisCpu) -> Option<LocalMut<'_, T>> {
+        let unborrowed = here.id << 1;
+        let state = self.state.load(Ordering::Relaxed);
+        if state != unborrowed {
+            assert_eq!(state & !BORROWED, unborrowed, "a cpu-local value used on another cpu");
             return None;
         }
-        self.borrowed.store(true, Ordering::Relaxed);
+        self.state.store(unborrowed | BORROWED, Ordering::Relaxed);
         compiler_fence(Ordering::SeqCst);
-        Some(LocalMut { cell: self, _this_cpu: PhantomData })
+        Some(LocalMut { cell: self, unborrowed, _this_cpu: PhantomData })
     }
 }
 
@@ -281,7 +325,7 @@ impl<T> CpuLocal<Option<T>> {
     /// An empty slot local to cpu `cpu`, which fills it itself (for values
     /// that must not move between cpus, like a local APIC handle).
     pub const fn empty_for_cpu(cpu: usize) -> Self {
-        Self { owner: cpu, borrowed: AtomicBool::new(false), value: UnsafeCell::new(None) }
+        Self { state: AtomicUsize::new(cpu << 1), value: UnsafeCell::new(None) }
     }
 }
 
@@ -310,6 +354,8 @@ pub(crate) use per_cpu_array;
 /// to its cpu (`!Send`).
 pub struct LocalMut<'a, T> {
     cell: &'a CpuLocal<T>,
+    /// The cell's state once this borrow ends.
+    unborrowed: usize,
     _this_cpu: PhantomData<*mut ()>,
 }
 
@@ -336,6 +382,6 @@ impl<T> Drop for LocalMut<'_, T> {
     #[inline]
     fn drop(&mut self) {
         compiler_fence(Ordering::SeqCst);
-        self.cell.borrowed.store(false, Ordering::Relaxed);
+        self.cell.state.store(self.unborrowed, Ordering::Relaxed);
     }
 }
