@@ -245,7 +245,7 @@ fn stats(metrics: &Metrics) -> String {
         net.rounds,
         net.last_round_ms
     );
-    let lazy = bravo::internals::memory::lazy::stats();
+    let lazy = bravo::memory::committed_stats();
     let _ = write!(
         json,
         "\"lazy\":{{\"stack_bytes\":{},\"page_table_bytes\":{}}},",

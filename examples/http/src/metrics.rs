@@ -200,7 +200,7 @@ fn encode_kernel(out: &mut Encoder<&mut String>) -> Result<(), Error> {
     for (node, stats) in nodes.iter().enumerate() {
         out.sample(&[("node", &node)], stats.free)?;
     }
-    let lazy = bravo::internals::memory::lazy::stats();
+    let lazy = bravo::memory::committed_stats();
     single(
         out,
         "bravo_memory_thread_stack_bytes",

@@ -36,6 +36,10 @@ use x86_64::PhysAddr;
 pub(crate) use boot_frames::BootFrames;
 pub(crate) use frames::alloc_frames;
 pub(crate) use heap::leak_in;
+/// What lazily committed memory holds now: thread stacks and socket
+/// buffers (committed page by page as they are touched), the page-fault
+/// frame reserves and the page tables made for them.
+pub use lazy::{stats as committed_stats, LazyStats as CommittedStats};
 pub use pressure::{node_pressure, pressure, Level, Pressure};
 pub use reserve::{stats as reserve_stats, ReserveStats};
 
